@@ -1,0 +1,36 @@
+# e1000e-vfu: an e1000e NIC served over vfio-user, with live migration.
+
+GO      ?= go
+BIN     := bin/e1000e-vfu
+SOCKET  ?= /tmp/e1000e-vfu.sock
+PKGS    := ./...
+
+.PHONY: all build run test test-unit lint bench fuzz clean deps
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/e1000e-vfu
+
+# Serve one NIC on $(SOCKET) until interrupted.
+run: build
+	$(BIN) serve --socket $(SOCKET)
+
+# Installs what the tests need (root, Debian), then runs every test.
+test: deps lint test-unit
+
+deps:
+	@sh tests/deps.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+test-unit:
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 $(PKGS)
+
+clean:
+	rm -rf bin

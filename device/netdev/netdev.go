@@ -1,0 +1,21 @@
+// Package netdev holds network backends that any emulated NIC can use: TAP
+// devices, QEMU's stream and datagram socket protocols, and a pcap tee.
+package netdev
+
+// Receiver takes the frames a backend receives. Receive is called from the
+// backend's own goroutine, one frame at a time; frame is valid only during
+// the call (the backend reuses its buffer) and has no FCS.
+type Receiver interface {
+	Receive(frame []byte)
+}
+
+// Backend moves Ethernet frames between a NIC and the outside.
+type Backend interface {
+	// Send transmits one frame (no FCS). It does not retain frame.
+	Send(frame []byte) error
+	// Start begins delivering received frames to rx until Close.
+	Start(rx Receiver) error
+	// Close stops delivery and releases the backend; Receive is not called
+	// once Close has returned.
+	Close() error
+}
