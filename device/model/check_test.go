@@ -1,0 +1,150 @@
+package model
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// source resolves the e1000e model as a server started with --version and
+// --param would, and returns what it announces.
+func source(t *testing.T, version int, ss ...string) Source {
+	t.Helper()
+	c, err := E1000E().Resolve(version, settings(t, ss...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Source()
+}
+
+// thisProgram is the destination description this program prints, read
+// back the way an orchestrator reads a remote host's describe output.
+func thisProgram(t *testing.T) []*Model {
+	t.Helper()
+	out, err := Describe(All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := DecodeDescription(bytes.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+func messages(ps []Problem) string {
+	var b strings.Builder
+	for _, p := range ps {
+		b.WriteString(p.Msg)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func TestCheckModelMismatchRefused(t *testing.T) {
+	src := source(t, 2)
+	src.Model = "qemu.org/devices/e1000e"
+	ps := Check(src, thisProgram(t))
+	if len(ps) != 1 || !strings.Contains(ps[0].Msg, "model mismatch") ||
+		!strings.Contains(ps[0].Msg, "qemu.org/devices/e1000e") || !strings.Contains(ps[0].Msg, E1000EName) {
+		t.Errorf("got %q", messages(ps))
+	}
+	if ps := Check(source(t, 2), nil); len(ps) != 1 || !strings.Contains(ps[0].Msg, "offers none") {
+		t.Errorf("empty destination: %q", messages(ps))
+	}
+}
+
+// A version 1 source migrates into a destination that can do version 2:
+// the check passes, and the destination started with the source's list
+// runs unfiltered, as the source does.
+func TestCheckV1SourceIntoV2CapableDestination(t *testing.T) {
+	src := source(t, 1)
+	if ps := Check(src, thisProgram(t)); len(ps) != 0 {
+		t.Fatalf("refused: %q", messages(ps))
+	}
+	dst, err := E1000E().ResolveList(src.Params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dst.Int(RXFilterSize); got != 0 {
+		t.Errorf("destination runs with rx-filter-size=%d, want 0 (unfiltered)", got)
+	}
+	if dst.Version != 1 {
+		t.Errorf("destination reports version %d, want 1", dst.Version)
+	}
+}
+
+// A version 2 source cannot go to a host that only knows version 1: the
+// refusal names rx-filter-size.
+func TestCheckV2SourceAgainstV1OnlyRefused(t *testing.T) {
+	ps := Check(source(t, 2), mustLoad("testdata/v1-only.json"))
+	if len(ps) != 1 || ps[0].Param != RXFilterSize || !strings.Contains(ps[0].Msg, "unknown parameter rx-filter-size") {
+		t.Errorf("got %q", messages(ps))
+	}
+}
+
+// A version-2-capable server started as version 1 can go back to the old
+// host.
+func TestCheckV2CapableStartedAsV1AcceptedByV1Only(t *testing.T) {
+	if ps := Check(source(t, 1), mustLoad("testdata/v1-only.json")); len(ps) != 0 {
+		t.Errorf("refused: %q", messages(ps))
+	}
+	// So is one started with the old value given explicitly.
+	if ps := Check(source(t, 2, "rx-filter-size=0"), mustLoad("testdata/v1-only.json")); len(ps) != 0 {
+		t.Errorf("refused: %q", messages(ps))
+	}
+}
+
+func TestCheckValueRange(t *testing.T) {
+	dest := thisProgram(t)
+	in := Source{Model: E1000EName, Params: []Assignment{{RXFilterSize, IntValue(8)}}}
+	if ps := Check(in, dest); len(ps) != 0 {
+		t.Errorf("8 refused: %q", messages(ps))
+	}
+	out := Source{Model: E1000EName, Params: []Assignment{{RXFilterSize, IntValue(99)}}}
+	ps := Check(out, dest)
+	if len(ps) != 1 || ps[0].Msg != "rx-filter-size=99 not allowed by the destination (allowed: 0..16)" {
+		t.Errorf("99: %q", messages(ps))
+	}
+	// A destination with a narrower range refuses what the source runs.
+	narrow := thisProgram(t)
+	narrow[0].Params[0].Ranges = []Range{{0, 8}}
+	if ps := Check(source(t, 2), narrow); len(ps) != 1 || !strings.Contains(ps[0].Msg, "rx-filter-size=16 not allowed") {
+		t.Errorf("narrow destination: %q", messages(ps))
+	}
+	wrongType := Source{Model: E1000EName, Params: []Assignment{{RXFilterSize, StringValue("16")}}}
+	if ps := Check(wrongType, dest); len(ps) != 1 || !strings.Contains(ps[0].Msg, "wants a int") {
+		t.Errorf("string for int: %q", messages(ps))
+	}
+}
+
+func TestCheckDestinationParamWithoutOffValueRefused(t *testing.T) {
+	dest := mustLoad("testdata/no-off-value.json")
+	ps := Check(source(t, 2), dest)
+	if len(ps) != 1 || ps[0].Param != "queues" || !strings.Contains(ps[0].Msg, "no off value") {
+		t.Errorf("got %q", messages(ps))
+	}
+	// Listing it makes the source acceptable.
+	src := source(t, 2)
+	src.Params = append(src.Params, Assignment{"queues", IntValue(2)})
+	if ps := Check(src, dest); len(ps) != 0 {
+		t.Errorf("refused with queues listed: %q", messages(ps))
+	}
+}
+
+// Rule 7 asks for every failure, not only the first.
+func TestCheckReportsEveryFailure(t *testing.T) {
+	src := Source{Model: E1000EName, Params: []Assignment{
+		{"zeta", IntValue(1)},
+		{RXFilterSize, IntValue(99)},
+		{"alpha", BoolValue(true)},
+	}}
+	ps := Check(src, mustLoad("testdata/no-off-value.json"))
+	var params []string
+	for _, p := range ps {
+		params = append(params, p.Param)
+	}
+	if got := strings.Join(params, ","); got != "alpha,queues,rx-filter-size,zeta" {
+		t.Errorf("problems for %s, want alpha,queues,rx-filter-size,zeta:\n%s", got, messages(ps))
+	}
+}

@@ -1,0 +1,66 @@
+package model
+
+// E1000EName names this project's 82574L model: its hardware interface and
+// the problem-oriented state representation of our migration stream. It is a
+// domain (the project's name) followed by a path; it is an identifier, never
+// fetched, and it never changes. It differs from QEMU's name for its e1000e
+// on purpose: the two share a hardware interface but not a state
+// representation, so their states cannot load into each other.
+const E1000EName = "e1000e-vfu.dev/devices/e1000e-82574l"
+
+// RXFilterSize is the parameter for the number of exact-match receive
+// address (RA) entries the NIC filters with.
+const RXFilterSize = "rx-filter-size"
+
+// RAEntries is the number of receive address registers of the 82574L.
+const RAEntries = 16
+
+// E1000E returns the definition of the e1000e model. Each call returns a new
+// value, so callers cannot change one another's copy.
+//
+// Versions are defined newest first; each older version restates only the
+// defaults that held before the newer one:
+//
+//	version 2: the current defaults (rx-filter-size=16, the 82574L's RA table)
+//	version 1: rx-filter-size=0, the first model: no exact-match filtering
+//
+// The link speed is deliberately not a parameter: the NIC always reports a
+// 1000 Mb/s full-duplex link, whatever the backend, so the guest never sees
+// the host's port and a destination with a different network loads the
+// state unchanged (see README.md).
+func E1000E() *Model {
+	off := IntValue(0)
+	params := []Param{{
+		Name:   RXFilterSize,
+		Type:   Int,
+		Init:   IntValue(RAEntries),
+		Off:    &off,
+		Ranges: []Range{{Min: 0, Max: RAEntries}},
+		Description: "Number of exact-match receive address (RA) entries the NIC filters unicast " +
+			"frames with. 0 turns exact-match filtering off: every unicast frame is accepted " +
+			"and the device state carries no receive address table.",
+	}}
+	return &Model{
+		Name:   E1000EName,
+		Params: params,
+		Versions: NewVersions(params,
+			Compat{Number: 2},
+			Compat{Number: 1, Set: map[string]Value{RXFilterSize: IntValue(0)}},
+		),
+	}
+}
+
+// All returns every model this program implements, for describe.
+func All() []*Model {
+	return []*Model{E1000E()}
+}
+
+// Lookup returns the model called name among All, or nil.
+func Lookup(name string) *Model {
+	for _, m := range All() {
+		if m.Name == name {
+			return m
+		}
+	}
+	return nil
+}
