@@ -275,8 +275,8 @@ func TestFraming(t *testing.T) {
 		"bit flip in data":   flip(len(good) / 2),
 		"bit flip in crc":    flip(len(good) - 1),
 		"unknown record tag": func() []byte { b := bytes.Clone(good); b[hdrLen] = 'X'; return b }(),
-		"unknown flags": buildStream(t, fakeModel, nil, rawSection{"config", true, mustPack(t, fakeConfig{})}),
-		"stray bytes":   append(bytes.Clone(good), 0),
+		"unknown flags":      buildStream(t, fakeModel, nil, rawSection{"config", true, mustPack(t, fakeConfig{})}),
+		"stray bytes":        append(bytes.Clone(good), 0),
 	}
 	// Set an unknown flag bit in the first section.
 	cases["unknown flags"][hdrLen+1] |= 0x80
