@@ -2,12 +2,17 @@
 // Linux e1000e driver drives it.
 //
 // The package reaches guest memory, interrupts and the network through small
-// interfaces (device.GuestMemory, netdev.Backend) and never imports the
-// vfio-user protocol.
+// interfaces (device.GuestMemory, netdev.Backend, Interrupter) and never
+// imports the vfio-user protocol.
 package e1000e
 
 import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
 	"sync"
+	"time"
 
 	"e1000e-vfu/device"
 	"e1000e-vfu/device/netdev"
@@ -17,22 +22,27 @@ import (
 // accesses from the server, frames from the backend and timers all take it.
 //
 // The file split is a contract between the two halves of the model:
-//   - the core (nic.go, regs*.go, nvm.go, phy.go, intr*.go, link.go,
-//     stats.go, pci*.go) owns register storage, interrupts and the PCI glue;
+//   - the core (nic.go, regs*.go, nvm*.go, phy*.go, intr*.go, link*.go,
+//     stats*.go, pci*.go) owns register storage, interrupts and the PCI glue;
 //   - the datapath (tx*.go, rx*.go, desc*.go, offload*.go, filter*.go,
 //     rss*.go) owns the rings, descriptors, offloads and filters.
 //
 // The core offers the datapath, all called with mu held:
 //
 //	n.reg(off) / n.setReg(off, v)  raw register storage by BAR0 byte offset
+//	                              (canonical offsets, no side effects)
 //	n.raise(causes)               set ICR causes and deliver per the rules
+//	n.raiseRX(causes)             same, subject to RDTR/RADV/RAID delays
+//	n.raiseTX(causes, ide)        same, subject to TIDV/TADV when ide is set
 //	n.busMaster()                 whether DMA is allowed
-//	n.addStat(off, delta)         bump a statistics register
+//	n.addStat(off, delta)         bump a statistics register (saturating;
+//	                              64-bit pairs by their low offset)
+//	n.loopback()                  whether TX frames loop back to RX
 //
 // and the datapath offers the core, also with mu held:
 //
-//	n.kickTX()     after a TDT write or when transmit becomes possible
-//	n.kickRX()     after an RDT write or when receive becomes possible
+//	n.kickTX()     after a TDT or TCTL write or when transmit becomes possible
+//	n.kickRX()     after an RDT or RCTL write, on link up or bus master enable
 //	n.resetRings() on device reset
 //
 // plus Receive (netdev.Receiver), which takes mu itself.
@@ -40,9 +50,193 @@ type NIC struct {
 	mu      sync.Mutex
 	mem     device.GuestMemory
 	backend netdev.Backend
+	log     *slog.Logger
+
+	// Register storage by dword index; aliases resolve to one slot.
+	mac [bar0Size / 4]uint32
+	phy [phyPages][phyRegs]uint16
+	nvm [nvmWords]uint16
+
+	perm     [6]byte // the MAC address of the NVM
+	rxFilter int     // exact-match RA entries the RX filter honours
+
+	irq    Interrupter
+	intr   intrState
+	timers timerSet
+
+	linkUp       bool // carrier from the backend or the administrator
+	autoneg      *nicTimer
+	autonegDelay time.Duration
+
+	busMasterOn bool   // PCI command register Bus Master Enable
+	ioaddr      uint32 // BAR2 IOADDR
+	closed      bool
 
 	tx txState
 	rx rxState
 }
 
 var _ netdev.Receiver = (*NIC)(nil)
+
+// Config describes a NIC to build.
+type Config struct {
+	// MAC is the permanent address (NVM words 0-2). Nil picks a locally
+	// administered default.
+	MAC net.HardwareAddr
+	// Backend carries frames; nil means none (frames are dropped).
+	Backend netdev.Backend
+	// Logger receives the NIC's logs; nil discards them.
+	Logger *slog.Logger
+	// RXFilterSize is how many receive-address (RA) entries the exact-match
+	// filter honours: 16 is the hardware; 0 disables exact matching.
+	// Negative means the default, 16.
+	RXFilterSize int
+	// AutonegDelay is how long PHY autonegotiation takes; zero means the
+	// 500 ms of QEMU's model.
+	AutonegDelay time.Duration
+	// Interrupter delivers interrupts; nil delivers none until the PCI
+	// glue or a test sets one with SetInterrupter.
+	Interrupter Interrupter
+}
+
+// DefaultMAC is the address used when Config.MAC is nil.
+var defaultMAC = [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+
+// New builds a NIC in its power-on state with the link up.
+func New(cfg Config) (*NIC, error) {
+	n := &NIC{
+		backend:      cfg.Backend,
+		log:          cfg.Logger,
+		rxFilter:     cfg.RXFilterSize,
+		autonegDelay: cfg.AutonegDelay,
+		irq:          cfg.Interrupter,
+		linkUp:       true,
+	}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	if n.rxFilter < 0 {
+		n.rxFilter = numRA
+	}
+	if n.rxFilter > numRA {
+		return nil, fmt.Errorf("e1000e: rx filter size %d exceeds %d entries", n.rxFilter, numRA)
+	}
+	if n.autonegDelay <= 0 {
+		n.autonegDelay = 500 * time.Millisecond
+	}
+	if n.irq == nil {
+		n.irq = noInterrupts{}
+	}
+	switch len(cfg.MAC) {
+	case 0:
+		n.perm = defaultMAC
+	case 6:
+		if cfg.MAC[0]&1 != 0 {
+			return nil, fmt.Errorf("e1000e: MAC %s is a multicast address", cfg.MAC)
+		}
+		copy(n.perm[:], cfg.MAC)
+	default:
+		return nil, errors.New("e1000e: MAC must be 6 bytes")
+	}
+	n.buildNVM()
+	n.initTimers()
+	n.autoneg = n.newTimer(n.autonegDone)
+
+	n.mu.Lock()
+	n.resetLocked(false)
+	n.mu.Unlock()
+	return n, nil
+}
+
+// SetInterrupter replaces how interrupts are delivered.
+func (n *NIC) SetInterrupter(irq Interrupter) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if irq == nil {
+		irq = noInterrupts{}
+	}
+	n.irq = irq
+}
+
+// MAC returns the permanent MAC address.
+func (n *NIC) MAC() net.HardwareAddr {
+	return net.HardwareAddr(append([]byte(nil), n.perm[:]...))
+}
+
+// Close stops the NIC's timers; the NIC must not be used afterwards.
+func (n *NIC) Close() error {
+	n.mu.Lock()
+	n.closed = true
+	n.stopAllTimers()
+	n.autoneg.stop()
+	n.mu.Unlock()
+	return nil
+}
+
+// reg returns raw register storage at a canonical BAR0 byte offset.
+func (n *NIC) reg(off uint32) uint32 {
+	return n.mac[(off>>2)&(bar0Size/4-1)]
+}
+
+// setReg writes raw register storage at a canonical BAR0 byte offset.
+func (n *NIC) setReg(off, v uint32) {
+	n.mac[(off>>2)&(bar0Size/4-1)] = v
+}
+
+// busMaster reports whether the guest allows the NIC to master the bus.
+func (n *NIC) busMaster() bool { return n.busMasterOn && n.mem != nil }
+
+// loopback reports whether transmitted frames should be received back:
+// MAC loopback (RCTL.LBM) or PHY loopback (BMCR bit 14).
+func (n *NIC) loopback() bool {
+	return n.reg(RCTL)&RCTL_LBM_MASK != 0 || n.phy[0][phyBMCR]&bmcrLoopback != 0
+}
+
+// ReadReg reads a BAR0 register as the guest would (with side effects).
+func (n *NIC) ReadReg(off uint32) uint32 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.readReg(off)
+}
+
+// WriteReg writes a BAR0 register as the guest would.
+func (n *NIC) WriteReg(off, v uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.writeReg(off, v)
+}
+
+// resetLocked puts the MAC, PHY and interrupt logic in their reset state.
+// A software reset (CTRL.RST) keeps the registers marked keep.
+func (n *NIC) resetLocked(soft bool) {
+	n.stopAllTimers()
+	n.autoneg.stop()
+	n.intr = intrState{}
+	for i := range regTable {
+		row := &regTable[i]
+		if soft && row.keep {
+			continue
+		}
+		base := row.off / 4
+		for d := uint32(0); d < row.n; d++ {
+			n.mac[base+d] = row.reset
+		}
+	}
+	n.resetPHY()
+	n.loadFromNVM()
+	if !n.linkUp {
+		n.linkDownRegs()
+	}
+	n.irq.SetINTx(false)
+	n.resetRings()
+}
+
+// noInterrupts drops every interrupt: the state before the PCI glue or a
+// test installs an Interrupter.
+type noInterrupts struct{}
+
+func (noInterrupts) Mode() IRQMode        { return IRQModeINTx }
+func (noInterrupts) MSIX(int)             {}
+func (noInterrupts) MSI()                 {}
+func (noInterrupts) SetINTx(bool)         {}
+func (noInterrupts) ClearMSIXPending(int) {}

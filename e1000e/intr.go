@@ -1,0 +1,375 @@
+package e1000e
+
+import "time"
+
+// IRQMode is how the function signals interrupts, as configured in its PCI
+// configuration space.
+type IRQMode uint8
+
+// Interrupt modes.
+const (
+	IRQModeINTx IRQMode = iota
+	IRQModeMSI
+	IRQModeMSIX
+)
+
+// Interrupter delivers the NIC's interrupts. The NIC calls it with its
+// mutex held, so an implementation must not call back into the NIC.
+type Interrupter interface {
+	// Mode is the interrupt mode the guest enabled.
+	Mode() IRQMode
+	// MSIX signals vector (0-4); a masked vector becomes pending.
+	MSIX(vector int)
+	// MSI signals the single MSI vector.
+	MSI()
+	// SetINTx drives the INTx line level.
+	SetINTx(level bool)
+	// ClearMSIXPending clears the pending bit of a vector (PBACLR).
+	ClearMSIXPending(vector int)
+}
+
+// Timer resolutions.
+const (
+	itrUnit   = 256 * time.Nanosecond  // ITR and EITR intervals
+	delayUnit = 1024 * time.Nanosecond // RDTR, RADV, RAID, TIDV, TADV
+)
+
+// intrState is the runtime state of interrupt delivery, cleared on reset.
+type intrState struct {
+	// signalled are the causes already sent as MSI/MSI-X messages; a new
+	// message goes out only for causes not yet signalled (edge semantics).
+	signalled uint32
+	// delayed are causes held back by the RX/TX delay timers.
+	delayed uint32
+	intx    bool // current INTx level
+
+	// A message that comes while its throttling interval runs is sent when
+	// the interval ends.
+	itrPending  bool
+	eitrPending [numMSIXVecs]bool
+}
+
+// timerSet holds the interrupt timers; they live as long as the NIC.
+type timerSet struct {
+	rdtr, radv, raid, tidv, tadv, itr *nicTimer
+	eitr                              [numMSIXVecs]*nicTimer
+}
+
+func (n *NIC) initTimers() {
+	n.timers = timerSet{
+		rdtr: n.newTimer(n.delayFired),
+		radv: n.newTimer(n.delayFired),
+		raid: n.newTimer(n.delayFired),
+		tidv: n.newTimer(n.delayFired),
+		tadv: n.newTimer(n.delayFired),
+		itr:  n.newTimer(n.itrFired),
+	}
+	for v := range n.timers.eitr {
+		n.timers.eitr[v] = n.newTimer(func() { n.eitrFired(v) })
+	}
+}
+
+// stopAllTimers stops every interrupt timer and forgets what they held.
+func (n *NIC) stopAllTimers() {
+	t := &n.timers
+	t.rdtr.stop()
+	t.radv.stop()
+	t.raid.stop()
+	t.tidv.stop()
+	t.tadv.stop()
+	t.itr.stop()
+	for _, e := range t.eitr {
+		e.stop()
+	}
+}
+
+func (n *NIC) stopDelayTimers() {
+	t := &n.timers
+	t.rdtr.stop()
+	t.radv.stop()
+	t.raid.stop()
+	t.tidv.stop()
+	t.tadv.stop()
+}
+
+// raise sets interrupt causes in ICR (with any delayed ones) and delivers
+// what the masks allow. Called with n.mu held.
+func (n *NIC) raise(causes uint32) {
+	if d := n.intr.delayed; d != 0 {
+		n.intr.delayed = 0
+		causes |= d
+	}
+	n.stopDelayTimers()
+	n.mac[ICR>>2] |= causes &^ ICR_INT_ASSERTED
+	n.updateIRQ()
+}
+
+// raiseRX raises receive causes, holding back RXT0/RXQn (and ACK) while
+// the receive delay timers run. The delays apply in INTx and MSI modes only,
+// as on QEMU's model: Linux programs them for those modes.
+func (n *NIC) raiseRX(causes uint32) {
+	if causes == 0 || n.irq.Mode() == IRQModeMSIX {
+		n.raise(causes)
+		return
+	}
+	const ackDis = 0x1000 // RFCTL.ACK_DIS: no ACK-frame detection
+	delayable := uint32(ICR_RXQ0 | ICR_RXQ1 | ICR_RXT0)
+	if n.mac[RFCTL>>2]&ackDis == 0 {
+		delayable |= ICR_ACK
+	}
+	n.intr.delayed |= causes & delayable
+	rest := causes &^ delayable
+	rdtr := n.mac[RDTR>>2] & 0xFFFF
+	ack := n.intr.delayed&ICR_ACK != 0
+	if rest != 0 || rdtr == 0 || (ack && n.mac[RAID>>2]&0xFFFF == 0) {
+		n.raise(rest)
+		return
+	}
+	t := &n.timers
+	t.rdtr.arm(time.Duration(rdtr) * delayUnit)
+	if radv := n.mac[RADV>>2] & 0xFFFF; radv != 0 && !t.radv.running {
+		t.radv.arm(time.Duration(radv) * delayUnit)
+	}
+	if ack && !t.raid.running {
+		t.raid.arm(time.Duration(n.mac[RAID>>2]&0xFFFF) * delayUnit)
+	}
+}
+
+// raiseTX raises transmit causes; with ide (the descriptor's interrupt
+// delay enable) TXDW/TXQE/TXQn wait for TIDV, bounded by TADV.
+func (n *NIC) raiseTX(causes uint32, ide bool) {
+	if causes == 0 || !ide || n.irq.Mode() == IRQModeMSIX {
+		n.raise(causes)
+		return
+	}
+	delayable := uint32(ICR_TXDW | ICR_TXQE | ICR_TXQ0 | ICR_TXQ1)
+	n.intr.delayed |= causes & delayable
+	rest := causes &^ delayable
+	tidv := n.mac[TIDV>>2] & 0xFFFF
+	if rest != 0 || tidv == 0 {
+		n.raise(rest)
+		return
+	}
+	t := &n.timers
+	t.tidv.arm(time.Duration(tidv) * delayUnit)
+	if tadv := n.mac[TADV>>2] & 0xFFFF; tadv != 0 && !t.tadv.running {
+		t.tadv.arm(time.Duration(tadv) * delayUnit)
+	}
+}
+
+// delayFired runs when any RX/TX delay timer ends: the delayed causes are
+// raised and every delay timer stops.
+func (n *NIC) delayFired() { n.raise(0) }
+
+// updateIRQ recomputes INT_ASSERTED, mirrors ICR into ICS and delivers.
+func (n *NIC) updateIRQ() {
+	mode := n.irq.Mode()
+	icr := n.mac[ICR>>2]
+	if mode == IRQModeMSIX && icr&icrOtherCauses != 0 {
+		icr |= ICR_OTHER
+	}
+	ims := n.mac[IMS>>2]
+	causes := icr & ims &^ ICR_INT_ASSERTED
+	if causes != 0 {
+		icr |= ICR_INT_ASSERTED
+	} else {
+		icr &^= ICR_INT_ASSERTED
+	}
+	n.mac[ICR>>2] = icr
+
+	switch mode {
+	case IRQModeMSIX, IRQModeMSI:
+		n.setINTx(false)
+		n.intr.signalled &= causes
+		fresh := causes &^ n.intr.signalled
+		if fresh == 0 {
+			break
+		}
+		n.intr.signalled |= fresh
+		if mode == IRQModeMSIX {
+			n.msixNotify(fresh)
+		} else if !n.throttle(n.timers.itr, &n.intr.itrPending, ITR) {
+			n.irq.MSI()
+		}
+	default:
+		if causes == 0 {
+			n.setINTx(false)
+		} else if !n.intr.intx && !n.throttle(n.timers.itr, &n.intr.itrPending, ITR) {
+			n.setINTx(true)
+		}
+	}
+	// EIAC may have cleared causes: keep INT_ASSERTED and ICS consistent.
+	icr = n.mac[ICR>>2]
+	if icr&n.mac[IMS>>2]&^ICR_INT_ASSERTED == 0 {
+		icr &^= ICR_INT_ASSERTED
+	}
+	n.mac[ICR>>2] = icr
+	n.mac[ICS>>2] = icr
+}
+
+func (n *NIC) setINTx(level bool) {
+	if level == n.intr.intx {
+		return
+	}
+	n.intr.intx = level
+	if level {
+		n.addStat(IAC, 1)
+	}
+	n.irq.SetINTx(level)
+}
+
+// throttle reports whether a message must wait for the running throttling
+// interval (and records it as pending); otherwise it starts a new interval
+// from the interval register at off and lets the message go.
+func (n *NIC) throttle(t *nicTimer, pending *bool, off uint32) bool {
+	if t.running {
+		*pending = true
+		return true
+	}
+	if iv := n.mac[off>>2] & 0xFFFF; iv != 0 {
+		t.arm(time.Duration(iv) * itrUnit)
+	}
+	return false
+}
+
+// itrFired ends an ITR interval: a held-back MSI or INTx assertion goes out
+// now and starts the next interval.
+func (n *NIC) itrFired() {
+	if !n.intr.itrPending {
+		return
+	}
+	n.intr.itrPending = false
+	switch n.irq.Mode() {
+	case IRQModeMSI:
+		n.throttle(n.timers.itr, &n.intr.itrPending, ITR)
+		n.irq.MSI()
+	case IRQModeINTx:
+		if n.mac[ICR>>2]&n.mac[IMS>>2]&^ICR_INT_ASSERTED != 0 && !n.intr.intx {
+			n.throttle(n.timers.itr, &n.intr.itrPending, ITR)
+			n.setINTx(true)
+		}
+	}
+}
+
+// eitrFired ends an EITR interval of vector v.
+func (n *NIC) eitrFired(v int) {
+	if !n.intr.eitrPending[v] {
+		return
+	}
+	n.intr.eitrPending[v] = false
+	if n.irq.Mode() != IRQModeMSIX {
+		return
+	}
+	n.throttle(n.timers.eitr[v], &n.intr.eitrPending[v], EITR0+4*uint32(v))
+	n.irq.MSIX(v)
+}
+
+// msixCauses pairs each MSI-X cause with its IVAR field position.
+var msixCauses = [...]struct {
+	cause uint32
+	shift uint
+}{
+	{ICR_RXQ0, 0}, {ICR_RXQ1, 4}, {ICR_TXQ0, 8}, {ICR_TXQ1, 12}, {ICR_OTHER, 16},
+}
+
+// msixNotify sends the vectors IVAR maps the fresh causes to, then applies
+// the auto-clear (EIAC) and auto-mask (EIAME with IAM) rules.
+func (n *NIC) msixNotify(fresh uint32) {
+	ivar := n.mac[IVAR>>2]
+	for _, mc := range msixCauses {
+		if fresh&mc.cause == 0 {
+			continue
+		}
+		field := ivar >> mc.shift & 0xF
+		if field&ivarValid != 0 {
+			v := int(field & ivarVector)
+			if v < numMSIXVecs && !n.throttle(n.timers.eitr[v], &n.intr.eitrPending[v], EITR0+4*uint32(v)) {
+				n.irq.MSIX(v)
+			}
+		}
+		if n.mac[CTRL_EXT>>2]&CTRL_EXT_EIAME != 0 {
+			n.mac[IMS>>2] &^= n.mac[IAM>>2] & mc.cause
+		}
+		clear := n.mac[EIAC>>2] & mc.cause
+		n.mac[ICR>>2] &^= clear
+		n.intr.signalled &^= clear
+	}
+}
+
+// msixVector returns the vector IVAR maps cause to, or -1.
+func (n *NIC) msixVector(cause uint32) int {
+	ivar := n.mac[IVAR>>2]
+	for _, mc := range msixCauses {
+		if mc.cause == cause {
+			field := ivar >> mc.shift & 0xF
+			if field&ivarValid != 0 && int(field&ivarVector) < numMSIXVecs {
+				return int(field & ivarVector)
+			}
+		}
+	}
+	return -1
+}
+
+// readICR returns ICR and clears it when no cause is enabled (IMS is 0) or
+// when an enabled cause is pending (INT_ASSERTED); with CTRL_EXT.IAME the
+// read also masks the IAM causes.
+func (n *NIC) readICR() uint32 {
+	icr := n.mac[ICR>>2]
+	if n.mac[IMS>>2] == 0 {
+		n.mac[ICR>>2] = 0
+	}
+	if icr&ICR_INT_ASSERTED != 0 {
+		if n.mac[CTRL_EXT>>2]&CTRL_EXT_IAME != 0 {
+			n.mac[IMS>>2] &^= n.mac[IAM>>2]
+		}
+		n.mac[ICR>>2] = 0
+	}
+	n.updateIRQ()
+	return icr
+}
+
+// writeICR clears the causes written as 1; clearing OTHER clears the
+// causes it summarises.
+func (n *NIC) writeICR(v uint32) {
+	icr := n.mac[ICR>>2]
+	if icr&ICR_INT_ASSERTED != 0 && n.mac[CTRL_EXT>>2]&CTRL_EXT_IAME != 0 {
+		n.mac[IMS>>2] &^= n.mac[IAM>>2]
+	}
+	icr &^= v
+	if v&ICR_OTHER != 0 {
+		icr &^= icrOtherCauses
+	}
+	n.mac[ICR>>2] = icr
+	n.updateIRQ()
+}
+
+// writeIMS enables causes. With CTRL_EXT.PBA_CLR, enabling an MSI-X cause
+// clears its vector's pending bit; enabling every cause with
+// INT_TIMERS_CLEAR_ENA fires the delay timers at once.
+func (n *NIC) writeIMS(v uint32) {
+	valid := v & imsValid
+	n.mac[IMS>>2] |= valid
+	if valid&eiacMask != 0 && n.mac[CTRL_EXT>>2]&CTRL_EXT_PBA_CLR != 0 && n.irq.Mode() == IRQModeMSIX {
+		for _, mc := range msixCauses {
+			if valid&mc.cause != 0 {
+				if vec := n.msixVector(mc.cause); vec >= 0 {
+					n.irq.ClearMSIXPending(vec)
+				}
+			}
+		}
+	}
+	if valid == imsValid && n.mac[CTRL_EXT>>2]&CTRL_EXT_INT_TIMERS_CLEAR_ENA != 0 {
+		n.mac[ICR>>2] |= n.intr.delayed
+		n.intr.delayed = 0
+		n.stopDelayTimers()
+	}
+	n.updateIRQ()
+}
+
+// IRQModeChanged re-evaluates interrupts after the guest changed the MSI or
+// MSI-X enable bits (the INTx line drops, MSI-X starts from ICR). The PCI
+// glue calls it with n.mu held.
+func (n *NIC) irqModeChanged() {
+	n.intr.signalled = 0
+	n.updateIRQ()
+}

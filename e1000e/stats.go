@@ -1,0 +1,24 @@
+package e1000e
+
+// addStat adds delta to a statistics register, saturating. The 64-bit
+// counters (GORC, GOTC, TOR, TOT) are named by their low half and carry
+// into the high half. Called with n.mu held.
+func (n *NIC) addStat(off uint32, delta uint64) {
+	d := (off >> 2) & (bar0Size/4 - 1)
+	switch off {
+	case GORCL, GOTCL, TORL, TOTL:
+		v := uint64(n.mac[d]) | uint64(n.mac[d+1])<<32
+		s := v + delta
+		if s < v {
+			s = ^uint64(0)
+		}
+		n.mac[d] = uint32(s)
+		n.mac[d+1] = uint32(s >> 32)
+	default:
+		s := uint64(n.mac[d]) + delta
+		if s > 0xFFFFFFFF || s < delta {
+			s = 0xFFFFFFFF
+		}
+		n.mac[d] = uint32(s)
+	}
+}
