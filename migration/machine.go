@@ -1,0 +1,306 @@
+package migration
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+
+	"e1000e-vfu/device"
+)
+
+// Options configure a Machine.
+type Options struct {
+	Limits Limits
+	Logger *slog.Logger
+	// P2P advertises the RUNNING_P2P and PRE_COPY_P2P states. An emulated
+	// device initiates no peer-to-peer DMA, so they differ from RUNNING and
+	// PRE_COPY only in that the device is quiesced, as the kernel's
+	// definition allows for a device that cannot tell P2P DMA apart.
+	P2P bool
+}
+
+// Machine runs the migration v2 state machine for a Stateful device and
+// implements device.Migratable. It owns the save and resume buffers; the
+// device owns its state.
+//
+// Saving: entering PRE_COPY (or STOP_COPY directly) starts a save session
+// with the header and the configuration sections, so a destination sees
+// them first and can refuse early; PRE_COPY's data ends there. Entering
+// STOP_COPY quiesces the device and appends the rest of the state, the end
+// marker and the checksum. The client reads it all as one byte stream.
+//
+// Resuming: written data is buffered (bounded by Limits.MaxStreamSize); as
+// soon as the header has arrived it is checked against the device, and a
+// refusal fails that write. RESUMING→STOP loads the whole stream; if it is
+// refused the transition fails, the device is untouched, the machine stays
+// in RESUMING and the buffered data is dropped, so the client may send a
+// stream again.
+type Machine struct {
+	mu    sync.Mutex
+	dev   Stateful
+	flags uint64
+	lim   Limits
+	log   *slog.Logger
+
+	state    device.MigrationState
+	quiesced bool
+
+	out     []byte // the stream being saved
+	outRead int    // bytes of out the client has consumed
+	outEnd  int    // end of what may be read in the current state
+
+	in      []byte // the stream being received
+	inHdr   int    // length of the header once accepted
+	inHead  Header
+	loader  Loader
+	refused error // a header refusal, repeated to later writes
+
+	scratch []byte // for size estimates
+}
+
+var _ device.Migratable = (*Machine)(nil)
+
+// NewMachine returns a machine in RUNNING for dev.
+func NewMachine(dev Stateful, opts Options) *Machine {
+	flags := device.MigFlagStopCopy | device.MigFlagPreCopy
+	if opts.P2P {
+		flags |= device.MigFlagP2P
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Machine{dev: dev, flags: flags, lim: opts.Limits.withDefaults(), log: log, state: sRunning}
+}
+
+// MigrationFlags implements device.Migratable.
+func (m *Machine) MigrationFlags() uint64 { return m.flags }
+
+// MigrationState implements device.Migratable.
+func (m *Machine) MigrationState() device.MigrationState {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state
+}
+
+// SetMigrationState implements device.Migratable: it walks the path to
+// target one arc at a time. An arc that fails for an internal reason moves
+// the machine to ERROR; a refused load leaves it in RESUMING.
+func (m *Machine) SetMigrationState(target device.MigrationState) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.setStateLocked(target)
+}
+
+func (m *Machine) setStateLocked(target device.MigrationState) error {
+	path, err := Path(m.flags, m.state, target)
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, syscall.EINVAL)
+	}
+	for _, next := range path {
+		if err := m.arc(m.state, next); err != nil {
+			return err
+		}
+		m.log.Debug("migration state", "from", StateName(m.state), "to", StateName(next))
+		m.state = next
+	}
+	return nil
+}
+
+func isActive(s device.MigrationState) bool { return s == sRunning || s == sPreCopy }
+
+func isSaving(s device.MigrationState) bool {
+	return s == sPreCopy || s == sPreCopyP2P || s == sStopCopy
+}
+
+// arc performs one direct transition's side effects.
+func (m *Machine) arc(from, to device.MigrationState) error {
+	if isActive(from) && !isActive(to) && !m.quiesced {
+		m.dev.Quiesce()
+		m.quiesced = true
+	}
+	if from == sResuming {
+		if err := m.finishResume(); err != nil {
+			var ae *ApplyError
+			if errors.As(err, &ae) {
+				return m.fail(err)
+			}
+			// The device is untouched: stay in RESUMING, ready for a
+			// new stream.
+			m.resetResume()
+			return fmt.Errorf("%w: %w", err, syscall.EINVAL)
+		}
+	}
+	if isSaving(to) && !isSaving(from) {
+		if err := m.startSave(); err != nil {
+			return m.fail(err)
+		}
+	}
+	if to == sStopCopy {
+		if err := m.finishSave(); err != nil {
+			return m.fail(err)
+		}
+	}
+	if isSaving(from) && !isSaving(to) {
+		m.dropSave()
+	}
+	if to == sResuming {
+		m.resetResume()
+	}
+	if !isActive(from) && isActive(to) && m.quiesced {
+		m.dev.Resume()
+		m.quiesced = false
+	}
+	return nil
+}
+
+// fail moves the machine to ERROR after an internal failure; only Reset
+// leaves it.
+func (m *Machine) fail(err error) error {
+	m.log.Error("migration: device entered ERROR", "err", err)
+	m.state = sError
+	m.dropSave()
+	m.resetResume()
+	return fmt.Errorf("%w: %w", err, syscall.EIO)
+}
+
+func (m *Machine) startSave() error {
+	b, err := saveHead(m.out[:0], m.dev, m.lim)
+	if err != nil {
+		return err
+	}
+	m.out, m.outRead, m.outEnd = b, 0, len(b)
+	return nil
+}
+
+func (m *Machine) finishSave() error {
+	b, err := saveTail(m.out, m.dev, m.lim)
+	if err != nil {
+		return err
+	}
+	m.out, m.outEnd = b, len(b)
+	return nil
+}
+
+func (m *Machine) dropSave() {
+	m.out, m.outRead, m.outEnd = m.out[:0], 0, 0
+}
+
+func (m *Machine) resetResume() {
+	m.in, m.inHdr, m.inHead, m.loader, m.refused = m.in[:0], 0, Header{}, nil, nil
+}
+
+// checkIncoming runs the header check as soon as the header has arrived.
+func (m *Machine) checkIncoming() error {
+	if m.refused != nil {
+		return m.refused
+	}
+	if m.inHdr > 0 {
+		return nil
+	}
+	h, n, ld, err := CheckHeader(m.in, m.dev, m.lim)
+	if errors.Is(err, ErrShort) {
+		return nil
+	}
+	if err != nil {
+		m.refused = err
+		m.log.Warn("migration: refusing incoming state", "err", err)
+		return err
+	}
+	m.inHdr, m.inHead, m.loader = n, h, ld
+	return nil
+}
+
+func (m *Machine) finishResume() error {
+	if err := m.checkIncoming(); err != nil {
+		return err
+	}
+	if m.inHdr == 0 {
+		return fmt.Errorf("migration: incoming stream ends in its header (%d bytes)", len(m.in))
+	}
+	return loadBody(m.in, m.inHdr, m.inHead, m.loader, m.dev, m.lim, m.log)
+}
+
+// ReadMigrationData implements device.Migratable.
+func (m *Machine) ReadMigrationData(p []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !isSaving(m.state) {
+		return 0, fmt.Errorf("migration: no data to read in %s: %w", StateName(m.state), syscall.EINVAL)
+	}
+	return m.readLocked(p), nil
+}
+
+func (m *Machine) readLocked(p []byte) int {
+	n := copy(p, m.out[m.outRead:m.outEnd])
+	m.outRead += n
+	return n
+}
+
+// WriteMigrationData implements device.Migratable.
+func (m *Machine) WriteMigrationData(p []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.writeLocked(p)
+}
+
+func (m *Machine) writeLocked(p []byte) error {
+	if m.state != sResuming {
+		return fmt.Errorf("migration: data written in %s: %w", StateName(m.state), syscall.EINVAL)
+	}
+	if m.refused != nil {
+		return fmt.Errorf("%w: %w", m.refused, syscall.EINVAL)
+	}
+	if len(p) > m.lim.MaxStreamSize-len(m.in) {
+		return fmt.Errorf("migration: incoming state exceeds %d bytes: %w", m.lim.MaxStreamSize, syscall.EFBIG)
+	}
+	m.in = append(m.in, p...)
+	if err := m.checkIncoming(); err != nil {
+		return fmt.Errorf("%w: %w", err, syscall.EINVAL)
+	}
+	return nil
+}
+
+// MigrationDataSize implements device.Migratable. In STOP_COPY it is the
+// exact number of bytes left to read. Before that it is an estimate of the
+// whole remaining transfer (what is left of the pre-copy data plus the state
+// as it would be saved now), never 0: QEMU sizes its buffer from it.
+func (m *Machine) MigrationDataSize() (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch m.state {
+	case sError:
+		return 0, fmt.Errorf("migration: device in ERROR: %w", syscall.EINVAL)
+	case sStopCopy:
+		return uint64(m.outEnd - m.outRead), nil
+	}
+	left := 0
+	var err error
+	if isSaving(m.state) {
+		left = m.outEnd - m.outRead
+		// Only the state sections remain to be produced.
+		m.scratch, err = saveTail(m.scratch[:0], m.dev, m.lim)
+	} else {
+		m.scratch, err = Save(m.scratch[:0], m.dev, m.lim)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("migration: estimating state size: %w: %w", err, syscall.EIO)
+	}
+	return uint64(left + len(m.scratch)), nil
+}
+
+// Reset returns the machine to RUNNING, as a device reset does, dropping
+// any save or resume in progress and resuming a quiesced device.
+func (m *Machine) Reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dropSave()
+	m.resetResume()
+	if m.quiesced {
+		m.dev.Resume()
+		m.quiesced = false
+	}
+	m.state = sRunning
+}

@@ -1,0 +1,279 @@
+package migration
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"syscall"
+	"testing"
+
+	"e1000e-vfu/device"
+)
+
+// readAll drains the data of the current state in chunks of n bytes.
+func readAll(t testing.TB, m *Machine, n int) []byte {
+	t.Helper()
+	var out []byte
+	buf := make([]byte, n)
+	for i := 0; ; i++ {
+		if i > 1<<20 {
+			t.Fatal("ReadMigrationData never ends")
+		}
+		k, err := m.ReadMigrationData(buf)
+		if err != nil {
+			t.Fatalf("ReadMigrationData: %v", err)
+		}
+		if k == 0 {
+			return out
+		}
+		out = append(out, buf[:k]...)
+	}
+}
+
+func writeAll(t testing.TB, m *Machine, b []byte, n int) {
+	t.Helper()
+	for len(b) > 0 {
+		k := min(n, len(b))
+		if err := m.WriteMigrationData(b[:k]); err != nil {
+			t.Fatalf("WriteMigrationData: %v", err)
+		}
+		b = b[k:]
+	}
+}
+
+func setState(t testing.TB, m *Machine, s device.MigrationState) {
+	t.Helper()
+	if err := m.SetMigrationState(s); err != nil {
+		t.Fatalf("SetMigrationState(%s) from %s: %v", StateName(s), StateName(m.MigrationState()), err)
+	}
+}
+
+// A migration as QEMU drives it: pre-copy on the source while the
+// destination already receives (and checks) the header, then stop-copy.
+func TestMachineMigrateV2(t *testing.T) {
+	src := newFakeDev(16, true)
+	src.st = busyState(5)
+	dst := newFakeDev(16, true)
+	ms, md := NewMachine(src, Options{}), NewMachine(dst, Options{})
+
+	if n, err := ms.MigrationDataSize(); err != nil || n == 0 {
+		t.Fatalf("MigrationDataSize in RUNNING = %d, %v; want > 0", n, err)
+	}
+	setState(t, ms, sPreCopy)
+	if src.quiesced {
+		t.Fatal("device quiesced in PRE_COPY")
+	}
+	pre := readAll(t, ms, 7)
+	h, hl, err := ParseHeader(pre, Limits{})
+	if err != nil || h.Model != fakeModel {
+		t.Fatalf("pre-copy data does not start with the header: %v", err)
+	}
+	secs, _ := splitStream(AppendEnd(bytes.Clone(pre)), hl, DefaultLimits())
+	if len(secs) != 1 || secs[0].name != "config" {
+		t.Fatalf("pre-copy data holds %v, want the config section alone", secs)
+	}
+	if n, _ := ms.MigrationDataSize(); n == 0 {
+		t.Fatal("MigrationDataSize is 0 in PRE_COPY with the state still to send")
+	}
+
+	setState(t, md, sResuming)
+	if !dst.quiesced {
+		t.Fatal("destination not quiesced in RESUMING")
+	}
+	writeAll(t, md, pre, 5)
+
+	setState(t, ms, sStopCopy)
+	if !src.quiesced {
+		t.Fatal("source not quiesced once STOP_COPY is reached")
+	}
+	left, _ := ms.MigrationDataSize()
+	rest := readAll(t, ms, 100)
+	if uint64(len(rest)) != left || left == 0 {
+		t.Fatalf("MigrationDataSize said %d, read %d", left, len(rest))
+	}
+	if n, _ := ms.MigrationDataSize(); n != 0 {
+		t.Fatalf("MigrationDataSize after the end = %d", n)
+	}
+	writeAll(t, md, rest, 64)
+	if dst.applyCalls != 0 {
+		t.Fatal("applied before RESUMING→STOP")
+	}
+	setState(t, md, sRunning)
+	if dst.quiesced || dst.applyCalls != 1 {
+		t.Fatalf("destination quiesced=%v applied=%d", dst.quiesced, dst.applyCalls)
+	}
+	if dump(dst.state()) != dump(src.state()) {
+		t.Fatal("state differs")
+	}
+	// The whole stream equals a direct save of the source.
+	if whole := append(pre, rest...); !bytes.Equal(whole, mustSave(t, src)) {
+		t.Fatal("stream read through the machine differs from Save")
+	}
+	setState(t, ms, sStop)
+	setState(t, ms, sRunning)
+	if src.quiesced {
+		t.Fatal("source still quiesced after STOP→RUNNING")
+	}
+}
+
+func TestMachineEarlyRefusal(t *testing.T) {
+	src := newFakeDev(32, true)
+	src.st = busyState(3)
+	old := newFakeDev(0, false)
+	old.st = busyState(0)
+	before := dump(old.state())
+	ms, md := NewMachine(src, Options{}), NewMachine(old, Options{})
+	setState(t, ms, sPreCopy)
+	pre := readAll(t, ms, 4096)
+	setState(t, md, sResuming)
+	err := md.WriteMigrationData(pre)
+	if err == nil || !strings.Contains(err.Error(), "rx-filter-size") || !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("pre-copy write = %v, want EINVAL naming rx-filter-size", err)
+	}
+	if err := md.SetMigrationState(sStop); err == nil || !strings.Contains(err.Error(), "rx-filter-size") {
+		t.Fatalf("RESUMING→STOP = %v", err)
+	}
+	if md.MigrationState() != sResuming || dump(old.state()) != before {
+		t.Fatal("refused load moved the state or changed the device")
+	}
+}
+
+func TestMachineBadDataKeepsDevice(t *testing.T) {
+	src := newFakeDev(0, true)
+	src.st = busyState(0)
+	good := mustSave(t, src)
+	dst := newFakeDev(0, true)
+	dst.st = fakeState{Regs: fakeRegs{Ctrl: 1}}
+	before := dump(dst.state())
+	md := NewMachine(dst, Options{})
+	setState(t, md, sResuming)
+	bad := bytes.Clone(good)
+	bad[len(bad)-10] ^= 1
+	writeAll(t, md, bad, 1000)
+	if err := md.SetMigrationState(sStop); err == nil || !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("bad stream accepted: %v", err)
+	}
+	if md.MigrationState() != sResuming || dump(dst.state()) != before {
+		t.Fatal("failed load left RESUMING or changed the device")
+	}
+	// The buffer was dropped: a good stream now loads.
+	writeAll(t, md, good, 1000)
+	setState(t, md, sStop)
+	if dump(dst.state()) != dump(src.state()) {
+		t.Fatal("state differs after the retry")
+	}
+	// An empty stream is incomplete.
+	setState(t, md, sResuming)
+	if err := md.SetMigrationState(sStop); err == nil {
+		t.Fatal("empty stream accepted")
+	}
+}
+
+func TestMachineApplyFailureIsError(t *testing.T) {
+	src := newFakeDev(0, true)
+	dst := newFakeDev(0, true)
+	dst.failApply = true
+	md := NewMachine(dst, Options{})
+	setState(t, md, sResuming)
+	writeAll(t, md, mustSave(t, src), 1<<20)
+	if err := md.SetMigrationState(sStop); err == nil || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("apply failure = %v, want EIO", err)
+	}
+	if md.MigrationState() != sError {
+		t.Fatalf("state %s, want ERROR", StateName(md.MigrationState()))
+	}
+	for _, s := range allStates {
+		if md.SetMigrationState(s) == nil || md.MigrationState() != sError {
+			t.Fatalf("left ERROR for %s", StateName(s))
+		}
+	}
+	if _, err := md.MigrationDataSize(); err == nil {
+		t.Fatal("MigrationDataSize answered in ERROR")
+	}
+	md.Reset()
+	if md.MigrationState() != sRunning || dst.quiesced {
+		t.Fatal("Reset did not return to a running device")
+	}
+}
+
+func TestMachineLimits(t *testing.T) {
+	d := newFakeDev(0, true)
+	m := NewMachine(d, Options{Limits: Limits{MaxStreamSize: 1024}})
+	if err := m.WriteMigrationData([]byte{1}); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("write in RUNNING = %v", err)
+	}
+	if _, err := m.ReadMigrationData(make([]byte, 8)); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("read in RUNNING = %v", err)
+	}
+	setState(t, m, sResuming)
+	hdr, _ := AppendHeader(nil, fakeModel, nil, Limits{})
+	if err := m.WriteMigrationData(hdr); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WriteMigrationData(make([]byte, 1024)); !errors.Is(err, syscall.EFBIG) {
+		t.Fatalf("oversized stream = %v, want EFBIG", err)
+	}
+	if err := m.SetMigrationState(sError); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("requesting ERROR = %v", err)
+	}
+}
+
+// reach drives a fresh machine into state s the way a client would.
+func reach(t *testing.T, s device.MigrationState) (*Machine, *fakeDev) {
+	d := newFakeDev(0, true)
+	d.st = busyState(0)
+	m := NewMachine(d, Options{})
+	switch s {
+	case sRunning:
+	case sError:
+		d.failApply = true
+		setState(t, m, sResuming)
+		writeAll(t, m, mustSave(t, newFakeDev(0, true)), 1<<20)
+		if m.SetMigrationState(sStop) == nil {
+			t.Fatal("no failure")
+		}
+		d.failApply = false
+	default:
+		setState(t, m, s)
+	}
+	if m.MigrationState() != s {
+		t.Fatalf("reached %s, want %s", StateName(m.MigrationState()), StateName(s))
+	}
+	return m, d
+}
+
+// Every pair through the Machine itself: the state reached and the
+// device's activity match the expected table.
+func TestMachineEveryPair(t *testing.T) {
+	for _, from := range allStates {
+		if !supported(from, device.MigFlagStopCopy|device.MigFlagPreCopy) && from != sError {
+			continue
+		}
+		for _, to := range allStates {
+			want := wantPreCopyOnly[StateName(from)+">"+StateName(to)]
+			_, allowed := wantPreCopyOnly[StateName(from)+">"+StateName(to)]
+			m, d := reach(t, from)
+			if from == sResuming {
+				src := newFakeDev(0, true)
+				writeAll(t, m, mustSave(t, src), 1<<20)
+			}
+			err := m.SetMigrationState(to)
+			if !allowed || want == "refused" {
+				if err == nil || m.MigrationState() != from {
+					t.Errorf("%s>%s: err %v, state %s; want refused, unchanged", StateName(from), StateName(to), err, StateName(m.MigrationState()))
+				}
+				continue
+			}
+			if err != nil || m.MigrationState() != to {
+				t.Errorf("%s>%s: err %v, state %s", StateName(from), StateName(to), err, StateName(m.MigrationState()))
+				continue
+			}
+			if active := to == sRunning || to == sPreCopy; d.quiesced == active {
+				t.Errorf("%s>%s: quiesced=%v", StateName(from), StateName(to), d.quiesced)
+			}
+			if d.quiesceCalls-d.resumeCalls != map[bool]int{true: 1, false: 0}[d.quiesced] {
+				t.Errorf("%s>%s: %d quiesce, %d resume calls", StateName(from), StateName(to), d.quiesceCalls, d.resumeCalls)
+			}
+		}
+	}
+}
