@@ -34,3 +34,20 @@ bench:
 
 clean:
 	rm -rf bin
+
+# Real QEMU and a real Linux guest (root; see tests/README.md). The cache of
+# the prepared Debian 13 root, kernel and initramfs lives in
+# $(E1000E_VFU_CACHE), default /var/cache/e1000e-vfu.
+.PHONY: prepare test-qemu demo bench-guest
+
+prepare:
+	@sh tests/prepare.sh >/dev/null
+
+test-qemu: deps prepare build
+	$(GO) test -tags integration -count=1 -timeout 40m -v ./tests/...
+
+demo: deps prepare build
+	$(GO) run ./tests/demo
+
+bench-guest: deps prepare build
+	$(GO) run ./tests/benchguest
