@@ -1,0 +1,276 @@
+package e1000e
+
+import (
+	"testing"
+	"time"
+)
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+func TestICRReadClearRules(t *testing.T) {
+	t.Run("IMS zero clears", func(t *testing.T) {
+		n, _ := newNICWith(t, IRQModeINTx, Config{})
+		n.WriteReg(ICS, ICR_TXDW|ICR_RXT0)
+		if got := n.ReadReg(ICR); got != ICR_TXDW|ICR_RXT0 {
+			t.Fatalf("ICR = %#x", got)
+		}
+		if got := n.ReadReg(ICR); got != 0 {
+			t.Fatalf("ICR not cleared with IMS=0: %#x", got)
+		}
+	})
+	t.Run("masked causes survive", func(t *testing.T) {
+		n, irq := newNICWith(t, IRQModeINTx, Config{})
+		n.WriteReg(IMS, ICR_LSC)
+		n.WriteReg(ICS, ICR_TXDW)
+		if irq.snapshot().intx {
+			t.Fatal("INTx asserted for a masked cause")
+		}
+		if got := n.ReadReg(ICR); got != ICR_TXDW {
+			t.Fatalf("ICR = %#x, want TXDW without INT_ASSERTED", got)
+		}
+		if got := n.ReadReg(ICR); got != ICR_TXDW {
+			t.Fatalf("ICR cleared although no enabled cause was pending: %#x", got)
+		}
+	})
+	t.Run("asserted clears and lowers INTx", func(t *testing.T) {
+		n, irq := newNICWith(t, IRQModeINTx, Config{})
+		n.WriteReg(IMS, ICR_TXDW)
+		n.WriteReg(ICS, ICR_TXDW|ICR_RXT0)
+		if s := irq.snapshot(); !s.intx || s.rises != 1 {
+			t.Fatalf("INTx %v rises %d", s.intx, s.rises)
+		}
+		if got := n.ReadReg(ICS); got != ICR_TXDW|ICR_RXT0|ICR_INT_ASSERTED {
+			t.Fatalf("ICS mirror = %#x", got)
+		}
+		if got := n.ReadReg(ICR); got != ICR_TXDW|ICR_RXT0|ICR_INT_ASSERTED {
+			t.Fatalf("ICR = %#x", got)
+		}
+		if got := n.ReadReg(ICR); got != 0 {
+			t.Fatalf("ICR after read = %#x", got)
+		}
+		if irq.snapshot().intx {
+			t.Fatal("INTx still asserted")
+		}
+		if n.ReadReg(IAC) != 1 {
+			t.Fatal("IAC did not count the assertion")
+		}
+	})
+	t.Run("IAME auto-masks", func(t *testing.T) {
+		n, _ := newNICWith(t, IRQModeMSI, Config{})
+		n.WriteReg(CTRL_EXT, CTRL_EXT_IAME)
+		n.WriteReg(IAM, ICR_RXT0)
+		n.WriteReg(IMS, ICR_RXT0|ICR_TXDW)
+		n.WriteReg(ICS, ICR_RXT0)
+		n.ReadReg(ICR)
+		if got := n.ReadReg(IMS); got != ICR_TXDW {
+			t.Fatalf("IMS = %#x after IAME read, want TXDW", got)
+		}
+	})
+	t.Run("write 1 clears, OTHER clears its causes", func(t *testing.T) {
+		n, _ := newNICWith(t, IRQModeMSIX, Config{})
+		n.WriteReg(IMS, ICR_TXQ0)
+		n.WriteReg(ICS, ICR_LSC|ICR_RXO|ICR_TXDW)
+		n.WriteReg(ICR, ICR_TXDW)
+		if got := n.ReadReg(ICS); got&ICR_TXDW != 0 || got&ICR_LSC == 0 {
+			t.Fatalf("ICS %#x", got)
+		}
+		n.WriteReg(ICR, ICR_OTHER)
+		if got := n.ReadReg(ICS); got&(ICR_LSC|ICR_RXO|ICR_OTHER) != 0 {
+			t.Fatalf("OTHER write left %#x", got)
+		}
+	})
+}
+
+func TestMSIXRouting(t *testing.T) {
+	n, irq := newNICWith(t, IRQModeMSIX, Config{})
+	n.WriteReg(IVAR, 0x800A0908)
+	n.WriteReg(EIAC, ICR_RXQ0|ICR_TXQ0)
+	n.WriteReg(IMS, ICR_RXQ0|ICR_TXQ0|ICR_OTHER|ICR_LSC)
+	n.mu.Lock()
+	n.raise(ICR_RXT0 | ICR_RXQ0)
+	n.mu.Unlock()
+	if s := irq.snapshot(); s.msix != [5]int{1, 0, 0, 0, 0} {
+		t.Fatalf("vectors %v after RXQ0", s.msix)
+	}
+	// EIAC cleared RXQ0 at once, so a second RX event sends again.
+	if n.ReadReg(ICS)&ICR_RXQ0 != 0 {
+		t.Fatal("EIAC did not auto-clear RXQ0")
+	}
+	n.mu.Lock()
+	n.raise(ICR_RXQ0)
+	n.raise(ICR_TXQ0 | ICR_TXDW)
+	n.mu.Unlock()
+	if s := irq.snapshot(); s.msix != [5]int{2, 1, 0, 0, 0} {
+		t.Fatalf("vectors %v", s.msix)
+	}
+	// OTHER is not auto-cleared: a second LSC while OTHER is pending
+	// does not send again until the driver clears it.
+	n.mu.Lock()
+	n.raise(ICR_LSC)
+	n.raise(ICR_LSC)
+	n.mu.Unlock()
+	if s := irq.snapshot(); s.msix[2] != 1 {
+		t.Fatalf("OTHER vector fired %d times", s.msix[2])
+	}
+	n.ReadReg(ICR)
+	n.mu.Lock()
+	n.raise(ICR_LSC)
+	n.mu.Unlock()
+	if s := irq.snapshot(); s.msix[2] != 2 {
+		t.Fatalf("OTHER vector fired %d times after ICR read", s.msix[2])
+	}
+	// An invalid IVAR entry sends nothing.
+	n.WriteReg(IVAR, 0)
+	n.WriteReg(IMS, ICR_TXQ1)
+	n.mu.Lock()
+	n.raise(ICR_TXQ1)
+	n.mu.Unlock()
+	if s := irq.snapshot(); s.msix[3] != 0 || s.msix[4] != 0 {
+		t.Fatalf("invalid IVAR delivered: %v", s.msix)
+	}
+	// PBA_CLR: enabling a cause clears its vector's pending bit.
+	n.WriteReg(IVAR, 0x800A0908)
+	n.WriteReg(CTRL_EXT, CTRL_EXT_PBA_CLR)
+	n.WriteReg(IMS, ICR_RXQ0)
+	if s := irq.snapshot(); s.cleared[0] != 1 {
+		t.Fatalf("pending bits cleared %v", s.cleared)
+	}
+	n.WriteReg(PBACLR, 0x6)
+	if s := irq.snapshot(); s.cleared[1] != 1 || s.cleared[2] != 1 {
+		t.Fatalf("PBACLR cleared %v", s.cleared)
+	}
+}
+
+func TestMSIEdgeAndThrottle(t *testing.T) {
+	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n.WriteReg(IMS, ICR_TXDW|ICR_RXT0)
+	n.mu.Lock()
+	n.raise(ICR_TXDW)
+	n.raise(ICR_TXDW) // already signalled: no second message
+	n.mu.Unlock()
+	if irq.snapshot().msi != 1 {
+		t.Fatalf("MSI sent %d times", irq.snapshot().msi)
+	}
+	n.ReadReg(ICR)
+	// ITR of 4000 x 256 ns = 1.024 ms: the second cause waits for it.
+	n.WriteReg(ITR, 4000)
+	n.mu.Lock()
+	n.raise(ICR_RXT0)
+	n.mu.Unlock()
+	n.ReadReg(ICR)
+	n.mu.Lock()
+	n.raise(ICR_TXDW)
+	n.mu.Unlock()
+	if irq.snapshot().msi != 2 {
+		t.Fatalf("throttled MSI sent early: %d", irq.snapshot().msi)
+	}
+	waitFor(t, "throttled MSI", func() bool { return irq.snapshot().msi == 3 })
+	time.Sleep(5 * time.Millisecond)
+	if irq.snapshot().msi != 3 {
+		t.Fatalf("throttle timer fired more than once: %d", irq.snapshot().msi)
+	}
+}
+
+func TestRXDelayTimersAndFPD(t *testing.T) {
+	n, irq := newNICWith(t, IRQModeINTx, Config{})
+	n.WriteReg(IMS, ICR_RXT0|ICR_LSC)
+	// RDTR = 0xFFFF units (~67 ms): the cause waits.
+	n.WriteReg(RDTR, 0xFFFF)
+	n.mu.Lock()
+	n.raiseRX(ICR_RXT0)
+	n.mu.Unlock()
+	if irq.snapshot().intx || n.ReadReg(ICS) != 0 {
+		t.Fatal("delayed RX cause delivered at once")
+	}
+	// FPD flushes at once.
+	n.WriteReg(RDTR, 0xFFFF|RDTR_FPD)
+	if !irq.snapshot().intx || n.ReadReg(ICS)&ICR_RXT0 == 0 {
+		t.Fatal("FPD did not flush the delayed cause")
+	}
+	if n.ReadReg(RDTR) != 0xFFFF {
+		t.Fatal("FPD bit stored")
+	}
+	n.ReadReg(ICR)
+
+	// A short RDTR with RADV: fires exactly once.
+	n.WriteReg(RDTR, 50)
+	n.WriteReg(RADV, 100)
+	n.mu.Lock()
+	n.raiseRX(ICR_RXT0)
+	n.mu.Unlock()
+	waitFor(t, "RDTR expiry", func() bool { return irq.snapshot().rises == 2 })
+	n.ReadReg(ICR)
+	time.Sleep(5 * time.Millisecond)
+	if s := irq.snapshot(); s.rises != 2 || s.intx {
+		t.Fatalf("delay timer fired again: rises %d intx %v", s.rises, s.intx)
+	}
+
+	// A non-delayable cause carries the delayed ones with it.
+	n.WriteReg(RDTR, 0xFFFF)
+	n.mu.Lock()
+	n.raiseRX(ICR_RXT0)
+	n.raise(ICR_LSC)
+	n.mu.Unlock()
+	if got := n.ReadReg(ICR); got&(ICR_RXT0|ICR_LSC) != ICR_RXT0|ICR_LSC {
+		t.Fatalf("ICR %#x: delayed cause not carried", got)
+	}
+}
+
+func TestTXDelayOnlyWithIDE(t *testing.T) {
+	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n.WriteReg(IMS, ICR_TXDW)
+	n.WriteReg(TIDV, 0xFFFF)
+	n.mu.Lock()
+	n.raiseTX(ICR_TXDW, true)
+	n.mu.Unlock()
+	if irq.snapshot().msi != 0 {
+		t.Fatal("IDE cause delivered at once")
+	}
+	n.WriteReg(TIDV, 0xFFFF|TIDV_FPD)
+	if irq.snapshot().msi != 1 {
+		t.Fatal("TIDV FPD did not flush")
+	}
+	n.ReadReg(ICR)
+	n.mu.Lock()
+	n.raiseTX(ICR_TXDW, false)
+	n.mu.Unlock()
+	if irq.snapshot().msi != 2 {
+		t.Fatal("cause without IDE was delayed")
+	}
+	// MSI-X ignores the delay timers even with IDE.
+	n2, irq2 := newNICWith(t, IRQModeMSIX, Config{})
+	n2.WriteReg(IVAR, 0x800A0908)
+	n2.WriteReg(IMS, ICR_TXQ0)
+	n2.WriteReg(TIDV, 0xFFFF)
+	n2.mu.Lock()
+	n2.raiseTX(ICR_TXQ0|ICR_TXDW, true)
+	n2.mu.Unlock()
+	if irq2.snapshot().msix[1] != 1 {
+		t.Fatal("MSI-X TX vector delayed")
+	}
+}
+
+// TestModeSwitchWhileDelayed: switching to MSI-X while a delay timer runs
+// must neither crash nor lose the cause.
+func TestModeSwitchWhileDelayed(t *testing.T) {
+	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n.WriteReg(IMS, ICR_RXT0|ICR_RXQ0)
+	n.WriteReg(IVAR, 0x800A0908)
+	n.WriteReg(RDTR, 20)
+	n.mu.Lock()
+	n.raiseRX(ICR_RXT0 | ICR_RXQ0)
+	n.mu.Unlock()
+	irq.mu.Lock()
+	irq.mode = IRQModeMSIX
+	irq.mu.Unlock()
+	waitFor(t, "delayed cause after mode switch", func() bool { return irq.snapshot().msix[0] == 1 })
+}
