@@ -1,6 +1,7 @@
 package netdev
 
 import (
+	"sync"
 	"sync/atomic"
 )
 
@@ -14,10 +15,12 @@ const pairDepth = 256
 // while holding their own locks. Frames sent to an end that has not been
 // started yet wait (up to a queue depth); frames beyond it are dropped.
 type PairEnd struct {
-	peer    *PairEnd
-	life    lifecycle
-	queue   chan *[]byte // frames waiting for this end's receiver
-	free    chan *[]byte // buffers to copy frames for this end into
+	peer   *PairEnd
+	life   lifecycle
+	queue  chan *[]byte // frames waiting for this end's receiver
+	freeMu sync.Mutex
+	free   []*[]byte // buffers to copy frames into; a stack, so the
+	// most recently used (already grown, cache-warm) buffer is reused first
 	closing chan struct{}
 	dropped atomic.Uint64
 }
@@ -34,14 +37,33 @@ func NewPair() (*PairEnd, *PairEnd) {
 func newPairEnd() *PairEnd {
 	e := &PairEnd{
 		queue:   make(chan *[]byte, pairDepth),
-		free:    make(chan *[]byte, pairDepth),
+		free:    make([]*[]byte, 0, pairDepth),
 		closing: make(chan struct{}),
 	}
 	for range pairDepth {
 		// Buffers grow to the largest frame they carry, then are reused.
-		e.free <- new([]byte)
+		e.free = append(e.free, new([]byte))
 	}
 	return e
+}
+
+// getBuf takes a free buffer, or nil when all are queued.
+func (e *PairEnd) getBuf() *[]byte {
+	e.freeMu.Lock()
+	defer e.freeMu.Unlock()
+	n := len(e.free)
+	if n == 0 {
+		return nil
+	}
+	b := e.free[n-1]
+	e.free = e.free[:n-1]
+	return b
+}
+
+func (e *PairEnd) putBuf(b *[]byte) {
+	e.freeMu.Lock()
+	e.free = append(e.free, b)
+	e.freeMu.Unlock()
 }
 
 // Send copies frame to the other end's queue. A frame the other end has no
@@ -58,10 +80,8 @@ func (e *PairEnd) Send(frame []byte) error {
 		p.dropped.Add(1)
 		return nil
 	}
-	var buf *[]byte
-	select {
-	case buf = <-p.free:
-	default:
+	buf := p.getBuf()
+	if buf == nil {
 		p.dropped.Add(1)
 		return nil
 	}
@@ -88,7 +108,7 @@ func (e *PairEnd) Start(rx Receiver) error {
 				default:
 				}
 				rx.Receive(*buf)
-				e.free <- buf
+				e.putBuf(buf)
 			}
 		}
 	})
