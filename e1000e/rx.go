@@ -1,14 +1,458 @@
 package e1000e
 
-// rxState is the receive side's runtime state (bounded backlog).
-type rxState struct{}
+import (
+	"encoding/binary"
+	"hash/crc32"
+)
 
-// kickRX delivers backlogged frames once buffers are available. Called with
-// n.mu held.
-func (n *NIC) kickRX() {}
+// Receive limits.
+const (
+	// rxBacklogMax frames wait, in buffers kept for reuse, while the ring
+	// has no free descriptors; beyond it frames are dropped (MPC).
+	rxBacklogMax = 256
+	// rxMaxFrame is the longest frame accepted at all (the 82574's 16 KiB
+	// long-packet limit); rxMaxStd without RCTL.LPE (1518 + a VLAN tag).
+	rxMaxFrame = 16384
+	rxMaxStd   = 1522
+	rxBufSize  = rxMaxFrame + 64 // room for padding and the FCS
+
+	// RXCSUM bits.
+	rxcsumIPOFL = 0x00000100
+	rxcsumTUOFL = 0x00000200
+	rxcsumPCSD  = 0x00002000
+
+	// RFCTL bits.
+	rfctlIPFRSPDis = 0x00004000 // no header split of IP fragments
+	rfctlEXTEN     = 0x00008000 // extended receive descriptors
+
+	// Packet types in the extended status (bits 16-19).
+	rxdPktIP4    = 1 << 16
+	rxdPktIP4XDP = 2 << 16
+	rxdPktIP6    = 5 << 16
+	rxdPktIP6XDP = 6 << 16
+
+	rxRingSlot = 16 // RDH/RDT count 16-byte slots, even for packet split
+)
+
+// rxState is the receive side's runtime state: the frame being written and
+// a bounded backlog of frames waiting for descriptors. Buffers are
+// allocated on first use and reused.
+type rxState struct {
+	buf  []byte // the frame as written to the guest
+	desc [rxPSDescSize]byte
+
+	backlog     [rxBacklogMax][]byte
+	blHead, blN int
+
+	dropped uint64 // frames that could never fit the ring
+}
+
+func (r *rxState) reset() {
+	r.blHead, r.blN = 0, 0
+}
 
 // Receive takes one frame from the backend.
 func (n *NIC) Receive(frame []byte) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.receiveLocked(frame)
+}
+
+// receiveLocked filters a frame and writes it to the guest, or holds it in
+// the backlog when the ring is full. Called with n.mu held; frame is not
+// retained.
+func (n *NIC) receiveLocked(frame []byte) {
+	rctl := n.reg(RCTL)
+	if rctl&RCTL_EN == 0 || len(frame) == 0 {
+		return
+	}
+	if len(frame) > rxMaxFrame || (len(frame) > rxMaxStd && rctl&(rctlLPE|rctlSBP) == 0) {
+		n.addStat(ROC, 1)
+		return
+	}
+	// Filters look at the first bytes of the padded frame.
+	var head [ethMinFrame]byte
+	fh := frame
+	if len(fh) < ethMinFrame {
+		copy(head[:], frame)
+		fh = head[:]
+	}
+	if !filterFrame(n, fh, n.rxFilter).accept {
+		return
+	}
+	if n.rx.blN == 0 && n.rxDeliver(frame) {
+		return
+	}
+	// No descriptors for it now: keep it, in order, if there is room.
+	n.addStat(RNBC, 1)
+	n.raise(ICR_RXO)
+	if n.rx.blN == rxBacklogMax {
+		n.addStat(MPC, 1)
+		return
+	}
+	slot := &n.rx.backlog[(n.rx.blHead+n.rx.blN)%rxBacklogMax]
+	*slot = append((*slot)[:0], frame...)
+	n.rx.blN++
+}
+
+// kickRX delivers backlogged frames once buffers are available. Called with
+// n.mu held.
+func (n *NIC) kickRX() {
+	for n.rx.blN > 0 && n.rxDeliver(n.rx.backlog[n.rx.blHead]) {
+		n.rx.blHead = (n.rx.blHead + 1) % rxBacklogMax
+		n.rx.blN--
+	}
+}
+
+// rxRing is receive ring 0 as its registers describe it, in 16-byte slots.
+type rxRing struct {
+	base             uint64
+	size, head, tail uint32
+}
+
+func (r *rxRing) free() uint32 { return (r.tail + r.size - r.head) % r.size }
+
+// rxBufSizes are the buffer sizes of one descriptor: one buffer for the
+// legacy and extended formats, four for packet split.
+type rxBufSizes [4]int
+
+// rxBSIZE decodes RCTL.BSIZE and BSEX.
+func rxBSIZE(rctl uint32) int {
+	bs := (rctl & rctlBSIZE) >> rctlBSIZESh
+	if rctl&rctlBSEX != 0 {
+		if bs == 0 {
+			return 2048 // reserved encoding: the plain default
+		}
+		return 32768 >> bs
+	}
+	return 2048 >> bs
+}
+
+// psBufSizes decodes PSRCTL: buffer 0 in 128-byte units, 1-3 in KiB.
+func psBufSizes(psrctl uint32) rxBufSizes {
+	return rxBufSizes{
+		int(psrctl&0x7F) * 128,
+		int(psrctl>>8&0x3F) * 1024,
+		int(psrctl>>16&0x3F) * 1024,
+		int(psrctl>>24&0x3F) * 1024,
+	}
+}
+
+// rxLayout is how a frame spreads over descriptors.
+type rxLayout struct {
+	ps, ext   bool
+	descSlots uint32
+	sizes     rxBufSizes
+	hdrLen    int // packet split: header bytes put in buffer 0; 0 = no split
+}
+
+// capacity is how many bytes descriptor number i of a frame holds.
+func (l *rxLayout) capacity(first bool) int {
+	if !l.ps {
+		return l.sizes[0]
+	}
+	c := l.sizes[1] + l.sizes[2] + l.sizes[3]
+	switch {
+	case l.hdrLen == 0:
+		c += l.sizes[0]
+	case first:
+		c += l.hdrLen
+	}
+	return c
+}
+
+// descsFor counts the descriptors a frame of total bytes needs; 0 means it
+// can never be stored.
+func (l *rxLayout) descsFor(total int) int {
+	first, next := l.capacity(true), l.capacity(false)
+	if first <= 0 {
+		return 0
+	}
+	if total <= first {
+		return 1
+	}
+	if next <= 0 {
+		return 0
+	}
+	return 1 + (total-first+next-1)/next
+}
+
+// rxDeliver writes one frame to the guest ring. It returns false when the
+// frame has to wait (no DMA, ring unusable or not enough free descriptors)
+// and true once it is written or dropped for good.
+func (n *NIC) rxDeliver(frame []byte) bool {
+	if !n.busMaster() {
+		return false
+	}
+	rctl := n.reg(RCTL)
+	if rctl&RCTL_EN == 0 {
+		return false
+	}
+	r := rxRing{
+		base: uint64(n.reg(RDBAH0))<<32 | uint64(n.reg(RDBAL0)),
+		size: n.reg(RDLEN0) / rxRingSlot,
+		head: n.reg(RDH0),
+		tail: n.reg(RDT0),
+	}
+	if r.size == 0 || r.head >= r.size || r.tail >= r.size {
+		return false
+	}
+	rx := &n.rx
+	if rx.buf == nil {
+		rx.buf = make([]byte, 0, rxBufSize)
+	}
+
+	// The frame as the guest will see it: VLAN tag stripped when CTRL.VME
+	// asks, padded to the minimum length, FCS appended unless stripped.
+	vet := n.vet()
+	var tci uint16
+	vp := false
+	w := rx.buf[:0]
+	if n.reg(CTRL)&CTRL_VME != 0 && len(frame) >= ethHdrLen+vlanTagLen &&
+		binary.BigEndian.Uint16(frame[12:]) == vet {
+		vp = true
+		tci = binary.BigEndian.Uint16(frame[14:])
+		w = append(w, frame[:12]...)
+		w = append(w, frame[16:]...)
+	} else {
+		w = append(w, frame...)
+	}
+	for len(w) < ethMinFrame {
+		w = append(w, 0)
+	}
+	dataLen := len(w)
+	if rctl&rctlSECRC == 0 {
+		w = binary.LittleEndian.AppendUint32(w, crc32.ChecksumIEEE(w))
+	}
+	p := parseFrame(w[:dataLen], vet)
+
+	lay := rxLayout{ext: n.reg(RFCTL)&rfctlEXTEN != 0, descSlots: 1}
+	lay.ps = lay.ext && rctl&rctlDTYPMask == rctlDTYPPS
+	if lay.ps {
+		lay.descSlots = 2
+		lay.sizes = psBufSizes(n.reg(PSRCTL))
+		lay.hdrLen = psHeaderLen(w[:dataLen], &p, n.reg(RFCTL), lay.sizes[0])
+	} else {
+		lay.sizes[0] = rxBSIZE(rctl)
+	}
+	need := lay.descsFor(len(w))
+	maxDescs := int((r.size - 1) / lay.descSlots)
+	if need == 0 || need > maxDescs {
+		rx.dropped++
+		n.addStat(RNBC, 1)
+		return true
+	}
+	freeBefore := r.free()
+	if need > int(freeBefore/lay.descSlots) {
+		return false
+	}
+
+	status, hiDword, mrq := n.rxMetadata(w[:dataLen], &p)
+	if vp {
+		status |= rxdStatVP
+	}
+	descLen := int(lay.descSlots) * rxRingSlot
+	off := 0
+	for k := 0; k < need; k++ {
+		first := k == 0
+		addr := r.base + uint64(r.head)*rxRingSlot
+		d := rx.desc[:descLen]
+		if err := n.mem.Read(addr, d); err != nil {
+			n.log.Debug("e1000e: rx descriptor read", "index", r.head, "err", err)
+			rx.dropped++
+			return true
+		}
+		var addrs [4]uint64
+		caps := lay.sizes
+		if lay.ps {
+			for j := range addrs {
+				addrs[j] = rxPSDesc(d).addr(j)
+			}
+			if lay.hdrLen != 0 {
+				if first {
+					caps[0] = lay.hdrLen
+				} else {
+					caps[0] = 0 // buffer 0 of later descriptors stays empty
+				}
+			}
+		} else {
+			addrs[0] = binary.LittleEndian.Uint64(d)
+			caps = rxBufSizes{lay.sizes[0]}
+		}
+		// A descriptor without a buffer address is consumed without a
+		// write (CVE-2020-28916: it must not stall the walk).
+		skip := addrs[0] == 0
+		var lens [4]int
+		for j := 0; j < 4 && off < len(w); j++ {
+			nb := min(caps[j], len(w)-off)
+			if nb <= 0 {
+				continue
+			}
+			if !skip {
+				if err := n.mem.Write(addrs[j], w[off:off+nb]); err != nil {
+					n.log.Debug("e1000e: rx buffer write", "addr", addrs[j], "err", err)
+				}
+				lens[j] = nb
+			}
+			off += nb
+		}
+		last := k == need-1
+		st := uint32(rxdStatDD)
+		if last {
+			st = status
+		}
+		n.rxWriteBack(&lay, d, addr, st, hiDword, mrq, &lens, tci, vp && last)
+		r.head += lay.descSlots
+		if r.head >= r.size {
+			r.head = 0
+		}
+		n.setReg(RDH0, r.head)
+	}
+	n.countRX(w[:dataLen])
+
+	var causes uint32
+	if n.irq.Mode() == IRQModeMSIX {
+		causes = ICR_RXQ0
+	} else {
+		causes = ICR_RXT0
+		thr := r.size >> ((rctl&rctlRDMTS)>>rctlRDMTSSh + 1)
+		if after := r.free(); freeBefore > thr && after <= thr {
+			causes |= ICR_RXDMT0
+		}
+	}
+	n.raiseRX(causes)
+	return true
+}
+
+// psHeaderLen is how many header bytes packet split puts in buffer 0: the
+// headers up to the TCP/UDP payload, when they fit; 0 when the frame is not
+// split.
+func psHeaderLen(frame []byte, p *pktInfo, rfctl uint32, b0 int) int {
+	if !p.ipv4 && !p.ipv6 {
+		return 0
+	}
+	if p.frag && rfctl&rfctlIPFRSPDis != 0 {
+		return 0
+	}
+	if p.l4Off == 0 {
+		return 0
+	}
+	h := p.l4Off + udpHdrLen
+	if p.proto == ipProtoTCP {
+		h = p.l4Off + int(frame[p.l4Off+12]>>4)*4
+	}
+	if h > b0 || h > len(frame) {
+		return 0
+	}
+	return h
+}
+
+// rxMetadata computes the EOP status bits (packet type, checksum results)
+// and the write-back's high dword (RSS hash, or the IPv4 id) and MRQ field.
+func (n *NIC) rxMetadata(frame []byte, p *pktInfo) (status, hiDword, mrq uint32) {
+	status = rxdStatDD | rxdStatEOP
+	rxcsum := n.reg(RXCSUM)
+	if rxcsum&rxcsumPCSD != 0 {
+		rss := rssCompute(n, frame, p)
+		if rss.typ != rssTypeNone {
+			hiDword, mrq = rss.hash, rss.mrq()
+		}
+	} else if p.ipv4 {
+		status |= rxdStatIPIDV
+		hiDword = uint32(binary.BigEndian.Uint16(frame[p.l3Off+4:]))
+	}
+	switch {
+	case p.l4Off != 0 && p.ipv4:
+		status |= rxdPktIP4XDP
+	case p.l4Off != 0:
+		status |= rxdPktIP6XDP
+	case p.ipv4:
+		status |= rxdPktIP4
+	case p.ipv6:
+		status |= rxdPktIP6
+	}
+	if rxcsum&(rxcsumIPOFL|rxcsumTUOFL) == 0 {
+		status |= rxdStatIXSM
+		return
+	}
+	if rxcsum&rxcsumIPOFL != 0 && p.ipv4 {
+		status |= rxdStatIPCS
+		if !ipv4HeaderOK(frame, p) {
+			status |= rxdExtErrIPE
+		}
+	}
+	if rxcsum&rxcsumTUOFL != 0 && p.l4Off != 0 {
+		ok, zeroUDP := l4ChecksumOK(frame, p)
+		if !zeroUDP {
+			status |= rxdStatTCPCS
+			if p.proto == ipProtoUDP {
+				status |= rxdStatUDPCS
+			}
+			if !ok {
+				status |= rxdExtErrTCPE
+			}
+		}
+	}
+	return
+}
+
+// rxWriteBack writes a descriptor back in the ring's format: the body
+// first, then the status, so the guest never sees DD before the rest.
+func (n *NIC) rxWriteBack(l *rxLayout, d []byte, addr uint64, status, hiDword, mrq uint32, lens *[4]int, tci uint16, withVLAN bool) {
+	var vlan uint16
+	if withVLAN {
+		vlan = tci
+	}
+	var stOff int
+	var st []byte
+	var stBuf [4]byte
+	switch {
+	case l.ps:
+		hs := uint16(0)
+		if l.hdrLen != 0 {
+			hs = uint16(l.hdrLen)&rxdPSHdrStatLenMask | rxdPSHdrStatHDRSP
+		}
+		rxPSDesc(d).writeBack(mrq, hiDword, lens, hs, vlan)
+		rxPSDesc(d).setStatusError(0)
+		stOff = 8
+		binary.LittleEndian.PutUint32(stBuf[:], status)
+		st = stBuf[:4]
+	case l.ext:
+		rxExtDesc(d).writeBack(mrq, hiDword, lens[0], vlan)
+		rxExtDesc(d).setStatusError(0)
+		stOff = 8
+		binary.LittleEndian.PutUint32(stBuf[:], status)
+		st = stBuf[:4]
+	default:
+		rxLegacyDesc(d).writeBack(lens[0], 0, byte(status>>24), vlan)
+		rxLegacyDesc(d).setStatus(0)
+		stOff = 12
+		stBuf[0] = byte(status)
+		st = stBuf[:1]
+	}
+	if err := n.mem.Write(addr, d); err != nil {
+		n.log.Debug("e1000e: rx write-back", "addr", addr, "err", err)
+		return
+	}
+	if err := n.mem.Write(addr+uint64(stOff), st); err != nil {
+		n.log.Debug("e1000e: rx write-back status", "addr", addr, "err", err)
+	}
+}
+
+// countRX updates the receive statistics for one frame (without FCS); sizes
+// count the FCS as the wire does.
+func (n *NIC) countRX(frame []byte) {
+	size := uint64(len(frame)) + 4
+	n.addStat(TPR, 1)
+	n.addStat(GPRC, 1)
+	n.addStat(TORL, size)
+	n.addStat(GORCL, size)
+	n.addStat(sizeBucket(PRC64, size), 1)
+	if frame[0]&1 != 0 {
+		if isBroadcast(frame) {
+			n.addStat(BPRC, 1)
+		} else {
+			n.addStat(MPRC, 1)
+		}
+	}
 }
