@@ -1,0 +1,425 @@
+// Package control serves a running device's control socket: a UNIX socket
+// that takes newline-delimited JSON commands from an orchestrator (query the
+// configuration as its parameter list, query statistics and link state, set
+// the link up or down, query the run state). The protocol is documented in
+// README.md.
+//
+// The package talks to the device through Target, so it knows nothing of
+// the NIC, and the wiring lives in the command.
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/device/model"
+)
+
+// Target is the device a control socket speaks for. Its methods are called
+// from connection goroutines, possibly at the same time, so the device
+// serialises them itself.
+type Target interface {
+	// Config is the device's effective configuration.
+	Config() model.Config
+	// Stats returns statistics counters by name.
+	Stats() map[string]uint64
+	LinkUp() bool
+	SetLink(up bool) error
+}
+
+// StatusReporter is implemented by targets that know their run state.
+type StatusReporter interface {
+	Status() Status
+}
+
+// Status is the run state of a device.
+type Status struct {
+	// State is "running", "stopped", ... as the device defines it.
+	State string `json:"state"`
+	// Migration is the migration state, empty when none is under way.
+	Migration string `json:"migration,omitempty"`
+}
+
+// Limits of the protocol.
+const (
+	// MaxRequest bounds one request line, newline included.
+	MaxRequest = 4096
+	// DefaultMaxConns is the number of connections served at once.
+	DefaultMaxConns = 8
+	// DefaultIdleTimeout closes a connection that sends nothing.
+	DefaultIdleTimeout = 5 * time.Minute
+)
+
+// Server serves one Target.
+type Server struct {
+	Target Target
+	Logger *slog.Logger
+	// MaxConns caps concurrent connections (DefaultMaxConns when 0); a
+	// connection over the cap gets an error reply and is closed.
+	MaxConns int
+	// IdleTimeout closes a connection idle for that long
+	// (DefaultIdleTimeout when 0).
+	IdleTimeout time.Duration
+	// AllowUID, when not nil, says which peer user ids may connect; by
+	// default the server's own effective uid and root may.
+	AllowUID func(uid uint32) bool
+}
+
+// Listen creates the control socket at path, readable and writable only by
+// its owner (0600). An existing socket nobody listens on is replaced; any
+// other existing file is an error. Peer credentials are checked on every
+// connection as well, which closes the window between bind and chmod.
+func Listen(path string) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: in use by another server", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("control socket %s: removing stale socket: %w", path, err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// Serve accepts connections on ln until ctx is cancelled or ln fails, then
+// closes ln and every connection and returns once all of them are done. It
+// returns nil after a cancellation.
+func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
+	if s.Target == nil {
+		return errors.New("control: no target")
+	}
+	log := s.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	maxConns := s.MaxConns
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	slots := make(chan struct{}, maxConns)
+
+	var (
+		mu    sync.Mutex
+		conns = make(map[*net.UnixConn]struct{})
+		wg    sync.WaitGroup
+	)
+	stop := context.AfterFunc(ctx, func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	defer stop()
+
+	var err error
+	for {
+		var c *net.UnixConn
+		c, err = ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = nil
+			} else {
+				err = fmt.Errorf("control: accept: %w", err)
+			}
+			break
+		}
+		if uid, ok := peerUID(c); !ok || !s.allowed(uid) {
+			log.Warn("control: connection refused", "uid", uid, "known", ok)
+			c.Close()
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			log.Warn("control: too many connections", "max", maxConns)
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			writeReply(c, reply{Error: fmt.Sprintf("too many connections (at most %d)", maxConns)})
+			c.Close()
+			continue
+		}
+		mu.Lock()
+		if ctx.Err() != nil {
+			mu.Unlock()
+			c.Close()
+			<-slots
+			continue
+		}
+		conns[c] = struct{}{}
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			s.serveConn(c, log)
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+			c.Close()
+		}()
+	}
+	ln.Close()
+	mu.Lock()
+	for c := range conns {
+		c.Close()
+	}
+	mu.Unlock()
+	wg.Wait()
+	return err
+}
+
+func (s *Server) allowed(uid uint32) bool {
+	if s.AllowUID != nil {
+		return s.AllowUID(uid)
+	}
+	return uid == 0 || uid == uint32(os.Geteuid())
+}
+
+func peerUID(c *net.UnixConn) (uint32, bool) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || credErr != nil {
+		return 0, false
+	}
+	return cred.Uid, true
+}
+
+// serveConn answers requests on c, one line at a time, until the peer
+// closes, goes idle, or sends a line longer than MaxRequest.
+func (s *Server) serveConn(c *net.UnixConn, log *slog.Logger) {
+	idle := s.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	r := bufio.NewReaderSize(c, MaxRequest)
+	for {
+		c.SetReadDeadline(time.Now().Add(idle))
+		line, err := readLine(r)
+		if errors.Is(err, errLineTooLong) {
+			writeReply(c, reply{Error: fmt.Sprintf("request longer than %d bytes", MaxRequest)})
+			return
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
+				log.Debug("control: read", "err", err)
+			}
+			return
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		rep := s.handle(line, log)
+		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if err := writeReply(c, rep); err != nil {
+			log.Debug("control: write", "err", err)
+			return
+		}
+	}
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine returns the next line without its newline; a last line without
+// a newline counts. A line that does not fit the reader's buffer is
+// errLineTooLong.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	switch {
+	case err == nil:
+		return line[:len(line)-1], nil
+	case errors.Is(err, bufio.ErrBufferFull):
+		return nil, errLineTooLong
+	case errors.Is(err, io.EOF) && len(line) > 0:
+		return line, nil
+	}
+	return nil, err
+}
+
+type reply struct {
+	ID     json.RawMessage `json:"id,omitempty"`
+	OK     bool            `json:"ok"`
+	Result any             `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+func writeReply(w io.Writer, r reply) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		b, _ = json.Marshal(reply{ID: r.ID, Error: "encoding the reply: " + err.Error()})
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// handle decodes and runs one request. A panic in the target becomes an
+// error reply: no request takes the process down.
+func (s *Server) handle(line []byte, log *slog.Logger) (rep reply) {
+	req, err := DecodeRequest(line)
+	rep.ID = req.ID
+	if err != nil {
+		rep.Error = err.Error()
+		return rep
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("control: command panicked", "cmd", req.Cmd, "panic", p)
+			rep = reply{ID: req.ID, Error: "internal error in " + req.Cmd}
+		}
+	}()
+	res, err := s.run(req)
+	if err != nil {
+		rep.Error = err.Error()
+		return rep
+	}
+	rep.OK, rep.Result = true, res
+	return rep
+}
+
+// StatsResult is the result of query-stats.
+type StatsResult struct {
+	LinkUp bool              `json:"link_up"`
+	Stats  map[string]uint64 `json:"stats"`
+}
+
+// LinkResult is the result of set-link.
+type LinkResult struct {
+	LinkUp bool `json:"link_up"`
+}
+
+func (s *Server) run(req Request) (any, error) {
+	t := s.Target
+	switch req.Cmd {
+	case CmdQueryConfig:
+		c := t.Config()
+		if c.Model == nil {
+			return nil, errors.New("query-config: the device has no configuration")
+		}
+		return c.Source(), nil
+	case CmdQueryStats:
+		st := t.Stats()
+		if st == nil {
+			st = map[string]uint64{}
+		}
+		return StatsResult{LinkUp: t.LinkUp(), Stats: st}, nil
+	case CmdSetLink:
+		if err := t.SetLink(*req.Up); err != nil {
+			return nil, fmt.Errorf("set-link: %w", err)
+		}
+		return LinkResult{LinkUp: t.LinkUp()}, nil
+	case CmdQueryStatus:
+		sr, ok := t.(StatusReporter)
+		if !ok {
+			return Status{State: "unknown"}, nil
+		}
+		return sr.Status(), nil
+	}
+	// DecodeRequest admits only the commands above.
+	return nil, fmt.Errorf("unknown command %q", req.Cmd)
+}
+
+// Commands.
+const (
+	CmdQueryConfig = "query-config"
+	CmdQueryStats  = "query-stats"
+	CmdSetLink     = "set-link"
+	CmdQueryStatus = "query-status"
+)
+
+// Request is one decoded command.
+type Request struct {
+	Cmd string `json:"cmd"`
+	// Up is set-link's argument.
+	Up *bool `json:"up,omitempty"`
+	// ID, when given, is echoed in the reply; a number or a string.
+	ID json.RawMessage `json:"id,omitempty"`
+}
+
+// DecodeRequest decodes one request line: a JSON object with a known "cmd",
+// the arguments that command needs and no others, an optional "id", at
+// most MaxRequest bytes. The returned Request carries the ID even on error
+// when the line held a valid one, so the error reply can echo it.
+func DecodeRequest(line []byte) (Request, error) {
+	if len(line) > MaxRequest {
+		return Request{}, fmt.Errorf("request longer than %d bytes", MaxRequest)
+	}
+	var req Request
+	d := json.NewDecoder(bytes.NewReader(line))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&req); err != nil {
+		return Request{}, fmt.Errorf("bad request: %w", jsonError(err))
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return Request{}, errors.New("bad request: trailing data after the JSON object")
+	}
+	if len(req.ID) > 0 {
+		switch req.ID[0] {
+		case '"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		default:
+			return Request{}, errors.New("bad request: id must be a number or a string")
+		}
+	}
+	id := req.ID
+	switch req.Cmd {
+	case CmdQueryConfig, CmdQueryStats, CmdQueryStatus:
+		if req.Up != nil {
+			return Request{ID: id}, fmt.Errorf("%s takes no arguments", req.Cmd)
+		}
+	case CmdSetLink:
+		if req.Up == nil {
+			return Request{ID: id}, errors.New(`set-link needs "up": true or false`)
+		}
+	case "":
+		return Request{ID: id}, errors.New(`bad request: no "cmd"`)
+	default:
+		if len(req.Cmd) > 64 {
+			return Request{ID: id}, errors.New("unknown command")
+		}
+		return Request{ID: id}, fmt.Errorf("unknown command %q (known: %s, %s, %s, %s)",
+			req.Cmd, CmdQueryConfig, CmdQueryStats, CmdSetLink, CmdQueryStatus)
+	}
+	return req, nil
+}
+
+// jsonError shortens decoder errors that would otherwise mention Go types.
+func jsonError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("field %q has the wrong type", te.Field)
+	}
+	if errors.Is(err, io.EOF) {
+		return errors.New("empty request")
+	}
+	return err
+}
