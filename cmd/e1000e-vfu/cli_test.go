@@ -1,0 +1,311 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/describe.golden")
+
+// binary is the command built once for the tests that run it as a process.
+var binary string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "e1000e-vfu-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "e1000e-vfu")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building the command: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runBinary(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{code, out.String(), errOut.String()}
+}
+
+// Every usage error exits 2 with exactly one line on stderr that names the
+// bad flag or value, and nothing on stdout.
+func TestUsageErrorsExit2WithOneLine(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s.sock")
+	missing := filepath.Join(dir, "no", "such", "dir", "x")
+	long := filepath.Join(dir, strings.Repeat("l", 120))
+	notJSON := filepath.Join(dir, "not.json")
+	os.WriteFile(notJSON, []byte("hello"), 0o600)
+	for _, tc := range []struct {
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"", []string{"frobnicate"}, `e1000e-vfu frobnicate: unknown command "frobnicate"`},
+		// serve
+		{"", []string{"serve"}, "e1000e-vfu serve: --socket is required"},
+		{"", []string{"serve", "--socket", sock, "--bogus"}, "flag provided but not defined: -bogus"},
+		{"", []string{"serve", "--socket", sock, "extra"}, `unexpected argument "extra"`},
+		{"", []string{"serve", "--socket"}, "flag needs an argument: -socket"},
+		{"", []string{"serve", "--socket", sock, "--version", "3"}, "e1000e-vfu serve: --version: unsupported version 3 (supported: 1, 2)"},
+		{"", []string{"serve", "--socket", sock, "--version", "two"}, `--version: version "two": want a positive integer`},
+		{"", []string{"serve", "--socket", sock, "--version", "0"}, `--version: version "0": want a positive integer`},
+		{"", []string{"serve", "--socket", sock, "--param", "foo=1"}, "e1000e-vfu serve: --param unknown parameter foo"},
+		{"", []string{"serve", "--socket", sock, "--param", "rx-filter-size=99"}, "e1000e-vfu serve: --param rx-filter-size=99 out of range 0..16"},
+		{"", []string{"serve", "--socket", sock, "--version", "1", "--param", "rx-filter-size=-1"}, "--param rx-filter-size=-1 out of range 0..16"},
+		{"", []string{"serve", "--socket", sock, "--param", "rx-filter-size=x"}, "--param rx-filter-size=x: not an integer"},
+		{"", []string{"serve", "--socket", sock, "--param", "rx-filter-size"}, `--param "rx-filter-size": want name=value`},
+		{"", []string{"serve", "--socket", sock, "--mac", "52:54:00:12:34"}, `--mac "52:54:00:12:34": not a 48-bit MAC address`},
+		{"", []string{"serve", "--socket", sock, "--mac", "01:00:5e:00:00:01"}, "--mac 01:00:5e:00:00:01: a multicast address"},
+		{"", []string{"serve", "--socket", sock, "--mac", "00:00:00:00:00:00"}, "the all-zero address"},
+		{"", []string{"serve", "--socket", sock, "--netdev", "vde"}, `--netdev "vde": unknown backend "vde"`},
+		{"", []string{"serve", "--socket", sock, "--netdev", "tap"}, `--netdev "tap": tap needs ifname=NAME`},
+		{"", []string{"serve", "--socket", sock, "--netdev", "tap,ifname=a-very-long-interface"}, "tap needs ifname=NAME"},
+		{"", []string{"serve", "--socket", sock, "--netdev", "tap,name=x"}, "tap backend has no option name"},
+		{"", []string{"serve", "--socket", sock, "--netdev", "none,x=1"}, "none backend has no option x"},
+		{"", []string{"serve", "--socket", sock, "--netdev", "stream"}, "stream needs exactly one of connect=ADDR and listen=ADDR"},
+		{"", []string{"serve", "--socket", sock, "--netdev", "stream,connect=nohost"}, `address "nohost": want HOST:PORT or unix:PATH`},
+		{"", []string{"serve", "--socket", sock, "--netdev", "stream,listen=:0"}, "port must be 1 to 65535"},
+		{"", []string{"serve", "--socket", sock, "--netdev", "dgram,local=unix:/a"}, "dgram needs remote=ADDR"},
+		{"", []string{"serve", "--socket", sock, "--netdev", "dgram,remote=h:1,local=unix:/a"}, "local and remote must both be"},
+		{"", []string{"serve", "--socket", sock, "--netdev", "tap,ifname=a,ifname=b"}, "option ifname given twice"},
+		{"", []string{"serve", "--socket", sock, "--log-level", "loud"}, `--log-level "loud": want debug, info, warn or error`},
+		{"", []string{"serve", "--socket", missing}, "does not exist"},
+		{"", []string{"serve", "--socket", dir}, "is a directory"},
+		{"", []string{"serve", "--socket", long}, "too long for a UNIX socket"},
+		{"", []string{"serve", "--socket", sock, "--control", sock}, "the same path as --socket"},
+		{"", []string{"serve", "--socket", sock, "--control", missing}, "--control " + missing},
+		{"", []string{"serve", "--socket", sock, "--pcap", missing}, "--pcap " + missing},
+		{"", []string{"serve", "--socket", sock, "--json"}, "--json needs --validate-only"},
+		{"", []string{"serve", "--socket", sock, "--config", "-", "--version", "1"}, "--config cannot be combined with --version or --param"},
+		{"", []string{"serve", "--socket", sock, "--config", missing}, "--config open " + missing},
+		{"", []string{"serve", "--socket", sock, "--config", notJSON}, "--config source configuration: invalid character"},
+		{`{"model":"qemu.org/devices/e1000e","params":{}}`, []string{"serve", "--socket", sock, "--config", "-"}, "model qemu.org/devices/e1000e is not implemented here"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":40,"foo":1}}`, []string{"serve", "--socket", sock, "--config", "-"}, "unknown parameter foo; rx-filter-size=40 out of range 0..16"},
+		// describe
+		{"", []string{"describe", "now"}, `e1000e-vfu describe: unexpected argument "now"`},
+		{"", []string{"describe", "--json"}, "flag provided but not defined: -json"},
+		// check
+		{"", []string{"check", "--source-version", "2"}, "e1000e-vfu check: --dest is required"},
+		{"", []string{"check", "--dest", "x"}, "give either --source or --source-version/--source-param"},
+		{"", []string{"check", "--dest", "x", "--source", "{}", "--source-version", "1"}, "give either --source or --source-version/--source-param"},
+		{"", []string{"check", "--dest", "-", "--source", "-"}, "cannot both read stdin"},
+		{"", []string{"check", "--dest", "-", "--source", `{"model":"a.b/c"}`}, "--source source configuration: no params"},
+		{"", []string{"check", "--dest", "-", "--source", missing}, "--source open " + missing},
+		{"", []string{"check", "--dest", "-", "--source-version", "9"}, "check: source: unsupported version 9 (supported: 1, 2)"},
+		{"", []string{"check", "--dest", "-", "--source-param", "foo=1"}, "source: unknown parameter foo"},
+		{"", []string{"check", "--dest", "-", "--source-param", "foo"}, `--source-param "foo": want name=value`},
+		{"", []string{"check", "--dest", missing, "--source-version", "1"}, "--dest open " + missing},
+		{"{}", []string{"check", "--dest", "-", "--source-version", "1"}, "--dest description: no models"},
+		{"nope", []string{"check", "--dest", "-", "--source-version", "1"}, "--dest description: invalid character"},
+		// version
+		{"", []string{"version", "x"}, `e1000e-vfu version: unexpected argument "x"`},
+	} {
+		name := strings.Join(tc.args, " ")
+		r := runBinary(t, tc.stdin, tc.args...)
+		if r.code != 2 {
+			t.Errorf("%s: exit %d, want 2 (stderr %q)", name, r.code, r.stderr)
+			continue
+		}
+		if strings.Count(r.stderr, "\n") != 1 || !strings.HasSuffix(r.stderr, "\n") {
+			t.Errorf("%s: stderr is not one line: %q", name, r.stderr)
+		}
+		if !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%s: stderr %q does not contain %q", name, r.stderr, tc.want)
+		}
+		if r.stdout != "" {
+			t.Errorf("%s: wrote to stdout: %q", name, r.stdout)
+		}
+	}
+}
+
+func TestNoArgumentsPrintsUsageAndExits2(t *testing.T) {
+	r := runBinary(t, "")
+	if r.code != 2 || !strings.Contains(r.stderr, "Usage:") || !strings.Contains(r.stderr, "e1000e-vfu check") {
+		t.Errorf("got %+v", r)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"--help"}, {"-h"}} {
+		r := runBinary(t, "", args...)
+		if r.code != 0 || !strings.Contains(r.stdout, "e1000e-vfu serve --socket PATH") ||
+			!strings.Contains(r.stdout, "e1000e-vfu describe") || r.stderr != "" {
+			t.Errorf("%v: %+v", args, r)
+		}
+	}
+	for _, cmd := range []string{"serve", "check", "describe"} {
+		r := runBinary(t, "", cmd, "--help")
+		if r.code != 0 || !strings.Contains(r.stdout, "e1000e-vfu "+cmd) || !strings.Contains(r.stdout, "Flags:") {
+			t.Errorf("%s --help: %+v", cmd, r)
+		}
+	}
+	r := runBinary(t, "", "serve", "--help")
+	for _, f := range []string{"-socket", "-mac", "-netdev", "-pcap", "-log-level", "-version", "-param", "-validate-only", "-control", "-config", "-json"} {
+		if !strings.Contains(r.stdout, f) {
+			t.Errorf("serve --help does not mention %s", f)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	r := runBinary(t, "", "version")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "e1000e-vfu ") ||
+		!strings.Contains(r.stdout, "model e1000e-vfu.dev/devices/e1000e-82574l versions 1, 2 (latest 2)") {
+		t.Errorf("got %+v", r)
+	}
+}
+
+func TestValidateOnly(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	for _, tc := range []struct {
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"", nil, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nrx-filter-size=16\n"},
+		{"", []string{"--version", "1"}, "e1000e-vfu.dev/devices/e1000e-82574l version 1\nrx-filter-size=0\n"},
+		{"", []string{"--param", "rx-filter-size=4", "--param", "rx-filter-size=8"}, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nrx-filter-size=8\n"},
+		{"", []string{"--version", "1", "--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1}` + "\n"},
+		{"", []string{"--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}` + "\n"},
+		// Started with a source's list: unlisted parameters take their off value.
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{}}`, []string{"--config", "-"}, "e1000e-vfu.dev/devices/e1000e-82574l version 1\nrx-filter-size=0\n"},
+		{"", []string{"--config", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":5}}`}, "e1000e-vfu.dev/devices/e1000e-82574l (matches no version)\nrx-filter-size=5\n"},
+		{"", []string{"--mac", "52:54:00:12:34:56", "--netdev", "tap,ifname=tap0", "--log-level", "debug",
+			"--pcap", filepath.Join(t.TempDir(), "f.pcap"), "--control", sock + ".ctl"}, "rx-filter-size=16\n"},
+		{"", []string{"--netdev", "stream,connect=unix:/tmp/q.sock"}, "rx-filter-size=16\n"},
+		{"", []string{"--netdev", "dgram,remote=127.0.0.1:5000,local=127.0.0.1:5001"}, "rx-filter-size=16\n"},
+	} {
+		args := append([]string{"serve", "--socket", sock, "--validate-only"}, tc.args...)
+		r := runBinary(t, tc.stdin, args...)
+		if r.code != 0 || !strings.HasSuffix(r.stdout, tc.want) || r.stderr != "" {
+			t.Errorf("%v: %+v, want stdout ending %q", tc.args, r, tc.want)
+		}
+	}
+}
+
+func TestDescribeGolden(t *testing.T) {
+	r := runBinary(t, "", "describe")
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("describe: %+v", r)
+	}
+	golden := filepath.Join("testdata", "describe.golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(r.stdout), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.stdout != string(want) {
+		t.Errorf("describe output differs from %s (run with -update after checking the change):\n%s", golden, r.stdout)
+	}
+}
+
+// The rules of the compatibility check, through the command line.
+func TestCheck(t *testing.T) {
+	own := filepath.Join("testdata", "describe.golden")
+	v1only := filepath.Join("testdata", "v1-only.json")
+	other := filepath.Join("testdata", "other-model.json")
+	srcV2 := `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}`
+	for _, tc := range []struct {
+		name  string
+		stdin string
+		args  []string
+		code  int
+		want  string
+	}{
+		{"model mismatch", "", []string{"--source", srcV2, "--dest", other}, 1,
+			"model mismatch: source is e1000e-vfu.dev/devices/e1000e-82574l, destination offers qemu.org/devices/e1000e\n"},
+		{"v1 source into v2-capable destination", "", []string{"--source-version", "1", "--dest", own}, 0, "compatible\n"},
+		{"v2 source against v1-only", "", []string{"--source", srcV2, "--dest", v1only}, 1,
+			"unknown parameter rx-filter-size: the destination does not know it\n"},
+		{"v2-capable started as version 1 against v1-only", "", []string{"--source-version", "1", "--dest", v1only}, 0, "compatible\n"},
+		{"override back to the old value", "", []string{"--source-version", "2", "--source-param", "rx-filter-size=0", "--dest", v1only}, 0, "compatible\n"},
+		{"in range", "", []string{"--source", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":8}}`, "--dest", own}, 0, "compatible\n"},
+		{"out of range, with every failure", "", []string{"--source",
+			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":99,"foo":true}}`, "--dest", own}, 1,
+			"unknown parameter foo: the destination does not know it\nrx-filter-size=99 not allowed by the destination (allowed: 0..16)\n"},
+		{"destination parameter without off value", "", []string{"--source-version", "2", "--dest",
+			filepath.Join("..", "..", "device", "model", "testdata", "no-off-value.json")}, 1,
+			"parameter queues: not in the source list and the destination cannot turn it off (no off value)\n"},
+	} {
+		r := runBinary(t, tc.stdin, append([]string{"check"}, tc.args...)...)
+		if r.code != tc.code || r.stdout != tc.want || r.stderr != "" {
+			t.Errorf("%s: %+v, want exit %d and %q", tc.name, r, tc.code, tc.want)
+		}
+	}
+	// The orchestrator's pipeline: describe on the destination into check.
+	desc := runBinary(t, "", "describe")
+	src := runBinary(t, "", "serve", "--socket", filepath.Join(t.TempDir(), "s"), "--validate-only", "--json")
+	r := runBinary(t, desc.stdout, "check", "--source", strings.TrimSpace(src.stdout), "--dest", "-")
+	if r.code != 0 || r.stdout != "compatible\n" {
+		t.Errorf("pipeline: %+v", r)
+	}
+}
+
+func TestDefaultMACDiffersPerSocketAndIsLocal(t *testing.T) {
+	a, b := defaultMAC("/run/a.sock"), defaultMAC("/run/b.sock")
+	if a.String() == b.String() {
+		t.Errorf("two sockets share %s", a)
+	}
+	if a.String() != defaultMAC("/run/a.sock").String() {
+		t.Error("default MAC not stable")
+	}
+	for _, m := range [][]byte{a, b} {
+		if len(m) != 6 || m[0]&1 != 0 || m[0]&2 == 0 {
+			t.Errorf("%x is not a locally administered unicast address", m)
+		}
+	}
+}
+
+func TestParseNetdev(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want NetdevSpec
+	}{
+		{"none", NetdevSpec{Kind: "none"}},
+		{"tap,ifname=tap0", NetdevSpec{Kind: "tap", Ifname: "tap0"}},
+		{"stream,listen=unix:/run/n.sock", NetdevSpec{Kind: "stream", Listen: true, Addr: NetAddr{"unix", "/run/n.sock"}}},
+		{"stream,connect=[::1]:1234", NetdevSpec{Kind: "stream", Addr: NetAddr{"inet", "[::1]:1234"}}},
+		{"dgram,remote=127.0.0.1:2", NetdevSpec{Kind: "dgram", Remote: NetAddr{"inet", "127.0.0.1:2"}}},
+	} {
+		got, err := parseNetdev(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("parseNetdev(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"e1000e-vfu/device/model"
+)
+
+// Config is everything serve needs, checked: parseServe builds it from the
+// command line before anything starts, and run takes it.
+type Config struct {
+	// Socket is the vfio-user socket QEMU connects to.
+	Socket string
+	// MAC is the NIC's permanent address (NVM words 0-2).
+	MAC net.HardwareAddr
+	// Netdev is the network backend.
+	Netdev NetdevSpec
+	// PCAP, when not empty, is a file that receives every frame in and out.
+	PCAP string
+	// LogLevel is the lowest level logged.
+	LogLevel slog.Level
+	// Control, when not empty, is the control socket's path.
+	Control string
+	// Device is the device model's effective configuration.
+	Device model.Config
+
+	// ValidateOnly asks for the configuration to be printed, not served;
+	// JSON prints it as the source list the compatibility check reads.
+	ValidateOnly bool
+	JSON         bool
+}
+
+const serveHead = `e1000e-vfu serve --socket PATH [flags]
+
+Serves one emulated 82574L on the vfio-user socket PATH until SIGINT or
+SIGTERM. Everything is checked before anything starts: a bad flag or value
+exits with status 2 and one line naming it.
+
+The device model's configuration is a version (default: the latest) plus
+--param overrides, later ones winning; or, with --config, exactly a source's
+parameter list as query-config or --validate-only --json print it, every
+parameter it does not list taking its off value.
+`
+
+// sunPathMax is the longest path a UNIX socket address holds on Linux.
+const sunPathMax = 107
+
+func parseServe(e env, args []string) (Config, error) {
+	fs := newFlagSet(e, "serve", serveHead)
+	var (
+		cfg                         Config
+		mac, netdev, level, version string
+		configFile                  string
+		params                      listFlag
+	)
+	fs.StringVar(&cfg.Socket, "socket", "", "vfio-user socket `PATH` to listen on (required)")
+	fs.StringVar(&mac, "mac", "", "the NIC's `MAC` address (default: 02:e1:0e plus 3 bytes derived from the socket path)")
+	fs.StringVar(&netdev, "netdev", "none", "network backend `SPEC`: none | tap,ifname=NAME | stream,connect=ADDR | stream,listen=ADDR | dgram,remote=ADDR[,local=ADDR]; ADDR is HOST:PORT or unix:PATH")
+	fs.StringVar(&cfg.PCAP, "pcap", "", "write every frame to pcap `FILE`")
+	fs.StringVar(&level, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
+	fs.StringVar(&version, "version", "", "device model version `N` (default: the latest)")
+	fs.Var(&params, "param", "device model parameter `name=value`; repeatable, later overrides earlier")
+	fs.StringVar(&configFile, "config", "", "start with exactly the source configuration in `FILE` (- for stdin)")
+	fs.BoolVar(&cfg.ValidateOnly, "validate-only", false, "check the configuration, print the effective parameters and exit")
+	fs.BoolVar(&cfg.JSON, "json", false, "with --validate-only: print the configuration as the source list JSON")
+	fs.StringVar(&cfg.Control, "control", "", "serve the control socket at `PATH`")
+	if err := parseFlags(fs, args); err != nil {
+		return Config{}, err
+	}
+	given := setFlags(fs)
+
+	if cfg.Socket == "" {
+		return Config{}, usagef("--socket is required (see e1000e-vfu serve --help)")
+	}
+	if err := checkSocketPath(cfg.Socket); err != nil {
+		return Config{}, usagef("--socket %s", err)
+	}
+	if cfg.Control != "" {
+		if err := checkSocketPath(cfg.Control); err != nil {
+			return Config{}, usagef("--control %s", err)
+		}
+		if samePath(cfg.Control, cfg.Socket) {
+			return Config{}, usagef("--control %s: the same path as --socket", cfg.Control)
+		}
+	}
+	if cfg.PCAP != "" {
+		if err := checkParentDir(cfg.PCAP); err != nil {
+			return Config{}, usagef("--pcap %s", err)
+		}
+	}
+	if cfg.JSON && !cfg.ValidateOnly {
+		return Config{}, usagef("--json needs --validate-only")
+	}
+
+	var err error
+	if mac == "" {
+		cfg.MAC = defaultMAC(cfg.Socket)
+	} else if cfg.MAC, err = parseMAC(mac); err != nil {
+		return Config{}, usagef("--mac %s", err)
+	}
+	if cfg.Netdev, err = parseNetdev(netdev); err != nil {
+		return Config{}, usagef("--netdev %s", err)
+	}
+	if cfg.LogLevel, err = parseLevel(level); err != nil {
+		return Config{}, usagef("--log-level %s", err)
+	}
+	if given["config"] {
+		if given["version"] || given["param"] {
+			return Config{}, usagef("--config cannot be combined with --version or --param")
+		}
+		if cfg.Device, err = deviceFromSource(e, configFile); err != nil {
+			return Config{}, usagef("--config %s", err)
+		}
+		return cfg, nil
+	}
+	n := 0
+	if given["version"] {
+		if n, err = model.ParseVersion(version); err != nil {
+			return Config{}, usagef("--version: %s", err)
+		}
+	}
+	settings := make([]model.Setting, 0, len(params))
+	for _, p := range params {
+		s, err := model.ParseSetting(p)
+		if err != nil {
+			return Config{}, usagef("--param %s", err)
+		}
+		settings = append(settings, s)
+	}
+	if cfg.Device, err = model.E1000E().Resolve(n, settings); err != nil {
+		if strings.HasPrefix(err.Error(), "unsupported version") {
+			return Config{}, usagef("--version: %s", err)
+		}
+		return Config{}, usagef("--param %s", err)
+	}
+	return cfg, nil
+}
+
+// deviceFromSource starts the device with a source's list (rule 8): the
+// model must be ours, and every parameter not listed takes its off value.
+func deviceFromSource(e env, file string) (model.Config, error) {
+	src, err := readSource(e, file)
+	if err != nil {
+		return model.Config{}, err
+	}
+	m := model.Lookup(src.Model)
+	if m == nil {
+		return model.Config{}, fmt.Errorf("%s: model %s is not implemented here (this program implements %s)",
+			file, src.Model, model.E1000EName)
+	}
+	c, err := m.ResolveList(src.Params)
+	if err != nil {
+		return model.Config{}, fmt.Errorf("%s: %w", file, err)
+	}
+	return c, nil
+}
+
+// readSource reads a source configuration from a file, stdin ("-") or the
+// argument itself when it is a JSON object.
+func readSource(e env, arg string) (model.Source, error) {
+	var r io.Reader
+	switch {
+	case arg == "-":
+		r = e.stdin
+	case strings.HasPrefix(strings.TrimSpace(arg), "{"):
+		r = strings.NewReader(arg)
+	case arg == "":
+		return model.Source{}, fmt.Errorf("empty file name")
+	default:
+		f, err := os.Open(arg)
+		if err != nil {
+			return model.Source{}, err
+		}
+		defer f.Close()
+		r = f
+	}
+	return model.DecodeSource(r)
+}
+
+func checkSocketPath(p string) error {
+	if len(p) > sunPathMax {
+		return fmt.Errorf("%s: longer than %d bytes, too long for a UNIX socket", p, sunPathMax)
+	}
+	if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+		return fmt.Errorf("%s: is a directory", p)
+	}
+	return checkParentDir(p)
+}
+
+func checkParentDir(p string) error {
+	dir := filepath.Dir(p)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%s: directory %s does not exist", p, dir)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s: %s is not a directory", p, dir)
+	}
+	return nil
+}
+
+func samePath(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == bb
+}
+
+// defaultMAC derives a locally administered unicast address from the
+// socket's absolute path, so that two servers on one host differ without
+// configuration and one server keeps its address across restarts.
+func defaultMAC(socket string) net.HardwareAddr {
+	p, err := filepath.Abs(socket)
+	if err != nil {
+		p = socket
+	}
+	h := fnv.New32a()
+	h.Write([]byte(p))
+	s := h.Sum32()
+	return net.HardwareAddr{0x02, 0xe1, 0x0e, byte(s >> 16), byte(s >> 8), byte(s)}
+}
+
+func parseMAC(s string) (net.HardwareAddr, error) {
+	mac, err := net.ParseMAC(s)
+	if err != nil || len(mac) != 6 {
+		return nil, fmt.Errorf("%q: not a 48-bit MAC address such as 52:54:00:12:34:56", s)
+	}
+	if mac[0]&1 != 0 {
+		return nil, fmt.Errorf("%s: a multicast address cannot be a NIC's address", mac)
+	}
+	if string(mac) == "\x00\x00\x00\x00\x00\x00" {
+		return nil, fmt.Errorf("%s: the all-zero address cannot be a NIC's address", mac)
+	}
+	return mac, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%q: want debug, info, warn or error", s)
+}
+
+// printValidated prints the effective configuration: the model and version,
+// then every parameter as name=value; or, with --json, the source list.
+func printValidated(w io.Writer, cfg Config) error {
+	if cfg.JSON {
+		b, err := json.Marshal(cfg.Device.Source())
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	if cfg.Device.Version == 0 {
+		fmt.Fprintf(w, "%s (matches no version)\n", cfg.Device.Model.Name)
+	} else {
+		fmt.Fprintf(w, "%s version %d\n", cfg.Device.Model.Name, cfg.Device.Version)
+	}
+	for _, a := range cfg.Device.Effective() {
+		fmt.Fprintln(w, a)
+	}
+	return nil
+}
