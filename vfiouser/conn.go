@@ -1,0 +1,272 @@
+package vfiouser
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/device"
+)
+
+// Conn is the server side of one client connection.
+//
+// One goroutine reads messages in order: replies to the server's own
+// DMA_READ/DMA_WRITE go to the goroutine that waits for them, commands are
+// dispatched right there, so a register access costs no goroutine hop.
+// Replies and server-initiated messages are written under one mutex, each
+// with one system call when the socket takes it whole.
+type Conn struct {
+	srv  *Server
+	dev  device.Device
+	mig  device.Migratable // nil when the device does not migrate
+	info device.Info
+	log  *slog.Logger
+	fd   int
+	rd   *reader
+	dma  *DMATable
+
+	negotiated bool
+	fatal      bool // the reply being sent is the last one
+	maxXfer    uint32
+	maxMsg     uint32
+
+	wmu      sync.Mutex
+	wbuf     []byte // the reply under construction: header, then payload
+	replyFDs []int
+
+	// Server-initiated DMA.
+	nextID   atomic.Uint32
+	pmu      sync.Mutex
+	pending  map[uint16]*dmaWaiter
+	handlerG atomic.Int64 // goroutine running a handler, while fd-less maps exist
+
+	closeOnce    sync.Once
+	teardownOnce sync.Once
+	closed       chan struct{}
+	serving      atomic.Bool
+}
+
+func newConn(s *Server, fd int) *Conn {
+	c := &Conn{
+		srv:     s,
+		dev:     s.dev,
+		info:    s.dev.Info(),
+		log:     s.log,
+		fd:      fd,
+		dma:     NewDMATable(s.opts.DMALimits),
+		maxXfer: min(s.opts.MaxDataXferSize, DefaultMaxDataXferSize),
+		maxMsg:  HeaderSize + versionFixedSize + maxVersionJSON,
+		wbuf:    make([]byte, HeaderSize, readBufInitial),
+		pending: make(map[uint16]*dmaWaiter),
+		closed:  make(chan struct{}),
+	}
+	c.mig, _ = s.dev.(device.Migratable)
+	c.rd = newReader(fd, readBufInitial, int(c.maxMsg))
+	c.dma.setMessenger(c)
+	return c
+}
+
+// DMA is the guest memory table of this connection.
+func (c *Conn) DMA() *DMATable { return c.dma }
+
+// Serve handles messages until the client goes or the stream breaks, then
+// tears the connection down (the device is disconnected). A client that
+// simply closes its socket yields nil.
+func (c *Conn) Serve() error {
+	c.serving.Store(true)
+	defer c.teardown()
+	for {
+		if err := c.Step(); err != nil {
+			if errors.Is(err, io.EOF) || c.isClosed() {
+				return nil
+			}
+			c.log.Warn("vfio-user: dropping client", "err", err)
+			return err
+		}
+	}
+}
+
+// Close ends the connection. When Serve runs, it returns and tears down;
+// otherwise Close tears down itself.
+func (c *Conn) Close() {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	})
+	if !c.serving.Load() {
+		c.teardown()
+	}
+}
+
+func (c *Conn) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// teardown disconnects the device (it stops using guest memory and drops
+// the client's eventfds), then unmaps guest memory and closes the socket.
+func (c *Conn) teardown() {
+	c.teardownOnce.Do(func() {
+		c.closeOnce.Do(func() { close(c.closed) })
+		c.failPending()
+		c.dev.Disconnect()
+		c.dma.setMessenger(nil)
+		c.dma.UnmapAll()
+		c.rd.close()
+		unix.Close(c.fd)
+		c.srv.release(c)
+	})
+}
+
+// Step reads and handles one command (and any DMA replies that come before
+// it). It returns io.EOF when the client closed the socket at a message
+// boundary, and another error when the stream cannot be parsed further; in
+// both cases the connection is done.
+func (c *Conn) Step() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: panic while handling a message: %v", errStream, r)
+		}
+	}()
+	// Each pass consumes one message from the socket.
+	for {
+		m, err := c.rd.next(c.maxMsg)
+		if err != nil {
+			return err
+		}
+		if m.hdr.IsReply() {
+			c.routeReply(&m)
+			m.closeFDs()
+			continue
+		}
+		return c.dispatch(&m)
+	}
+}
+
+type handler func(c *Conn, m *message) error
+
+// handlers maps each command a client may send to its handler.
+var handlers = [numCommands]handler{
+	CmdVersion:          handleVersion,
+	CmdDMAMap:           handleDMAMap,
+	CmdDMAUnmap:         handleDMAUnmap,
+	CmdDeviceGetInfo:    handleGetInfo,
+	CmdGetRegionInfo:    handleGetRegionInfo,
+	CmdGetRegionIOFDs:   handleGetRegionIOFDs,
+	CmdGetIRQInfo:       handleGetIRQInfo,
+	CmdSetIRQs:          handleSetIRQs,
+	CmdRegionRead:       handleRegionRead,
+	CmdRegionWrite:      handleRegionWrite,
+	CmdDeviceReset:      handleReset,
+	CmdDirtyPages:       handleDirtyPages,
+	CmdRegionWriteMulti: handleWriteMulti,
+	CmdDeviceFeature:    handleDeviceFeature,
+	CmdMigDataRead:      handleMigDataRead,
+	CmdMigDataWrite:     handleMigDataWrite,
+}
+
+// dispatch runs the handler of m and sends its reply. Whatever fds the
+// handler did not take are closed here.
+func (c *Conn) dispatch(m *message) error {
+	defer m.closeFDs()
+	c.wbuf = c.wbuf[:HeaderSize]
+	c.replyFDs = c.replyFDs[:0]
+	err := c.call(m)
+	if m.hdr.Flags&FlagNoReply != 0 {
+		if err != nil {
+			c.log.Warn("vfio-user: posted command failed", "cmd", m.hdr.Command, "err", err)
+		}
+		return nil
+	}
+	h := Header{MsgID: m.hdr.MsgID, Command: m.hdr.Command, Flags: FlagTypeReply}
+	if err != nil {
+		c.log.Debug("vfio-user: command failed", "cmd", m.hdr.Command, "err", err)
+		h.Flags |= FlagError
+		h.Error = uint32(errnoOf(err))
+		c.wbuf = c.wbuf[:HeaderSize]
+		c.replyFDs = c.replyFDs[:0]
+	}
+	h.Size = uint32(len(c.wbuf))
+	h.Encode(c.wbuf)
+	c.wmu.Lock()
+	werr := writeMsg(c.fd, c.wbuf, c.replyFDs)
+	c.wmu.Unlock()
+	if werr != nil {
+		return fmt.Errorf("%w: sending %s reply: %v", errStream, m.hdr.Command, werr)
+	}
+	if c.fatal {
+		return fmt.Errorf("%w: %s refused: %v", errStream, m.hdr.Command, err)
+	}
+	return nil
+}
+
+func (c *Conn) call(m *message) error {
+	cmd := m.hdr.Command
+	if int(cmd) >= len(handlers) || handlers[cmd] == nil {
+		return fmt.Errorf("unknown command %d: %w", uint16(cmd), syscall.ENOSYS)
+	}
+	if !c.negotiated && cmd != CmdVersion {
+		return fmt.Errorf("%s before VERSION: %w", cmd, syscall.EINVAL)
+	}
+	if len(m.fds) > MaxMsgFDs {
+		return fmt.Errorf("%s with %d fds, at most %d: %w", cmd, len(m.fds), MaxMsgFDs, syscall.EINVAL)
+	}
+	if c.dma.noFD.Load() > 0 {
+		c.handlerG.Store(goid())
+		defer c.handlerG.Store(0)
+	}
+	return handlers[cmd](c, m)
+}
+
+// extend grows the reply by n bytes and returns them, zeroed only when the
+// buffer had to grow (handlers write every byte they add).
+func (c *Conn) extend(n int) []byte {
+	l := len(c.wbuf)
+	if cap(c.wbuf)-l < n {
+		nb := make([]byte, l, max(2*cap(c.wbuf), l+n))
+		copy(nb, c.wbuf)
+		c.wbuf = nb
+	}
+	c.wbuf = c.wbuf[:l+n]
+	return c.wbuf[l : l+n]
+}
+
+// noFDs refuses descriptors on commands that take none.
+func noFDs(m *message) error {
+	if len(m.fds) != 0 {
+		return fmt.Errorf("%s carries %d unexpected fds: %w", m.hdr.Command, len(m.fds), syscall.EINVAL)
+	}
+	return nil
+}
+
+// goid is the id of the calling goroutine. It is read only while the client
+// has mapped memory without fd, to refuse message DMA from a handler (which
+// would wait for a reply that the same goroutine has to read).
+func goid() int64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	// "goroutine 123 [running]:"
+	const prefix = "goroutine "
+	if len(b) <= len(prefix) {
+		return -1
+	}
+	var id int64
+	for _, ch := range b[len(prefix):] {
+		if ch < '0' || ch > '9' {
+			break
+		}
+		id = id*10 + int64(ch-'0')
+	}
+	return id
+}

@@ -1,0 +1,205 @@
+package vfiouser
+
+import (
+	"fmt"
+	"syscall"
+
+	"e1000e-vfu/device"
+)
+
+// featureOps says which of GET and SET a feature supports, and whether it
+// needs a device.Migratable.
+type featureOps struct {
+	get, set  bool
+	migration bool
+}
+
+var features = map[uint32]featureOps{
+	FeatMigration:       {get: true, migration: true},
+	FeatMigDeviceState:  {get: true, set: true, migration: true},
+	FeatMigDataSize:     {get: true, migration: true},
+	FeatDMALoggingStart: {set: true},
+	FeatDMALoggingStop:  {set: true},
+	FeatDMALoggingRep:   {get: true},
+}
+
+// handleDeviceFeature follows VFIO_DEVICE_FEATURE: PROBE answers whether the
+// feature supports the methods named with it; otherwise exactly one of GET
+// and SET is given. Migration features go to the device when it implements
+// device.Migratable, DMA logging to the DMA table.
+func handleDeviceFeature(c *Conn, m *message) error {
+	if err := noFDs(m); err != nil {
+		return err
+	}
+	in, err := DecodeFeature(m.payload)
+	if err != nil {
+		return err
+	}
+	if in.Flags&^(FeatureMask|FeatureGet|FeatureSet|FeatureProbe) != 0 {
+		return fmt.Errorf("device feature: flags %#x: %w", in.Flags, syscall.EINVAL)
+	}
+	feat := in.Flags & FeatureMask
+	get, set, probe := in.Flags&FeatureGet != 0, in.Flags&FeatureSet != 0, in.Flags&FeatureProbe != 0
+	ops, ok := features[feat]
+	if !ok || (ops.migration && c.mig == nil) {
+		return fmt.Errorf("device feature %d: %w", feat, syscall.ENOTSUP)
+	}
+	if probe {
+		if (get && !ops.get) || (set && !ops.set) {
+			return fmt.Errorf("device feature %d: probe of an unsupported method: %w", feat, syscall.ENOTSUP)
+		}
+		copy(c.extend(FeatureSize), m.payload[:FeatureSize])
+		return nil
+	}
+	if get == set {
+		return fmt.Errorf("device feature %d: need exactly one of GET and SET: %w", feat, syscall.EINVAL)
+	}
+	if (get && !ops.get) || (set && !ops.set) {
+		return fmt.Errorf("device feature %d: method not supported: %w", feat, syscall.ENOTSUP)
+	}
+	data := m.payload[FeatureSize:]
+	// reply starts the reply with the fixed part, argsz covering n data bytes.
+	reply := func(n int) ([]byte, error) {
+		need := uint64(FeatureSize + n)
+		if get && uint64(in.Argsz) < need {
+			return nil, fmt.Errorf("device feature %d: argsz %d, need %d: %w", feat, in.Argsz, need, syscall.EINVAL)
+		}
+		out := c.extend(int(need))
+		Feature{Argsz: uint32(need), Flags: in.Flags}.Encode(out)
+		return out[FeatureSize:], nil
+	}
+	switch feat {
+	case FeatMigration:
+		out, err := reply(8)
+		if err != nil {
+			return err
+		}
+		le.PutUint64(out, c.mig.MigrationFlags())
+		return nil
+	case FeatMigDeviceState:
+		if set {
+			if len(data) < MigStateSize {
+				return fmt.Errorf("mig device state: %d bytes: %w", len(data), syscall.EINVAL)
+			}
+			target := device.MigrationState(le.Uint32(data))
+			if target > device.MigPreCopyP2P {
+				return fmt.Errorf("mig device state: state %d: %w", target, syscall.EINVAL)
+			}
+			if err := c.mig.SetMigrationState(target); err != nil {
+				return fmt.Errorf("mig device state %d: %w", target, err)
+			}
+		}
+		out, err := reply(MigStateSize)
+		if err != nil {
+			return err
+		}
+		le.PutUint32(out[0:], uint32(c.mig.MigrationState()))
+		le.PutUint32(out[4:], noDataFD)
+		return nil
+	case FeatMigDataSize:
+		n, err := c.mig.MigrationDataSize()
+		if err != nil {
+			return fmt.Errorf("mig data size: %w", err)
+		}
+		out, err := reply(8)
+		if err != nil {
+			return err
+		}
+		le.PutUint64(out, n)
+		return nil
+	case FeatDMALoggingStart:
+		s, err := DecodeLoggingStart(data)
+		if err != nil {
+			return err
+		}
+		pg, err := c.dma.StartLogging(s.PageSize, s.Ranges)
+		if err != nil {
+			return err
+		}
+		out, err := reply(len(data))
+		if err != nil {
+			return err
+		}
+		copy(out, data)
+		le.PutUint64(out, pg)
+		return nil
+	case FeatDMALoggingStop:
+		c.dma.StopLogging()
+		_, err := reply(0)
+		return err
+	case FeatDMALoggingRep:
+		r, err := DecodeLoggingReport(data)
+		if err != nil {
+			return err
+		}
+		if r.PageSize == 0 {
+			return fmt.Errorf("logging report: page size 0: %w", syscall.EINVAL)
+		}
+		n := BitmapBytes(r.Length, r.PageSize)
+		if n > c.srv.opts.MaxBitmapSize {
+			return fmt.Errorf("logging report: bitmap of %d bytes over %d: %w", n, c.srv.opts.MaxBitmapSize, syscall.E2BIG)
+		}
+		out, err := reply(LoggingReportSize + int(n))
+		if err != nil {
+			return err
+		}
+		r.Encode(out)
+		return c.dma.Report(r.IOVA, r.Length, r.PageSize, out[LoggingReportSize:])
+	}
+	return fmt.Errorf("device feature %d: %w", feat, syscall.ENOTSUP)
+}
+
+// handleMigDataRead reads up to size bytes of the device's saved state; a
+// reply shorter than asked ends the data of the current state.
+func handleMigDataRead(c *Conn, m *message) error {
+	if err := noFDs(m); err != nil {
+		return err
+	}
+	if c.mig == nil {
+		return fmt.Errorf("mig data read: device does not migrate: %w", syscall.ENOTSUP)
+	}
+	in, err := DecodeMigData(m.payload)
+	if err != nil {
+		return err
+	}
+	if in.Size > c.maxXfer {
+		return fmt.Errorf("mig data read: size %d over %d: %w", in.Size, c.maxXfer, syscall.EINVAL)
+	}
+	if uint64(in.Argsz) < MigDataSize+uint64(in.Size) {
+		return fmt.Errorf("mig data read: argsz %d for %d bytes: %w", in.Argsz, in.Size, syscall.EINVAL)
+	}
+	out := c.extend(MigDataSize + int(in.Size))
+	buf := out[MigDataSize:]
+	got := 0
+	// Each pass either makes progress or ends the loop.
+	for got < len(buf) {
+		n, err := c.mig.ReadMigrationData(buf[got:])
+		if err != nil {
+			return fmt.Errorf("mig data read: %w", err)
+		}
+		if n <= 0 || n > len(buf)-got {
+			break
+		}
+		got += n
+	}
+	c.wbuf = c.wbuf[:len(c.wbuf)-len(buf)+got]
+	MigData{Argsz: uint32(MigDataSize + got), Size: uint32(got)}.Encode(out)
+	return nil
+}
+
+func handleMigDataWrite(c *Conn, m *message) error {
+	if err := noFDs(m); err != nil {
+		return err
+	}
+	if c.mig == nil {
+		return fmt.Errorf("mig data write: device does not migrate: %w", syscall.ENOTSUP)
+	}
+	in, err := DecodeMigData(m.payload)
+	if err != nil {
+		return err
+	}
+	if in.Size > c.maxXfer || uint64(len(m.payload)) != MigDataSize+uint64(in.Size) {
+		return fmt.Errorf("mig data write: size %d in %d bytes: %w", in.Size, len(m.payload), syscall.EINVAL)
+	}
+	return c.mig.WriteMigrationData(m.payload[MigDataSize:])
+}

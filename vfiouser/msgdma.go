@@ -1,0 +1,140 @@
+package vfiouser
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+)
+
+// dmaWaiter is a device goroutine waiting for the reply to a DMA_READ or
+// DMA_WRITE the server sent. The reader fills buf (for reads) under c.pmu, so
+// a waiter that timed out and removed itself is never written to later.
+type dmaWaiter struct {
+	cmd  Command
+	addr uint64
+	buf  []byte
+	done chan error
+}
+
+// dmaRead and dmaWrite reach guest memory that the client mapped without
+// fd, in chunks of at most max_data_xfer_size. They must not be called from
+// the goroutine that handles client messages: the reply could never be
+// read, and QEMU would itself wait for our reply meanwhile. Such calls fail
+// at once with EDEADLK.
+func (c *Conn) dmaRead(addr uint64, p []byte) error  { return c.dmaChunks(CmdDMARead, addr, p) }
+func (c *Conn) dmaWrite(addr uint64, p []byte) error { return c.dmaChunks(CmdDMAWrite, addr, p) }
+
+func (c *Conn) dmaChunks(cmd Command, addr uint64, p []byte) error {
+	if g := c.handlerG.Load(); g != 0 && g == goid() {
+		return fmt.Errorf("%s from within a request handler: %w", cmd, syscall.EDEADLK)
+	}
+	chunk := int(c.maxXfer)
+	for len(p) > 0 {
+		n := min(len(p), chunk)
+		if err := c.dmaOne(cmd, addr, p[:n]); err != nil {
+			return err
+		}
+		addr += uint64(n)
+		p = p[n:]
+	}
+	return nil
+}
+
+func (c *Conn) dmaOne(cmd Command, addr uint64, p []byte) error {
+	w := &dmaWaiter{cmd: cmd, addr: addr, buf: p, done: make(chan error, 1)}
+	size := HeaderSize + DMARWSize
+	if cmd == CmdDMAWrite {
+		size += len(p)
+	}
+	msg := make([]byte, size)
+	c.pmu.Lock()
+	if c.isClosed() {
+		c.pmu.Unlock()
+		return fmt.Errorf("%s: connection closed: %w", cmd, syscall.ENOTCONN)
+	}
+	// Find a free id; at most 65536 tries, far fewer in practice.
+	var id uint16
+	for range 1 << 16 {
+		id = uint16(c.nextID.Add(1))
+		if _, busy := c.pending[id]; !busy {
+			break
+		}
+	}
+	c.pending[id] = w
+	c.pmu.Unlock()
+
+	Header{MsgID: id, Command: cmd, Size: uint32(size), Flags: FlagTypeCommand}.Encode(msg)
+	DMARW{Addr: addr, Count: uint64(len(p))}.Encode(msg[HeaderSize:])
+	if cmd == CmdDMAWrite {
+		copy(msg[HeaderSize+DMARWSize:], p)
+	}
+	c.wmu.Lock()
+	err := writeMsg(c.fd, msg, nil)
+	c.wmu.Unlock()
+	if err != nil {
+		c.forget(id, w)
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	t := time.NewTimer(c.srv.opts.DMATimeout)
+	defer t.Stop()
+	select {
+	case err := <-w.done:
+		return err
+	case <-t.C:
+		if c.forget(id, w) {
+			return fmt.Errorf("%s [%#x+%#x]: no reply within %v: %w", cmd, addr, len(p), c.srv.opts.DMATimeout, syscall.ETIMEDOUT)
+		}
+		return <-w.done // the reply won the race
+	}
+}
+
+// forget removes w unless a reply already claimed it.
+func (c *Conn) forget(id uint16, w *dmaWaiter) bool {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.pending[id] == w {
+		delete(c.pending, id)
+		return true
+	}
+	return false
+}
+
+// routeReply hands a reply to the waiter with its id.
+func (c *Conn) routeReply(m *message) {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	w := c.pending[m.hdr.MsgID]
+	if w == nil || w.cmd != m.hdr.Command {
+		c.log.Warn("vfio-user: reply nobody waits for", "cmd", m.hdr.Command, "id", m.hdr.MsgID)
+		return
+	}
+	delete(c.pending, m.hdr.MsgID)
+	w.done <- c.replyResult(w, m)
+}
+
+func (c *Conn) replyResult(w *dmaWaiter, m *message) error {
+	if m.hdr.Flags&FlagError != 0 {
+		e := syscall.Errno(m.hdr.Error)
+		if e == 0 {
+			e = syscall.EIO
+		}
+		return fmt.Errorf("%s [%#x+%#x]: client replied: %w", w.cmd, w.addr, len(w.buf), e)
+	}
+	if w.cmd == CmdDMARead {
+		if len(m.payload) < DMARWSize+len(w.buf) {
+			return fmt.Errorf("DMA_READ reply of %d bytes for %d: %w", len(m.payload), len(w.buf), syscall.EIO)
+		}
+		copy(w.buf, m.payload[DMARWSize:DMARWSize+len(w.buf)])
+	}
+	return nil
+}
+
+// failPending wakes every waiter when the connection ends.
+func (c *Conn) failPending() {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	for id, w := range c.pending {
+		delete(c.pending, id)
+		w.done <- fmt.Errorf("%s: connection closed: %w", w.cmd, syscall.ENOTCONN)
+	}
+}

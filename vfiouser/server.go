@@ -1,0 +1,206 @@
+package vfiouser
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/device"
+)
+
+// Protocol limits the server announces.
+const (
+	DefaultMaxDataXferSize = 1 << 20  // what QEMU offers; at most 64 MiB is accepted by QEMU
+	MaxMsgFDs              = 16       // QEMU refuses more
+	DefaultMaxBitmapSize   = 8 << 20  // bytes of one dirty bitmap: 256 GiB at 4 KiB pages
+	DefaultDMATimeout      = 5 * time.Second
+	maxMsgOverhead         = 64       // fixed parts around max_data_xfer_size bytes
+	readBufInitial         = 64 << 10 // grows to the negotiated message size when needed
+)
+
+// Options tune a Server; zero values take the defaults above.
+type Options struct {
+	Logger          *slog.Logger
+	MaxDataXferSize uint32
+	MaxBitmapSize   uint64
+	DMALimits       DMALimits
+	// DMATimeout bounds the wait for the client's reply to a DMA_READ or
+	// DMA_WRITE the server sent for a range mapped without fd.
+	DMATimeout time.Duration
+}
+
+// Server serves one device to one client at a time.
+type Server struct {
+	dev  device.Device
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	active *Conn
+}
+
+// NewServer returns a server for dev.
+func NewServer(dev device.Device, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxDataXferSize == 0 {
+		opts.MaxDataXferSize = DefaultMaxDataXferSize
+	}
+	opts.MaxDataXferSize = min(opts.MaxDataXferSize, 64<<20)
+	if opts.MaxBitmapSize == 0 {
+		opts.MaxBitmapSize = DefaultMaxBitmapSize
+	}
+	if opts.DMALimits.MaxMaps == 0 {
+		opts.DMALimits = DefaultDMALimits
+	}
+	if opts.DMATimeout == 0 {
+		opts.DMATimeout = DefaultDMATimeout
+	}
+	return &Server{dev: dev, opts: opts, log: opts.Logger}
+}
+
+// ErrBusy is returned by NewConn while another client is connected.
+var ErrBusy = errors.New("vfio-user: device already has a client")
+
+// NewConn starts serving the connected socket fd, which the Conn owns from
+// then on (even on error it is closed). Drive it with Step (one message at a
+// time, as tests do) or Serve (until the client goes).
+func (s *Server) NewConn(fd int) (*Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active != nil {
+		unix.Close(fd)
+		return nil, ErrBusy
+	}
+	c := newConn(s, fd)
+	s.active = c
+	s.dev.Connect(c.dma)
+	return c, nil
+}
+
+func (s *Server) release(c *Conn) {
+	s.mu.Lock()
+	if s.active == c {
+		s.active = nil
+	}
+	s.mu.Unlock()
+}
+
+// Serve accepts clients on ln until ln is closed, serving one at a time; a
+// client that connects while another is served is refused (its socket is
+// closed after a logged warning) and the first one carries on.
+func (s *Server) Serve(ln *Listener) error {
+	for {
+		fd, err := ln.accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("vfio-user: accept: %w", err)
+		}
+		c, err := s.NewConn(fd)
+		if err != nil {
+			s.log.Warn("vfio-user: refusing a second client", "socket", ln.path, "err", err)
+			continue
+		}
+		s.log.Info("vfio-user: client connected", "socket", ln.path)
+		go func() {
+			err := c.Serve()
+			s.log.Info("vfio-user: client gone", "socket", ln.path, "err", err)
+		}()
+	}
+}
+
+// Close disconnects the current client, if any.
+func (s *Server) Close() {
+	s.mu.Lock()
+	c := s.active
+	s.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// Listener is a vfio-user server socket.
+type Listener struct {
+	ln   *net.UnixListener
+	path string
+}
+
+// Listen creates the server socket at path with mode 0600. A stale socket
+// file (nothing accepts on it) is replaced; a live one is refused, as is a
+// path that holds something other than a socket.
+func Listen(path string) (*Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("vfio-user: %s exists and is not a socket", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("vfio-user: %s is in use: another server accepts connections on it", path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("vfio-user: probing %s: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("vfio-user: removing stale socket: %w", err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("vfio-user: listen: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("vfio-user: chmod socket: %w", err)
+	}
+	return &Listener{ln: ln, path: path}, nil
+}
+
+// Path is the socket's path.
+func (l *Listener) Path() string { return l.path }
+
+// Close stops accepting and removes the socket file.
+func (l *Listener) Close() error { return l.ln.Close() }
+
+// accept returns a blocking descriptor for the next client: connections are
+// served with plain system calls, with no poller hop per message.
+func (l *Listener) accept() (int, error) {
+	uc, err := l.ln.AcceptUnix()
+	if err != nil {
+		return -1, err
+	}
+	defer uc.Close()
+	return dupBlocking(uc)
+}
+
+func dupBlocking(uc *net.UnixConn) (int, error) {
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var derr error
+	if err := raw.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("dup: %w", derr)
+	}
+	if err := unix.SetNonblock(nfd, false); err != nil {
+		unix.Close(nfd)
+		return -1, fmt.Errorf("set blocking: %w", err)
+	}
+	return nfd, nil
+}
