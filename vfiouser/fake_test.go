@@ -207,7 +207,9 @@ type fakeMigDevice struct {
 
 var _ device.Migratable = (*fakeMigDevice)(nil)
 
-func (d *fakeMigDevice) MigrationFlags() uint64 { return device.MigFlagStopCopy | device.MigFlagPreCopy }
+func (d *fakeMigDevice) MigrationFlags() uint64 {
+	return device.MigFlagStopCopy | device.MigFlagPreCopy
+}
 
 func (d *fakeMigDevice) MigrationState() device.MigrationState { return d.state }
 

@@ -17,9 +17,9 @@ import (
 
 // Protocol limits the server announces.
 const (
-	DefaultMaxDataXferSize = 1 << 20  // what QEMU offers; at most 64 MiB is accepted by QEMU
-	MaxMsgFDs              = 16       // QEMU refuses more
-	DefaultMaxBitmapSize   = 8 << 20  // bytes of one dirty bitmap: 256 GiB at 4 KiB pages
+	DefaultMaxDataXferSize = 1 << 20 // what QEMU offers; at most 64 MiB is accepted by QEMU
+	MaxMsgFDs              = 16      // QEMU refuses more
+	DefaultMaxBitmapSize   = 8 << 20 // bytes of one dirty bitmap: 256 GiB at 4 KiB pages
 	DefaultDMATimeout      = 5 * time.Second
 	maxMsgOverhead         = 64       // fixed parts around max_data_xfer_size bytes
 	readBufInitial         = 64 << 10 // grows to the negotiated message size when needed
