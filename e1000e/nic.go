@@ -74,6 +74,8 @@ type NIC struct {
 
 	tx txState
 	rx rxState
+
+	pci pciState
 }
 
 var _ netdev.Receiver = (*NIC)(nil)
@@ -94,8 +96,8 @@ type Config struct {
 	// AutonegDelay is how long PHY autonegotiation takes; zero means the
 	// 500 ms of QEMU's model.
 	AutonegDelay time.Duration
-	// Interrupter delivers interrupts; nil delivers none until the PCI
-	// glue or a test sets one with SetInterrupter.
+	// Interrupter delivers interrupts; nil means through the PCI
+	// function's eventfds (the normal case). Tests set their own.
 	Interrupter Interrupter
 }
 
@@ -141,6 +143,9 @@ func New(cfg Config) (*NIC, error) {
 	n.buildNVM()
 	n.initTimers()
 	n.autoneg = n.newTimer(n.autonegDone)
+	if err := n.pciInit(cfg.Interrupter == nil); err != nil {
+		return nil, err
+	}
 
 	n.mu.Lock()
 	n.resetLocked(false)

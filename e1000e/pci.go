@@ -1,0 +1,286 @@
+package e1000e
+
+import (
+	"encoding/binary"
+	"fmt"
+	"syscall"
+
+	"e1000e-vfu/device"
+)
+
+// PCI layout of the 82574L as QEMU's e1000e and real boards present it.
+const (
+	bar1Size     = 0x20000 // flash window: reads zero
+	bar2Size     = 32      // I/O: IOADDR at 0, IODATA at 4
+	bar3Size     = 0x4000  // MSI-X table at 0, PBA at 0x2000
+	msixTableOff = 0
+	msixPBAOff   = 0x2000
+	capPM        = 0xC8
+	capMSI       = 0xD0
+	capPCIe      = 0xE0
+	capMSIX      = 0xA0
+	capAER       = 0x100
+	capDSN       = 0x140
+	ioAddr       = 0
+	ioData       = 4
+)
+
+// pciState is the PCI function around the register file.
+type pciState struct {
+	fn *device.Function
+}
+
+var _ device.Device = (*NIC)(nil)
+
+// dsnSerial builds the device serial number from the MAC address: mac0-2,
+// ff, ff, mac3-5, most significant byte first.
+func dsnSerial(mac [6]byte) uint64 {
+	return uint64(mac[0])<<56 | uint64(mac[1])<<48 | uint64(mac[2])<<40 |
+		0xFF<<32 | 0xFF<<24 |
+		uint64(mac[3])<<16 | uint64(mac[4])<<8 | uint64(mac[5])
+}
+
+// pciInit builds the configuration space and the function serving it, and
+// makes the function deliver the NIC's interrupts unless the configuration
+// named an Interrupter.
+func (n *NIC) pciInit(ownIRQ bool) error {
+	cs := device.NewConfigSpace(device.Identity{
+		VendorID:     pciVendorID,
+		DeviceID:     pciDeviceID,
+		SubsysVendor: pciVendorID,
+		SubsysID:     0,
+		Revision:     0,
+		Class:        0x020000,
+		InterruptPin: 1,
+	})
+	steps := []error{
+		cs.AddBAR(0, device.BAR{Kind: device.BARMem32, Size: bar0Size}),
+		cs.AddBAR(1, device.BAR{Kind: device.BARMem32, Size: bar1Size}),
+		cs.AddBAR(2, device.BAR{Kind: device.BARIO, Size: bar2Size}),
+		cs.AddBAR(3, device.BAR{Kind: device.BARMem32, Size: bar3Size}),
+		cs.AddPM(capPM),
+		cs.AddMSI(capMSI, device.MSIOptions{Vectors: 1, Addr64: true}),
+		cs.AddPCIe(capPCIe, device.PCIeOptions{Version: 1}),
+		cs.AddMSIX(capMSIX, numMSIXVecs, 3, msixTableOff, 3, msixPBAOff),
+		cs.AddAER(capAER),
+		cs.AddDSN(capDSN, dsnSerial(n.perm)),
+	}
+	for _, err := range steps {
+		if err != nil {
+			return fmt.Errorf("e1000e: PCI configuration: %w", err)
+		}
+	}
+	fn := device.NewFunction(cs)
+	if err := fn.SetBARHandler(0, device.RegionFuncs{Read: n.readBAR0, Write: n.writeBAR0}); err != nil {
+		return err
+	}
+	if err := fn.SetBARHandler(2, device.RegionFuncs{Read: n.readBAR2, Write: n.writeBAR2}); err != nil {
+		return err
+	}
+	// BAR1 (flash) and the rest of BAR3 have no handler: they read as zero.
+
+	// Bus Master gates DMA; turning it on retries what waited for it.
+	cs.SetCommandHook(func(_, cmd uint16) {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		on := cmd&device.CmdBusMaster != 0
+		was := n.busMasterOn
+		n.busMasterOn = on
+		if on && !was && !n.closed {
+			n.kickRX()
+			n.kickTX()
+		}
+	})
+	// The function's own watches (registered by NewFunction) update its
+	// IRQ table first; then the NIC re-evaluates in the new mode.
+	modeChanged := func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if !n.closed {
+			n.irqModeChanged()
+		}
+	}
+	cs.Watch(capMSI, 24, modeChanged)
+	cs.Watch(capMSIX+2, 2, modeChanged)
+	cs.Watch(device.CfgCommand, 2, modeChanged)
+
+	n.pci.fn = fn
+	if ownIRQ {
+		n.irq = pciIRQ{fn}
+	}
+	return nil
+}
+
+// pciIRQ delivers interrupts through the function's eventfd table.
+type pciIRQ struct{ fn *device.Function }
+
+func (p pciIRQ) Mode() IRQMode {
+	switch p.fn.IRQMode() {
+	case device.IRQModeMSIX:
+		return IRQModeMSIX
+	case device.IRQModeMSI:
+		return IRQModeMSI
+	}
+	return IRQModeINTx
+}
+func (p pciIRQ) MSIX(v int)         { p.fn.IRQs.MSIX(uint32(v)) }
+func (p pciIRQ) MSI()               { p.fn.IRQs.MSI(0) }
+func (p pciIRQ) SetINTx(level bool) { p.fn.SetINTx(level) }
+
+// ClearMSIXPending would clear a vector's pending bit for PBACLR and
+// CTRL_EXT.PBA_CLR; the function's IRQ table offers no way to clear a bit
+// short of delivering it, so the bit stays until the vector is unmasked.
+func (p pciIRQ) ClearMSIXPending(int) {}
+
+// Info describes the regions and IRQs.
+func (n *NIC) Info() device.Info { return n.pci.fn.Info() }
+
+// ReadRegion serves a read of config space or a BAR.
+func (n *NIC) ReadRegion(index int, offset uint64, p []byte) error {
+	return n.pci.fn.ReadRegion(index, offset, p)
+}
+
+// WriteRegion serves a write of config space or a BAR.
+func (n *NIC) WriteRegion(index int, offset uint64, p []byte) error {
+	return n.pci.fn.WriteRegion(index, offset, p)
+}
+
+// SetIRQs applies the client's eventfds and masks.
+func (n *NIC) SetIRQs(req device.SetIRQs) error { return n.pci.fn.SetIRQs(req) }
+
+// Reset is a function-level reset: config space, interrupts and the NIC.
+func (n *NIC) Reset() error {
+	// The config reset runs the command hook and watches, which take n.mu.
+	if err := n.pci.fn.Reset(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.resetLocked(false)
+	return nil
+}
+
+// Connect gives the NIC the new client's guest memory.
+func (n *NIC) Connect(mem device.GuestMemory) {
+	n.pci.fn.Connect(mem)
+	n.mu.Lock()
+	n.mem = mem
+	n.mu.Unlock()
+}
+
+// Disconnect stops every access to the client's memory, then drops its
+// eventfds.
+func (n *NIC) Disconnect() {
+	n.mu.Lock()
+	n.mem = nil
+	n.stopAllTimers()
+	n.intr = intrState{}
+	n.mu.Unlock()
+	n.pci.fn.Disconnect()
+}
+
+// errAccess is a BAR access of a size or alignment the NIC does not serve.
+func errAccess(bar int, off uint64, size int) error {
+	return fmt.Errorf("e1000e: BAR%d access at %#x size %d: %w", bar, off, size, syscall.EINVAL)
+}
+
+// readBAR0 serves register reads: dword and qword accesses, and byte or
+// word reads within one dword (the dword is read with its side effects).
+func (n *NIC) readBAR0(off uint64, p []byte) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.readRegs(0, off, p, n.readReg)
+}
+
+func (n *NIC) writeBAR0(off uint64, p []byte) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.writeRegs(0, off, p, n.writeReg)
+}
+
+// readRegs splits an access into dword register reads.
+func (n *NIC) readRegs(bar int, off uint64, p []byte, read func(uint32) uint32) error {
+	switch {
+	case len(p) == 4 && off%4 == 0, len(p) == 8 && off%4 == 0:
+		for i := 0; i < len(p); i += 4 {
+			binary.LittleEndian.PutUint32(p[i:], read(uint32(off)+uint32(i)))
+		}
+	case (len(p) == 1 || len(p) == 2) && off%4+uint64(len(p)) <= 4:
+		v := read(uint32(off &^ 3))
+		v >>= 8 * (off % 4)
+		for i := range p {
+			p[i] = byte(v >> (8 * i))
+		}
+	default:
+		return errAccess(bar, off, len(p))
+	}
+	return nil
+}
+
+// writeRegs splits an access into dword register writes; a byte or word
+// write merges with the stored value of its dword.
+func (n *NIC) writeRegs(bar int, off uint64, p []byte, write func(uint32, uint32)) error {
+	switch {
+	case len(p) == 4 && off%4 == 0, len(p) == 8 && off%4 == 0:
+		for i := 0; i < len(p); i += 4 {
+			write(uint32(off)+uint32(i), binary.LittleEndian.Uint32(p[i:]))
+		}
+	case (len(p) == 1 || len(p) == 2) && off%4+uint64(len(p)) <= 4:
+		base := uint32(off &^ 3)
+		v := n.storedReg(base)
+		if bar == 2 {
+			v = n.ioaddr
+		}
+		for i := range p {
+			sh := 8 * (uint(off%4) + uint(i))
+			v = v&^(0xFF<<sh) | uint32(p[i])<<sh
+		}
+		write(base, v)
+	default:
+		return errAccess(bar, off, len(p))
+	}
+	return nil
+}
+
+// storedReg is the stored value of the register at off, aliases resolved.
+func (n *NIC) storedReg(off uint32) uint32 {
+	d := (off >> 2) & (bar0Size/4 - 1)
+	return n.mac[regIdx.canon[d]]
+}
+
+// readBAR2 serves the I/O window: IOADDR selects a register, IODATA
+// reads it.
+func (n *NIC) readBAR2(off uint64, p []byte) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.readRegs(2, off, p, n.ioRead)
+}
+
+func (n *NIC) writeBAR2(off uint64, p []byte) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.writeRegs(2, off, p, n.ioWrite)
+}
+
+func (n *NIC) ioRead(off uint32) uint32 {
+	switch off {
+	case ioAddr:
+		return n.ioaddr
+	case ioData:
+		if n.ioaddr < bar0Size {
+			return n.readReg(n.ioaddr)
+		}
+	}
+	return 0
+}
+
+func (n *NIC) ioWrite(off, v uint32) {
+	switch off {
+	case ioAddr:
+		n.ioaddr = v
+	case ioData:
+		if n.ioaddr < bar0Size {
+			n.writeReg(n.ioaddr, v)
+		}
+	}
+}
