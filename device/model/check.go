@@ -72,3 +72,53 @@ func Check(src Source, dest []*Model) []Problem {
 	slices.SortStableFunc(probs, func(a, b Problem) int { return strings.Compare(a.Param, b.Param) })
 	return probs
 }
+
+// Matches is the check a destination makes when a state stream arrives: the
+// source's list must be exactly this device's own list, because the state
+// layout follows the parameters (rule 4). It is stricter than Check, which
+// asks whether a destination could be started to match; Matches asks
+// whether this one was. It reports every difference, in name order.
+func (c Config) Matches(src Source) []Problem {
+	if c.Model == nil {
+		return []Problem{{Msg: "the device has no model"}}
+	}
+	if src.Model != c.Model.Name {
+		return []Problem{{Msg: fmt.Sprintf("model mismatch: the state is for %s, this device is %s", src.Model, c.Model.Name)}}
+	}
+	own := make(map[string]Value)
+	for _, a := range c.SourceList() {
+		own[a.Name] = a.Value
+	}
+	var probs []Problem
+	seen := make(map[string]bool, len(src.Params))
+	for _, a := range src.Params {
+		if seen[a.Name] {
+			probs = append(probs, Problem{Param: a.Name, Msg: fmt.Sprintf("parameter %s listed twice by the source", a.Name)})
+			continue
+		}
+		seen[a.Name] = true
+		p := c.Model.Param(a.Name)
+		if p == nil {
+			probs = append(probs, Problem{Param: a.Name, Msg: fmt.Sprintf("unknown parameter %s", a.Name)})
+			continue
+		}
+		v := a.Value.as(p.Type)
+		mine, ok := c.Values[a.Name]
+		if !ok || mine != v {
+			probs = append(probs, Problem{Param: a.Name,
+				Msg: fmt.Sprintf("source runs %s=%s, this device %s=%s", a.Name, a.Value, a.Name, mine)})
+		}
+	}
+	for name, v := range own {
+		if !seen[name] {
+			off := "its off value"
+			if p := c.Model.Param(name); p != nil && p.Off != nil {
+				off = p.Off.String()
+			}
+			probs = append(probs, Problem{Param: name,
+				Msg: fmt.Sprintf("source runs %s=%s, this device %s=%s", name, off, name, v)})
+		}
+	}
+	slices.SortStableFunc(probs, func(a, b Problem) int { return strings.Compare(a.Param, b.Param) })
+	return probs
+}

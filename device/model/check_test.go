@@ -148,3 +148,30 @@ func TestCheckReportsEveryFailure(t *testing.T) {
 		t.Errorf("problems for %s, want alpha,queues,rx-filter-size,zeta:\n%s", got, messages(ps))
 	}
 }
+
+func TestMatches(t *testing.T) {
+	v1, _ := E1000E().Resolve(1, nil)
+	v2, _ := E1000E().Resolve(2, nil)
+	if ps := v2.Matches(v2.Source()); len(ps) != 0 {
+		t.Errorf("v2 does not match itself: %q", messages(ps))
+	}
+	if ps := v1.Matches(v1.Source()); len(ps) != 0 {
+		t.Errorf("v1 does not match itself: %q", messages(ps))
+	}
+	// A v2 stream into a device started as v1, and the other way round.
+	if ps := v1.Matches(v2.Source()); len(ps) != 1 || ps[0].Msg != "source runs rx-filter-size=16, this device rx-filter-size=0" {
+		t.Errorf("v2 stream into v1 device: %q", messages(ps))
+	}
+	if ps := v2.Matches(v1.Source()); len(ps) != 1 || ps[0].Msg != "source runs rx-filter-size=0, this device rx-filter-size=16" {
+		t.Errorf("v1 stream into v2 device: %q", messages(ps))
+	}
+	other := v2.Source()
+	other.Model = "qemu.org/devices/e1000e"
+	if ps := v2.Matches(other); len(ps) != 1 || !strings.Contains(ps[0].Msg, "model mismatch") {
+		t.Errorf("other model: %q", messages(ps))
+	}
+	bad := Source{Model: E1000EName, Params: []Assignment{{"foo", IntValue(1)}}}
+	if ps := v1.Matches(bad); len(ps) != 1 || ps[0].Msg != "unknown parameter foo" {
+		t.Errorf("unknown parameter: %q", messages(ps))
+	}
+}
