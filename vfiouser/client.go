@@ -264,8 +264,8 @@ func (c *Client) serveDMA(m *message) {
 		reply(nil, syscall.EINVAL)
 		return
 	}
-	c.memMu.RLock()
-	defer c.memMu.RUnlock()
+	c.memMu.Lock()
+	defer c.memMu.Unlock()
 	var mem []byte
 	for _, cm := range c.mems {
 		if rw.Addr >= cm.addr && rw.Addr-cm.addr <= uint64(len(cm.data)) && rw.Count <= uint64(len(cm.data))-(rw.Addr-cm.addr) {

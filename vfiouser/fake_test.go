@@ -86,8 +86,11 @@ func (d *fakeDevice) ReadRegion(index int, off uint64, p []byte) error {
 }
 
 func (d *fakeDevice) WriteRegion(index int, off uint64, p []byte) error {
-	if d.onWrite != nil && index == device.RegionBAR0 {
-		if err := d.onWrite(off); err != nil {
+	d.mu.Lock()
+	hook := d.onWrite
+	d.mu.Unlock()
+	if hook != nil && index == device.RegionBAR0 {
+		if err := hook(off); err != nil {
 			return err
 		}
 	}
