@@ -426,6 +426,20 @@ func (q *IRQs) Pending(index int, v uint32) bool {
 	return v < ix.count && bit(ix.pending, v)
 }
 
+// ClearPending clears vector v's pending bit of an MSI or MSI-X index
+// without delivering it (the 82574's PBACLR does this).
+func (q *IRQs) ClearPending(index int, v uint32) {
+	if index != IRQMSI && index != IRQMSIX {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ix := &q.idx[index]
+	if v < ix.count {
+		setBit(ix.pending, v, false)
+	}
+}
+
 // ReadPBA copies bytes of the MSI-X pending bit array, starting at byte
 // offset off, into p; bytes beyond the array read as zero. A device serves
 // the PBA area of its BAR with it.

@@ -136,6 +136,15 @@ func TestMSIXDelivery(t *testing.T) {
 	if fds[2].count(t) != 1 || q.Pending(IRQMSIX, 2) {
 		t.Fatal("unmask did not fire the pending vector")
 	}
+	// A cleared pending bit does not fire on unmask.
+	action(t, q, IRQMSIX, 2, 1, IRQActionMask)
+	q.MSIX(2)
+	q.ClearPending(IRQMSIX, 2)
+	q.ClearPending(IRQMSIX, 99)
+	action(t, q, IRQMSIX, 2, 1, IRQActionUnmask)
+	if fds[2].count(t) != 0 || q.Pending(IRQMSIX, 2) {
+		t.Fatal("cleared pending vector fired")
+	}
 
 	// Function mask.
 	q.SetMSIXControl(true, true)
