@@ -387,3 +387,23 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestCall(t *testing.T) {
+	tgt := newTarget(t, 2)
+	path := start(t, &Server{Target: tgt})
+	ctx := context.Background()
+	res, err := Call(ctx, path, Request{Cmd: CmdQueryConfig})
+	if err != nil || string(res) != `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}` {
+		t.Errorf("query-config: %s, %v", res, err)
+	}
+	down := false
+	if _, err := Call(ctx, path, Request{Cmd: CmdSetLink, Up: &down}); err != nil || tgt.LinkUp() {
+		t.Errorf("set-link: %v, link %v", err, tgt.LinkUp())
+	}
+	if _, err := Call(ctx, path, Request{Cmd: CmdSetLink}); err == nil || err.Error() != `set-link needs "up": true or false` {
+		t.Errorf("error reply: %v", err)
+	}
+	if _, err := Call(ctx, filepath.Join(t.TempDir(), "none"), Request{Cmd: CmdQueryStats}); err == nil {
+		t.Error("call to a missing socket succeeded")
+	}
+}

@@ -27,20 +27,29 @@ func newFlagSet(e env, name, head string) *flagSet {
 
 // parseFlags parses args and refuses positional arguments.
 func parseFlags(fs *flagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(fs.stdout, fs.head, "\nFlags:\n")
-			fs.SetOutput(fs.stdout)
-			fs.PrintDefaults()
-			fs.SetOutput(io.Discard)
-			return errHelp
-		}
-		return usagef("%s (see e1000e-vfu %s --help)", err, fs.Name())
+	if err := parseFlagsAndArgs(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q (see e1000e-vfu %s --help)", fs.Arg(0), fs.Name())
 	}
 	return nil
+}
+
+// parseFlagsAndArgs parses args, leaving positional arguments in fs.Args.
+func parseFlagsAndArgs(fs *flagSet, args []string) error {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(fs.stdout, fs.head, "\nFlags:\n")
+		fs.SetOutput(fs.stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+		return errHelp
+	}
+	return usagef("%s (see e1000e-vfu %s --help)", err, fs.Name())
 }
 
 // listFlag collects a repeatable flag's values in order.

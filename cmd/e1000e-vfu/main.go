@@ -28,6 +28,9 @@ Usage:
   e1000e-vfu check --source SRC --dest FILE
                                            check a source configuration against
                                            a destination's description
+  e1000e-vfu control --socket PATH COMMAND talk to a running server's control
+                                           socket (query-config, query-stats,
+                                           query-status, link-up, link-down)
   e1000e-vfu version                       print the program and model versions
   e1000e-vfu help                          print this text
 
@@ -82,13 +85,15 @@ func cli(e env, args []string) int {
 		if err == nil && !ok {
 			return exitIncompatible
 		}
+	case "control":
+		err = controlCmd(e, rest)
 	case "version", "--version", "-version":
 		err = versionCmd(e, rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return exitOK
 	default:
-		err = usagef("unknown command %q (commands: serve, describe, check, version, help)", cmd)
+		err = usagef("unknown command %q (commands: serve, describe, check, control, version, help)", cmd)
 	}
 	var ue *usageError
 	switch {

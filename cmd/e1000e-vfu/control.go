@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"e1000e-vfu/control"
+)
+
+const controlHead = `e1000e-vfu control --socket PATH COMMAND
+
+Sends one command to a running server's control socket and prints the
+result as JSON. COMMAND is one of:
+
+  query-config   the model and parameter list, as check --source reads it
+  query-stats    statistics and link state
+  query-status   run and migration state
+  link-up        set the link up
+  link-down      set the link down
+
+Exits 1 when the server answers with an error or cannot be reached.
+`
+
+func controlCmd(e env, args []string) error {
+	fs := newFlagSet(e, "control", controlHead)
+	var path string
+	fs.StringVar(&path, "socket", "", "control socket `PATH` (required)")
+	// The command comes last, after the flags.
+	if err := parseFlagsAndArgs(fs, args); err != nil {
+		return err
+	}
+	if path == "" {
+		return usagef("--socket is required (see e1000e-vfu control --help)")
+	}
+	if fs.NArg() != 1 {
+		return usagef("want exactly one COMMAND: query-config, query-stats, query-status, link-up or link-down")
+	}
+	var req control.Request
+	up, down := true, false
+	switch cmd := fs.Arg(0); cmd {
+	case "query-config":
+		req.Cmd = control.CmdQueryConfig
+	case "query-stats":
+		req.Cmd = control.CmdQueryStats
+	case "query-status":
+		req.Cmd = control.CmdQueryStatus
+	case "link-up":
+		req = control.Request{Cmd: control.CmdSetLink, Up: &up}
+	case "link-down":
+		req = control.Request{Cmd: control.CmdSetLink, Up: &down}
+	default:
+		return usagef("unknown COMMAND %q (query-config, query-stats, query-status, link-up, link-down)", cmd)
+	}
+	res, err := control.Call(context.Background(), path, req)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(e.stdout, "%s\n", res)
+	return err
+}
