@@ -102,13 +102,14 @@ func (p *Pcap) Flush() error {
 	return nil
 }
 
-// Send records the frame and passes it to the wrapped backend.
+// Send records the frame and passes it to the wrapped backend. It records
+// first so that a reply can never appear in the file before its request.
 func (p *Pcap) Send(frame []byte) error {
-	if err := p.inner.Send(frame); err != nil {
+	if err := checkFrame(frame); err != nil {
 		return err
 	}
 	p.record(frame)
-	return nil
+	return p.inner.Send(frame)
 }
 
 // Start starts the wrapped backend, recording every frame it delivers.

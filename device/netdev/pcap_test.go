@@ -42,7 +42,7 @@ func TestPcapRecordsBothDirections(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// A failed send is not recorded, and nothing is after Close.
+	// Nothing is recorded after Close.
 	if err := p.Send(out); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Send after Close: %v", err)
 	}
