@@ -41,7 +41,8 @@ type intrState struct {
 	signalled uint32
 	// delayed are causes held back by the RX/TX delay timers.
 	delayed uint32
-	intx    bool // current INTx level
+	intx    bool    // current INTx level
+	mode    IRQMode // the mode irqModeChanged last saw
 
 	// A message that comes while its throttling interval runs is sent when
 	// the interval ends.
@@ -366,10 +367,15 @@ func (n *NIC) writeIMS(v uint32) {
 	n.updateIRQ()
 }
 
-// IRQModeChanged re-evaluates interrupts after the guest changed the MSI or
+// irqModeChanged re-evaluates interrupts after the guest changed the MSI or
 // MSI-X enable bits (the INTx line drops, MSI-X starts from ICR). The PCI
 // glue calls it with n.mu held.
 func (n *NIC) irqModeChanged() {
-	n.intr.signalled = 0
+	// Only a real change of mechanism forgets what was signalled: a mask
+	// toggle is the function's business (it delivers pending vectors).
+	if m := n.irq.Mode(); m != n.intr.mode {
+		n.intr.mode = m
+		n.intr.signalled = 0
+	}
 	n.updateIRQ()
 }
