@@ -74,13 +74,13 @@ func (v *v1Bench) passMmap() {
 	v.dst = v.dst[:0]
 	var b [8]byte
 	for {
-		v.r.Read(v1OffPending, b[:])
+		v.r.ReadRegion(v1OffPending, b[:])
 		if binary.LittleEndian.Uint64(b[:]) == 0 {
 			return
 		}
-		v.r.Read(v1OffDataOff, b[:])
+		v.r.ReadRegion(v1OffDataOff, b[:])
 		off := binary.LittleEndian.Uint64(b[:]) - V1DataOffset
-		v.r.Read(v1OffSize, b[:])
+		v.r.ReadRegion(v1OffSize, b[:])
 		n := binary.LittleEndian.Uint64(b[:])
 		v.dst = append(v.dst, v.c.mapped[off:off+n]...)
 	}
@@ -95,17 +95,17 @@ func (v *v1Bench) passRead() {
 	v.dst = v.dst[:0]
 	var b [8]byte
 	for {
-		v.r.Read(v1OffPending, b[:])
+		v.r.ReadRegion(v1OffPending, b[:])
 		if binary.LittleEndian.Uint64(b[:]) == 0 {
 			return
 		}
-		v.r.Read(v1OffDataOff, b[:])
+		v.r.ReadRegion(v1OffDataOff, b[:])
 		off := binary.LittleEndian.Uint64(b[:])
-		v.r.Read(v1OffSize, b[:])
+		v.r.ReadRegion(v1OffSize, b[:])
 		n := binary.LittleEndian.Uint64(b[:])
 		for done := uint64(0); done < n; {
 			k := min(n-done, uint64(len(v.reply)))
-			v.r.Read(off+done, v.reply[:k])
+			v.r.ReadRegion(off+done, v.reply[:k])
 			v.dst = append(v.dst, v.reply[:k]...)
 			done += k
 		}

@@ -223,9 +223,9 @@ func FuzzV1Region(f *testing.F) {
 			p := make([]byte, n)
 			copy(p, b[:])
 			if ops[i]&1 == 0 {
-				_ = r.Read(off, p)
+				_ = r.ReadRegion(off, p)
 			} else {
-				_ = r.Write(off, p)
+				_ = r.WriteRegion(off, p)
 			}
 		}
 		if s := m.MigrationState(); !supported(s, m.MigrationFlags()) && s != sError {

@@ -58,6 +58,8 @@ type Machine struct {
 	refused error // a header refusal, repeated to later writes
 
 	scratch []byte // for size estimates
+
+	v1 *V1Region // the v1 region serving this machine, if any
 }
 
 var _ device.Migratable = (*Machine)(nil)
@@ -291,11 +293,16 @@ func (m *Machine) MigrationDataSize() (uint64, error) {
 	return uint64(left + len(m.scratch)), nil
 }
 
-// Reset returns the machine to RUNNING, as a device reset does, dropping
-// any save or resume in progress and resuming a quiesced device.
+// Reset returns the machine to RUNNING, dropping any save or resume in
+// progress (and a staged v1 chunk) and resuming a quiesced device. The
+// device's own Reset (DEVICE_RESET) calls it: that is the only way out of
+// ERROR.
 func (m *Machine) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.v1 != nil {
+		m.v1.staged = 0
+	}
 	m.dropSave()
 	m.resetResume()
 	if m.quiesced {

@@ -39,7 +39,9 @@ const (
 	v1Error    = v1Saving | v1Resuming // what a v1 device reports after a failure
 )
 
-// V1Region serves the legacy v1 migration region for a Machine. Its data
+// V1Region serves the legacy v1 migration region for a Machine; it is a
+// device.RegionHandler for region index device.RegionMigration, with Info
+// as its description. Its data
 // area lives in a memfd that the client may map, so the bulk of the state
 // moves through shared memory; reads and writes of the area through region
 // accesses work too.
@@ -50,7 +52,9 @@ type V1Region struct {
 	staged int    // bytes of the next save chunk placed in area, not yet consumed
 }
 
-// NewV1Region creates the region for m with a data area of areaSize bytes
+var _ device.RegionHandler = (*V1Region)(nil)
+
+// NewV1Region creates the region for m (at most one per machine) with a data area of areaSize bytes
 // (a multiple of the page size; 0 means DefaultV1AreaSize).
 func NewV1Region(m *Machine, areaSize int) (*V1Region, error) {
 	if areaSize == 0 {
@@ -73,7 +77,11 @@ func NewV1Region(m *Machine, areaSize int) (*V1Region, error) {
 		f.Close()
 		return nil, fmt.Errorf("migration: mapping the v1 data area: %w", err)
 	}
-	return &V1Region{m: m, file: f, area: area}, nil
+	r := &V1Region{m: m, file: f, area: area}
+	m.mu.Lock()
+	m.v1 = r
+	m.mu.Unlock()
+	return r, nil
 }
 
 // Close unmaps the data area and closes the memfd.
@@ -122,8 +130,8 @@ func (r *V1Region) inArea(off uint64, n int) (int, bool) {
 	return int(rel), true
 }
 
-// Read serves a region read.
-func (r *V1Region) Read(off uint64, p []byte) error {
+// ReadRegion serves a region read.
+func (r *V1Region) ReadRegion(off uint64, p []byte) error {
 	r.m.mu.Lock()
 	defer r.m.mu.Unlock()
 	if rel, ok := r.inArea(off, len(p)); ok {
@@ -153,8 +161,8 @@ func (r *V1Region) Read(off uint64, p []byte) error {
 	return nil
 }
 
-// Write serves a region write.
-func (r *V1Region) Write(off uint64, p []byte) error {
+// WriteRegion serves a region write.
+func (r *V1Region) WriteRegion(off uint64, p []byte) error {
 	r.m.mu.Lock()
 	defer r.m.mu.Unlock()
 	if rel, ok := r.inArea(off, len(p)); ok {
@@ -248,9 +256,3 @@ func (r *V1Region) stage() {
 	r.staged = copy(r.area, r.m.out[r.m.outRead:r.m.outEnd])
 }
 
-// Reset forgets a staged chunk; call it with Machine.Reset.
-func (r *V1Region) Reset() {
-	r.m.mu.Lock()
-	r.staged = 0
-	r.m.mu.Unlock()
-}

@@ -45,7 +45,7 @@ func newV1Client(t testing.TB, r *V1Region, useMmap bool) *v1Client {
 
 func (c *v1Client) read64(off uint64) uint64 {
 	var b [8]byte
-	if err := c.r.Read(off, b[:]); err != nil {
+	if err := c.r.ReadRegion(off, b[:]); err != nil {
 		c.t.Fatalf("read at %#x: %v", off, err)
 	}
 	return binary.LittleEndian.Uint64(b[:])
@@ -54,22 +54,22 @@ func (c *v1Client) read64(off uint64) uint64 {
 func (c *v1Client) write64(off, v uint64) error {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], v)
-	return c.r.Write(off, b[:])
+	return c.r.WriteRegion(off, b[:])
 }
 
 // setState is vfio_migration_set_state: new = (old & mask) | value.
 func (c *v1Client) setState(mask, value uint32) error {
 	var b [4]byte
-	if err := c.r.Read(v1OffState, b[:]); err != nil {
+	if err := c.r.ReadRegion(v1OffState, b[:]); err != nil {
 		c.t.Fatal(err)
 	}
 	binary.LittleEndian.PutUint32(b[:], binary.LittleEndian.Uint32(b[:])&mask|value)
-	return c.r.Write(v1OffState, b[:])
+	return c.r.WriteRegion(v1OffState, b[:])
 }
 
 func (c *v1Client) state() uint32 {
 	var b [4]byte
-	if err := c.r.Read(v1OffState, b[:]); err != nil {
+	if err := c.r.ReadRegion(v1OffState, b[:]); err != nil {
 		c.t.Fatal(err)
 	}
 	return binary.LittleEndian.Uint32(b[:])
@@ -90,7 +90,7 @@ func (c *v1Client) saveBuffer(out []byte) ([]byte, uint64) {
 			continue
 		}
 		n := min(sz, uint64(c.xfer))
-		if err := c.r.Read(off, c.buf[:n]); err != nil {
+		if err := c.r.ReadRegion(off, c.buf[:n]); err != nil {
 			c.t.Fatalf("data read: %v", err)
 		}
 		out = append(out, c.buf[:n]...)
@@ -110,7 +110,7 @@ func (c *v1Client) loadBuffer(data []byte) error {
 		} else {
 			for done := uint64(0); done < size; {
 				n := min(size-done, uint64(c.xfer))
-				if err := c.r.Write(off+done, data[done:done+n]); err != nil {
+				if err := c.r.WriteRegion(off+done, data[done:done+n]); err != nil {
 					return err
 				}
 				done += n
@@ -249,7 +249,7 @@ func TestV1Refusals(t *testing.T) {
 	for _, v := range []uint32{5, 6, 7, 8, 0x101} {
 		var b [4]byte
 		binary.LittleEndian.PutUint32(b[:], v)
-		if err := r.Write(v1OffState, b[:]); !errors.Is(err, syscall.EINVAL) {
+		if err := r.WriteRegion(v1OffState, b[:]); !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("device_state %d: %v", v, err)
 		}
 	}
@@ -260,7 +260,7 @@ func TestV1Refusals(t *testing.T) {
 		off uint64
 		n   int
 	}{{1, 4}, {8, 4}, {12, 8}, {32, 8}, {V1DataOffset - 4, 8}, {V1DataOffset + DefaultV1AreaSize - 4, 8}, {1 << 40, 8}} {
-		if err := r.Read(a.off, make([]byte, a.n)); !errors.Is(err, syscall.EINVAL) {
+		if err := r.ReadRegion(a.off, make([]byte, a.n)); !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("read %d at %#x: %v", a.n, a.off, err)
 		}
 	}
@@ -270,7 +270,7 @@ func TestV1Refusals(t *testing.T) {
 	if err := c.write64(v1OffSize, 8); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("data_size written while running: %v", err)
 	}
-	if err := r.Write(V1DataOffset, []byte{1}); !errors.Is(err, syscall.EINVAL) {
+	if err := r.WriteRegion(V1DataOffset, []byte{1}); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("data written while running: %v", err)
 	}
 	if c.pending() != 0 {
@@ -322,15 +322,43 @@ func TestV1LoopAllocs(t *testing.T) {
 	allocs := testing.AllocsPerRun(20, func() {
 		m.outRead = 0
 		for {
-			r.Read(v1OffPending, b[:])
+			r.ReadRegion(v1OffPending, b[:])
 			if binary.LittleEndian.Uint64(b[:]) == 0 {
 				break
 			}
-			r.Read(v1OffDataOff, b[:])
-			r.Read(v1OffSize, b[:])
+			r.ReadRegion(v1OffDataOff, b[:])
+			r.ReadRegion(v1OffSize, b[:])
 		}
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per save loop", allocs)
+	}
+}
+
+func TestV1ResetMidSave(t *testing.T) {
+	d := newFakeDev(0, true)
+	d.st.Blob = make([]byte, 10000)
+	m, r := newV1(t, d, 4096, Limits{})
+	c := newV1Client(t, r, false)
+	if err := c.setState(0, v1Saving); err != nil {
+		t.Fatal(err)
+	}
+	if c.pending() == 0 || c.read64(v1OffSize) != 4096 {
+		t.Fatal("no chunk staged")
+	}
+	m.Reset()
+	if c.state() != v1Running || c.pending() != 0 || d.quiesced {
+		t.Fatalf("after reset: state %d, pending %d, quiesced %v", c.state(), c.pending(), d.quiesced)
+	}
+	// A new save starts from the first byte again.
+	if err := c.setState(0, v1Saving); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for c.pending() > 0 {
+		got, _ = c.saveBuffer(got)
+	}
+	if !bytes.Equal(got, mustSave(t, d)) {
+		t.Fatal("save after reset differs")
 	}
 }
