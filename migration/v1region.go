@@ -255,4 +255,3 @@ func (r *V1Region) stage() {
 	}
 	r.staged = copy(r.area, r.m.out[r.m.outRead:r.m.outEnd])
 }
-
