@@ -215,3 +215,25 @@ func TestDgramSendNoAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per UDP Send, want 0", allocs)
 	}
 }
+
+func TestDgramUnixStaleSocketReplaced(t *testing.T) {
+	leakCheck(t)
+	dir := t.TempDir()
+	pa, pb := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	// A socket file whose owner is gone, as a crash leaves behind.
+	old, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: pa, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	d, err := OpenDgram(DgramConfig{Network: "unixgram", Local: pa, Remote: pb}, quietLog())
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	defer d.Close()
+	// A live one is left alone.
+	if d2, err := OpenDgram(DgramConfig{Network: "unixgram", Local: pa, Remote: pb}, quietLog()); err == nil {
+		d2.Close()
+		t.Fatal("took over a socket in use")
+	}
+}

@@ -339,3 +339,39 @@ func benchmarkStreamRoundTrip(b *testing.B, size int) {
 
 func BenchmarkStreamRoundTrip64(b *testing.B)   { benchmarkStreamRoundTrip(b, 64) }
 func BenchmarkStreamRoundTrip1500(b *testing.B) { benchmarkStreamRoundTrip(b, 1500) }
+
+func TestStreamPeerThatStopsReadingIsDropped(t *testing.T) {
+	leakCheck(t)
+	s, err := OpenStream(StreamConfig{Network: "tcp", Address: "127.0.0.1:0", Server: true,
+		SendTimeout: 50 * time.Millisecond}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Start(newCollector()); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitUntil(t, s.Connected)
+	// The peer never reads: once the socket buffers fill, a Send times out
+	// and the peer is dropped instead of blocking the NIC for good.
+	f := testFrame(MaxFrameSize, 0)
+	var sendErr error
+	for i := 0; i < 10000 && sendErr == nil; i++ {
+		sendErr = s.Send(f)
+	}
+	if sendErr == nil {
+		t.Fatal("sends to a peer that never reads kept succeeding")
+	}
+	if s.Connected() {
+		t.Fatal("peer still attached after a send timed out")
+	}
+	// Later frames are dropped quietly until a new peer comes.
+	if err := s.Send(f); err != nil {
+		t.Fatalf("send with no peer: %v", err)
+	}
+}
