@@ -78,9 +78,12 @@ type watch struct {
 type fixup struct {
 	off, size int
 	fn        func(old []byte)
+	touched   bool    // scratch for Write, under the lock
+	old       [8]byte // scratch for Write: the bytes before the write
 }
 
-// maxFixups bounds the fixups a space may have (see addFixup).
+// maxFixups bounds the fixups a space may have, so a write's work is
+// bounded.
 const maxFixups = 16
 
 // ConfigSpace is the configuration space of one PCI function: its bytes, a
@@ -161,17 +164,13 @@ func (c *ConfigSpace) Write(off uint64, p []byte) error {
 	o := int(off)
 	end := o + len(p)
 	c.mu.Lock()
-	// Fixups need the old bytes of their register; there are at most
-	// maxFixups, each of at most 8 bytes, so this stays on the stack.
-	var touched [maxFixups]int
-	var oldBuf [maxFixups][8]byte
-	nt := 0
+	// Fixups need the old bytes of their register: keep them in the
+	// fixup itself (the lock is held), so nothing escapes to the heap.
 	for i := range c.fixups {
 		fx := &c.fixups[i]
-		if overlaps(o, end, fx.off, fx.size) {
-			touched[nt] = i
-			copy(oldBuf[nt][:], c.data[fx.off:fx.off+fx.size])
-			nt++
+		fx.touched = overlaps(o, end, fx.off, fx.size)
+		if fx.touched {
+			copy(fx.old[:], c.data[fx.off:fx.off+fx.size])
 		}
 	}
 	for i, v := range p {
@@ -180,9 +179,10 @@ func (c *ConfigSpace) Write(off uint64, p []byte) error {
 		nv &^= v & c.w1c[a]
 		c.data[a] = nv
 	}
-	for k := 0; k < nt; k++ {
-		fx := &c.fixups[touched[k]]
-		fx.fn(oldBuf[k][:fx.size])
+	for i := range c.fixups {
+		if fx := &c.fixups[i]; fx.touched {
+			fx.fn(fx.old[:fx.size])
+		}
 	}
 	hook, oldCmd, newCmd := c.commandChange()
 	c.mu.Unlock()

@@ -275,3 +275,19 @@ func BenchmarkConfigWrite(b *testing.B) {
 		f.WriteRegion(RegionConfig, CfgCommand, p)
 	}
 }
+
+func TestConfigAccessNoAllocs(t *testing.T) {
+	f, _ := nicFunction(t)
+	var p [4]byte
+	if n := testing.AllocsPerRun(100, func() { f.ReadRegion(RegionConfig, 0xA0, p[:]) }); n != 0 {
+		t.Errorf("config read allocates %v times", n)
+	}
+	w := []byte{0x06, 0x04}
+	if n := testing.AllocsPerRun(100, func() { f.WriteRegion(RegionConfig, CfgCommand, w) }); n != 0 {
+		t.Errorf("config write allocates %v times", n)
+	}
+	pm := []byte{0x03, 0x00}
+	if n := testing.AllocsPerRun(100, func() { f.WriteRegion(RegionConfig, 0xC8+PMCtrl, pm) }); n != 0 {
+		t.Errorf("config write with a fixup allocates %v times", n)
+	}
+}
