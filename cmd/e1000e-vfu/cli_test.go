@@ -89,17 +89,14 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"", []string{"serve", "--socket", sock, "--mac", "52:54:00:12:34"}, `--mac "52:54:00:12:34": not a 48-bit MAC address`},
 		{"", []string{"serve", "--socket", sock, "--mac", "01:00:5e:00:00:01"}, "--mac 01:00:5e:00:00:01: a multicast address"},
 		{"", []string{"serve", "--socket", sock, "--mac", "00:00:00:00:00:00"}, "the all-zero address"},
-		{"", []string{"serve", "--socket", sock, "--netdev", "vde"}, `--netdev "vde": unknown backend "vde"`},
-		{"", []string{"serve", "--socket", sock, "--netdev", "tap"}, `--netdev "tap": tap needs ifname=NAME`},
-		{"", []string{"serve", "--socket", sock, "--netdev", "tap,ifname=a-very-long-interface"}, "tap needs ifname=NAME"},
-		{"", []string{"serve", "--socket", sock, "--netdev", "tap,name=x"}, "tap backend has no option name"},
-		{"", []string{"serve", "--socket", sock, "--netdev", "none,x=1"}, "none backend has no option x"},
-		{"", []string{"serve", "--socket", sock, "--netdev", "stream"}, "stream needs exactly one of connect=ADDR and listen=ADDR"},
-		{"", []string{"serve", "--socket", sock, "--netdev", "stream,connect=nohost"}, `address "nohost": want HOST:PORT or unix:PATH`},
-		{"", []string{"serve", "--socket", sock, "--netdev", "stream,listen=:0"}, "port must be 1 to 65535"},
-		{"", []string{"serve", "--socket", sock, "--netdev", "dgram,local=unix:/a"}, "dgram needs remote=ADDR"},
-		{"", []string{"serve", "--socket", sock, "--netdev", "dgram,remote=h:1,local=unix:/a"}, "local and remote must both be"},
-		{"", []string{"serve", "--socket", sock, "--netdev", "tap,ifname=a,ifname=b"}, "option ifname given twice"},
+		{"", []string{"serve", "--socket", sock, "--netdev", "vde"}, `e1000e-vfu serve: --netdev: unknown type "vde"`},
+		{"", []string{"serve", "--socket", sock, "--netdev", ""}, "e1000e-vfu serve: --netdev: empty spec"},
+		{"", []string{"serve", "--socket", sock, "--netdev", "tap,ifname=a-very-long-interface"}, `--netdev tap: ifname="a-very-long-interface": longer than 15 bytes`},
+		{"", []string{"serve", "--socket", sock, "--netdev", "tap,name=x"}, `--netdev tap: unknown key "name"`},
+		{"", []string{"serve", "--socket", sock, "--netdev", "none,x=1"}, `--netdev none: unknown key "x"`},
+		{"", []string{"serve", "--socket", sock, "--netdev", "stream"}, "--netdev stream: missing address"},
+		{"", []string{"serve", "--socket", sock, "--netdev", "stream,host=h,port=70000"}, `--netdev stream: addr.port="70000"`},
+		{"", []string{"serve", "--socket", sock, "--netdev", "tap,ifname=a,ifname=b"}, `--netdev tap: key "ifname" given twice`},
 		{"", []string{"serve", "--socket", sock, "--log-level", "loud"}, `--log-level "loud": want debug, info, warn or error`},
 		{"", []string{"serve", "--socket", missing}, "does not exist"},
 		{"", []string{"serve", "--socket", dir}, "is a directory"},
@@ -204,8 +201,8 @@ func TestValidateOnly(t *testing.T) {
 		{"", []string{"--config", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":5}}`}, "e1000e-vfu.dev/devices/e1000e-82574l (matches no version)\nrx-filter-size=5\n"},
 		{"", []string{"--mac", "52:54:00:12:34:56", "--netdev", "tap,ifname=tap0", "--log-level", "debug",
 			"--pcap", filepath.Join(t.TempDir(), "f.pcap"), "--control", sock + ".ctl"}, "rx-filter-size=16\n"},
-		{"", []string{"--netdev", "stream,connect=unix:/tmp/q.sock"}, "rx-filter-size=16\n"},
-		{"", []string{"--netdev", "dgram,remote=127.0.0.1:5000,local=127.0.0.1:5001"}, "rx-filter-size=16\n"},
+		{"", []string{"--netdev", "stream,path=q.sock,server=on"}, "rx-filter-size=16\n"},
+		{"", []string{"--netdev", "dgram,local=127.0.0.1:5001,remote=127.0.0.1:5000"}, "rx-filter-size=16\n"},
 	} {
 		args := append([]string{"serve", "--socket", sock, "--validate-only"}, tc.args...)
 		r := runBinary(t, tc.stdin, args...)
@@ -288,24 +285,6 @@ func TestDefaultMACDiffersPerSocketAndIsLocal(t *testing.T) {
 	for _, m := range [][]byte{a, b} {
 		if len(m) != 6 || m[0]&1 != 0 || m[0]&2 == 0 {
 			t.Errorf("%x is not a locally administered unicast address", m)
-		}
-	}
-}
-
-func TestParseNetdev(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want NetdevSpec
-	}{
-		{"none", NetdevSpec{Kind: "none"}},
-		{"tap,ifname=tap0", NetdevSpec{Kind: "tap", Ifname: "tap0"}},
-		{"stream,listen=unix:/run/n.sock", NetdevSpec{Kind: "stream", Listen: true, Addr: NetAddr{"unix", "/run/n.sock"}}},
-		{"stream,connect=[::1]:1234", NetdevSpec{Kind: "stream", Addr: NetAddr{"inet", "[::1]:1234"}}},
-		{"dgram,remote=127.0.0.1:2", NetdevSpec{Kind: "dgram", Remote: NetAddr{"inet", "127.0.0.1:2"}}},
-	} {
-		got, err := parseNetdev(tc.in)
-		if err != nil || got != tc.want {
-			t.Errorf("parseNetdev(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"e1000e-vfu/device/model"
+	"e1000e-vfu/device/netdev"
 )
 
 // Config is everything serve needs, checked: parseServe builds it from the
@@ -21,8 +22,8 @@ type Config struct {
 	Socket string
 	// MAC is the NIC's permanent address (NVM words 0-2).
 	MAC net.HardwareAddr
-	// Netdev is the network backend.
-	Netdev NetdevSpec
+	// Netdev is the network backend, parsed by netdev.Parse.
+	Netdev netdev.Config
 	// PCAP, when not empty, is a file that receives every frame in and out.
 	PCAP string
 	// LogLevel is the lowest level logged.
@@ -56,14 +57,14 @@ const sunPathMax = 107
 func parseServe(e env, args []string) (Config, error) {
 	fs := newFlagSet(e, "serve", serveHead)
 	var (
-		cfg                         Config
-		mac, netdev, level, version string
-		configFile                  string
-		params                      listFlag
+		cfg                             Config
+		mac, netdevSpec, level, version string
+		configFile                      string
+		params                          listFlag
 	)
 	fs.StringVar(&cfg.Socket, "socket", "", "vfio-user socket `PATH` to listen on (required)")
 	fs.StringVar(&mac, "mac", "", "the NIC's `MAC` address (default: 02:e1:0e plus 3 bytes derived from the socket path)")
-	fs.StringVar(&netdev, "netdev", "none", "network backend `SPEC`: none | tap,ifname=NAME | stream,connect=ADDR | stream,listen=ADDR | dgram,remote=ADDR[,local=ADDR]; ADDR is HOST:PORT or unix:PATH")
+	fs.StringVar(&netdevSpec, "netdev", "none", "network backend `SPEC` in QEMU's -netdev syntax: none, tap[,ifname=NAME], stream,path=PATH[,server=on], stream,host=H,port=P[,server=on], dgram,local=H:P,remote=H:P, ... (see device/netdev/README.md)")
 	fs.StringVar(&cfg.PCAP, "pcap", "", "write every frame to pcap `FILE`")
 	fs.StringVar(&level, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	fs.StringVar(&version, "version", "", "device model version `N` (default: the latest)")
@@ -106,8 +107,13 @@ func parseServe(e env, args []string) (Config, error) {
 	} else if cfg.MAC, err = parseMAC(mac); err != nil {
 		return Config{}, usagef("--mac %s", err)
 	}
-	if cfg.Netdev, err = parseNetdev(netdev); err != nil {
-		return Config{}, usagef("--netdev %s", err)
+	if cfg.Netdev, err = netdev.Parse(netdevSpec); err != nil {
+		// netdev's errors start with "netdev", which names the flag.
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "netdev") {
+			msg = "netdev " + msg
+		}
+		return Config{}, usagef("--%s", msg)
 	}
 	if cfg.LogLevel, err = parseLevel(level); err != nil {
 		return Config{}, usagef("--log-level %s", err)
