@@ -214,9 +214,15 @@ func (d *fakeMigDevice) MigrationFlags() uint64 {
 	return device.MigFlagStopCopy | device.MigFlagPreCopy
 }
 
-func (d *fakeMigDevice) MigrationState() device.MigrationState { return d.state }
+func (d *fakeMigDevice) MigrationState() device.MigrationState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.state
+}
 
 func (d *fakeMigDevice) SetMigrationState(target device.MigrationState) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.setErr != nil {
 		return d.setErr
 	}
@@ -238,6 +244,8 @@ func (d *fakeMigDevice) SetMigrationState(target device.MigrationState) error {
 }
 
 func (d *fakeMigDevice) ReadMigrationData(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	n := copy(p, d.out)
 	if d.chunkSz > 0 {
 		n = min(n, d.chunkSz)
@@ -247,6 +255,8 @@ func (d *fakeMigDevice) ReadMigrationData(p []byte) (int, error) {
 }
 
 func (d *fakeMigDevice) WriteMigrationData(p []byte) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.state != device.MigResuming {
 		return fmt.Errorf("fake: not resuming: %w", syscall.EINVAL)
 	}
@@ -254,7 +264,17 @@ func (d *fakeMigDevice) WriteMigrationData(p []byte) error {
 	return nil
 }
 
-func (d *fakeMigDevice) MigrationDataSize() (uint64, error) { return uint64(len(d.out)), nil }
+func (d *fakeMigDevice) MigrationDataSize() (uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return uint64(len(d.out)), nil
+}
+
+func (d *fakeMigDevice) failWith(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.setErr = err
+}
 
 // countFDs is the number of open descriptors of this process.
 func countFDs(t testing.TB) int {
