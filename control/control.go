@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -139,17 +140,30 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	defer stop()
 
 	var err error
+	retries := 0
 	for {
 		var c *net.UnixConn
 		c, err = ln.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {
 				err = nil
-			} else {
-				err = fmt.Errorf("control: accept: %w", err)
+				break
 			}
+			// Running out of descriptors, or a peer that left before
+			// accept, passes; the control socket must outlive it.
+			if transientAccept(err) && retries < maxAcceptRetries {
+				retries++
+				log.Warn("control: accept", "err", err)
+				select {
+				case <-time.After(acceptBackoff):
+				case <-ctx.Done():
+				}
+				continue
+			}
+			err = fmt.Errorf("control: accept: %w", err)
 			break
 		}
+		retries = 0
 		if uid, ok := peerUID(c); !ok || !s.allowed(uid) {
 			log.Warn("control: connection refused", "uid", uid, "known", ok)
 			c.Close()
@@ -192,6 +206,17 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	mu.Unlock()
 	wg.Wait()
 	return err
+}
+
+const (
+	maxAcceptRetries = 100
+	acceptBackoff    = 50 * time.Millisecond
+)
+
+func transientAccept(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) ||
+		errors.Is(err, syscall.ENOMEM)
 }
 
 func (s *Server) allowed(uid uint32) bool {
