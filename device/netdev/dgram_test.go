@@ -237,3 +237,42 @@ func TestDgramUnixStaleSocketReplaced(t *testing.T) {
 		t.Fatal("took over a socket in use")
 	}
 }
+
+func BenchmarkDgramUDPRoundTrip1500(b *testing.B) {
+	near, err := OpenDgram(DgramConfig{Network: "udp", Local: "127.0.0.1:0", Remote: "127.0.0.1:9"}, quietLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer near.Close()
+	far, err := OpenDgram(DgramConfig{Network: "udp", Local: "127.0.0.1:0", Remote: near.LocalAddr().String()}, quietLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer far.Close()
+	near.udpRemote = far.udp.LocalAddr().(*net.UDPAddr).AddrPort()
+	got := signalRx{ch: make(chan struct{}, 1)}
+	if err := near.Start(got); err != nil {
+		b.Fatal(err)
+	}
+	if err := far.Start(echoRx{far}); err != nil {
+		b.Fatal(err)
+	}
+	f := testFrame(1500, 0)
+	// UDP may lose a datagram even on loopback; a lost one fails the run
+	// instead of hanging it.
+	timer := time.NewTimer(waitLimit)
+	defer timer.Stop()
+	b.SetBytes(1500)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := near.Send(f); err != nil {
+			b.Fatal(err)
+		}
+		timer.Reset(waitLimit)
+		select {
+		case <-got.ch:
+		case <-timer.C:
+			b.Fatal("datagram lost")
+		}
+	}
+}

@@ -19,8 +19,9 @@ type PairEnd struct {
 	life   lifecycle
 	queue  chan *[]byte // frames waiting for this end's receiver
 	freeMu sync.Mutex
-	free   []*[]byte // buffers to copy frames into; a stack, so the
-	// most recently used (already grown, cache-warm) buffer is reused first
+	// free holds the buffers frames are copied into. It is a stack, so the
+	// most recently used (already grown, cache-warm) buffer is reused first.
+	free    []*[]byte
 	closing chan struct{}
 	dropped atomic.Uint64
 }

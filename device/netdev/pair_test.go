@@ -110,3 +110,28 @@ func TestPairSendNoAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per frame, want 0", allocs)
 	}
 }
+
+func benchmarkPairRoundTrip(b *testing.B, size int) {
+	near, far := NewPair()
+	defer near.Close()
+	defer far.Close()
+	got := signalRx{ch: make(chan struct{}, 1)}
+	if err := near.Start(got); err != nil {
+		b.Fatal(err)
+	}
+	if err := far.Start(echoRx{far}); err != nil {
+		b.Fatal(err)
+	}
+	f := testFrame(size, 0)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := near.Send(f); err != nil {
+			b.Fatal(err)
+		}
+		<-got.ch
+	}
+}
+
+func BenchmarkPairRoundTrip64(b *testing.B)   { benchmarkPairRoundTrip(b, 64) }
+func BenchmarkPairRoundTrip1500(b *testing.B) { benchmarkPairRoundTrip(b, 1500) }
