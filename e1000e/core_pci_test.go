@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/device/devicetest"
 )
 
 // efd is a test's end of an eventfd handed to the NIC: the NIC owns the
@@ -272,6 +273,25 @@ func TestMSIXThroughEventfds(t *testing.T) {
 	if c := fds[1].count(t); c != 1 {
 		t.Fatalf("unmasked vector signalled %d times", c)
 	}
+	// PBACLR clears a pending bit without delivering it.
+	barWrite(t, n, 0, ICR, 0xFFFFFFFF)
+	cfgWrite(t, n, capMSIX+2, 2, 0xC000)
+	barWrite(t, n, 0, ICS, ICR_TXQ0)
+	if pba := barRead(t, n, 3, msixPBAOff); pba&2 == 0 {
+		t.Fatalf("PBA %#x lacks vector 1", pba)
+	}
+	barWrite(t, n, 0, PBACLR, 2)
+	if pba := barRead(t, n, 3, msixPBAOff); pba&2 != 0 {
+		t.Fatalf("PBACLR left PBA %#x", pba)
+	}
+	cfgWrite(t, n, capMSIX+2, 2, 0x8000)
+	if c := fds[1].count(t); c != 0 {
+		t.Fatalf("cleared vector signalled %d times", c)
+	}
+}
+
+func TestConformance(t *testing.T) {
+	devicetest.Run(t, newPCINIC(t), devicetest.Options{})
 }
 
 func TestINTxThroughEventfd(t *testing.T) {

@@ -127,10 +127,8 @@ func (p pciIRQ) MSIX(v int)         { p.fn.IRQs.MSIX(uint32(v)) }
 func (p pciIRQ) MSI()               { p.fn.IRQs.MSI(0) }
 func (p pciIRQ) SetINTx(level bool) { p.fn.SetINTx(level) }
 
-// ClearMSIXPending would clear a vector's pending bit for PBACLR and
-// CTRL_EXT.PBA_CLR; the function's IRQ table offers no way to clear a bit
-// short of delivering it, so the bit stays until the vector is unmasked.
-func (p pciIRQ) ClearMSIXPending(int) {}
+// ClearMSIXPending clears a vector's pending bit (PBACLR, PBA_CLR).
+func (p pciIRQ) ClearMSIXPending(v int) { p.fn.IRQs.ClearPending(device.IRQMSIX, uint32(v)) }
 
 // Info describes the regions and IRQs.
 func (n *NIC) Info() device.Info { return n.pci.fn.Info() }
