@@ -240,7 +240,9 @@ func (c *ConfigSpace) Reset() {
 
 // Watch registers fn to run after any write that touches [off, off+size)
 // and after every reset. fn runs without the space's lock held (it may read
-// the space) on the goroutine that wrote. Register watches while building.
+// the space) on the goroutine that wrote. Watches run in the order they were
+// registered, so those NewFunction adds (which update the IRQ table) run
+// before a device's own. Register watches while building.
 func (c *ConfigSpace) Watch(off, size int, fn func()) {
 	c.watches = append(c.watches, watch{off: off, size: size, fn: fn})
 }
