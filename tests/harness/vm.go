@@ -1,0 +1,289 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// NIC kinds.
+const (
+	BuiltinE1000E = "e1000e"    // QEMU's own in-process e1000e
+	VFIOUser      = "vfio-user" // our server, attached with vfio-user-pci
+)
+
+// GuestMAC is the MAC address tests give QEMU's built-in NIC.
+const GuestMAC = "52:54:00:12:34:56"
+
+// NIC says which network card the guest gets.
+type NIC struct {
+	Kind string
+	// Netdev is QEMU's -netdev value for the built-in NIC; its id must be
+	// "n0" (e.g. "tap,id=n0,ifname=tap0,script=no,downscript=no").
+	Netdev string
+	// Socket is the vfio-user socket of our server.
+	Socket string
+}
+
+// VMConfig describes one guest.
+type VMConfig struct {
+	Cache     *Cache
+	Initramfs string
+	Dir       string // sockets and logs
+	NIC       NIC
+	// NetNS, if set, is where QEMU runs (for the built-in NIC's TAP).
+	NetNS      *NetNS
+	KernelArgs string // added to the kernel command line
+	MemMiB     int    // 512 when 0
+	CPUs       int    // 1 when 0
+	// Echo, if set, receives a copy of the console.
+	Echo io.Writer
+}
+
+// VM is a running QEMU with its console, agent and QMP connections.
+type VM struct {
+	cfg     VMConfig
+	cmd     *exec.Cmd
+	Console *Console
+	Agent   *Agent
+	QMP     *QMP
+	stderr  *os.File
+	exited  chan struct{}
+	waitErr error
+	conns   []net.Conn
+	once    sync.Once
+}
+
+// StartVM starts QEMU and waits until the agent in the guest is ready or
+// ctx ends. On error everything started is stopped again.
+func StartVM(ctx context.Context, cfg VMConfig) (vm *VM, err error) {
+	if cfg.MemMiB == 0 {
+		cfg.MemMiB = 512
+	}
+	if cfg.CPUs == 0 {
+		cfg.CPUs = 1
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	conL, err := listenUnix(filepath.Join(cfg.Dir, "console.sock"))
+	if err != nil {
+		return nil, err
+	}
+	defer conL.Close()
+	agtL, err := listenUnix(filepath.Join(cfg.Dir, "agent.sock"))
+	if err != nil {
+		return nil, err
+	}
+	defer agtL.Close()
+	qmpPath := filepath.Join(cfg.Dir, "qmp.sock")
+	os.Remove(qmpPath)
+
+	args := []string{
+		"-nodefaults", "-display", "none", "-accel", "tcg",
+		"-machine", "q35,memory-backend=mem",
+		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", cfg.MemMiB),
+		"-m", fmt.Sprintf("%dM", cfg.MemMiB), "-smp", fmt.Sprint(cfg.CPUs),
+		"-kernel", cfg.Cache.Kernel, "-initrd", cfg.Initramfs,
+		"-append", strings.TrimSpace("console=ttyS0 loglevel=6 " + cfg.KernelArgs),
+		"-chardev", "socket,id=con,path=" + conL.Addr().String(), "-serial", "chardev:con",
+		"-chardev", "socket,id=agt,path=" + agtL.Addr().String(), "-serial", "chardev:agt",
+		"-qmp", "unix:" + qmpPath + ",server=on,wait=off",
+	}
+	switch cfg.NIC.Kind {
+	case BuiltinE1000E:
+		args = append(args, "-netdev", cfg.NIC.Netdev,
+			"-device", "e1000e,netdev=n0,id=nic0,romfile=,mac="+GuestMAC)
+	case VFIOUser:
+		dev, _ := json.Marshal(map[string]any{
+			"driver": "vfio-user-pci", "id": "nic0",
+			"socket": map[string]string{"type": "unix", "path": cfg.NIC.Socket},
+		})
+		args = append(args, "-device", string(dev))
+	case "":
+	default:
+		return nil, fmt.Errorf("harness: unknown NIC kind %q", cfg.NIC.Kind)
+	}
+	argv, env := cfg.Cache.QEMUCommand(args...)
+	var cmd *exec.Cmd
+	if cfg.NetNS != nil {
+		cmd = cfg.NetNS.Command(context.Background(), argv...)
+	} else {
+		cmd = exec.Command(argv[0], argv[1:]...)
+	}
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := os.Create(filepath.Join(cfg.Dir, "qemu.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = stderr, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	os.WriteFile(filepath.Join(cfg.Dir, "qemu.cmd"), []byte(strings.Join(argv, " ")+"\n"), 0o644)
+	if err := cmd.Start(); err != nil {
+		stderr.Close()
+		return nil, fmt.Errorf("harness: starting QEMU: %w", err)
+	}
+	vm = &VM{cfg: cfg, cmd: cmd, stderr: stderr, exited: make(chan struct{})}
+	go func() {
+		vm.waitErr = cmd.Wait()
+		close(vm.exited)
+	}()
+	defer func() {
+		if err != nil {
+			vm.Kill()
+			err = fmt.Errorf("%w\n%s", err, vm.Dump())
+		}
+	}()
+
+	// QEMU connects its chardevs at start-up, before the guest runs.
+	con, err := vm.accept(ctx, conL)
+	if err != nil {
+		return vm, fmt.Errorf("harness: console: %w", err)
+	}
+	if vm.Console, err = newConsole(con, filepath.Join(cfg.Dir, "console.log"), cfg.Echo); err != nil {
+		return vm, err
+	}
+	agt, err := vm.accept(ctx, agtL)
+	if err != nil {
+		return vm, fmt.Errorf("harness: agent port: %w", err)
+	}
+	vm.Agent = newAgent(agt)
+	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if vm.QMP, err = DialQMP(qctx, qmpPath); err != nil {
+		return vm, err
+	}
+	if err := vm.WaitAgent(ctx); err != nil {
+		return vm, err
+	}
+	return vm, nil
+}
+
+// WaitAgent waits for the agent's greeting (after a boot or a reboot),
+// failing early if QEMU exits.
+func (vm *VM) WaitAgent(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-vm.exited:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := vm.Agent.WaitReady(ctx); err != nil {
+		if vm.Exited() {
+			return fmt.Errorf("QEMU exited (%v) before the guest was ready", vm.waitErr)
+		}
+		return err
+	}
+	return nil
+}
+
+func (vm *VM) accept(ctx context.Context, l *net.UnixListener) (net.Conn, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	for time.Now().Before(deadline) {
+		l.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		c, err := l.Accept()
+		if err == nil {
+			vm.conns = append(vm.conns, c)
+			return c, nil
+		}
+		if vm.Exited() {
+			return nil, fmt.Errorf("QEMU exited: %v", vm.waitErr)
+		}
+	}
+	return nil, errors.New("QEMU did not connect")
+}
+
+// Exited reports whether QEMU has exited.
+func (vm *VM) Exited() bool {
+	select {
+	case <-vm.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// ExitedC is closed when QEMU exits.
+func (vm *VM) ExitedC() <-chan struct{} { return vm.exited }
+
+// Pid is QEMU's process id.
+func (vm *VM) Pid() int { return vm.cmd.Process.Pid }
+
+// Kill kills QEMU at once and waits (bounded) for it to go.
+func (vm *VM) Kill() {
+	vm.cmd.Process.Kill()
+	vm.waitExit(10 * time.Second)
+	vm.closeConns()
+}
+
+// Stop asks QEMU to quit over QMP and kills it if it has not gone in 10 s.
+func (vm *VM) Stop() {
+	if vm.QMP != nil && !vm.Exited() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		vm.QMP.Execute(ctx, "quit", nil)
+		cancel()
+	}
+	if !vm.waitExit(10 * time.Second) {
+		vm.cmd.Process.Kill()
+		vm.waitExit(10 * time.Second)
+	}
+	vm.closeConns()
+}
+
+func (vm *VM) waitExit(d time.Duration) bool {
+	select {
+	case <-vm.exited:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+func (vm *VM) closeConns() {
+	vm.once.Do(func() {
+		if vm.QMP != nil {
+			vm.QMP.Close()
+		}
+		for _, c := range vm.conns {
+			c.Close()
+		}
+		vm.stderr.Close()
+	})
+}
+
+// Dump returns what helps to understand a failure: QEMU's exit status, the
+// end of its stderr and of the console.
+func (vm *VM) Dump() string {
+	var b strings.Builder
+	if vm.Exited() {
+		fmt.Fprintf(&b, "QEMU exited: %v\n", vm.waitErr)
+	}
+	if log, err := os.ReadFile(filepath.Join(vm.cfg.Dir, "qemu.log")); err == nil && len(log) > 0 {
+		fmt.Fprintf(&b, "--- QEMU stderr (tail) ---\n%s\n", tail(log, 4096))
+	}
+	if vm.Console != nil {
+		fmt.Fprintf(&b, "--- guest console (tail) ---\n%s\n", vm.Console.Tail(8192))
+	}
+	return b.String()
+}
+
+func listenUnix(path string) (*net.UnixListener, error) {
+	os.Remove(path)
+	return net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+}
