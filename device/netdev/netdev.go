@@ -1,5 +1,8 @@
 // Package netdev holds network backends that any emulated NIC can use: TAP
-// devices, QEMU's stream and datagram socket protocols, and a pcap tee.
+// devices, QEMU's stream and datagram socket protocols, a pcap tee, a
+// backend that drops everything (None) and an in-memory pair for tests.
+// Parse and Open turn a QEMU-style --netdev spec into a backend; README.md
+// lists the syntax.
 package netdev
 
 // Receiver takes the frames a backend receives. Receive is called from the
