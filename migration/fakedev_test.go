@@ -75,6 +75,10 @@ type fakeDev struct {
 	resumeCalls  int
 	applyCalls   int
 	failApply    bool
+	// eager makes the loader change the device while decoding, the bug
+	// the two-phase load exists to prevent; the conformance kit must
+	// catch it.
+	eager bool
 }
 
 // newFakeDev returns a device configured with rx-filter-size n. A device
@@ -195,6 +199,11 @@ func (l *fakeLoader) DecodeSection(s Section) error {
 		}
 	case "registers":
 		err = s.Decode(&l.st.Regs)
+		if l.d.eager {
+			l.d.mu.Lock()
+			l.d.st.Regs = l.st.Regs
+			l.d.mu.Unlock()
+		}
 	case "rx-ring":
 		err = s.Decode(&l.st.RX)
 	case "filters":

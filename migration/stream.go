@@ -409,3 +409,48 @@ func (r *reader) str8() (string, bool) {
 	}
 	return string(v), true
 }
+
+// Split checks a whole stream's header, framing, limits and checksum and
+// returns the header and the sections in stream order, without decoding
+// any payload. Tools and conformance tests use it to inspect or rebuild
+// streams.
+func Split(b []byte, lim Limits) (Header, []Section, error) {
+	lim = lim.withDefaults()
+	h, n, err := ParseHeader(b, lim)
+	if err == ErrShort {
+		return Header{}, nil, errors.New("migration: stream truncated in its header")
+	}
+	if err != nil {
+		return Header{}, nil, err
+	}
+	raw, err := splitStream(b, n, lim)
+	if err != nil {
+		return Header{}, nil, err
+	}
+	secs := make([]Section, len(raw))
+	for i, s := range raw {
+		secs[i] = Section{Name: s.name, Mandatory: s.mandatory, Payload: s.payload}
+	}
+	return h, secs, nil
+}
+
+// Assemble builds a whole stream from a header and sections; the payloads
+// are framed as they are, so a test can build streams a device never
+// would.
+func Assemble(h Header, secs []Section, lim Limits) ([]byte, error) {
+	lim = lim.withDefaults()
+	b, err := AppendHeader(nil, h.Model, h.Params, lim)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range secs {
+		if !validName(s.Name, lim.MaxNameLen) {
+			return nil, fmt.Errorf("migration: invalid section name %q", s.Name)
+		}
+		if len(s.Payload) > lim.MaxSectionSize {
+			return nil, fmt.Errorf("migration: section %s: %d bytes exceeds the limit of %d", s.Name, len(s.Payload), lim.MaxSectionSize)
+		}
+		b = appendSection(b, s.Name, s.Mandatory, s.Payload)
+	}
+	return AppendEnd(b), nil
+}

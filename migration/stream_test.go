@@ -383,3 +383,24 @@ func TestCheckMsgpackAcceptsEncoderOutput(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitAssemble(t *testing.T) {
+	good := mustSave(t, sampleDev(16))
+	h, secs, err := Split(good, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(secs) != 5 || secs[0].Name != "config" || !secs[0].Mandatory || secs[3].Name != "stats" || secs[3].Mandatory {
+		t.Fatalf("sections %+v", secs)
+	}
+	b, err := Assemble(h, secs, Limits{})
+	if err != nil || !bytes.Equal(b, good) {
+		t.Fatalf("Assemble(Split(s)) differs: %v", err)
+	}
+	if _, _, err := Split(good[:len(good)-1], Limits{}); err == nil {
+		t.Fatal("truncated stream split")
+	}
+	if _, err := Assemble(h, []Section{{Name: "Bad"}}, Limits{}); err == nil {
+		t.Fatal("bad name assembled")
+	}
+}
