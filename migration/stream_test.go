@@ -390,7 +390,7 @@ func TestSplitAssemble(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(secs) != 5 || secs[0].Name != "config" || !secs[0].Mandatory || secs[3].Name != "stats" || secs[3].Mandatory {
+	if len(secs) != 5 || secs[0].Name != "config" || !secs[0].Mandatory || secs[4].Name != "stats" || secs[4].Mandatory {
 		t.Fatalf("sections %+v", secs)
 	}
 	b, err := Assemble(h, secs, Limits{})
