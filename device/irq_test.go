@@ -481,3 +481,45 @@ func BenchmarkMSIXDelivery(b *testing.B) {
 		}
 	}
 }
+
+// Replacing the unmask eventfd while the line toggles stops each old
+// watcher and closes its file; only the current one unmasks.
+func TestINTxUnmaskReplace(t *testing.T) {
+	q := NewIRQs(stdInfos())
+	defer q.Close()
+	trig := newEventfd(t)
+	assign(t, q, IRQINTx, 0, trig)
+	var old []eventfd
+	for i := 0; i < 30; i++ {
+		u := newEventfd(t)
+		if err := q.SetIRQs(SetIRQs{Index: IRQINTx, Count: 1, Action: IRQActionUnmask,
+			Data: IRQDataEventFD, FDs: []*os.File{u.file}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range old {
+			if !o.closed() {
+				t.Fatalf("round %d: replaced unmask eventfd still open", i)
+			}
+			unix.Write(o.dup, eventfdOne[:]) // a stale unmask goes nowhere
+		}
+		q.SetINTx(i%2 == 0)
+		unix.Write(u.dup, eventfdOne[:])
+		old = append(old[:0], u)
+	}
+	// A nil eventfd removes the watcher.
+	if err := q.SetIRQs(SetIRQs{Index: IRQINTx, Count: 1, Action: IRQActionUnmask,
+		Data: IRQDataEventFD, FDs: []*os.File{nil}}); err != nil {
+		t.Fatal(err)
+	}
+	if !old[0].closed() {
+		t.Fatal("removed unmask eventfd still open")
+	}
+	// With no watcher, an assertion stays masked after its signal.
+	trig.count(t)
+	q.SetINTx(false)
+	action(t, q, IRQINTx, 0, 1, IRQActionUnmask)
+	q.SetINTx(true)
+	if trig.count(t) != 1 || !q.INTxMasked() {
+		t.Fatal("assertion after watcher removal")
+	}
+}
