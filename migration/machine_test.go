@@ -219,10 +219,10 @@ func TestMachineLimits(t *testing.T) {
 }
 
 // reach drives a fresh machine into state s the way a client would.
-func reach(t *testing.T, s device.MigrationState) (*Machine, *fakeDev) {
+func reach(t *testing.T, s device.MigrationState, opts Options) (*Machine, *fakeDev) {
 	d := newFakeDev(0, true)
 	d.st = busyState(0)
-	m := NewMachine(d, Options{})
+	m := NewMachine(d, opts)
 	switch s {
 	case sRunning:
 	case sError:
@@ -242,38 +242,59 @@ func reach(t *testing.T, s device.MigrationState) (*Machine, *fakeDev) {
 	return m, d
 }
 
-// Every pair through the Machine itself: the state reached and the
-// device's activity match the expected table.
+// Every pair through the Machine itself, with and without the P2P states:
+// the state reached, the device's activity and the data offered match the
+// expected tables.
 func TestMachineEveryPair(t *testing.T) {
-	for _, from := range allStates {
-		if !supported(from, device.MigFlagStopCopy|device.MigFlagPreCopy) && from != sError {
-			continue
-		}
-		for _, to := range allStates {
-			want := wantPreCopyOnly[StateName(from)+">"+StateName(to)]
-			_, allowed := wantPreCopyOnly[StateName(from)+">"+StateName(to)]
-			m, d := reach(t, from)
-			if from == sResuming {
-				src := newFakeDev(0, true)
-				writeAll(t, m, mustSave(t, src), 1<<20)
-			}
-			err := m.SetMigrationState(to)
-			if !allowed || want == "refused" {
-				if err == nil || m.MigrationState() != from {
-					t.Errorf("%s>%s: err %v, state %s; want refused, unchanged", StateName(from), StateName(to), err, StateName(m.MigrationState()))
+	for _, set := range []struct {
+		name string
+		opts Options
+		want map[string]string
+	}{
+		{"pre-copy", Options{}, wantPreCopyOnly},
+		{"pre-copy+p2p", Options{P2P: true}, wantAll},
+	} {
+		t.Run(set.name, func(t *testing.T) {
+			flags := NewMachine(newFakeDev(0, true), set.opts).MigrationFlags()
+			for _, from := range allStates {
+				if !supported(from, flags) && from != sError {
+					continue
 				}
-				continue
+				for _, to := range allStates {
+					key := StateName(from) + ">" + StateName(to)
+					want, allowed := set.want[key]
+					m, d := reach(t, from, set.opts)
+					if from == sResuming {
+						writeAll(t, m, mustSave(t, newFakeDev(0, true)), 1<<20)
+					}
+					err := m.SetMigrationState(to)
+					if !allowed || want == "refused" {
+						if err == nil || m.MigrationState() != from {
+							t.Errorf("%s: err %v, state %s; want refused, unchanged", key, err, StateName(m.MigrationState()))
+						}
+						continue
+					}
+					if err != nil || m.MigrationState() != to {
+						t.Errorf("%s: err %v, state %s", key, err, StateName(m.MigrationState()))
+						continue
+					}
+					if active := to == sRunning || to == sPreCopy; d.quiesced == active {
+						t.Errorf("%s: quiesced=%v", key, d.quiesced)
+					}
+					if d.quiesceCalls-d.resumeCalls != map[bool]int{true: 1, false: 0}[d.quiesced] {
+						t.Errorf("%s: %d quiesce, %d resume calls", key, d.quiesceCalls, d.resumeCalls)
+					}
+					// Saving states offer data, starting with the header.
+					if isSaving(to) {
+						buf := make([]byte, 8)
+						if n, err := m.ReadMigrationData(buf); err != nil || n != 8 || [8]byte(buf) != Magic {
+							t.Errorf("%s: first data %x, %v", key, buf[:n], err)
+						}
+					} else if _, err := m.ReadMigrationData(make([]byte, 8)); err == nil {
+						t.Errorf("%s: data offered outside a saving state", key)
+					}
+				}
 			}
-			if err != nil || m.MigrationState() != to {
-				t.Errorf("%s>%s: err %v, state %s", StateName(from), StateName(to), err, StateName(m.MigrationState()))
-				continue
-			}
-			if active := to == sRunning || to == sPreCopy; d.quiesced == active {
-				t.Errorf("%s>%s: quiesced=%v", StateName(from), StateName(to), d.quiesced)
-			}
-			if d.quiesceCalls-d.resumeCalls != map[bool]int{true: 1, false: 0}[d.quiesced] {
-				t.Errorf("%s>%s: %d quiesce, %d resume calls", StateName(from), StateName(to), d.quiesceCalls, d.resumeCalls)
-			}
-		}
+		})
 	}
 }
