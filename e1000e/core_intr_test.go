@@ -274,3 +274,19 @@ func TestModeSwitchWhileDelayed(t *testing.T) {
 	irq.mu.Unlock()
 	waitFor(t, "delayed cause after mode switch", func() bool { return irq.snapshot().msix[0] == 1 })
 }
+
+// TestLinuxMSISelfTest replays e1000_test_msi_interrupt: with the normal
+// enable mask, an ICS of RXSEQ must produce an MSI, or the driver falls
+// back to INTx.
+func TestLinuxMSISelfTest(t *testing.T) {
+	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n.ReadReg(ICR)
+	n.WriteReg(IMS, ICR_RXT0|ICR_TXDW|ICR_RXDMT0|ICR_RXSEQ|ICR_LSC)
+	n.WriteReg(ICS, ICR_RXSEQ)
+	if irq.snapshot().msi != 1 {
+		t.Fatal("MSI self-test interrupt not delivered")
+	}
+	if n.ReadReg(ICR)&ICR_RXSEQ == 0 {
+		t.Fatal("RXSEQ missing from ICR")
+	}
+}

@@ -45,6 +45,20 @@ func TestStatsClearOnRead(t *testing.T) {
 	if n.ReadReg(GPTC) != 0 {
 		t.Fatal("statistics are writable")
 	}
+	// The administrator's view does not clear.
+	n.mu.Lock()
+	n.addStat(GPRC, 9)
+	n.addStat(GORCL, 1<<33)
+	n.mu.Unlock()
+	for i := 0; i < 2; i++ {
+		s := n.Stats()
+		if s["GPRC"] != 9 || s["GORC"] != 1<<33 {
+			t.Fatalf("Stats() = GPRC %d GORC %d", s["GPRC"], s["GORC"])
+		}
+		if _, ok := s["GORCH"]; ok {
+			t.Fatal("Stats() lists a high half")
+		}
+	}
 }
 
 func TestNVMAndEERD(t *testing.T) {

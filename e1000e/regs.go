@@ -232,8 +232,10 @@ const (
 	// icrOtherCauses are summarised by ICR_OTHER in MSI-X mode.
 	icrOtherCauses = ICR_LSC | ICR_RXO | ICR_MDAC | ICR_SRPD | ICR_ACK | ICR_MNG
 
-	// imsValid are the causes IMS can enable.
-	imsValid = ICR_TXDW | ICR_TXQE | ICR_LSC | ICR_RXDMT0 | ICR_RXO |
+	// imsValid are the causes IMS can enable. RXSEQ is among them because
+	// Linux's MSI self-test fires it through ICS and falls back to INTx when
+	// no interrupt arrives.
+	imsValid = ICR_TXDW | ICR_TXQE | ICR_LSC | ICR_RXSEQ | ICR_RXDMT0 | ICR_RXO |
 		ICR_RXT0 | ICR_MDAC | ICR_TXD_LOW | ICR_SRPD | ICR_ACK | ICR_MNG |
 		ICR_RXQ0 | ICR_RXQ1 | ICR_TXQ0 | ICR_TXQ1 | ICR_OTHER
 

@@ -130,7 +130,7 @@ func buildRegTable() []regRow {
 		plainReg("IAM", IAM, 0, allBits),
 		plainReg("IVAR", IVAR, 0, 0x800FFFFF),
 		{name: "EITR", off: EITR0, n: numMSIXVecs, wmask: itrMask},
-		regHook("RCTL", RCTL, 0, 0x07FFFFFE, rdPlain, wrRCTL),
+		regHook("RCTL", RCTL, 0, 0x7FFFFFFE, rdPlain, wrRCTL),
 		plainReg("FCTTV", FCTTV, 0, 0xFFFF),
 		plainReg("TXCW", TXCW, 0, allBits),
 		regRO("RXCW", RXCW, 0),
