@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"e1000e-vfu/device"
 )
 
 var update = flag.Bool("update", false, "rewrite the sample streams and fuzz seeds in testdata")
@@ -230,6 +232,51 @@ func FuzzV1Region(f *testing.F) {
 		}
 		if s := m.MigrationState(); !supported(s, m.MigrationFlags()) && s != sError {
 			t.Fatalf("machine in %s", StateName(s))
+		}
+	})
+}
+
+// FuzzMachine: any sequence of client requests (state changes, data reads
+// and writes, resets) keeps the machine consistent: the device is
+// quiesced exactly when the state is neither RUNNING nor PRE_COPY (ERROR
+// aside), and a completed load always carries the source's state.
+func FuzzMachine(f *testing.F) {
+	f.Add([]byte{0, 6, 1, 20, 0, 3, 1, 200, 2, 0, 0, 4})
+	f.Add([]byte{0, 4, 2, 100, 0, 1, 0, 2, 3, 0})
+	stream := mustSave(f, sampleDev(0))
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		d := newFakeDev(0, true)
+		m := NewMachine(d, Options{P2P: len(ops)%2 == 1})
+		buf := make([]byte, 256)
+		woff := 0
+		for i := 0; i+1 < len(ops) && i < 2*300; i += 2 {
+			arg := int(ops[i+1])
+			switch ops[i] % 4 {
+			case 0:
+				_ = m.SetMigrationState(device.MigrationState(arg % 9))
+			case 1:
+				_, _ = m.ReadMigrationData(buf[:arg%len(buf)])
+				_, _ = m.MigrationDataSize()
+			case 2:
+				// Feed the next part of a valid stream, or garbage.
+				if arg&1 == 0 && woff < len(stream) {
+					n := min(arg, len(stream)-woff)
+					_ = m.WriteMigrationData(stream[woff : woff+n])
+					woff += n
+				} else {
+					_ = m.WriteMigrationData(buf[:arg%16])
+				}
+			case 3:
+				m.Reset()
+				woff = 0
+			}
+			s := m.MigrationState()
+			if s != sError && d.quiesced == isActive(s) {
+				t.Fatalf("state %s with quiesced=%v", StateName(s), d.quiesced)
+			}
+			if d.applyCalls > 0 && dump(d.state()) != dump(sampleDev(0).state()) {
+				t.Fatal("a load completed with a state that is not the source's")
+			}
 		}
 	})
 }
