@@ -341,3 +341,44 @@ func TestDeviceReset(t *testing.T) {
 		t.Fatalf("RAL0 %#x after reset", ral)
 	}
 }
+
+func TestBARAccessAllocs(t *testing.T) {
+	n := newPCINIC(t)
+	p := make([]byte, 4)
+	allocs := testing.AllocsPerRun(1000, func() {
+		_ = n.ReadRegion(0, STATUS, p)
+		_ = n.WriteRegion(0, RDBAL0, p)
+		_ = n.ReadRegion(2, ioData, p)
+	})
+	if allocs != 0 {
+		t.Fatalf("BAR access allocates %.1f times", allocs)
+	}
+}
+
+// BenchmarkBAR0Read is a register read as the server performs it.
+func BenchmarkBAR0Read(b *testing.B) {
+	n, err := New(Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	p := make([]byte, 4)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = n.ReadRegion(0, STATUS, p)
+	}
+}
+
+// BenchmarkBAR0Write is a register write as the server performs it.
+func BenchmarkBAR0Write(b *testing.B) {
+	n, err := New(Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	p := []byte{0x00, 0x10, 0, 0}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = n.WriteRegion(0, RDBAL0, p)
+	}
+}
