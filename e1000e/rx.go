@@ -40,6 +40,10 @@ const (
 type rxState struct {
 	buf  []byte // the frame as written to the guest
 	desc [rxPSDescSize]byte
+	// Scratch space that GuestMemory and the filters see: kept here, not on
+	// the stack, where escaping through an interface would allocate.
+	status [4]byte
+	short  [ethMinFrame]byte
 
 	backlog     [rxBacklogMax][]byte
 	blHead, blN int
@@ -71,11 +75,11 @@ func (n *NIC) receiveLocked(frame []byte) {
 		return
 	}
 	// Filters look at the first bytes of the padded frame.
-	var head [ethMinFrame]byte
 	fh := frame
 	if len(fh) < ethMinFrame {
-		copy(head[:], frame)
-		fh = head[:]
+		clear(n.rx.short[:])
+		copy(n.rx.short[:], frame)
+		fh = n.rx.short[:]
 	}
 	if !filterFrame(n, fh, n.rxFilter).accept {
 		return
@@ -405,7 +409,7 @@ func (n *NIC) rxWriteBack(l *rxLayout, d []byte, addr uint64, status, hiDword, m
 	}
 	var stOff int
 	var st []byte
-	var stBuf [4]byte
+	stBuf := &n.rx.status
 	switch {
 	case l.ps:
 		hs := uint16(0)

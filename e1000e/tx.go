@@ -73,6 +73,9 @@ type txState struct {
 	seg  []byte // one TSO segment at txHeadroom
 	desc [txDescSize]byte
 	wb   [txMaxScan]txWriteBack
+	// status holds a write-back's bytes: a buffer passed to GuestMemory
+	// lives here rather than on the stack, which would move it to the heap.
+	status [4]byte
 
 	// Packets dropped: oversized, too many descriptors, DMA errors, bad TSO.
 	dropped uint64
@@ -247,9 +250,8 @@ func (n *NIC) txStep(r *txRing) (next uint32, causes uint32, ide, ok bool) {
 	}
 	for k := 0; k < nwb; k++ {
 		w := &t.wb[k]
-		var b [4]byte
-		binary.LittleEndian.PutUint32(b[:], w.upper)
-		if err := n.mem.Write(r.base+uint64(w.idx)*txDescSize+12, b[:]); err != nil {
+		binary.LittleEndian.PutUint32(t.status[:], w.upper)
+		if err := n.mem.Write(r.base+uint64(w.idx)*txDescSize+12, t.status[:]); err != nil {
 			n.log.Debug("e1000e: tx write-back", "index", w.idx, "err", err)
 			continue
 		}
