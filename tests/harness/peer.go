@@ -1,0 +1,100 @@
+package harness
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"e1000e-vfu/tests/agentproto"
+)
+
+// Transfer is what one end of a TCP transfer saw.
+type Transfer struct {
+	Bytes   int64
+	SHA256  string
+	Seconds float64
+}
+
+// Mbps is the transfer's rate in megabits per second.
+func (x Transfer) Mbps() float64 {
+	if x.Seconds <= 0 {
+		return 0
+	}
+	return float64(x.Bytes) * 8 / x.Seconds / 1e6
+}
+
+// SinkOnce accepts one connection on l, reads it to EOF while hashing, then
+// closes it. It gives up after timeout.
+func SinkOnce(l net.Listener, timeout time.Duration) (Transfer, error) {
+	c, err := acceptWithin(l, timeout)
+	if err != nil {
+		return Transfer{}, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	h := sha256.New()
+	start := time.Now()
+	n, err := io.CopyBuffer(h, c, make([]byte, 256<<10))
+	secs := time.Since(start).Seconds()
+	if err != nil {
+		return Transfer{Bytes: n}, fmt.Errorf("sink: after %d bytes: %w", n, err)
+	}
+	return Transfer{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil)), Seconds: secs}, nil
+}
+
+// SourceOnce accepts one connection on l and writes size bytes of
+// agentproto.Stream(seed) to it, then closes it. It gives up after timeout.
+func SourceOnce(l net.Listener, size int64, seed uint64, timeout time.Duration) (Transfer, error) {
+	c, err := acceptWithin(l, timeout)
+	if err != nil {
+		return Transfer{}, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	h := sha256.New()
+	start := time.Now()
+	n, err := io.CopyBuffer(io.MultiWriter(c, h), io.LimitReader(agentproto.Stream(seed), size), make([]byte, 256<<10))
+	secs := time.Since(start).Seconds()
+	if err != nil {
+		return Transfer{Bytes: n}, fmt.Errorf("source: after %d bytes: %w", n, err)
+	}
+	return Transfer{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil)), Seconds: secs}, nil
+}
+
+// StreamSHA256 is the hash of size bytes of agentproto.Stream(seed).
+func StreamSHA256(size int64, seed uint64) string {
+	h := sha256.New()
+	io.CopyBuffer(h, io.LimitReader(agentproto.Stream(seed), size), make([]byte, 256<<10))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// UDPEcho echoes datagrams on c until it is closed.
+func UDPEcho(c net.PacketConn) {
+	b := make([]byte, 65536)
+	for {
+		n, addr, err := c.ReadFrom(b)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		c.WriteTo(b[:n], addr)
+	}
+}
+
+func acceptWithin(l net.Listener, timeout time.Duration) (net.Conn, error) {
+	type deadliner interface{ SetDeadline(time.Time) error }
+	if d, ok := l.(deadliner); ok {
+		d.SetDeadline(time.Now().Add(timeout))
+	}
+	c, err := l.Accept()
+	if err != nil {
+		return nil, fmt.Errorf("accept: %w", err)
+	}
+	return c, nil
+}

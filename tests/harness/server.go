@@ -1,0 +1,175 @@
+package harness
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ServerMAC is the MAC address tests give our server's NIC.
+const ServerMAC = "52:54:00:12:34:57"
+
+// ServerConfig describes one run of our server (bin/e1000e-vfu serve).
+type ServerConfig struct {
+	Bin    string // the server binary
+	Dir    string // socket, control socket and log live here
+	Netdev string // --netdev spec; "none" when empty
+	NetNS  *NetNS // where the server runs (for a TAP backend)
+	Args   []string
+}
+
+// Server is a running server process.
+type Server struct {
+	cmd     *exec.Cmd
+	Socket  string // the vfio-user socket QEMU connects to
+	Control string // the control socket
+	log     string
+	exited  chan struct{}
+	waitErr error
+}
+
+// StartServer starts the server and waits until its vfio-user socket exists.
+func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		Socket:  filepath.Join(cfg.Dir, "nic.sock"),
+		Control: filepath.Join(cfg.Dir, "ctl.sock"),
+		log:     filepath.Join(cfg.Dir, "server.log"),
+		exited:  make(chan struct{}),
+	}
+	os.Remove(s.Socket)
+	netdev := cfg.Netdev
+	if netdev == "" {
+		netdev = "none"
+	}
+	argv := append([]string{cfg.Bin, "serve", "--socket", s.Socket, "--control", s.Control,
+		"--netdev", netdev, "--mac", ServerMAC}, cfg.Args...)
+	if cfg.NetNS != nil {
+		s.cmd = cfg.NetNS.Command(context.Background(), argv...)
+	} else {
+		s.cmd = exec.Command(argv[0], argv[1:]...)
+	}
+	logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("harness: starting the server: %w", err)
+	}
+	go func() {
+		s.waitErr = s.cmd.Wait()
+		close(s.exited)
+	}()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for {
+		if _, err := os.Stat(s.Socket); err == nil {
+			return s, nil
+		}
+		select {
+		case <-s.exited:
+			return nil, fmt.Errorf("harness: the server exited (%v) before listening\n%s", s.waitErr, s.LogTail(4096))
+		case <-ctx.Done():
+			s.Kill()
+			return nil, fmt.Errorf("harness: the server did not create %s: %w\n%s", s.Socket, ctx.Err(), s.LogTail(4096))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Exited reports whether the server has exited.
+func (s *Server) Exited() bool {
+	select {
+	case <-s.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// ExitErr is the server's exit status, once it has exited.
+func (s *Server) ExitErr() error { <-s.exited; return s.waitErr }
+
+// Kill kills the server at once and waits (bounded) for it to go.
+func (s *Server) Kill() {
+	s.cmd.Process.Kill()
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// Stop sends SIGTERM and kills the server if it has not exited in 10 s. It
+// returns the exit status of a server that stopped by itself.
+func (s *Server) Stop() error {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+		return s.waitErr
+	case <-time.After(10 * time.Second):
+		s.Kill()
+		return fmt.Errorf("the server ignored SIGTERM for 10 s")
+	}
+}
+
+// Pid is the server's process id.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
+// LogTail returns the end of the server's log.
+func (s *Server) LogTail(n int) string {
+	b, _ := os.ReadFile(s.log)
+	return string(tail(b, n))
+}
+
+// Log returns the server's whole log.
+func (s *Server) Log() string {
+	b, _ := os.ReadFile(s.log)
+	return string(b)
+}
+
+// Ctl sends one command to the control socket and returns its result.
+func (s *Server) Ctl(ctx context.Context, req map[string]any) (json.RawMessage, error) {
+	var d net.Dialer
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "unix", s.Control)
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	defer c.Close()
+	dl, _ := ctx.Deadline()
+	c.SetDeadline(dl)
+	b, _ := json.Marshal(req)
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	var rep struct {
+		OK     bool            `json:"ok"`
+		Result json.RawMessage `json:"result"`
+		Error  string          `json:"error"`
+	}
+	if err := json.Unmarshal(line, &rep); err != nil {
+		return nil, fmt.Errorf("control: bad reply %q: %w", strings.TrimSpace(string(line)), err)
+	}
+	if !rep.OK {
+		return nil, fmt.Errorf("control %v: %s", req["cmd"], rep.Error)
+	}
+	return rep.Result, nil
+}
