@@ -30,6 +30,7 @@ type Conn struct {
 	log  *slog.Logger
 	fd   int
 	rd   *reader
+	cur  message // the message being handled; a field so it is not allocated per message
 	dma  *DMATable
 
 	negotiated bool
@@ -140,17 +141,18 @@ func (c *Conn) Step() (err error) {
 		}
 	}()
 	// Each pass consumes one message from the socket.
+	m := &c.cur
 	for {
-		m, err := c.rd.next(c.maxMsg)
+		*m, err = c.rd.next(c.maxMsg)
 		if err != nil {
 			return err
 		}
 		if m.hdr.IsReply() {
-			c.routeReply(&m)
+			c.routeReply(m)
 			m.closeFDs()
 			continue
 		}
-		return c.dispatch(&m)
+		return c.dispatch(m)
 	}
 }
 
