@@ -84,6 +84,33 @@ func (n *NIC) stopAllTimers() {
 	}
 }
 
+// allTimers lists every timer of the core, for pausing and state.
+func (n *NIC) allTimers() [12]*nicTimer {
+	t := &n.timers
+	return [12]*nicTimer{t.rdtr, t.radv, t.raid, t.tidv, t.tadv, t.itr,
+		t.eitr[0], t.eitr[1], t.eitr[2], t.eitr[3], t.eitr[4], n.autoneg}
+}
+
+// HoldTimers pauses the interrupt, moderation and autonegotiation timers,
+// keeping the time each has left: no interrupt fires from a timer until
+// ReleaseTimers. A quiesced device (migration) holds them.
+func (n *NIC) HoldTimers() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, t := range n.allTimers() {
+		t.hold()
+	}
+}
+
+// ReleaseTimers resumes the timers HoldTimers paused.
+func (n *NIC) ReleaseTimers() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, t := range n.allTimers() {
+		t.release()
+	}
+}
+
 func (n *NIC) stopDelayTimers() {
 	t := &n.timers
 	t.rdtr.stop()

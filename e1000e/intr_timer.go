@@ -11,6 +11,11 @@ type nicTimer struct {
 	due     time.Time
 	running bool
 	fire    func()
+
+	// A held timer is paused with left still to run (device quiesced for
+	// migration); resume arms it again.
+	held bool
+	left time.Duration
 }
 
 // newTimer makes a stopped timer that calls fire with n.mu held.
@@ -19,7 +24,7 @@ func (n *NIC) newTimer(fire func()) *nicTimer {
 	nt.t = time.AfterFunc(time.Hour, func() {
 		n.mu.Lock()
 		defer n.mu.Unlock()
-		if n.closed || !nt.running {
+		if n.closed || !nt.running || nt.held {
 			return
 		}
 		if rem := time.Until(nt.due); rem > 0 {
@@ -33,8 +38,14 @@ func (n *NIC) newTimer(fire func()) *nicTimer {
 	return nt
 }
 
-// arm (re)starts the timer to fire after d.
+// arm (re)starts the timer to fire after d. A held timer stays held with
+// d left.
 func (t *nicTimer) arm(d time.Duration) {
+	if t.held {
+		t.left = d
+		t.running = true
+		return
+	}
 	t.due = time.Now().Add(d)
 	t.running = true
 	t.t.Reset(d)
@@ -44,14 +55,39 @@ func (t *nicTimer) arm(d time.Duration) {
 func (t *nicTimer) stop() {
 	if t.running {
 		t.running = false
+		t.left = 0
 		t.t.Stop()
 	}
 }
 
 // remaining is the time left before the timer fires (0 when stopped).
 func (t *nicTimer) remaining() time.Duration {
-	if !t.running {
+	switch {
+	case !t.running:
 		return 0
+	case t.held:
+		return t.left
 	}
 	return max(time.Until(t.due), 0)
+}
+
+// hold pauses the timer, keeping the time left.
+func (t *nicTimer) hold() {
+	if t.held {
+		return
+	}
+	t.left = t.remaining()
+	t.held = true
+	t.t.Stop()
+}
+
+// release resumes a held timer.
+func (t *nicTimer) release() {
+	if !t.held {
+		return
+	}
+	t.held = false
+	if t.running {
+		t.arm(t.left)
+	}
 }

@@ -29,25 +29,5 @@ func (n *NIC) addStat(off uint32, delta uint64) {
 func (n *NIC) Stats() map[string]uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	out := make(map[string]uint64, 64)
-	for i := range regTable {
-		row := &regTable[i]
-		if row.off < CRCERRS || row.off > ICRXOC {
-			continue
-		}
-		d := row.off / 4
-		switch row.rd {
-		case rdStatHigh:
-			continue
-		default:
-			v := uint64(n.mac[d])
-			name := row.name
-			if i+1 < len(regTable) && regTable[i+1].rd == rdStatHigh {
-				v |= uint64(n.mac[d+1]) << 32
-				name = name[:len(name)-1]
-			}
-			out[name] = v
-		}
-	}
-	return out
+	return n.saveStatsState().Counters
 }
