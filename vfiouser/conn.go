@@ -137,7 +137,7 @@ func (c *Conn) teardown() {
 func (c *Conn) Step() (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: panic while handling a message: %v", errStream, r)
+			err = fmt.Errorf("%w: %w: %v", errStream, errPanic, r)
 		}
 	}()
 	// Each pass consumes one message from the socket.

@@ -21,6 +21,10 @@ const maxPendingFDSets = 8
 // errStream marks errors after which the byte stream cannot be parsed further.
 var errStream = errors.New("vfio-user stream broken")
 
+// errPanic marks a panic recovered while handling a message: a bug, which
+// only ends the connection.
+var errPanic = errors.New("panic while handling a message")
+
 // message is one received message. Payload points into the reader's buffer
 // and is valid until the next call to next. The message owns its fds: a
 // handler that keeps one sets its entry to -1, and closeFDs closes the rest.
