@@ -128,6 +128,7 @@ func serveCmd(e env, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	cfg.Log = e.stderr
 	return run(ctx, cfg)
 }
 

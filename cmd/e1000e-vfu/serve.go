@@ -22,12 +22,16 @@ type Config struct {
 	Socket string
 	// MAC is the NIC's permanent address (NVM words 0-2).
 	MAC net.HardwareAddr
-	// Netdev is the network backend, parsed by netdev.Parse.
-	Netdev netdev.Config
+	// Netdev is the network backend, parsed by netdev.Parse; NetdevSpec is
+	// the spec as given, for logs.
+	Netdev     netdev.Config
+	NetdevSpec string
 	// PCAP, when not empty, is a file that receives every frame in and out.
 	PCAP string
-	// LogLevel is the lowest level logged.
+	// LogLevel is the lowest level logged; Log is where the log goes
+	// (os.Stderr when nil), set by the caller rather than a flag.
 	LogLevel slog.Level
+	Log      io.Writer
 	// Control, when not empty, is the control socket's path.
 	Control string
 	// Device is the device model's effective configuration.
@@ -107,6 +111,7 @@ func parseServe(e env, args []string) (Config, error) {
 	} else if cfg.MAC, err = parseMAC(mac); err != nil {
 		return Config{}, usagef("--mac %s", err)
 	}
+	cfg.NetdevSpec = netdevSpec
 	if cfg.Netdev, err = netdev.Parse(netdevSpec); err != nil {
 		// netdev's errors start with "netdev", which names the flag.
 		msg := err.Error()

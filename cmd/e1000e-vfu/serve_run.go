@@ -3,13 +3,248 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"e1000e-vfu/control"
+	"e1000e-vfu/device/model"
+	"e1000e-vfu/device/netdev"
+	"e1000e-vfu/e1000e"
+	"e1000e-vfu/vfiouser"
 )
+
+// shutdownTimeout bounds the whole shutdown: dropping the client, stopping
+// the backend and the control socket. A part that hangs past it (a backend
+// stuck in a system call, say) turns the exit into a failure rather than a
+// process that never ends.
+const shutdownTimeout = 5 * time.Second
 
 // run serves the device described by cfg until ctx is cancelled (SIGINT or
 // SIGTERM) or serving fails. It is where the server, the NIC, the backend
 // and the control socket are put together.
 func run(ctx context.Context, cfg Config) error {
-	_ = ctx
-	_ = cfg
-	return errors.New("not wired: the server, NIC and backends are not yet connected here")
+	logw := cfg.Log
+	if logw == nil {
+		logw = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	s, err := start(cfg, log)
+	if err != nil {
+		return err
+	}
+	log.Info("serving", s.startAttrs(cfg)...)
+
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- s.vfu.Serve(s.ln) }()
+
+	ctlCtx, ctlCancel := context.WithCancel(context.Background())
+	defer ctlCancel()
+	ctlDone := make(chan error, 1)
+	if s.ctlLn != nil {
+		srv := &control.Server{Target: s.target, Logger: log.With("part", "control")}
+		go func() { ctlDone <- srv.Serve(ctlCtx, s.ctlLn) }()
+	}
+
+	var failure error
+	// Each pass handles one event; the control socket ends at most once.
+	for failure == nil && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case err := <-serveDone:
+			serveDone = nil
+			if err == nil {
+				err = errors.New("listener closed")
+			}
+			failure = fmt.Errorf("vfio-user socket %s: %w", cfg.Socket, err)
+		case err := <-ctlDone:
+			// The NIC matters more than its remote control: a guest keeps
+			// its network when the control socket breaks.
+			ctlDone = nil
+			log.Error("control socket stopped; the device is still served", "path", cfg.Control, "err", err)
+		}
+	}
+	if failure != nil {
+		log.Error("stopping", "err", failure)
+	} else {
+		log.Info("stopping", "reason", "signal")
+	}
+
+	if err := s.shutdown(serveDone, ctlCancel, ctlDone); err != nil {
+		log.Error("shutdown", "err", err)
+		return errors.Join(failure, err)
+	}
+	log.Info("stopped")
+	return failure
+}
+
+// server is the running pieces, in the order start builds them.
+type server struct {
+	log     *slog.Logger
+	backend netdev.Backend
+	nic     *e1000e.NIC
+	watch   *clientWatch
+	target  *nicTarget
+	ctlLn   *net.UnixListener // nil without --control
+	vfu     *vfiouser.Server
+	ln      *vfiouser.Listener
+}
+
+// start builds everything, the vfio-user socket last: QEMU may connect the
+// moment the socket exists, and by then the NIC is ready. On error,
+// whatever was built is released again.
+func start(cfg Config, log *slog.Logger) (_ *server, err error) {
+	s := &server{log: log}
+	defer func() {
+		if err != nil {
+			s.release()
+		}
+	}()
+
+	v, ok := cfg.Device.Value(model.RXFilterSize)
+	if !ok {
+		return nil, fmt.Errorf("device model %s has no %s parameter", cfg.Device.Model.Name, model.RXFilterSize)
+	}
+
+	b, err := netdev.Open(cfg.Netdev, log.With("part", "netdev"))
+	if err != nil {
+		return nil, fmt.Errorf("--netdev %s: %w", cfg.NetdevSpec, err)
+	}
+	s.backend = b
+	if cfg.PCAP != "" {
+		p, err := netdev.OpenPcap(s.backend, cfg.PCAP, log.With("part", "pcap"))
+		if err != nil {
+			return nil, fmt.Errorf("--pcap %s: %w", cfg.PCAP, err)
+		}
+		s.backend = p
+	}
+
+	nic, err := e1000e.New(e1000e.Config{
+		MAC:          cfg.MAC,
+		Backend:      s.backend,
+		Logger:       log.With("part", "e1000e"),
+		RXFilterSize: int(v.Int),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building the NIC: %w", err)
+	}
+	s.nic = nic
+	s.watch = newClientWatch(nic)
+	s.target = &nicTarget{nic: nic, cfg: cfg.Device, watch: s.watch}
+
+	if err := s.backend.Start(nic); err != nil {
+		return nil, fmt.Errorf("--netdev %s: starting: %w", cfg.NetdevSpec, err)
+	}
+
+	if cfg.Control != "" {
+		ln, err := control.Listen(cfg.Control)
+		if err != nil {
+			return nil, fmt.Errorf("--control: %w", err)
+		}
+		s.ctlLn = ln
+	}
+
+	s.vfu = vfiouser.NewServer(s.watch.served(), vfiouser.Options{Logger: log})
+	ln, err := vfiouser.Listen(cfg.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("--socket: %w", err)
+	}
+	s.ln = ln
+	return s, nil
+}
+
+// startAttrs is the startup line: where the device is served, its
+// address, its backend and its model configuration.
+func (s *server) startAttrs(cfg Config) []any {
+	params := make([]string, 0, len(cfg.Device.Values))
+	for _, a := range cfg.Device.Effective() {
+		params = append(params, a.String())
+	}
+	attrs := []any{
+		"socket", cfg.Socket,
+		"mac", cfg.MAC.String(),
+		"netdev", cfg.NetdevSpec,
+		"model", cfg.Device.Model.Name,
+		"version", cfg.Device.Version,
+		"params", strings.Join(params, ","),
+	}
+	if cfg.PCAP != "" {
+		attrs = append(attrs, "pcap", cfg.PCAP)
+	}
+	if cfg.Control != "" {
+		attrs = append(attrs, "control", cfg.Control)
+	}
+	return attrs
+}
+
+// shutdown stops serving in an order that lets each part finish with the
+// next one still there: no new client (the socket file goes), the current
+// client dropped and the device disconnected from its memory, the control
+// socket closed, then the backend (no more frames) and the NIC (no more
+// timers). serveDone and ctlDone are nil once already received.
+func (s *server) shutdown(serveDone <-chan error, ctlCancel context.CancelFunc, ctlDone <-chan error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		var errs []error
+		if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("closing the vfio-user socket: %w", err))
+		}
+		if serveDone != nil {
+			// Serve returns once its accept fails, so no client can
+			// arrive after the one dropped below.
+			select {
+			case <-serveDone:
+			case <-ctx.Done():
+			}
+		}
+		s.vfu.Close()
+		if err := s.watch.waitIdle(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("waiting for the client to be dropped: %w", err))
+		}
+		ctlCancel()
+		if s.ctlLn != nil && ctlDone != nil {
+			select {
+			case err := <-ctlDone:
+				if err != nil {
+					errs = append(errs, err)
+				}
+			case <-ctx.Done():
+				errs = append(errs, errors.New("control socket: connections still open"))
+			}
+		}
+		if err := s.backend.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing the backend: %w", err))
+		}
+		s.nic.Close()
+		done <- errors.Join(errs...)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("not finished within %v", shutdownTimeout)
+	}
+}
+
+// release undoes a partial start.
+func (s *server) release() {
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	if s.ctlLn != nil {
+		s.ctlLn.Close()
+	}
+	if s.backend != nil {
+		if err := s.backend.Close(); err != nil {
+			s.log.Warn("closing the backend", "err", err)
+		}
+	}
+	if s.nic != nil {
+		s.nic.Close()
+	}
 }

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"e1000e-vfu/control"
+	"e1000e-vfu/device"
+	"e1000e-vfu/device/model"
+	"e1000e-vfu/e1000e"
+	"e1000e-vfu/migration"
+)
+
+// clientWatch wraps the served device to know whether a client is
+// connected: the vfio-user server tears a connection down on its own
+// goroutine, and shutdown must wait until the device has let go of the
+// client's memory and eventfds before it closes the NIC and the backend.
+type clientWatch struct {
+	device.Device
+
+	mu      sync.Mutex
+	clients int
+	changed chan struct{} // closed and replaced on every Connect/Disconnect
+}
+
+func newClientWatch(dev device.Device) *clientWatch {
+	return &clientWatch{Device: dev, changed: make(chan struct{})}
+}
+
+// served is what the vfio-user server gets: the watch, still Migratable
+// when the device is, so wrapping never hides migration support.
+func (w *clientWatch) served() device.Device {
+	if m, ok := w.Device.(device.Migratable); ok {
+		return struct {
+			*clientWatch
+			device.Migratable
+		}{w, m}
+	}
+	return w
+}
+
+func (w *clientWatch) Connect(mem device.GuestMemory) {
+	w.Device.Connect(mem)
+	w.bump(+1)
+}
+
+func (w *clientWatch) Disconnect() {
+	w.Device.Disconnect()
+	w.bump(-1)
+}
+
+func (w *clientWatch) bump(d int) {
+	w.mu.Lock()
+	w.clients += d
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// connected reports whether a client is being served.
+func (w *clientWatch) connected() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.clients > 0
+}
+
+// waitIdle waits until no client is connected, or ctx ends.
+func (w *clientWatch) waitIdle(ctx context.Context) error {
+	// Each pass either returns or waits for one change.
+	for {
+		w.mu.Lock()
+		n, ch := w.clients, w.changed
+		w.mu.Unlock()
+		if n <= 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// nicTarget is what the control socket speaks for: the NIC, the
+// configuration it was started with, and whether a client is served.
+type nicTarget struct {
+	nic   *e1000e.NIC
+	cfg   model.Config
+	watch *clientWatch
+}
+
+var (
+	_ control.Target         = (*nicTarget)(nil)
+	_ control.StatusReporter = (*nicTarget)(nil)
+)
+
+func (t *nicTarget) Config() model.Config { return t.cfg }
+
+// Stats names the counters in lower case, as the control protocol does
+// ("gprc"); the NIC names them after their registers ("GPRC").
+func (t *nicTarget) Stats() map[string]uint64 {
+	in := t.nic.Stats()
+	out := make(map[string]uint64, len(in))
+	for k, v := range in {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
+
+func (t *nicTarget) LinkUp() bool { return t.nic.LinkUp() }
+
+func (t *nicTarget) SetLink(up bool) error {
+	t.nic.SetLink(up)
+	return nil
+}
+
+// Status is "running" while a client (QEMU) is served and "waiting" while
+// none is; a migration state other than running is reported beside it.
+func (t *nicTarget) Status() control.Status {
+	s := control.Status{State: "waiting"}
+	if t.watch.connected() {
+		s.State = "running"
+	}
+	if m, ok := t.watch.Device.(device.Migratable); ok {
+		if st := m.MigrationState(); st != device.MigRunning {
+			s.Migration = migration.StateName(st)
+		}
+	}
+	return s
+}
