@@ -233,7 +233,11 @@ func (c *Client) readLoop() {
 		}
 		r := clientReply{hdr: m.hdr, payload: append([]byte(nil), m.payload...), fds: append([]int(nil), m.fds...)}
 		m.fds = m.fds[:0]
-		c.replies <- r
+		select {
+		case c.replies <- r:
+		default: // nobody waits (a call timed out): drop it
+			closeAll(r.fds)
+		}
 	}
 }
 

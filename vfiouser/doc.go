@@ -3,5 +3,7 @@
 // device.Device to one client at a time, the DMA table that gives the device
 // the client's memory, and a client for tests, tools and benchmarks.
 //
-// Protocol coverage is described in README.md in this directory.
+// Protocol coverage, limits and the MIG_DATA_SIZE extension (DEVICE_FEATURE
+// 9, answered with the bytes of migration data left as a u64) are described
+// in README.md in this directory.
 package vfiouser

@@ -75,7 +75,9 @@ func handleVersion(c *Conn, m *message) error {
 	}
 	c.wbuf = out
 	c.negotiated = true
-	c.maxMsg = HeaderSize + maxMsgOverhead + c.maxXfer
+	// Room for the largest data transfer, and for control messages (SET_IRQS
+	// bools, logging ranges) even when the client asked for tiny transfers.
+	c.maxMsg = HeaderSize + maxMsgOverhead + max(c.maxXfer, 64<<10)
 	c.rd.max = int(c.maxMsg)
 	return nil
 }

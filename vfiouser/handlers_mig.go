@@ -14,13 +14,19 @@ type featureOps struct {
 	migration bool
 }
 
-var features = map[uint32]featureOps{
-	FeatMigration:       {get: true, migration: true},
-	FeatMigDeviceState:  {get: true, set: true, migration: true},
-	FeatMigDataSize:     {get: true, migration: true},
-	FeatDMALoggingStart: {set: true},
-	FeatDMALoggingStop:  {set: true},
-	FeatDMALoggingRep:   {get: true},
+// featureOpsOf says what the server offers for a feature number.
+func featureOpsOf(feat uint32) (featureOps, bool) {
+	switch feat {
+	case FeatMigration, FeatMigDataSize:
+		return featureOps{get: true, migration: true}, true
+	case FeatMigDeviceState:
+		return featureOps{get: true, set: true, migration: true}, true
+	case FeatDMALoggingStart, FeatDMALoggingStop:
+		return featureOps{set: true}, true
+	case FeatDMALoggingRep:
+		return featureOps{get: true}, true
+	}
+	return featureOps{}, false
 }
 
 // handleDeviceFeature follows VFIO_DEVICE_FEATURE: PROBE answers whether the
@@ -40,7 +46,7 @@ func handleDeviceFeature(c *Conn, m *message) error {
 	}
 	feat := in.Flags & FeatureMask
 	get, set, probe := in.Flags&FeatureGet != 0, in.Flags&FeatureSet != 0, in.Flags&FeatureProbe != 0
-	ops, ok := features[feat]
+	ops, ok := featureOpsOf(feat)
 	if !ok || (ops.migration && c.mig == nil) {
 		return fmt.Errorf("device feature %d: %w", feat, syscall.ENOTSUP)
 	}
