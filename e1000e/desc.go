@@ -26,9 +26,8 @@ const (
 	txdCmdVLE  = 0x40000000 // VLAN insertion
 	txdCmdIDE  = 0x80000000 // interrupt delay enable
 
-	txdDTYPMask = 0x00F00000
-	txdDTYPD    = 0x00100000 // extended data
-	txdDTYPC    = 0x00000000 // context
+	txdDTYPD = 0x00100000 // extended data (clear: context)
+	txdDTYPC = 0x00000000
 
 	txdLenMask = 0x000FFFFF // extended descriptors' 20-bit length
 
@@ -49,14 +48,16 @@ func (d txDesc) addr() uint64   { return binary.LittleEndian.Uint64(d[0:]) }
 func (d txDesc) cmdLen() uint32 { return binary.LittleEndian.Uint32(d[8:]) }
 func (d txDesc) isExt() bool    { return d.cmdLen()&txdCmdDEXT != 0 }
 
-// isContext is true for an extended context descriptor.
+// isContext is true for an extended context descriptor. Like the
+// hardware, only the DTYP bit that tells data from context is looked at;
+// the other DTYP bits are reserved.
 func (d txDesc) isContext() bool {
-	return d.isExt() && d.cmdLen()&txdDTYPMask == txdDTYPC
+	return d.isExt() && d.cmdLen()&txdDTYPD == 0
 }
 
 // isData is true for an extended data descriptor.
 func (d txDesc) isData() bool {
-	return d.isExt() && d.cmdLen()&txdDTYPMask == txdDTYPD
+	return d.isExt() && d.cmdLen()&txdDTYPD != 0
 }
 
 // Legacy descriptor fields.

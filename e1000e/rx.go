@@ -55,10 +55,14 @@ func (r *rxState) reset() {
 	r.blHead, r.blN = 0, 0
 }
 
-// Receive takes one frame from the backend.
+// Receive takes one frame from the backend. Without link (STATUS.LU) the
+// frame is lost, as on the wire; looped-back frames do not need the link.
 func (n *NIC) Receive(frame []byte) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.reg(STATUS)&STATUS_LU == 0 {
+		return
+	}
 	n.receiveLocked(frame)
 }
 
@@ -83,6 +87,9 @@ func (n *NIC) receiveLocked(frame []byte) {
 	}
 	if !filterFrame(n, fh, n.rxFilter).accept {
 		return
+	}
+	if n.rx.blN > 0 {
+		n.kickRX() // older frames go first
 	}
 	if n.rx.blN == 0 && n.rxDeliver(frame) {
 		return
