@@ -76,6 +76,8 @@ type NIC struct {
 	rx rxState
 
 	pci pciState
+
+	mig migState // migration: quiescence and what waits for Resume
 }
 
 var _ netdev.Receiver = (*NIC)(nil)
@@ -189,7 +191,8 @@ func (n *NIC) setReg(off, v uint32) {
 }
 
 // busMaster reports whether the guest allows the NIC to master the bus.
-func (n *NIC) busMaster() bool { return n.busMasterOn && n.mem != nil }
+// A quiesced NIC (migration) does no DMA at all.
+func (n *NIC) busMaster() bool { return n.busMasterOn && n.mem != nil && !n.mig.quiesced }
 
 // loopback reports whether transmitted frames should be received back:
 // MAC loopback (RCTL.LBM) or PHY loopback (BMCR bit 14).
