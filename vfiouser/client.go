@@ -31,6 +31,7 @@ type Client struct {
 
 	bgOnce  sync.Once
 	bg      bool
+	bgDone  chan struct{}
 	replies chan clientReply
 	bgErr   chan error
 
@@ -106,6 +107,7 @@ func (c *Client) Close() error {
 		return unix.Close(c.fd)
 	}
 	// The reader goroutine sees EOF and closes the socket.
+	<-c.bgDone
 	return nil
 }
 
@@ -210,6 +212,7 @@ func (c *Client) startReader() {
 		defer c.callMu.Unlock()
 		c.replies = make(chan clientReply, 1)
 		c.bgErr = make(chan error, 1)
+		c.bgDone = make(chan struct{})
 		c.bg = true
 		go c.readLoop()
 	})
@@ -219,6 +222,7 @@ func (c *Client) readLoop() {
 	defer func() {
 		c.rd.close()
 		unix.Close(c.fd)
+		close(c.bgDone)
 	}()
 	for {
 		m, err := c.rd.next(uint32(c.rd.max))

@@ -116,8 +116,19 @@ func TestOneClientAtATime(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	c, d, _ := dev.counts()
-	if c < 2 || d < 1 {
-		t.Fatalf("connects %d disconnects %d", c, d)
+	// Wait (bounded) for the server to notice the last client left.
+	idle := func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.active == nil
+	}
+	for c, d, _ := dev.counts(); c != d || !idle(); c, d, _ = dev.counts() {
+		if time.Now().After(deadline) {
+			t.Fatalf("connects %d disconnects %d", c, d)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if c, _, _ := dev.counts(); c < 2 {
+		t.Fatalf("%d connects", c)
 	}
 }
