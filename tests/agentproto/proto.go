@@ -17,6 +17,8 @@
 //	send ADDR SIZE SEED   dial TCP ADDR, send SIZE bytes of Stream(SEED)
 //	recv ADDR             dial TCP ADDR, read to EOF
 //	udpecho ADDR N SIZE   N datagrams to ADDR, count intact echoes
+//	ethtool IFACE [FEATURE on|off]  offloads rx, tx, sg, tso (data: state)
+//	mcast IFACE GROUP:PORT N   join GROUP on IFACE, wait for N datagrams
 //	wait-link IFACE up|down
 //
 // send and recv report data.bytes, data.sha256 and data.seconds.

@@ -39,6 +39,10 @@ func run(req Request) Reply {
 		err = cmdRecv(ctx, req.Args, &rep)
 	case "udpecho":
 		err = cmdUDPEcho(ctx, req.Args, &rep)
+	case "mcast":
+		err = cmdMcast(ctx, req.Args, &rep)
+	case "ethtool":
+		err = cmdEthtool(req.Args, &rep)
 	case "wait-link":
 		err = cmdWaitLink(ctx, req.Args, &rep)
 	default:
@@ -206,6 +210,43 @@ func cmdUDPEcho(ctx context.Context, args []string, rep *Reply) error {
 		rtt = total.Microseconds() / int64(echoed)
 	}
 	rep.Data = map[string]any{"sent": count, "echoed": echoed, "rtt_us": rtt}
+	return nil
+}
+
+// cmdMcast joins group GROUP:PORT on IFACE and waits for N datagrams to it.
+// Data: received.
+func cmdMcast(ctx context.Context, args []string, rep *Reply) error {
+	if err := nargs(args, 3); err != nil {
+		return err
+	}
+	ifi, err := net.InterfaceByName(args[0])
+	if err != nil {
+		return err
+	}
+	group, err := net.ResolveUDPAddr("udp4", args[1])
+	if err != nil {
+		return err
+	}
+	want, err := strconv.Atoi(args[2])
+	if err != nil || want < 1 || want > 10000 {
+		return fmt.Errorf("mcast IFACE GROUP:PORT N(1..10000): %v", err)
+	}
+	c, err := net.ListenMulticastUDP("udp4", ifi, group)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	dl, _ := ctx.Deadline()
+	c.SetReadDeadline(dl)
+	b := make([]byte, 2048)
+	got := 0
+	for got < want {
+		if _, _, err := c.ReadFrom(b); err != nil {
+			return fmt.Errorf("received %d of %d: %w", got, want, err)
+		}
+		got++
+	}
+	rep.Data = map[string]any{"received": got}
 	return nil
 }
 

@@ -5,8 +5,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -51,16 +49,11 @@ var (
 	serverErr  error
 )
 
-// server builds bin/e1000e-vfu once per run.
+// server builds bin/e1000e-vfu once per run (or takes E1000E_VFU_SERVER).
 func server(t *testing.T) string {
 	t.Helper()
 	serverOnce.Do(func() {
-		serverBin = filepath.Join(repo, "bin", "e1000e-vfu")
-		cmd := exec.Command("go", "build", "-o", serverBin, "./cmd/e1000e-vfu")
-		cmd.Dir = repo
-		if out, err := cmd.CombinedOutput(); err != nil {
-			serverErr = fmt.Errorf("building the server: %v\n%s", err, out)
-		}
+		serverBin, serverErr = harness.BuildServer(context.Background(), repo)
 	})
 	if serverErr != nil {
 		t.Fatal(serverErr)
@@ -152,67 +145,18 @@ func (r *rig) startRelay() {
 // SHA-256 at both ends, and returns the two rates in Mbit/s.
 func (r *rig) tcpBothWays(size int64) (up, down float64) {
 	r.t.Helper()
-	timeout := time.Duration(size/(256<<10))*time.Second + 60*time.Second // ≥ 2 Mbit/s
-	for i, dir := range []string{"guest→host", "host→guest"} {
-		l, err := r.ns.Listen("tcp", hostIP+":0")
+	for _, dir := range []bool{true, false} {
+		res, err := harness.TCPTransfer(r.ctx, r.ns, r.vm.Agent, hostIP, dir, size)
 		if err != nil {
 			r.t.Fatal(err)
 		}
-		port := l.Addr().(*net.TCPAddr).Port
-		addr := fmt.Sprintf("%s:%d", hostIP, port)
-		seed := uint64(time.Now().UnixNano())
-		type res struct {
-			x   harness.Transfer
-			err error
-		}
-		done := make(chan res, 1)
-		go func() {
-			var x harness.Transfer
-			var err error
-			if i == 0 {
-				x, err = harness.SinkOnce(l, timeout)
-			} else {
-				x, err = harness.SourceOnce(l, size, seed, timeout)
-			}
-			done <- res{x, err}
-		}()
-		var rep map[string]any
-		if i == 0 {
-			rp, err := r.vm.Agent.Call(r.ctx, timeout, "send", addr, fmt.Sprint(size), fmt.Sprint(seed))
-			if err != nil {
-				l.Close()
-				r.t.Fatalf("%s: %v", dir, err)
-			}
-			rep = rp.Data
+		way := "host→guest"
+		if dir {
+			way, up = "guest→host", res.Mbps()
 		} else {
-			rp, err := r.vm.Agent.Call(r.ctx, timeout, "recv", addr)
-			if err != nil {
-				l.Close()
-				r.t.Fatalf("%s: %v", dir, err)
-			}
-			rep = rp.Data
+			down = res.Mbps()
 		}
-		host := <-done
-		l.Close()
-		if host.err != nil {
-			r.t.Fatalf("%s: host side: %v", dir, host.err)
-		}
-		want := harness.StreamSHA256(size, seed)
-		gotBytes := int64(rep["bytes"].(float64))
-		if gotBytes != size || host.x.Bytes != size {
-			r.t.Fatalf("%s: guest moved %d bytes, host %d, want %d", dir, gotBytes, host.x.Bytes, size)
-		}
-		if rep["sha256"] != want || host.x.SHA256 != want {
-			r.t.Fatalf("%s: checksum mismatch: guest %v, host %s, want %s", dir, rep["sha256"], host.x.SHA256, want)
-		}
-		secs := rep["seconds"].(float64)
-		rate := float64(size) * 8 / secs / 1e6
-		r.t.Logf("%s: %d MiB in %.1f s, %.1f Mbit/s, SHA-256 equal at both ends", dir, size>>20, secs, rate)
-		if i == 0 {
-			up = rate
-		} else {
-			down = rate
-		}
+		r.t.Logf("%s: %d MiB in %.1f s, %.1f Mbit/s, SHA-256 equal at both ends", way, size>>20, res.Seconds, res.Mbps())
 	}
 	return up, down
 }

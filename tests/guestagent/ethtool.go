@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The legacy ethtool get/set pairs for the offloads the tests switch; busybox
+// has no ethtool, and these few ioctls are all the tests need.
+var ethtoolCmds = map[string][2]uint32{
+	"rx":  {0x14, 0x15}, // ETHTOOL_GRXCSUM, ETHTOOL_SRXCSUM
+	"tx":  {0x16, 0x17}, // ETHTOOL_GTXCSUM, ETHTOOL_STXCSUM
+	"sg":  {0x18, 0x19}, // ETHTOOL_GSG, ETHTOOL_SSG
+	"tso": {0x1e, 0x1f}, // ETHTOOL_GTSO, ETHTOOL_STSO
+}
+
+// ethtoolValue calls SIOCETHTOOL with a struct ethtool_value {cmd, data}.
+func ethtoolValue(iface string, cmd, data uint32) (uint32, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	// On the heap: Go never moves heap objects, and the kernel finds val
+	// only through the address stored in ifr.
+	val := new([2]uint32)
+	val[0], val[1] = cmd, data
+	var ifr [40]byte // struct ifreq: name, then a pointer in the union
+	if len(iface) >= unix.IFNAMSIZ {
+		return 0, fmt.Errorf("interface name %q too long", iface)
+	}
+	copy(ifr[:], iface)
+	*(*uintptr)(unsafe.Pointer(&ifr[unix.IFNAMSIZ])) = uintptr(unsafe.Pointer(val))
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr[0]))); e != 0 {
+		return 0, e
+	}
+	return val[1], nil
+}
+
+// cmdEthtool: IFACE FEATURE on|off sets one offload; IFACE alone reports
+// them all in data.
+func cmdEthtool(args []string, rep *Reply) error {
+	if len(args) == 1 {
+		rep.Data = map[string]any{}
+		for name, c := range ethtoolCmds {
+			v, err := ethtoolValue(args[0], c[0], 0)
+			if err != nil {
+				return fmt.Errorf("ethtool %s %s: %w", args[0], name, err)
+			}
+			rep.Data[name] = v != 0
+		}
+		return nil
+	}
+	if err := nargs(args, 3); err != nil {
+		return err
+	}
+	c, ok := ethtoolCmds[args[1]]
+	if !ok {
+		return fmt.Errorf("unknown feature %q (want rx, tx, sg or tso)", args[1])
+	}
+	on := uint32(0)
+	switch args[2] {
+	case "on":
+		on = 1
+	case "off":
+	default:
+		return fmt.Errorf("want on or off, have %q", args[2])
+	}
+	if _, err := ethtoolValue(args[0], c[1], on); err != nil {
+		return fmt.Errorf("ethtool %s %s %s: %w", args[0], args[1], args[2], err)
+	}
+	v, err := ethtoolValue(args[0], c[0], 0)
+	if err != nil {
+		return err
+	}
+	if (v != 0) != (on != 0) {
+		return fmt.Errorf("ethtool %s %s is still %v", args[0], args[1], v != 0)
+	}
+	return nil
+}
