@@ -189,6 +189,9 @@ func (c *Conn) dispatch(m *message) error {
 		if err != nil {
 			c.log.Warn("vfio-user: posted command failed", "cmd", m.hdr.Command, "err", err)
 		}
+		if c.fatal {
+			return fmt.Errorf("%w: %s refused: %v", errStream, m.hdr.Command, err)
+		}
 		return nil
 	}
 	h := Header{MsgID: m.hdr.MsgID, Command: m.hdr.Command, Flags: FlagTypeReply}

@@ -29,9 +29,11 @@ func handleVersion(c *Conn, m *message) error {
 		return fmt.Errorf("version %d.%d: only major %d is supported: %w", v.Major, v.Minor, versionMajor, syscall.ENOTSUP)
 	}
 	maxXfer := uint32(DefaultMaxDataXferSize)
-	var reply *Capabilities
+	// The reply always carries a capabilities object, empty when the
+	// client offered nothing: QEMU reads the JSON without checking that
+	// there is any.
+	reply := &Capabilities{}
 	if in := v.Caps; in != nil {
-		reply = &Capabilities{}
 		if in.PgSizes != nil {
 			if *in.PgSizes&DMAPageSize == 0 {
 				c.fatal = true
@@ -66,7 +68,7 @@ func handleVersion(c *Conn, m *message) error {
 		}
 	}
 	c.maxXfer = min(maxXfer, c.srv.opts.MaxDataXferSize)
-	if reply != nil && v.Caps.MaxDataXferSize != nil {
+	if v.Caps != nil && v.Caps.MaxDataXferSize != nil {
 		reply.MaxDataXferSize = ptr(c.maxXfer)
 	}
 	out, err := Version{Major: versionMajor, Minor: min(v.Minor, versionMinor), Caps: reply}.Encode(c.wbuf)

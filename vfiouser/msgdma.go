@@ -105,7 +105,9 @@ func (c *Conn) routeReply(m *message) {
 	defer c.pmu.Unlock()
 	w := c.pending[m.hdr.MsgID]
 	if w == nil || w.cmd != m.hdr.Command {
-		c.log.Warn("vfio-user: reply nobody waits for", "cmd", m.hdr.Command, "id", m.hdr.MsgID)
+		// Late replies (after a timeout) land here; Debug, because a client
+		// could send many.
+		c.log.Debug("vfio-user: reply nobody waits for", "cmd", m.hdr.Command, "id", m.hdr.MsgID)
 		return
 	}
 	delete(c.pending, m.hdr.MsgID)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"syscall"
 	"testing"
 	"time"
@@ -60,15 +61,15 @@ func TestVersionQEMU(t *testing.T) {
 	}
 }
 
-func TestVersionWithoutCapsReplyHasNone(t *testing.T) {
+func TestVersionWithoutCapsReplyHasEmptyCaps(t *testing.T) {
 	_, _, cl := pair(t, newFakeDevice(t), true, Options{})
 	r, err := cl.Call(CmdVersion, []byte{0, 0, 3, 0}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	v, _ := DecodeVersion(r.Payload)
-	if v.Minor != 0 || v.Caps != nil {
-		t.Fatalf("reply %+v, want minor 0 and no capabilities", v)
+	if v.Minor != 0 || v.Caps == nil || !reflect.DeepEqual(*v.Caps, Capabilities{}) {
+		t.Fatalf("reply %+v, want minor 0 and empty capabilities", v)
 	}
 }
 
