@@ -20,25 +20,25 @@ func TestICRReadClearRules(t *testing.T) {
 	t.Run("IMS zero clears", func(t *testing.T) {
 		n, _ := newNICWith(t, IRQModeINTx, Config{})
 		n.WriteReg(ICS, ICR_TXDW|ICR_RXT0)
-		if got := n.ReadReg(ICR); got != ICR_TXDW|ICR_RXT0 {
+		if got := n.ReadReg(ICR); got != ICR_TXDW|ICR_RXT0|ICR_INT_ASSERTED {
 			t.Fatalf("ICR = %#x", got)
 		}
 		if got := n.ReadReg(ICR); got != 0 {
 			t.Fatalf("ICR not cleared with IMS=0: %#x", got)
 		}
 	})
-	t.Run("masked causes survive", func(t *testing.T) {
+	t.Run("masked causes clear too", func(t *testing.T) {
 		n, irq := newNICWith(t, IRQModeINTx, Config{})
 		n.WriteReg(IMS, ICR_LSC)
 		n.WriteReg(ICS, ICR_TXDW)
 		if irq.snapshot().intx {
 			t.Fatal("INTx asserted for a masked cause")
 		}
-		if got := n.ReadReg(ICR); got != ICR_TXDW {
-			t.Fatalf("ICR = %#x, want TXDW without INT_ASSERTED", got)
+		if got := n.ReadReg(ICR); got != ICR_TXDW|ICR_INT_ASSERTED {
+			t.Fatalf("ICR = %#x, want TXDW with INT_ASSERTED", got)
 		}
-		if got := n.ReadReg(ICR); got != ICR_TXDW {
-			t.Fatalf("ICR cleared although no enabled cause was pending: %#x", got)
+		if got := n.ReadReg(ICR); got != 0 {
+			t.Fatalf("ICR not cleared: %#x", got)
 		}
 	})
 	t.Run("asserted clears and lowers INTx", func(t *testing.T) {
@@ -162,16 +162,16 @@ func TestMSIEdgeAndThrottle(t *testing.T) {
 	}
 	n.ReadReg(ICR)
 	// ITR of 4000 x 256 ns = 1.024 ms: the second cause waits for it.
+	// One critical section, so the interval cannot end in between.
 	n.WriteReg(ITR, 4000)
 	n.mu.Lock()
 	n.raise(ICR_RXT0)
-	n.mu.Unlock()
-	n.ReadReg(ICR)
-	n.mu.Lock()
+	n.readICR()
 	n.raise(ICR_TXDW)
+	early := irq.snapshot().msi // the timer needs n.mu to fire
 	n.mu.Unlock()
-	if irq.snapshot().msi != 2 {
-		t.Fatalf("throttled MSI sent early: %d", irq.snapshot().msi)
+	if early != 2 {
+		t.Fatalf("throttled MSI sent early: %d", early)
 	}
 	waitFor(t, "throttled MSI", func() bool { return irq.snapshot().msi == 3 })
 	time.Sleep(5 * time.Millisecond)
@@ -265,13 +265,18 @@ func TestModeSwitchWhileDelayed(t *testing.T) {
 	n, irq := newNICWith(t, IRQModeMSI, Config{})
 	n.WriteReg(IMS, ICR_RXT0|ICR_RXQ0)
 	n.WriteReg(IVAR, 0x800A0908)
-	n.WriteReg(RDTR, 20)
+	n.WriteReg(RDTR, 200)
+	// Switch within the critical section: the timer cannot fire first.
 	n.mu.Lock()
 	n.raiseRX(ICR_RXT0 | ICR_RXQ0)
-	n.mu.Unlock()
 	irq.mu.Lock()
 	irq.mode = IRQModeMSIX
 	irq.mu.Unlock()
+	n.irqModeChanged()
+	n.mu.Unlock()
+	if irq.snapshot().msi != 0 {
+		t.Fatal("delayed cause delivered before its timer")
+	}
 	waitFor(t, "delayed cause after mode switch", func() bool { return irq.snapshot().msix[0] == 1 })
 }
 
@@ -288,5 +293,38 @@ func TestLinuxMSISelfTest(t *testing.T) {
 	}
 	if n.ReadReg(ICR)&ICR_RXSEQ == 0 {
 		t.Fatal("RXSEQ missing from ICR")
+	}
+}
+
+// TestMSIXOtherCausesSignalEach replays Linux's e1000_msix_other, which
+// re-enables only OTHER and LSC: an RXO left in ICR must not swallow a
+// later LSC.
+func TestMSIXOtherCausesSignalEach(t *testing.T) {
+	n, irq := newNICWith(t, IRQModeMSIX, Config{})
+	n.WriteReg(IVAR, 0x800A0908)
+	n.WriteReg(IAM, ^uint32(eiacMask)|ICR_OTHER)
+	n.WriteReg(CTRL_EXT, CTRL_EXT_EIAME|CTRL_EXT_PBA_CLR)
+	n.WriteReg(EIAC, ICR_RXQ0|ICR_TXQ0)
+	n.WriteReg(IMS, ICR_RXQ0|ICR_TXQ0|ICR_OTHER|ICR_LSC)
+	n.mu.Lock()
+	n.raise(ICR_RXO)
+	n.mu.Unlock()
+	if irq.snapshot().msix[2] != 1 {
+		t.Fatal("RXO did not signal the other vector")
+	}
+	// The handler: read ICR, re-enable OTHER|LSC. RXO is not enabled, so
+	// the read does not clear it.
+	if icr := n.ReadReg(ICR); icr&ICR_RXO == 0 {
+		t.Fatalf("ICR %#x", icr)
+	}
+	n.WriteReg(IMS, ICR_OTHER|ICR_LSC)
+	if irq.snapshot().msix[2] != 1 {
+		t.Fatal("re-enabling OTHER resent an old cause")
+	}
+	n.mu.Lock()
+	n.raise(ICR_LSC)
+	n.mu.Unlock()
+	if irq.snapshot().msix[2] != 2 {
+		t.Fatalf("LSC swallowed: other vector fired %d times", irq.snapshot().msix[2])
 	}
 }

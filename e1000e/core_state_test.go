@@ -163,11 +163,13 @@ func TestCoreStateRejectsBadInput(t *testing.T) {
 func TestHeldTimersDoNotFire(t *testing.T) {
 	n, irq := newNICWith(t, IRQModeMSI, Config{})
 	n.WriteReg(IMS, ICR_RXT0)
-	n.WriteReg(RDTR, 10)
+	n.WriteReg(RDTR, 1000) // about 1 ms
 	n.mu.Lock()
 	n.raiseRX(ICR_RXT0)
+	for _, t := range n.allTimers() {
+		t.hold()
+	}
 	n.mu.Unlock()
-	n.HoldTimers()
 	time.Sleep(5 * time.Millisecond)
 	if irq.snapshot().msi != 0 {
 		t.Fatal("held timer fired")

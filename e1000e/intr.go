@@ -198,23 +198,27 @@ func (n *NIC) updateIRQ() {
 	}
 	ims := n.mac[IMS>>2]
 	causes := icr & ims &^ ICR_INT_ASSERTED
-	if causes != 0 {
-		icr |= ICR_INT_ASSERTED
-	} else {
-		icr &^= ICR_INT_ASSERTED
-	}
-	n.mac[ICR>>2] = icr
+	n.mac[ICR>>2] = withAsserted(icr)
 
 	switch mode {
 	case IRQModeMSIX, IRQModeMSI:
 		n.setINTx(false)
-		n.intr.signalled &= causes
-		fresh := causes &^ n.intr.signalled
+		edge := causes
+		if mode == IRQModeMSIX && ims&ICR_OTHER != 0 {
+			// Each cause OTHER summarises counts on its own, so a new
+			// LSC signals even while an older RXO keeps OTHER set.
+			edge |= icr & icrOtherCauses
+		}
+		n.intr.signalled &= edge
+		fresh := edge &^ n.intr.signalled
 		if fresh == 0 {
 			break
 		}
 		n.intr.signalled |= fresh
 		if mode == IRQModeMSIX {
+			if fresh&icrOtherCauses != 0 {
+				fresh |= ICR_OTHER
+			}
 			n.msixNotify(fresh)
 		} else if !n.throttle(n.timers.itr, &n.intr.itrPending, ITR) {
 			n.irq.MSI()
@@ -227,12 +231,21 @@ func (n *NIC) updateIRQ() {
 		}
 	}
 	// EIAC may have cleared causes: keep INT_ASSERTED and ICS consistent.
-	icr = n.mac[ICR>>2]
-	if icr&n.mac[IMS>>2]&^ICR_INT_ASSERTED == 0 {
-		icr &^= ICR_INT_ASSERTED
-	}
+	icr = withAsserted(n.mac[ICR>>2])
 	n.mac[ICR>>2] = icr
 	n.mac[ICS>>2] = icr
+}
+
+// withAsserted sets INT_ASSERTED when any cause is pending, as QEMU's model
+// does (masked ones included), so that an ICR read clears every cause: a
+// cause the driver does not enable must not stay in ICR, or Linux's MSI-X
+// "other" handler, which re-enables only OTHER and LSC, is called again and
+// again for it.
+func withAsserted(icr uint32) uint32 {
+	if icr&^ICR_INT_ASSERTED != 0 {
+		return icr | ICR_INT_ASSERTED
+	}
+	return icr &^ ICR_INT_ASSERTED
 }
 
 func (n *NIC) setINTx(level bool) {
@@ -339,8 +352,8 @@ func (n *NIC) msixVector(cause uint32) int {
 }
 
 // readICR returns ICR and clears it when no cause is enabled (IMS is 0) or
-// when an enabled cause is pending (INT_ASSERTED); with CTRL_EXT.IAME the
-// read also masks the IAM causes.
+// when INT_ASSERTED is set (any cause pending); with CTRL_EXT.IAME the read
+// also masks the IAM causes.
 func (n *NIC) readICR() uint32 {
 	icr := n.mac[ICR>>2]
 	if n.mac[IMS>>2] == 0 {

@@ -129,7 +129,9 @@ func (d driver) putSemaphore() {
 // what the driver asserts.
 func TestLinuxProbeAndOpen(t *testing.T) {
 	mac := []byte{0x02, 0x11, 0x22, 0x33, 0x44, 0x55}
-	n, irq := newNICWith(t, IRQModeMSIX, Config{MAC: mac, RXFilterSize: -1})
+	// Autonegotiation must outlast the register sequence that follows its
+	// restart, as QEMU's 500 ms does.
+	n, irq := newNICWith(t, IRQModeMSIX, Config{MAC: mac, RXFilterSize: -1, AutonegDelay: 300 * time.Millisecond})
 	d := driver{t, n}
 
 	// e1000_init_nvm_params_82571: an EEPROM (not flash) of 64 words.
