@@ -98,14 +98,25 @@ func (s *Server) release(c *Conn) {
 // client that connects while another is served is refused (its socket is
 // closed after a logged warning) and the first one carries on.
 func (s *Server) Serve(ln *Listener) error {
+	var backoff time.Duration
 	for {
 		fd, err := ln.accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("vfio-user: accept: %w", err)
+			if !errors.Is(err, syscall.EMFILE) && !errors.Is(err, syscall.ENFILE) &&
+				!errors.Is(err, syscall.ECONNABORTED) && !errors.Is(err, syscall.EINTR) {
+				return fmt.Errorf("vfio-user: accept: %w", err)
+			}
+			// Out of descriptors or an aborted connection: wait and go on,
+			// as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("vfio-user: accept failed, retrying", "err", err, "in", backoff)
+			time.Sleep(backoff)
+			continue
 		}
+		backoff = 0
 		c, err := s.NewConn(fd)
 		if err != nil {
 			s.log.Warn("vfio-user: refusing a second client", "socket", ln.path, "err", err)
