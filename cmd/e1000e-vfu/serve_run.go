@@ -104,6 +104,9 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		}
 	}()
 
+	if cfg.Device.Model == nil || cfg.Device.Model.Name != model.E1000EName {
+		return nil, errors.New("the device configuration is not one of the e1000e model")
+	}
 	v, ok := cfg.Device.Value(model.RXFilterSize)
 	if !ok {
 		return nil, fmt.Errorf("device model %s has no %s parameter", cfg.Device.Model.Name, model.RXFilterSize)

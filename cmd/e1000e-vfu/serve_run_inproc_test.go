@@ -72,3 +72,13 @@ func TestRunStartFailure(t *testing.T) {
 	}
 	gone(t, sock)
 }
+
+// run checks the configuration it is handed rather than trusting it.
+func TestRunRefusesAnUnresolvedConfig(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "vfu.sock")
+	err := run(context.Background(), Config{Socket: sock, Log: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "e1000e model") {
+		t.Fatalf("run without a device configuration: %v", err)
+	}
+	gone(t, sock)
+}
