@@ -445,3 +445,38 @@ func TestRSSInWriteBack(t *testing.T) {
 		t.Errorf("write-back RSS type %d, want %d", got, rssTypeTCPIPv4)
 	}
 }
+
+// Every TSO segment carries the VLAN tag of the EOP descriptor, inserted
+// after the checksums (which do not cover it).
+func TestTSOWithVLAN(t *testing.T) {
+	r := newRig(t, IRQModeMSIX, Config{})
+	r.w(CTRL, r.rd(CTRL)|CTRL_VME)
+	payload := make([]byte, 10000)
+	for i := range payload {
+		payload[i] = byte(i)
+	}
+	frame := buildTCP(t, false, 42, "P", payload)
+	asTSO(frame, false)
+	r.sendFragmented(frame, 3000, txdCmdTSE, txdPoptsIXSM|txdPoptsTXSM, txdCmdVLE, 0x0064,
+		txContextDesc(tsoContext(false, len(payload), 1000), 0))
+	frames := r.be.take()
+	if len(frames) != 10 {
+		t.Fatalf("%d segments, want 10", len(frames))
+	}
+	for i, f := range frames {
+		pkt := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+		q, _ := pkt.Layer(layers.LayerTypeDot1Q).(*layers.Dot1Q)
+		if q == nil || q.VLANIdentifier != 100 {
+			t.Fatalf("segment %d: no VLAN 100 tag", i)
+		}
+		ip := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		tcp := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		tcp.SetNetworkLayerForChecksum(ip)
+		if cs, _ := tcp.ComputeChecksum(); cs != 0 || !ipv4ChecksumValid(t, ip) {
+			t.Fatalf("segment %d: checksums do not verify", i)
+		}
+		if tcp.Seq != uint32(42+1000*i) || len(tcp.Payload) != 1000 {
+			t.Fatalf("segment %d: seq %d payload %d", i, tcp.Seq, len(tcp.Payload))
+		}
+	}
+}

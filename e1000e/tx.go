@@ -303,7 +303,7 @@ func tsoUsable(pkt []byte, c *txContext, popts byte, vet uint16) bool {
 	if c.tcp {
 		l4End = c.tucss + tcpMinHdr
 	}
-	if ipEnd > hdr || l4End > hdr || c.tucss < ipEnd-ipv4MinHdr {
+	if ipEnd > hdr || l4End > hdr || c.tucss < ipEnd {
 		return false
 	}
 	if popts&txdPoptsTXSM != 0 && c.tucso+2 > hdr {
