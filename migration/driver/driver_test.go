@@ -1,0 +1,198 @@
+package driver_test
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"e1000e-vfu/device"
+	"e1000e-vfu/e1000e"
+	"e1000e-vfu/migration/driver"
+	"e1000e-vfu/vfiouser"
+)
+
+type migrateFunc func(src, dst driver.Endpoint, o driver.Options) (driver.Report, error)
+
+var bcast = []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// migrateUnderTraffic migrates a NIC holding a half-sent packet (its
+// first descriptor in the ring, no EOP yet) and a receive burst larger than
+// its free descriptors, while frames keep arriving during pre-copy; then
+// checks on the destination that every frame arrives once, in order and
+// intact, and that the half-sent packet goes out whole.
+func migrateUnderTraffic(t *testing.T, opts e1000e.MigrationOptions, migrate migrateFunc, dopts driver.Options) driver.Report {
+	src, dst := newSide(t, opts), newSide(t, opts)
+	g := &guest{t: t, s: src}
+	g.init()
+	mac := src.nic.MAC()
+	const rxSize, txSize = 200, 300
+	seq := uint32(0)
+	rx := func(s *side) {
+		s.nic.Receive(frame(mac, seq, rxSize))
+		seq++
+	}
+	for i := 0; i < 10; i++ {
+		rx(src)
+	}
+	if n := g.poll(); n != 10 {
+		t.Fatalf("warm-up: the guest took %d frames, want 10", n)
+	}
+	txSeq := uint32(0)
+	for i := 0; i < 5; i++ {
+		g.send(frame(bcast, txSeq, txSize))
+		txSeq++
+	}
+	waitFor(t, "warm-up transmit", func() bool { return len(src.sent.all()) == 5 })
+
+	// A burst the guest does not take yet, and half a packet.
+	for i := 0; i < 40; i++ {
+		rx(src)
+	}
+	half := frame(bcast, txSeq, txSize)
+	g.putTX(half[:100], cmdIFCS)
+	g.wr(e1000e.TDT0, g.txTail)
+
+	// Traffic while the device runs in pre-copy: at least 30 frames, then
+	// stopped where the VMM stops the vCPUs.
+	base := seq
+	stop := make(chan struct{})
+	sent := make(chan uint32)
+	go func() {
+		n := uint32(0)
+		defer func() { sent <- n }()
+		for n < 100 {
+			select {
+			case <-stop:
+				if n >= 30 {
+					return
+				}
+			default:
+			}
+			src.nic.Receive(frame(mac, base+n, rxSize))
+			n++
+			time.Sleep(50 * time.Microsecond)
+		}
+		<-stop
+	}()
+	dopts.BeforeStop = func() {
+		close(stop)
+		seq += <-sent
+	}
+	rep, err := migrate(src.endpoint(), dst.endpoint(), dopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := src.cl.MigrationState(); st != device.MigStop {
+		t.Errorf("source ends in state %d, want STOP", st)
+	}
+	if st, _ := dst.cl.MigrationState(); st != device.MigRunning {
+		t.Errorf("destination ends in state %d, want RUNNING", st)
+	}
+
+	// The guest goes on with the destination: the rest of the packet, more
+	// traffic, and every frame received.
+	g.s = dst
+	g.putTX(half[100:], cmdEOP|cmdIFCS|cmdRS)
+	g.wr(e1000e.TDT0, g.txTail)
+	txSeq++
+	for i := 0; i < 20; i++ {
+		rx(dst)
+	}
+	waitFor(t, "every received frame", func() bool {
+		g.poll()
+		return len(g.got) >= int(seq)
+	})
+	checkSeq(t, "received", g.got, int(seq), rxSize)
+	waitFor(t, "the half-sent packet", func() bool { return len(dst.sent.all()) >= 1 })
+	if n := len(src.sent.all()); n != 5 {
+		t.Errorf("the source sent %d frames, want the 5 of the warm-up", n)
+	}
+	checkSeq(t, "transmitted", append(src.sent.all(), dst.sent.all()...), int(txSeq), txSize)
+	if g.rd(e1000e.TDH0) != g.txTail {
+		t.Errorf("TDH %d after the packet, want %d", g.rd(e1000e.TDH0), g.txTail)
+	}
+	t.Logf("%s: state %d bytes (%d pre-copy), %d pages copied (%d dirty), downtime %v, total %v; %d frames received",
+		rep.Protocol, rep.StateBytes, rep.PreCopyBytes, rep.Pages, rep.DirtyPages, rep.Downtime, rep.Total, seq)
+	if rep.StateBytes == 0 || rep.DirtyPages == 0 {
+		t.Errorf("report: %+v", rep)
+	}
+	return rep
+}
+
+func TestMigrateV2UnderTraffic(t *testing.T) {
+	rep := migrateUnderTraffic(t, e1000e.MigrationOptions{}, driver.MigrateV2, driver.Options{})
+	if rep.PreCopyBytes == 0 {
+		t.Error("nothing moved in pre-copy")
+	}
+}
+
+func TestMigrateV1UnderTraffic(t *testing.T) {
+	t.Run("mmap", func(t *testing.T) {
+		migrateUnderTraffic(t, e1000e.MigrationOptions{V1: true, V1MMap: true}, driver.MigrateV1, driver.Options{})
+	})
+	t.Run("region-access", func(t *testing.T) {
+		migrateUnderTraffic(t, e1000e.MigrationOptions{V1: true}, driver.MigrateV1, driver.Options{})
+	})
+}
+
+// TestDirtyPagesExact: during logging, every page the NIC wrote is
+// reported, and no other. The guest prepares descriptors and buffers
+// before logging starts and only writes registers while it runs, so every
+// change of memory is the NIC's.
+func TestDirtyPagesExact(t *testing.T) {
+	for _, v1 := range []bool{false, true} {
+		s := newSide(t, e1000e.MigrationOptions{V1: v1})
+		g := &guest{t: t, s: s}
+		for i := range s.mem.Data {
+			s.mem.Data[i] = 0xa5
+		}
+		g.init()
+		mac := s.nic.MAC()
+		// Three TX packets ready in the ring, not yet announced.
+		for i := 0; i < 3; i++ {
+			g.putTX(frame(bcast, uint32(i), 300), cmdEOP|cmdIFCS|cmdRS)
+		}
+		var err error
+		if v1 {
+			err = s.cl.DirtyPages(vfiouser.DirtyPagesStart)
+		} else {
+			_, err = s.cl.DMALoggingStart(4096, nil)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		shadow := bytes.Clone(s.mem.Data)
+		g.wr(e1000e.TDT0, g.txTail)
+		for i := 0; i < 17; i++ { // RX frames at descriptors 0..16: pages of buffers 0..16 and the ring page
+			s.nic.Receive(frame(mac, uint32(i), 1500))
+		}
+		waitFor(t, "transmit", func() bool { return len(s.sent.all()) == 3 })
+		var bm []byte
+		if v1 {
+			bm, err = s.cl.DirtyPagesBitmap(guestIOVA, guestSize, 4096)
+		} else {
+			bm, err = s.cl.DMALoggingReport(guestIOVA, guestSize, 4096)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		written, reported := 0, 0
+		for p := 0; p < guestSize/4096; p++ {
+			changed := !bytes.Equal(shadow[p*4096:(p+1)*4096], s.mem.Data[p*4096:(p+1)*4096])
+			dirty := bm[p/8]&(1<<(p%8)) != 0
+			if changed {
+				written++
+			}
+			if dirty {
+				reported++
+			}
+			if changed != dirty {
+				t.Errorf("v1=%v: page %#x: written %v, reported %v", v1, guestIOVA+p*4096, changed, dirty)
+			}
+		}
+		if written < 10 {
+			t.Errorf("v1=%v: only %d pages written: the test does not exercise the NIC", v1, written)
+		}
+		t.Logf("v1=%v: %d pages written, %d reported", v1, written, reported)
+	}
+}

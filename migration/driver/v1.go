@@ -1,0 +1,285 @@
+package driver
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/device"
+	"e1000e-vfu/migration"
+	"e1000e-vfu/vfiouser"
+)
+
+// The v1 region's vfio_device_migration_info fields and device_state bits.
+const (
+	v1State    = 0
+	v1Pending  = 8
+	v1DataOff  = 16
+	v1DataSize = 24
+
+	v1Running  = 1
+	v1Saving   = 2
+	v1Resuming = 4
+
+	// regionPiece bounds one region read or write of the data area, well
+	// inside the default max_data_xfer_size.
+	regionPiece = 512 << 10
+	// maxV1Chunks bounds a save loop: a device that never runs out of
+	// pending bytes is an error, not a hang.
+	maxV1Chunks = 4096
+)
+
+// v1Region is one side's migration region: its client and, when mapped,
+// the data area.
+type v1Region struct {
+	c       *vfiouser.Client
+	areaOff uint64 // region offset of the mapped area
+	area    []byte // nil: use region accesses
+	file    *os.File
+}
+
+func openV1(c *vfiouser.Client, useMMap bool) (*v1Region, error) {
+	ri, caps, f, err := c.RegionInfo(device.RegionMigration)
+	if err != nil {
+		return nil, fmt.Errorf("driver: v1 region info: %w", err)
+	}
+	if !caps.HasType || caps.Type != migration.V1RegionType || caps.Subtype != migration.V1RegionSubtype {
+		if f != nil {
+			f.Close()
+		}
+		return nil, fmt.Errorf("driver: region %d is not a v1 migration region", device.RegionMigration)
+	}
+	r := &v1Region{c: c}
+	if f == nil {
+		return r, nil
+	}
+	if !useMMap || ri.Flags&uint32(device.RegionMMap) == 0 || len(caps.Sparse) == 0 {
+		f.Close()
+		return r, nil
+	}
+	a := caps.Sparse[0]
+	if a.Size == 0 || a.Size > 64<<20 || a.Offset+a.Size > ri.Size {
+		f.Close()
+		return nil, fmt.Errorf("driver: v1 data area %#x+%#x outside the region", a.Offset, a.Size)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), int64(ri.Offset+a.Offset), int(a.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("driver: mapping the v1 data area: %w", err)
+	}
+	r.area, r.areaOff, r.file = mem, a.Offset, f
+	return r, nil
+}
+
+func (r *v1Region) close() {
+	if r.area != nil {
+		unix.Munmap(r.area)
+		r.area = nil
+	}
+	if r.file != nil {
+		r.file.Close()
+		r.file = nil
+	}
+}
+
+func (r *v1Region) u64(off uint64) (uint64, error) {
+	var b [8]byte
+	if err := r.c.ReadRegion(device.RegionMigration, off, b[:]); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}
+
+func (r *v1Region) setU64(off, v uint64) error {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	return r.c.WriteRegion(device.RegionMigration, off, b[:])
+}
+
+func (r *v1Region) setState(s uint32) error {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], s)
+	if err := r.c.WriteRegion(device.RegionMigration, v1State, b[:]); err != nil {
+		return fmt.Errorf("driver: v1 device_state %#x: %w", s, err)
+	}
+	return nil
+}
+
+// inArea returns the mapped bytes of [off, off+n) when they are mapped.
+func (r *v1Region) inArea(off, n uint64) ([]byte, bool) {
+	if r.area == nil || off < r.areaOff || n > uint64(len(r.area)) || off-r.areaOff > uint64(len(r.area))-n {
+		return nil, false
+	}
+	rel := off - r.areaOff
+	return r.area[rel : rel+n], true
+}
+
+func (r *v1Region) read(off uint64, p []byte) error {
+	if m, ok := r.inArea(off, uint64(len(p))); ok {
+		copy(p, m)
+		return nil
+	}
+	for done := 0; done < len(p); {
+		n := min(regionPiece, len(p)-done)
+		if err := r.c.ReadRegion(device.RegionMigration, off+uint64(done), p[done:done+n]); err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
+}
+
+func (r *v1Region) write(off uint64, p []byte) error {
+	if m, ok := r.inArea(off, uint64(len(p))); ok {
+		copy(m, p)
+		return nil
+	}
+	for done := 0; done < len(p); {
+		n := min(regionPiece, len(p)-done)
+		if err := r.c.WriteRegion(device.RegionMigration, off+uint64(done), p[done:done+n]); err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
+}
+
+// transfer runs the v1 save loop on src and the resume loop on dst until
+// src has no pending bytes: pending_bytes, data_offset, data_size, the
+// data; then the destination's data_offset, the data, data_size.
+func transfer(src, dst *v1Region, buf *[]byte) (int, error) {
+	total := 0
+	for i := 0; i < maxV1Chunks; i++ {
+		pending, err := src.u64(v1Pending)
+		if err != nil {
+			return total, fmt.Errorf("driver: v1 pending_bytes: %w", err)
+		}
+		if pending == 0 {
+			return total, nil
+		}
+		off, err := src.u64(v1DataOff)
+		if err != nil {
+			return total, fmt.Errorf("driver: v1 data_offset: %w", err)
+		}
+		size, err := src.u64(v1DataSize)
+		if err != nil {
+			return total, fmt.Errorf("driver: v1 data_size: %w", err)
+		}
+		if size == 0 || size > 64<<20 {
+			return total, fmt.Errorf("driver: v1 data_size %d with %d bytes pending", size, pending)
+		}
+		if uint64(cap(*buf)) < size {
+			*buf = make([]byte, size)
+		}
+		data := (*buf)[:size]
+		if err := src.read(off, data); err != nil {
+			return total, fmt.Errorf("driver: v1 data read: %w", err)
+		}
+		doff, err := dst.u64(v1DataOff)
+		if err != nil {
+			return total, fmt.Errorf("driver: v1 destination data_offset: %w", err)
+		}
+		if err := dst.write(doff, data); err != nil {
+			return total, fmt.Errorf("driver: v1 data write: %w", err)
+		}
+		if err := dst.setU64(v1DataSize, size); err != nil {
+			return total, fmt.Errorf("driver: v1 destination data_size: %w", err)
+		}
+		total += int(size)
+	}
+	return total, errors.New("driver: v1 source never runs out of pending bytes")
+}
+
+// MigrateV1 migrates through the v1 migration region, with the data area
+// mapped when the server offers it (and opts.NoMMap is not set), and dirty
+// pages through DIRTY_PAGES.
+func MigrateV1(src, dst Endpoint, opts Options) (Report, error) {
+	opts.defaults()
+	rep := Report{Protocol: "v1"}
+	start := time.Now()
+	ps := opts.PageSize
+	if err := checkEndpoints(src, dst, ps); err != nil {
+		return rep, err
+	}
+	sr, err := openV1(src.Client, !opts.NoMMap)
+	if err != nil {
+		return rep, err
+	}
+	defer sr.close()
+	dr, err := openV1(dst.Client, !opts.NoMMap)
+	if err != nil {
+		return rep, err
+	}
+	defer dr.close()
+
+	if err := dr.setState(v1Resuming); err != nil {
+		return rep, err
+	}
+	if err := src.Client.DirtyPages(vfiouser.DirtyPagesStart); err != nil {
+		return rep, fmt.Errorf("driver: starting dirty logging: %w", err)
+	}
+	logging := true
+	defer func() {
+		if logging {
+			src.Client.DirtyPages(vfiouser.DirtyPagesStop)
+		}
+	}()
+	copy(dst.Mem, src.Mem)
+	rep.Pages = len(src.Mem) / int(ps)
+	dirtyRound := func() error {
+		bm, err := src.Client.DirtyPagesBitmap(src.IOVA, uint64(len(src.Mem)), ps)
+		if err != nil {
+			return fmt.Errorf("driver: dirty bitmap: %w", err)
+		}
+		n := copyDirty(src.Mem, dst.Mem, bm, ps)
+		rep.Pages += n
+		rep.DirtyPages += n
+		return nil
+	}
+	var buf []byte
+	if err := sr.setState(v1Running | v1Saving); err != nil {
+		return rep, err
+	}
+	n, err := transfer(sr, dr, &buf)
+	rep.PreCopyBytes, rep.StateBytes = n, n
+	if err != nil {
+		return rep, err
+	}
+	for r := 0; r < opts.PreCopyRounds; r++ {
+		if err := dirtyRound(); err != nil {
+			return rep, err
+		}
+	}
+	if opts.BeforeStop != nil {
+		opts.BeforeStop()
+	}
+	stopped := time.Now()
+	if err := sr.setState(v1Saving); err != nil {
+		return rep, err
+	}
+	n, err = transfer(sr, dr, &buf)
+	rep.StateBytes += n
+	if err != nil {
+		return rep, err
+	}
+	if err := dirtyRound(); err != nil {
+		return rep, err
+	}
+	logging = false
+	if err := src.Client.DirtyPages(vfiouser.DirtyPagesStop); err != nil {
+		return rep, fmt.Errorf("driver: stopping dirty logging: %w", err)
+	}
+	if err := dr.setState(v1Running); err != nil {
+		return rep, fmt.Errorf("driver: destination refused the state: %w", err)
+	}
+	rep.Downtime = time.Since(stopped)
+	if err := sr.setState(0); err != nil {
+		return rep, err
+	}
+	rep.Total = time.Since(start)
+	return rep, nil
+}
