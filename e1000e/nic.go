@@ -39,6 +39,10 @@ import (
 //	                              64-bit pairs by their low offset)
 //	n.loopback()                  whether TX frames loop back to RX
 //
+// The core's state for migration is in plain structs (RegistersState,
+// PHYState, NVMState, InterruptsState, LinkState, StatsState) with
+// n.saveX/n.restoreX under mu and a Validate method each.
+//
 // and the datapath offers the core, also with mu held:
 //
 //	n.kickTX()     after a TDT or TCTL write or when transmit becomes possible
@@ -92,8 +96,9 @@ type Config struct {
 	// Logger receives the NIC's logs; nil discards them.
 	Logger *slog.Logger
 	// RXFilterSize is how many receive-address (RA) entries the exact-match
-	// filter honours: 16 is the hardware; 0 disables exact matching.
-	// Negative means the default, 16.
+	// filter honours: 16 is the hardware. 0, the model parameter's off
+	// value, turns unicast address filtering off (every unicast frame is
+	// accepted). Negative means 16.
 	RXFilterSize int
 	// AutonegDelay is how long PHY autonegotiation takes; zero means the
 	// 500 ms of QEMU's model.
