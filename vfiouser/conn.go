@@ -51,6 +51,7 @@ type Conn struct {
 	closeOnce    sync.Once
 	teardownOnce sync.Once
 	closed       chan struct{}
+	done         chan struct{} // closed when teardown is complete
 	serving      atomic.Bool
 }
 
@@ -67,6 +68,7 @@ func newConn(s *Server, fd int) *Conn {
 		wbuf:    make([]byte, HeaderSize, readBufInitial),
 		pending: make(map[uint16]*dmaWaiter),
 		closed:  make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	c.mig, _ = s.dev.(device.Migratable)
 	c.rd = newReader(fd, readBufInitial, int(c.maxMsg))
@@ -127,6 +129,7 @@ func (c *Conn) teardown() {
 		c.rd.close()
 		unix.Close(c.fd)
 		c.srv.release(c)
+		close(c.done)
 	})
 }
 

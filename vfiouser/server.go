@@ -34,6 +34,10 @@ type Options struct {
 	// DMATimeout bounds the wait for the client's reply to a DMA_READ or
 	// DMA_WRITE the server sent for a range mapped without fd.
 	DMATimeout time.Duration
+	// HandoverWait is how long a new client waits for the previous one's
+	// teardown before it is refused: when QEMU is killed and restarted,
+	// the new connection can arrive before the old one's EOF is read.
+	HandoverWait time.Duration
 }
 
 // Server serves one device to one client at a time.
@@ -64,6 +68,9 @@ func NewServer(dev device.Device, opts Options) *Server {
 	if opts.DMATimeout == 0 {
 		opts.DMATimeout = DefaultDMATimeout
 	}
+	if opts.HandoverWait == 0 {
+		opts.HandoverWait = 500 * time.Millisecond
+	}
 	return &Server{dev: dev, opts: opts, log: opts.Logger}
 }
 
@@ -84,6 +91,23 @@ func (s *Server) NewConn(fd int) (*Conn, error) {
 	s.active = c
 	s.dev.Connect(c.dma)
 	return c, nil
+}
+
+// newConnAfter is NewConn, after waiting up to wait for the current client
+// (if any) to be torn down.
+func (s *Server) newConnAfter(fd int, wait time.Duration) (*Conn, error) {
+	s.mu.Lock()
+	old := s.active
+	s.mu.Unlock()
+	if old != nil {
+		t := time.NewTimer(wait)
+		select {
+		case <-old.done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	return s.NewConn(fd)
 }
 
 func (s *Server) release(c *Conn) {
@@ -117,7 +141,7 @@ func (s *Server) Serve(ln *Listener) error {
 			continue
 		}
 		backoff = 0
-		c, err := s.NewConn(fd)
+		c, err := s.newConnAfter(fd, s.opts.HandoverWait)
 		if err != nil {
 			s.log.Warn("vfio-user: refusing a second client", "socket", ln.path, "err", err)
 			continue
