@@ -19,6 +19,7 @@ import (
 // device in a namespace, so that the namespace's kernel is the guest's peer
 // over the stream backend just as over a TAP backend.
 type Relay struct {
+	vlan uint16 // if not 0: the stream side carries this VLAN, the TAP none
 	tap  *os.File
 	conn net.Conn
 	wg   sync.WaitGroup
@@ -33,6 +34,15 @@ const maxFrame = 65536 + 64
 // StartRelay opens TAP tapName inside ns and connects to the stream socket at
 // path (retrying until timeout, as the NIC side may still be starting).
 func StartRelay(ns *NetNS, tapName, path string, timeout time.Duration) (*Relay, error) {
+	return StartVLANRelay(ns, tapName, path, 0, timeout)
+}
+
+// StartVLANRelay is StartRelay with an 802.1Q tag: frames from the TAP get
+// tag vid on their way to the NIC, frames from the NIC lose it on their way
+// to the TAP, and NIC frames without that tag are dropped. The namespace's
+// kernel then talks to a guest VLAN sub-interface with no VLAN support of
+// its own.
+func StartVLANRelay(ns *NetNS, tapName, path string, vid uint16, timeout time.Duration) (*Relay, error) {
 	var tap *os.File
 	err := ns.Do(func() (err error) {
 		tap, err = openTAP(tapName)
@@ -54,7 +64,7 @@ func StartRelay(ns *NetNS, tapName, path string, timeout time.Duration) (*Relay,
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	r := &Relay{tap: tap, conn: conn}
+	r := &Relay{tap: tap, conn: conn, vlan: vid}
 	r.wg.Add(2)
 	go r.toStream()
 	go r.toTAP()
@@ -79,14 +89,23 @@ func (r *Relay) shut() {
 
 func (r *Relay) toStream() {
 	defer r.wg.Done()
-	b := make([]byte, 4+maxFrame)
+	b := make([]byte, 4+maxFrame+4)
 	for {
 		n, err := r.tap.Read(b[4:])
 		if err != nil {
 			r.fail(fmt.Errorf("relay: tap read: %w", err))
 			return
 		}
-		binary.BigEndian.PutUint32(b, uint32(n))
+		frame := b[4 : 4+n]
+		if r.vlan != 0 && n >= 12 {
+			// Make room for the tag after the two MAC addresses.
+			copy(b[4+16:4+n+4], b[4+12:4+n])
+			binary.BigEndian.PutUint16(b[4+12:], 0x8100)
+			binary.BigEndian.PutUint16(b[4+14:], r.vlan&0x0fff)
+			n += 4
+			frame = b[4 : 4+n]
+		}
+		binary.BigEndian.PutUint32(b, uint32(len(frame)))
 		if _, err := r.conn.Write(b[:4+n]); err != nil {
 			r.fail(fmt.Errorf("relay: stream write: %w", err))
 			return
@@ -112,10 +131,27 @@ func (r *Relay) toTAP() {
 			r.fail(fmt.Errorf("relay: stream read: %w", err))
 			return
 		}
-		if _, err := r.tap.Write(b[:n]); err != nil {
+		frame := b[:n]
+		if r.vlan != 0 {
+			var ok bool
+			if frame, ok = untag(frame, r.vlan); !ok {
+				continue
+			}
+		}
+		if _, err := r.tap.Write(frame); err != nil {
 			continue // the TAP refuses what its kernel would drop; go on
 		}
 	}
+}
+
+// untag removes an 802.1Q tag with VLAN id vid (in place); ok is false
+// for a frame without that tag.
+func untag(f []byte, vid uint16) ([]byte, bool) {
+	if len(f) < 18 || binary.BigEndian.Uint16(f[12:]) != 0x8100 || binary.BigEndian.Uint16(f[14:])&0x0fff != vid {
+		return nil, false
+	}
+	copy(f[12:], f[16:])
+	return f[:len(f)-4], true
 }
 
 // Close stops the relay and returns the first error it met, if any.

@@ -34,13 +34,15 @@ type rig struct {
 	relay  *harness.Relay
 	g      guest
 	stream string // the stream backend's socket path
+	vlan   uint16
 }
 
 type rigOpts struct {
 	backend    string // backendTAP when empty
 	kernelArgs string
 	mtu        int
-	noIP       bool // leave eth0 down
+	noIP       bool   // leave eth0 down
+	vlan       uint16 // with backendStream: the relay tags and untags this VLAN
 }
 
 var (
@@ -66,7 +68,7 @@ func newRig(t *testing.T, ctx context.Context, kind string, o rigOpts) *rig {
 	if o.backend == "" {
 		o.backend = backendTAP
 	}
-	r := &rig{t: t, ctx: ctx, kind: kind, dir: shortDir(t)}
+	r := &rig{t: t, ctx: ctx, kind: kind, dir: shortDir(t), vlan: o.vlan}
 	r.ns = netns(t, o.mtu)
 	r.stream = filepath.Join(r.dir, "net.sock")
 	cfg := harness.VMConfig{Dir: filepath.Join(r.dir, "vm"), KernelArgs: o.kernelArgs}
@@ -126,7 +128,7 @@ func (r *rig) startServer(sc harness.ServerConfig) {
 var relayMu sync.Mutex
 
 func (r *rig) startRelay() {
-	rl, err := harness.StartRelay(r.ns, "tap0", r.stream, 60*time.Second)
+	rl, err := harness.StartVLANRelay(r.ns, "tap0", r.stream, r.vlan, 60*time.Second)
 	relayMu.Lock()
 	defer relayMu.Unlock()
 	if err != nil {
