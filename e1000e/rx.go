@@ -74,8 +74,13 @@ func (n *NIC) receiveLocked(frame []byte) {
 	if rctl&RCTL_EN == 0 || len(frame) == 0 {
 		return
 	}
+	// A device stopped for migration changes no register: frames only
+	// wait in the backlog, which is saved with the state.
+	quiet := n.mig.quiesced
 	if len(frame) > rxMaxFrame || (len(frame) > rxMaxStd && rctl&(rctlLPE|rctlSBP) == 0) {
-		n.addStat(ROC, 1)
+		if !quiet {
+			n.addStat(ROC, 1)
+		}
 		return
 	}
 	// Filters look at the first bytes of the padded frame.
@@ -95,10 +100,14 @@ func (n *NIC) receiveLocked(frame []byte) {
 		return
 	}
 	// No descriptors for it now: keep it, in order, if there is room.
-	n.addStat(RNBC, 1)
-	n.raise(ICR_RXO)
+	if !quiet {
+		n.addStat(RNBC, 1)
+		n.raise(ICR_RXO)
+	}
 	if n.rx.blN == rxBacklogMax {
-		n.addStat(MPC, 1)
+		if !quiet {
+			n.addStat(MPC, 1)
+		}
 		return
 	}
 	slot := &n.rx.backlog[(n.rx.blHead+n.rx.blN)%rxBacklogMax]
