@@ -72,14 +72,29 @@ func serve(r io.Reader, w io.Writer) {
 		if len(line) == 0 || line[0] != '{' {
 			continue // noise, or the host's empty keep-alive
 		}
-		var req Request
-		if err := json.Unmarshal(line, &req); err != nil {
-			send(Reply{Err: "bad request: " + err.Error()})
+		req, err := decodeRequest(line)
+		if err != nil {
+			send(Reply{Err: err.Error()})
 			continue
 		}
 		send(run(req))
 	}
 	fmt.Fprintln(os.Stderr, "agent: input ended:", sc.Err())
+}
+
+// decodeRequest parses one request line, refusing what run could not use.
+func decodeRequest(line []byte) (Request, error) {
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		return Request{}, fmt.Errorf("bad request: %w", err)
+	}
+	if req.Cmd == "" {
+		return Request{}, fmt.Errorf("bad request: no command")
+	}
+	if len(req.Args) > 16 {
+		return Request{}, fmt.Errorf("bad request: %d arguments (at most 16)", len(req.Args))
+	}
+	return req, nil
 }
 
 // timeout is the request's deadline, 60 s when none is given, at most 30 min.

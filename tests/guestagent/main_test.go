@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"e1000e-vfu/tests/agentproto"
 )
@@ -77,4 +78,23 @@ func TestLimitedBuffer(t *testing.T) {
 	if b.b.Len() != maxOut || !strings.HasSuffix(b.String(), "[output truncated]") {
 		t.Errorf("kept %d bytes", b.b.Len())
 	}
+}
+
+func FuzzDecodeRequest(f *testing.F) {
+	f.Add([]byte(`{"id":1,"cmd":"sh","args":["ip link"],"timeout_ms":5000}`))
+	f.Add([]byte(`{"id":-1,"cmd":"","args":null}`))
+	f.Add([]byte(`{"cmd":"send","args":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}`))
+	f.Add([]byte(`{"timeout_ms":99999999999999}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		req, err := decodeRequest(line)
+		if err != nil {
+			return
+		}
+		if req.Cmd == "" || len(req.Args) > 16 {
+			t.Fatalf("accepted %+v", req)
+		}
+		if d := timeout(req); d <= 0 || d > 30*time.Minute {
+			t.Fatalf("timeout %v out of bounds", d)
+		}
+	})
 }

@@ -138,14 +138,9 @@ func newAgent(conn net.Conn) *Agent {
 		sc := bufio.NewScanner(conn)
 		sc.Buffer(make([]byte, 64<<10), agentproto.MaxLine+1024)
 		for sc.Scan() {
-			line := sc.Bytes()
-			i := bytes.Index(line, []byte(agentproto.Prefix))
-			if i < 0 {
-				continue
-			}
-			var r agentproto.Reply
-			if err := json.Unmarshal(line[i+len(agentproto.Prefix):], &r); err != nil {
-				continue // a garbled line; its caller times out
+			r, ok := parseReply(sc.Bytes())
+			if !ok {
+				continue // noise, or a garbled line whose caller times out
 			}
 			select {
 			case a.replies <- r:
@@ -155,6 +150,19 @@ func newAgent(conn net.Conn) *Agent {
 		}
 	}()
 	return a
+}
+
+// parseReply finds an agent reply in a line from the agent port.
+func parseReply(line []byte) (agentproto.Reply, bool) {
+	i := bytes.Index(line, []byte(agentproto.Prefix))
+	if i < 0 {
+		return agentproto.Reply{}, false
+	}
+	var r agentproto.Reply
+	if err := json.Unmarshal(line[i+len(agentproto.Prefix):], &r); err != nil {
+		return agentproto.Reply{}, false
+	}
+	return r, true
 }
 
 // WaitReady waits for the agent's greeting.

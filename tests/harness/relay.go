@@ -115,23 +115,13 @@ func (r *Relay) toStream() {
 
 func (r *Relay) toTAP() {
 	defer r.wg.Done()
-	var hdr [4]byte
 	b := make([]byte, maxFrame)
 	for {
-		if _, err := io.ReadFull(r.conn, hdr[:]); err != nil {
-			r.fail(fmt.Errorf("relay: stream read: %w", err))
+		frame, err := readFrame(r.conn, b)
+		if err != nil {
+			r.fail(err)
 			return
 		}
-		n := binary.BigEndian.Uint32(hdr[:])
-		if n > maxFrame {
-			r.fail(fmt.Errorf("relay: frame of %d bytes", n))
-			return
-		}
-		if _, err := io.ReadFull(r.conn, b[:n]); err != nil {
-			r.fail(fmt.Errorf("relay: stream read: %w", err))
-			return
-		}
-		frame := b[:n]
 		if r.vlan != 0 {
 			var ok bool
 			if frame, ok = untag(frame, r.vlan); !ok {
@@ -142,6 +132,23 @@ func (r *Relay) toTAP() {
 			continue // the TAP refuses what its kernel would drop; go on
 		}
 	}
+}
+
+// readFrame reads one length-prefixed frame from the stream into buf
+// (len(buf) bounds the frame) and returns it.
+func readFrame(rd io.Reader, buf []byte) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(rd, hdr[:]); err != nil {
+		return nil, fmt.Errorf("relay: stream read: %w", err)
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > uint32(len(buf)) {
+		return nil, fmt.Errorf("relay: frame of %d bytes (at most %d)", n, len(buf))
+	}
+	if _, err := io.ReadFull(rd, buf[:n]); err != nil {
+		return nil, fmt.Errorf("relay: stream read: %w", err)
+	}
+	return buf[:n], nil
 }
 
 // untag removes an 802.1Q tag with VLAN id vid (in place); ok is false
