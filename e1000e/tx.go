@@ -131,7 +131,10 @@ func (n *NIC) kickTX() {
 	if r.head == r.tail {
 		causes |= ICR_TXQE
 	}
-	n.raiseTX(causes, ide)
+	// Raising nothing would still release causes the delay timers hold.
+	if causes != 0 {
+		n.raiseTX(causes, ide)
+	}
 }
 
 // txDoneCause is the cause a descriptor write-back raises.

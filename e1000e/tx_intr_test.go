@@ -84,3 +84,16 @@ func TestMSIXQueueCauses(t *testing.T) {
 		t.Fatalf("ICR %#x: RXT0/TXDW are the non-MSI-X causes", icr)
 	}
 }
+
+// A doorbell that completes nothing must not release delayed causes.
+func TestTXIdleDoorbellKeepsDelay(t *testing.T) {
+	r := newRig(t, IRQModeINTx, Config{})
+	r.w(TIDV, 0xFFFF)
+	r.mem.put(dpTxBuf, testFrame(64, 1))
+	r.pushTX(txDataDesc(dpTxBuf, 64, txdCmdEOP|txdCmdRS|txdCmdIDE, 0, 0))
+	// Half a packet: the doorbell finds no end and completes nothing.
+	r.pushTX(txDataDesc(dpTxBuf, 64, txdCmdIDE, 0, 0))
+	if rawICR(r)&ICR_TXDW != 0 {
+		t.Fatal("an idle doorbell released the delayed TXDW")
+	}
+}
