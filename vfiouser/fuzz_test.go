@@ -100,24 +100,32 @@ func FuzzDispatch(f *testing.F) {
 	}
 	var ri [RegionInfoSize]byte
 	RegionInfo{Argsz: 32, Index: 2}.Encode(ri[:])
-	f.Add(msg(CmdGetRegionInfo, 0, ri[:]))
+	f.Add(msg(CmdGetRegionInfo, 0, ri[:]), false)
 	var is [IRQSetSize]byte
 	IRQSet{Argsz: 20, Flags: 4 | 32, Index: 2, Start: 0, Count: 1}.Encode(is[:])
-	f.Add(msg(CmdSetIRQs, 0, is[:]))
+	f.Add(msg(CmdSetIRQs, 0, is[:]), true) // QEMU's MSI-X vector 0 with its eventfd
 	f.Add(append(msg(CmdRegionWrite, FlagNoReply, regionWritePayload(0, 8, []byte{1, 2, 3, 4})),
-		msg(CmdRegionRead, 0, regionWritePayload(0, 8, nil))...))
+		msg(CmdRegionRead, 0, regionWritePayload(0, 8, nil))...), false)
 	var dm [DMAMapSize]byte
 	DMAMap{Argsz: 32, Flags: 3, Addr: 0x1000, Size: 0x1000}.Encode(dm[:])
-	f.Add(msg(CmdDMAMap, 0, dm[:]))
-	f.Add(msg(CmdDeviceFeature, 0, []byte{8, 0, 0, 0, 1, 0, 1, 0}))
-	f.Add(msg(CmdDeviceGetInfo, 0, make([]byte, 16)))
-	f.Add([]byte{1, 0, 4, 0, 8, 0, 0, 0})
+	f.Add(msg(CmdDMAMap, 0, dm[:]), false)
+	f.Add(msg(CmdDMAMap, 0, dm[:]), true) // an eventfd where a memfd belongs
+	f.Add(msg(CmdDeviceFeature, 0, []byte{8, 0, 0, 0, 1, 0, 1, 0}), false)
+	f.Add(msg(CmdDeviceGetInfo, 0, make([]byte, 16)), true)
+	f.Add([]byte{1, 0, 4, 0, 8, 0, 0, 0}, false)
 	version := msg(CmdVersion, 0, qemuVersionPayload())
-	f.Fuzz(func(t *testing.T, stream []byte) {
+	f.Fuzz(func(t *testing.T, stream []byte, withFD bool) {
 		if len(stream) > 1<<16 {
 			return
 		}
 		before := countFDs(t)
+		efd := -1
+		if withFD {
+			var err error
+			if efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {
+				t.Fatal(err)
+			}
+		}
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -128,9 +136,19 @@ func FuzzDispatch(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		written := make(chan struct{})
 		go func() {
+			defer close(written)
 			unix.Write(fds[1], version)
-			for b := stream; len(b) > 0; {
+			b := stream
+			if efd >= 0 && len(b) > 0 {
+				// The first bytes carry the descriptor, as a header would.
+				n, err := unix.SendmsgN(fds[1], b, unix.UnixRights(efd), nil, 0)
+				if err == nil {
+					b = b[n:]
+				}
+			}
+			for len(b) > 0 {
 				n, err := unix.Write(fds[1], b)
 				if err != nil {
 					break
@@ -138,6 +156,9 @@ func FuzzDispatch(f *testing.F) {
 				b = b[n:]
 			}
 			unix.Shutdown(fds[1], unix.SHUT_WR)
+			if efd >= 0 {
+				unix.Close(efd)
+			}
 		}()
 		drained := make(chan struct{})
 		go func() {
@@ -164,6 +185,7 @@ func FuzzDispatch(f *testing.F) {
 			}
 		}
 		conn.Close()
+		<-written
 		<-drained
 		unix.Close(fds[1])
 		dev.mmap.Close()
