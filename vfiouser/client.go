@@ -1,6 +1,7 @@
 package vfiouser
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -85,19 +86,34 @@ func Dial(path string) (*Client, error) {
 }
 
 // NewClient wraps a connected, blocking stream socket, which the client
-// owns from then on.
+// owns from then on. Replies are awaited for at most 10 s (SetTimeout).
 func NewClient(fd int) *Client {
-	return &Client{
+	c := &Client{
 		fd:      fd,
 		rd:      newReader(fd, readBufInitial, HeaderSize+maxMsgOverhead+64<<20+256<<20),
-		timeout: 10 * time.Second,
 		wbuf:    make([]byte, 0, readBufInitial),
 		maxXfer: DefaultMaxDataXferSize,
 	}
+	c.SetTimeout(10 * time.Second)
+	return c
 }
 
-// SetTimeout bounds the wait for each reply once the reader goroutine runs.
-func (c *Client) SetTimeout(d time.Duration) { c.timeout = d }
+// SetTimeout bounds the wait for each reply. While the caller reads its own
+// replies this is the socket's receive timeout; with the reader goroutine
+// it is a timer per call.
+func (c *Client) SetTimeout(d time.Duration) {
+	c.callMu.Lock()
+	defer c.callMu.Unlock()
+	c.timeout = d
+	if !c.bg {
+		setRecvTimeout(c.fd, d)
+	}
+}
+
+func setRecvTimeout(fd int, d time.Duration) {
+	tv := unix.NsecToTimeval(d.Nanoseconds())
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+}
 
 // Close closes the socket.
 func (c *Client) Close() error {
@@ -186,6 +202,10 @@ func (c *Client) wait(id uint16) (clientReply, error) {
 	// Each pass consumes one message.
 	for {
 		m, err := c.rd.next(uint32(c.rd.max))
+		if errors.Is(err, syscall.EAGAIN) {
+			// The receive timeout; a late reply is skipped by its id.
+			return clientReply{}, fmt.Errorf("no reply within %v: %w", c.timeout, syscall.ETIMEDOUT)
+		}
 		if err != nil {
 			return clientReply{}, err
 		}
@@ -214,6 +234,7 @@ func (c *Client) startReader() {
 		c.bgErr = make(chan error, 1)
 		c.bgDone = make(chan struct{})
 		c.bg = true
+		setRecvTimeout(c.fd, 0) // the reader goroutine waits for as long as it takes
 		go c.readLoop()
 	})
 }

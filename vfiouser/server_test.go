@@ -369,8 +369,15 @@ func TestBrokenStreams(t *testing.T) {
 			return cl.Send(Header{MsgID: 1, Command: CmdDeviceGetInfo, Size: 32}, p[:], fds)
 		},
 	}
+	// A healthy connection to another device must not notice anything.
+	_, healthy := negotiated(t, newFakeDevice(t))
 	for name, send := range cases {
 		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if _, err := healthy.GetInfo(); err != nil {
+					t.Fatal("other connection disturbed:", err)
+				}
+			}()
 			dev := newFakeDevice(t)
 			_, conn, cl := pair(t, dev, false, Options{})
 			go func() {
@@ -427,6 +434,19 @@ func TestStepOneMessage(t *testing.T) {
 	unix.Shutdown(cl.fd, unix.SHUT_WR)
 	if err := conn.Step(); err == nil || errors.Is(err, errStream) {
 		t.Fatalf("Step after close: %v, want EOF", err)
+	}
+}
+
+func TestClientReplyTimeout(t *testing.T) {
+	checkFDs(t)
+	_, _, cl := pair(t, newFakeDevice(t), false, Options{}) // nobody steps the server
+	cl.SetTimeout(50 * time.Millisecond)
+	start := time.Now()
+	if _, err := cl.GetInfo(); !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("call to a silent server: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("timeout not honoured")
 	}
 }
 
