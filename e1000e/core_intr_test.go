@@ -343,3 +343,91 @@ func BenchmarkRaiseMSIX(b *testing.B) {
 		n.mu.Unlock()
 	}
 }
+
+// TestINTxThrottle: with ITR, an INTx assertion that comes while the
+// interval runs waits for its end; one that is acknowledged meanwhile does
+// not come at all.
+func TestINTxThrottle(t *testing.T) {
+	n, irq := newNICWith(t, IRQModeINTx, Config{})
+	n.WriteReg(ITR, 4000)
+	n.WriteReg(IMS, ICR_TXDW)
+	n.mu.Lock()
+	n.raise(ICR_TXDW) // asserts, starts the interval
+	n.readICR()       // deasserts
+	n.raise(ICR_TXDW) // held back
+	held := irq.snapshot()
+	n.mu.Unlock()
+	if held.rises != 1 || held.intx {
+		t.Fatalf("rises %d intx %v inside the interval", held.rises, held.intx)
+	}
+	waitFor(t, "throttled INTx", func() bool { return irq.snapshot().rises == 2 })
+
+	n.mu.Lock()
+	n.readICR()
+	n.raise(ICR_TXDW) // asserts if the interval ended, which restarts it
+	n.readICR()
+	n.raise(ICR_TXDW) // held back: an interval runs now
+	n.readICR()       // and acknowledged before it ends
+	rises := irq.snapshot().rises
+	n.mu.Unlock()
+	time.Sleep(10 * time.Millisecond)
+	if s := irq.snapshot(); s.rises != rises || s.intx {
+		t.Fatalf("stale INTx assertion: rises %d (was %d) intx %v", s.rises, rises, s.intx)
+	}
+}
+
+// TestEITRThrottle: per-vector moderation in MSI-X mode.
+func TestEITRThrottle(t *testing.T) {
+	n, irq := newNICWith(t, IRQModeMSIX, Config{})
+	n.WriteReg(IVAR, 0x800A0908)
+	n.WriteReg(EIAC, ICR_RXQ0|ICR_TXQ0)
+	n.WriteReg(IMS, ICR_RXQ0|ICR_TXQ0)
+	n.WriteReg(EITR0, 4000) // vector 0 only
+	n.mu.Lock()
+	n.raise(ICR_RXQ0)
+	n.raise(ICR_RXQ0)
+	n.raise(ICR_RXQ0) // one held message, however many causes
+	n.raise(ICR_TXQ0) // vector 1 is not throttled
+	early := irq.snapshot()
+	n.mu.Unlock()
+	if early.msix[0] != 1 || early.msix[1] != 1 {
+		t.Fatalf("vectors %v inside the interval", early.msix)
+	}
+	waitFor(t, "throttled vector 0", func() bool { return irq.snapshot().msix[0] == 2 })
+	time.Sleep(5 * time.Millisecond)
+	if s := irq.snapshot(); s.msix[0] != 2 {
+		t.Fatalf("vector 0 fired %d times", s.msix[0])
+	}
+}
+
+// TestIMSFlushesTimers: writing every cause to IMS with
+// INT_TIMERS_CLEAR_ENA delivers what the delay timers hold.
+func TestIMSFlushesTimers(t *testing.T) {
+	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n.WriteReg(CTRL_EXT, CTRL_EXT_INT_TIMERS_CLEAR_ENA)
+	n.WriteReg(RDTR, 0xFFFF)
+	n.mu.Lock()
+	n.raiseRX(ICR_RXT0)
+	n.mu.Unlock()
+	n.WriteReg(IMS, ICR_RXT0)
+	if irq.snapshot().msi != 0 {
+		t.Fatal("partial IMS write flushed the timers")
+	}
+	n.WriteReg(IMS, 0xFFFFFFFF)
+	if irq.snapshot().msi != 1 || n.ReadReg(ICR)&ICR_RXT0 == 0 {
+		t.Fatal("full IMS write did not flush the delayed cause")
+	}
+}
+
+func TestEERSTReloadsAndClears(t *testing.T) {
+	n := newTestNIC(t)
+	n.WriteReg(RA, 0)
+	n.WriteReg(RA+4, 0)
+	n.WriteReg(CTRL_EXT, CTRL_EXT_EE_RST|CTRL_EXT_DRV_LOAD)
+	if v := n.ReadReg(CTRL_EXT); v != CTRL_EXT_DRV_LOAD {
+		t.Fatalf("CTRL_EXT %#x: EE_RST did not clear itself", v)
+	}
+	if n.ReadReg(RA+4)&RAH_AV == 0 || n.ReadReg(RA) == 0 {
+		t.Fatal("EE_RST did not reload RAR0")
+	}
+}

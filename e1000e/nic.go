@@ -108,7 +108,7 @@ type Config struct {
 	Interrupter Interrupter
 }
 
-// DefaultMAC is the address used when Config.MAC is nil.
+// defaultMAC is the address used when Config.MAC is nil.
 var defaultMAC = [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
 
 // New builds a NIC in its power-on state with the link up.
@@ -133,9 +133,6 @@ func New(cfg Config) (*NIC, error) {
 	if n.autonegDelay <= 0 {
 		n.autonegDelay = 500 * time.Millisecond
 	}
-	if n.irq == nil {
-		n.irq = noInterrupts{}
-	}
 	switch len(cfg.MAC) {
 	case 0:
 		n.perm = defaultMAC
@@ -150,6 +147,8 @@ func New(cfg Config) (*NIC, error) {
 	n.buildNVM()
 	n.initTimers()
 	n.autoneg = n.newTimer(n.autonegDone)
+	// Without an Interrupter of its own, the NIC signals through the PCI
+	// function's eventfds.
 	if err := n.pciInit(cfg.Interrupter == nil); err != nil {
 		return nil, err
 	}
@@ -158,16 +157,6 @@ func New(cfg Config) (*NIC, error) {
 	n.resetLocked(false)
 	n.mu.Unlock()
 	return n, nil
-}
-
-// SetInterrupter replaces how interrupts are delivered.
-func (n *NIC) SetInterrupter(irq Interrupter) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if irq == nil {
-		irq = noInterrupts{}
-	}
-	n.irq = irq
 }
 
 // MAC returns the permanent MAC address.
@@ -243,13 +232,3 @@ func (n *NIC) resetLocked(soft bool) {
 	n.irq.SetINTx(false)
 	n.resetRings()
 }
-
-// noInterrupts drops every interrupt: the state before the PCI glue or a
-// test installs an Interrupter.
-type noInterrupts struct{}
-
-func (noInterrupts) Mode() IRQMode        { return IRQModeINTx }
-func (noInterrupts) MSIX(int)             {}
-func (noInterrupts) MSI()                 {}
-func (noInterrupts) SetINTx(bool)         {}
-func (noInterrupts) ClearMSIXPending(int) {}
