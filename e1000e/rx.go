@@ -5,6 +5,13 @@ import (
 	"hash/crc32"
 )
 
+// Receive. A frame from the backend (or from loopback) is filtered on
+// arrival, then written to ring 0 at once if enough descriptors are free
+// for all of it; otherwise it waits, in order, in a bounded backlog that
+// RDT writes, RCTL.EN, link up and Bus Master enable drain. The frame the
+// guest sees has its VLAN tag stripped (CTRL.VME), is padded to 60 bytes
+// and carries a computed FCS unless RCTL.SECRC strips it.
+
 // Receive limits.
 const (
 	// rxBacklogMax frames wait, in buffers kept for reuse, while the ring

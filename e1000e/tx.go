@@ -4,6 +4,14 @@ import (
 	"encoding/binary"
 )
 
+// Transmit. A packet is processed only once its EOP descriptor is inside
+// [TDH, TDT): until then TDH stays at its first descriptor and nothing of it
+// is held, so the packet in flight is exactly the ring's descriptors from
+// TDH on (what migration saves), never a half-gathered buffer. Context
+// descriptors take effect as they are read. A packet that cannot end well
+// (too many descriptors, too long, unreadable) is consumed and dropped, and
+// its remaining descriptors up to EOP are discarded.
+
 // Transmit limits. A packet may span at most txMaxDataDescs data
 // descriptors (QEMU's limit since CVE-2020-16092) and txMaxPacket bytes (a
 // 64 KiB TSO payload plus its headers); the scan for a packet's end looks at
