@@ -2,6 +2,8 @@ package driver_test
 
 import (
 	"bytes"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,5 +196,103 @@ func TestDirtyPagesExact(t *testing.T) {
 			t.Errorf("v1=%v: only %d pages written: the test does not exercise the NIC", v1, written)
 		}
 		t.Logf("v1=%v: %d pages written, %d reported", v1, written, reported)
+	}
+}
+
+// TestResumingIsQuiet: a destination in RESUMING takes config writes,
+// SET_IRQS and register writes, but neither touches guest memory nor
+// signals an eventfd, whatever arrives from the network; once running with
+// the loaded state it does both.
+func TestResumingIsQuiet(t *testing.T) {
+	src, dst := newSide(t, e1000e.MigrationOptions{}), newSide(t, e1000e.MigrationOptions{})
+	efds := make([]*vfiouser.EventFD, 5)
+	for i := range efds {
+		e, err := vfiouser.NewEventFD()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		efds[i] = e
+	}
+	msix := func(g *guest) {
+		if err := g.s.cl.WriteRegion(device.RegionConfig, 0xA3, []byte{0x80}); err != nil {
+			t.Fatal(err)
+		}
+		g.wr(e1000e.IVAR, 0x80000000|0x8|0x9<<8|0xa<<16)
+		g.wr(e1000e.EIAC, e1000e.ICR_RXQ0|e1000e.ICR_TXQ0)
+		g.wr(e1000e.IMS, e1000e.ICR_RXQ0|e1000e.ICR_TXQ0|e1000e.ICR_OTHER)
+	}
+	gs := &guest{t: t, s: src}
+	gs.init()
+	msix(gs)
+
+	if _, err := dst.cl.SetMigrationState(device.MigResuming); err != nil {
+		t.Fatal(err)
+	}
+	gd := &guest{t: t, s: dst}
+	gd.init()
+	msix(gd)
+	if err := dst.cl.SetIRQEventFDs(device.IRQMSIX, 0, efds); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := bytes.Clone(dst.mem.Data)
+	mac := dst.nic.MAC()
+	for i := 0; i < 5; i++ {
+		dst.nic.Receive(frame(mac, uint32(i), 100))
+	}
+	gd.wr(e1000e.ICS, e1000e.ICR_RXQ0)
+	if !bytes.Equal(snapshot, dst.mem.Data) {
+		t.Error("a resuming device wrote guest memory")
+	}
+	for v, e := range efds {
+		if n, _ := e.Wait(20 * time.Millisecond); n != 0 {
+			t.Errorf("a resuming device signalled vector %d", v)
+		}
+	}
+
+	if _, err := driver.MigrateV2(src.endpoint(), dst.endpoint(), driver.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	dst.nic.Receive(frame(mac, 0, 100))
+	if n, _ := efds[0].Wait(5 * time.Second); n == 0 {
+		t.Error("no RX interrupt from the running destination")
+	}
+	gs.s = dst
+	if n := gs.poll(); n != 1 {
+		t.Errorf("the destination delivered %d frames, want 1", n)
+	}
+}
+
+// TestIncompatibleDestinationRefusesEarly: a version-2 state into a NIC
+// started as version 1 fails at the first pre-copy write, naming
+// rx-filter-size; the source goes back to running, the destination stays
+// untouched in RESUMING.
+func TestIncompatibleDestinationRefusesEarly(t *testing.T) {
+	src := newSide(t, e1000e.MigrationOptions{})
+	logs := &logBuf{}
+	dst := newSideFilters(t, e1000e.MigrationOptions{Logger: slog.New(slog.NewTextHandler(logs, nil))}, 0)
+	g := &guest{t: t, s: src}
+	g.init()
+	stopped := false
+	_, err := driver.MigrateV2(src.endpoint(), dst.endpoint(), driver.Options{BeforeStop: func() { stopped = true }})
+	// The wire carries an errno; the destination's log names the cause.
+	if err == nil || !strings.Contains(err.Error(), "MIG_DATA_WRITE") {
+		t.Fatalf("migration into a version-1 NIC: %v, want the first data write refused", err)
+	}
+	if !strings.Contains(logs.String(), "rx-filter-size") {
+		t.Errorf("the destination's refusal does not name rx-filter-size: %s", logs)
+	}
+	if stopped {
+		t.Error("the source was stopped before the destination refused")
+	}
+	if st, _ := dst.cl.MigrationState(); st != device.MigResuming {
+		t.Errorf("destination in state %d, want RESUMING", st)
+	}
+	if _, err := src.cl.SetMigrationState(device.MigRunning); err != nil {
+		t.Fatal(err)
+	}
+	src.nic.Receive(frame(src.nic.MAC(), 0, 100))
+	if n := g.poll(); n != 1 {
+		t.Errorf("the source took %d frames after the refusal, want 1", n)
 	}
 }

@@ -2,7 +2,6 @@ package driver_test
 
 import (
 	"encoding/binary"
-	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -58,12 +57,21 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func newSide(t testing.TB, opts e1000e.MigrationOptions) *side {
 	t.Helper()
+	return newSideFilters(t, opts, -1)
+}
+
+// newSideFilters builds a side whose NIC has rx-filter-size filters (0:
+// started as version 1).
+func newSideFilters(t testing.TB, opts e1000e.MigrationOptions, filters int) *side {
+	t.Helper()
 	a, b := netdev.NewPair()
-	nic, err := e1000e.New(e1000e.Config{Backend: a, RXFilterSize: -1, Logger: quiet})
+	nic, err := e1000e.New(e1000e.Config{Backend: a, RXFilterSize: filters, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Logger = quiet
+	if opts.Logger == nil {
+		opts.Logger = quiet
+	}
 	dev, err := e1000e.NewMigratable(nic, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -274,6 +282,21 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-func nicMAC(s *side) []byte { return s.nic.MAC() }
+// logBuf collects a server's log lines.
+type logBuf struct {
+	mu sync.Mutex
+	b  []byte
+}
 
-var _ = fmt.Sprint
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.b = append(l.b, p...)
+	l.mu.Unlock()
+	return len(p), nil
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
