@@ -1,0 +1,57 @@
+package e1000e
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"e1000e-vfu/migration"
+)
+
+var updateStreams = flag.Bool("update-streams", false, "rewrite the sample state streams in testdata")
+
+// TestStateSampleStreams keeps one sample stream per model version: each
+// must keep loading, and must save back to the same bytes, so a change of
+// the state's representation cannot slip in without a new parameter
+// (FORMAT.md, compatibility rules).
+func TestStateSampleStreams(t *testing.T) {
+	for _, c := range []struct {
+		file    string
+		filters int
+	}{
+		{"state-e1000e-version1.bin", 0},
+		{"state-e1000e-version2.bin", -1},
+	} {
+		path := filepath.Join("testdata", c.file)
+		if *updateStreams {
+			b, err := migration.Save(nil, busyNIC(t, c.filters), migration.Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll("testdata", 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := newStateNIC(t, c.filters)
+		if err := migration.Load(want, n, migration.Limits{}, nil); err != nil {
+			t.Errorf("%s no longer loads: %v", c.file, err)
+			continue
+		}
+		got, err := migration.Save(nil, n, migration.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s saves back to different bytes (%d, was %d): the state representation changed; put the change behind a model parameter, or rewrite the samples with -update-streams if no stream was ever released", c.file, len(got), len(want))
+		}
+	}
+}
