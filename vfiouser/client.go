@@ -36,8 +36,9 @@ type Client struct {
 	replies chan clientReply
 	bgErr   chan error
 
-	memMu sync.RWMutex
-	mems  []*clientMem // ranges mapped without fd, served from here
+	memMu  sync.RWMutex
+	mems   []*clientMem // ranges mapped without fd, served from here
+	layout DMALayout
 }
 
 type clientReply struct {
@@ -96,6 +97,15 @@ func NewClient(fd int) *Client {
 	}
 	c.SetTimeout(10 * time.Second)
 	return c
+}
+
+// SetDMALayout chooses the layout in which the client expects and answers
+// DMA_READ/DMA_WRITE (the server's Options.DMALayout). Call it before
+// mapping memory without fd.
+func (c *Client) SetDMALayout(l DMALayout) {
+	c.memMu.Lock()
+	c.layout = l
+	c.memMu.Unlock()
 }
 
 // SetTimeout bounds the wait for each reply. While the caller reads its own
@@ -284,21 +294,22 @@ func (c *Client) serveDMA(m *message) {
 		writeMsg(c.fd, b, nil)
 		c.wmu.Unlock()
 	}
-	rw, err := DecodeDMARW(m.payload)
-	if err != nil || (m.hdr.Command != CmdDMARead && m.hdr.Command != CmdDMAWrite) {
-		reply(nil, syscall.EINVAL)
-		return
-	}
-	if rw.Count > uint64(c.maxXfer) {
-		reply(nil, syscall.EINVAL)
-		return
-	}
 	c.memMu.Lock()
 	defer c.memMu.Unlock()
+	write := m.hdr.Command == CmdDMAWrite
+	addr, count, data, err := decodeDMARW(c.layout, m.payload, write)
+	if err != nil || (m.hdr.Command != CmdDMARead && !write) {
+		reply(nil, syscall.EINVAL)
+		return
+	}
+	if count > uint64(c.maxXfer) {
+		reply(nil, syscall.EINVAL)
+		return
+	}
 	var mem []byte
 	for _, cm := range c.mems {
-		if rw.Addr >= cm.addr && rw.Addr-cm.addr <= uint64(len(cm.data)) && rw.Count <= uint64(len(cm.data))-(rw.Addr-cm.addr) {
-			mem = cm.data[rw.Addr-cm.addr : rw.Addr-cm.addr+rw.Count]
+		if addr >= cm.addr && addr-cm.addr <= uint64(len(cm.data)) && count <= uint64(len(cm.data))-(addr-cm.addr) {
+			mem = cm.data[addr-cm.addr : addr-cm.addr+count]
 			break
 		}
 	}
@@ -306,18 +317,16 @@ func (c *Client) serveDMA(m *message) {
 		reply(nil, syscall.EFAULT)
 		return
 	}
-	out := make([]byte, DMARWSize, DMARWSize+len(mem))
-	rw.Encode(out)
-	if m.hdr.Command == CmdDMARead {
-		reply(append(out, mem...), 0)
+	if !write {
+		reply(encodeDMARW(c.layout, addr, len(mem), mem), 0)
 		return
 	}
-	if uint64(len(m.payload)) != DMARWSize+rw.Count {
-		reply(nil, syscall.EINVAL)
+	copy(mem, data)
+	if c.layout == DMALayoutQEMU {
+		reply(nil, 0) // QEMU answers a DMA_WRITE with the header alone
 		return
 	}
-	copy(mem, m.payload[DMARWSize:])
-	reply(out, 0)
+	reply(encodeDMARW(c.layout, addr, len(mem), nil), 0)
 }
 
 // Negotiate sends VERSION with caps (DefaultCapabilities when nil) and

@@ -3,6 +3,7 @@ package vfiouser
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"sync"
 	"syscall"
 	"testing"
@@ -173,8 +174,18 @@ func TestDMAShrunkFile(t *testing.T) {
 
 func TestMessageDMA(t *testing.T) {
 	checkFDs(t)
+	for _, layout := range []DMALayout{DMALayoutSpec, DMALayoutQEMU} {
+		t.Run(fmt.Sprint("layout ", layout), func(t *testing.T) { testMessageDMA(t, layout) })
+	}
+}
+
+func testMessageDMA(t *testing.T, layout DMALayout) {
 	dev := newFakeDevice(t)
-	_, cl := negotiated(t, dev)
+	_, _, cl := pair(t, dev, true, Options{DMALayout: layout})
+	if _, err := cl.Negotiate(nil); err != nil {
+		t.Fatal(err)
+	}
+	cl.SetDMALayout(layout)
 	guest := make([]byte, 2*4096)
 	copy(guest[100:], "hello")
 	if err := cl.MapMessage(0x40000, guest, DMAFlagRead|DMAFlagWrite); err != nil {

@@ -69,6 +69,16 @@ func FuzzDecoders(f *testing.F) {
 			func(v any) []byte { b := make([]byte, LoggingReportSize); v.(LoggingReport).Encode(b); return b }, LoggingReportSize)
 		roundTrip("dma rw", func(b []byte) (any, error) { return DecodeDMARW(b) },
 			func(v any) []byte { b := make([]byte, DMARWSize); v.(DMARW).Encode(b); return b }, DMARWSize)
+		for _, l := range []DMALayout{DMALayoutSpec, DMALayoutQEMU} {
+			addr, count, data, err := decodeDMARW(l, p, true)
+			if err != nil || count > 1<<20 {
+				continue
+			}
+			a2, c2, d2, err := decodeDMARW(l, encodeDMARW(l, addr, int(count), data), true)
+			if err != nil || a2 != addr || c2 != count || !bytes.Equal(d2, data) {
+				t.Fatalf("dma rw layout %d round trip: %v", l, err)
+			}
+		}
 		if s, err := DecodeLoggingStart(p); err == nil {
 			s2, err := DecodeLoggingStart(s.Encode(nil))
 			if err != nil || s2.PageSize != s.PageSize || len(s2.Ranges) != len(s.Ranges) {

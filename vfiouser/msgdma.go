@@ -42,11 +42,14 @@ func (c *Conn) dmaChunks(cmd Command, addr uint64, p []byte) error {
 
 func (c *Conn) dmaOne(cmd Command, addr uint64, p []byte) error {
 	w := &dmaWaiter{cmd: cmd, addr: addr, buf: p, done: make(chan error, 1)}
-	size := HeaderSize + DMARWSize
+	var data []byte
 	if cmd == CmdDMAWrite {
-		size += len(p)
+		data = p
 	}
+	payload := encodeDMARW(c.srv.opts.DMALayout, addr, len(p), data)
+	size := HeaderSize + len(payload)
 	msg := make([]byte, size)
+	copy(msg[HeaderSize:], payload)
 	c.pmu.Lock()
 	if c.isClosed() {
 		c.pmu.Unlock()
@@ -64,10 +67,6 @@ func (c *Conn) dmaOne(cmd Command, addr uint64, p []byte) error {
 	c.pmu.Unlock()
 
 	Header{MsgID: id, Command: cmd, Size: uint32(size), Flags: FlagTypeCommand}.Encode(msg)
-	DMARW{Addr: addr, Count: uint64(len(p))}.Encode(msg[HeaderSize:])
-	if cmd == CmdDMAWrite {
-		copy(msg[HeaderSize+DMARWSize:], p)
-	}
 	c.wmu.Lock()
 	err := writeMsg(c.fd, msg, nil)
 	c.wmu.Unlock()
@@ -123,10 +122,13 @@ func (c *Conn) replyResult(w *dmaWaiter, m *message) error {
 		return fmt.Errorf("%s [%#x+%#x]: client replied: %w", w.cmd, w.addr, len(w.buf), e)
 	}
 	if w.cmd == CmdDMARead {
-		if len(m.payload) < DMARWSize+len(w.buf) {
+		// The count in the reply is not trusted: the data must cover what
+		// was asked.
+		off := c.srv.opts.DMALayout.dataOffset()
+		if len(m.payload) < off+len(w.buf) {
 			return fmt.Errorf("DMA_READ reply of %d bytes for %d: %w", len(m.payload), len(w.buf), syscall.EIO)
 		}
-		copy(w.buf, m.payload[DMARWSize:DMARWSize+len(w.buf)])
+		copy(w.buf, m.payload[off:off+len(w.buf)])
 	}
 	return nil
 }
