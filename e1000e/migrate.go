@@ -73,9 +73,12 @@ func NewMigratable(n *NIC, opts MigrationOptions) (*Migratable, error) {
 // (the only way out of the ERROR state) and drops the interrupts a
 // quiesced NIC was holding.
 func (m *Migratable) Reset() error {
+	// The NIC resets while still quiesced, so resuming it afterwards
+	// finds nothing of the old state to send or DMA.
 	m.NIC.dropHeld()
+	err := m.NIC.Reset()
 	m.Machine.Reset()
-	return m.NIC.Reset()
+	return err
 }
 
 // Close stops the NIC and releases the v1 region.

@@ -61,6 +61,11 @@ type nicLoader struct {
 	stats    StatsState
 	pci      pciStateS
 	fifo     rxFIFOState
+
+	// cfgTarget and cfgWrite are the config bytes Apply writes, computed
+	// (and checked) by Validate.
+	cfgTarget []byte
+	cfgWrite  []bool
 }
 
 func (l *nicLoader) DecodeSection(s migration.Section) error {
@@ -133,7 +138,9 @@ func (l *nicLoader) Validate() error {
 			return fmt.Errorf("e1000e: tx-inflight: %d descriptors, the ring holds %d from its head", l.inflight.Count, (q.Tail+size-q.Head)%max(size, 1))
 		}
 	}
-	return nil
+	var err error
+	l.cfgTarget, l.cfgWrite, err = l.pciWrites()
+	return err
 }
 
 // Validate implements migration.Validator for config.
@@ -310,9 +317,14 @@ func (l *nicLoader) pciWrites() ([]byte, []bool, error) {
 // (its hooks take it); then the NIC under n.mu.
 func (l *nicLoader) Apply() error {
 	n := l.n
-	target, write, err := l.pciWrites()
-	if err != nil {
-		return err
+	target, write := l.cfgTarget, l.cfgWrite
+	if target == nil {
+		return errors.New("e1000e: apply before validate")
+	}
+	// Pending bits this NIC had are not the source's: clear them before
+	// the config writes, so enabling MSI-X cannot deliver one.
+	for v := 0; v < numMSIXVecs; v++ {
+		n.pci.fn.IRQs.ClearPending(device.IRQMSIX, uint32(v))
 	}
 	cs := n.pci.fn.Config
 	for o := 0; o < len(target); o++ {
@@ -324,9 +336,6 @@ func (l *nicLoader) Apply() error {
 		if err := cs.Write(uint64(o), target[o:o+1]); err != nil {
 			return fmt.Errorf("e1000e: pci: writing config byte %#x: %w", o, err)
 		}
-	}
-	for v := 0; v < numMSIXVecs; v++ {
-		n.pci.fn.IRQs.ClearPending(device.IRQMSIX, uint32(v))
 	}
 	var e [device.MSIXEntrySize]byte
 	for v := 0; v < numMSIXVecs; v++ {
