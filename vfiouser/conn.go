@@ -97,7 +97,8 @@ func (c *Conn) Serve() error {
 }
 
 // Close ends the connection. When Serve runs, it returns and tears down;
-// otherwise Close tears down itself.
+// otherwise Close tears down itself, so a caller that steps the connection
+// must not call Close while a Step is under way.
 func (c *Conn) Close() {
 	c.closeOnce.Do(func() {
 		close(c.closed)
