@@ -34,6 +34,9 @@ type Config struct {
 	Log      io.Writer
 	// Control, when not empty, is the control socket's path.
 	Control string
+	// MigrationV1 offers the legacy v1 migration region beside migration
+	// v2 ("off", "on", or "mmap" to also offer its data area for mmap).
+	MigrationV1 string
 	// Device is the device model's effective configuration.
 	Device model.Config
 
@@ -77,6 +80,7 @@ func parseServe(e env, args []string) (Config, error) {
 	fs.BoolVar(&cfg.ValidateOnly, "validate-only", false, "check the configuration, print the effective parameters and exit")
 	fs.BoolVar(&cfg.JSON, "json", false, "with --validate-only: print the configuration as the source list JSON")
 	fs.StringVar(&cfg.Control, "control", "", "serve the control socket at `PATH`")
+	fs.StringVar(&cfg.MigrationV1, "migration-v1", "off", "offer the legacy v1 migration region: off, on, or mmap (its data area mappable); migration v2 is always offered")
 	if err := parseFlags(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -100,6 +104,11 @@ func parseServe(e env, args []string) (Config, error) {
 		if err := checkParentDir(cfg.PCAP); err != nil {
 			return Config{}, usagef("--pcap %s", err)
 		}
+	}
+	switch cfg.MigrationV1 {
+	case "off", "on", "mmap":
+	default:
+		return Config{}, usagef("--migration-v1 %q: want off, on or mmap", cfg.MigrationV1)
 	}
 	if cfg.JSON && !cfg.ValidateOnly {
 		return Config{}, usagef("--json needs --validate-only")

@@ -86,6 +86,7 @@ type server struct {
 	log     *slog.Logger
 	backend netdev.Backend
 	nic     *e1000e.NIC
+	dev     *e1000e.Migratable // the NIC as served: with its migration state machine
 	watch   *clientWatch
 	target  *nicTarget
 	ctlLn   *net.UnixListener // nil without --control
@@ -135,7 +136,18 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		return nil, fmt.Errorf("building the NIC: %w", err)
 	}
 	s.nic = nic
-	s.watch = newClientWatch(nic)
+	// Migration v2 is always offered: it costs nothing until a client
+	// asks, and a VM whose device cannot migrate cannot be moved off a host.
+	dev, err := e1000e.NewMigratable(nic, e1000e.MigrationOptions{
+		Logger: log.With("part", "migration"),
+		V1:     cfg.MigrationV1 != "off",
+		V1MMap: cfg.MigrationV1 == "mmap",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("serving the NIC for migration: %w", err)
+	}
+	s.dev = dev
+	s.watch = newClientWatch(dev)
 	s.target = &nicTarget{nic: nic, cfg: cfg.Device, watch: s.watch}
 
 	if err := s.backend.Start(nic); err != nil {
@@ -180,6 +192,9 @@ func (s *server) startAttrs(cfg Config) []any {
 	if cfg.Control != "" {
 		attrs = append(attrs, "control", cfg.Control)
 	}
+	if cfg.MigrationV1 != "" && cfg.MigrationV1 != "off" {
+		attrs = append(attrs, "migration-v1", cfg.MigrationV1)
+	}
 	return attrs
 }
 
@@ -187,7 +202,7 @@ func (s *server) startAttrs(cfg Config) []any {
 // next one still there: no new client (the socket file goes), the current
 // client dropped and the device disconnected from its memory, the control
 // socket closed, then the backend (no more frames) and the NIC (no more
-// timers). serveDone and ctlDone are nil once already received.
+// timers, the v1 region). serveDone and ctlDone are nil once already received.
 func (s *server) shutdown(serveDone <-chan error, ctlCancel context.CancelFunc, ctlDone <-chan error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
@@ -223,7 +238,7 @@ func (s *server) shutdown(serveDone <-chan error, ctlCancel context.CancelFunc, 
 		if err := s.backend.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing the backend: %w", err))
 		}
-		s.nic.Close()
+		s.dev.Close()
 		done <- errors.Join(errs...)
 	}()
 	select {
@@ -247,7 +262,10 @@ func (s *server) release() {
 			s.log.Warn("closing the backend", "err", err)
 		}
 	}
-	if s.nic != nil {
+	switch {
+	case s.dev != nil:
+		s.dev.Close()
+	case s.nic != nil:
 		s.nic.Close()
 	}
 }

@@ -299,6 +299,14 @@ func (g *guest) setup() {
 	if err := g.c.Reset(); err != nil {
 		g.t.Fatal(err)
 	}
+	g.mapMemory()
+	g.enablePCI()
+	g.program()
+}
+
+// mapMemory shares fresh guest memory with the device.
+func (g *guest) mapMemory() {
+	g.t.Helper()
 	mem, err := vfiouser.NewMemory(memSize)
 	if err != nil {
 		g.t.Fatal(err)
@@ -307,6 +315,13 @@ func (g *guest) setup() {
 	if err := g.c.Map(memBase, mem, 0, memSize, vfiouser.DMAFlagRead|vfiouser.DMAFlagWrite); err != nil {
 		g.t.Fatal(err)
 	}
+}
+
+// enablePCI sets Bus Master and MSI-X with one eventfd per vector, as
+// QEMU does when the guest enables them (or restores them after a
+// migration).
+func (g *guest) enablePCI() {
+	g.t.Helper()
 	g.cfgWrite(pciCommand, 2, g.cfgRead(pciCommand, 2)|pciMemory|pciBusMaster)
 	for range numVectors {
 		e, err := vfiouser.NewEventFD()
@@ -319,7 +334,11 @@ func (g *guest) setup() {
 		g.t.Fatal(err)
 	}
 	g.cfgWrite(g.findCap(device.CapIDMSIX)+2, 2, 0x8000) // MSI-X enable
+}
 
+// program sets the NIC up as QEMU's e1000e test does.
+func (g *guest) program() {
+	g.t.Helper()
 	g.wr(e1000e.CTRL, e1000e.CTRL_RST|e1000e.CTRL_SLU)
 	g.wr(e1000e.IVAR, ivarQ0)
 	g.wr(e1000e.CTRL_EXT, e1000e.CTRL_EXT_DRV_LOAD)
