@@ -1,0 +1,304 @@
+// Package orchestrator migrates a running guest whose NIC is served by
+// e1000e-vfu from one QEMU to another, in the order the device-model rules
+// set: check that the destination can take the source's state before
+// anything starts, verify that the destination server was started with the
+// source's configuration, then drive both QEMUs over QMP, showing progress,
+// and sum up what it took.
+package orchestrator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"e1000e-vfu/control"
+	"e1000e-vfu/device/model"
+	"e1000e-vfu/qmp"
+)
+
+// Plan says what to migrate where.
+type Plan struct {
+	// SrcControl is the source server's control socket: its configuration
+	// (model and parameter list) is read there.
+	SrcControl string
+	// DstControl, when set, is the destination server's control socket: its
+	// configuration must match the source's exactly.
+	DstControl string
+	// DstModels is the destination's description (what `describe` prints on
+	// the destination host); the source's list is checked against it.
+	DstModels []*model.Model
+	// SrcQMP and DstQMP are the QMP sockets of the two QEMUs. The
+	// destination QEMU waits for the migration (started with -incoming).
+	SrcQMP, DstQMP string
+	// URI is the migration channel, e.g. "unix:/run/mig.sock". When the
+	// destination was started with "-incoming defer", it is told to listen
+	// there first.
+	URI string
+	// DowntimeLimit, when not zero, is set as QEMU's downtime-limit.
+	DowntimeLimit time.Duration
+	// Poll is the progress interval (500 ms when zero).
+	Poll time.Duration
+	// Progress receives one line per poll and the summary; nil discards.
+	Progress io.Writer
+}
+
+// Summary is what a completed migration took.
+type Summary struct {
+	Total, Downtime, Setup time.Duration
+	// DeviceBytes is the VFIO device state QEMU moved; RAMBytes the guest
+	// memory.
+	DeviceBytes, RAMBytes uint64
+	DirtySyncs            uint64
+	Source                model.Source
+}
+
+// IncompatibleError lists every reason the destination cannot take the
+// source's state; nothing was started.
+type IncompatibleError struct {
+	Problems []model.Problem
+}
+
+func (e *IncompatibleError) Error() string {
+	msgs := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		msgs[i] = p.Msg
+	}
+	return "destination is incompatible: " + strings.Join(msgs, "; ")
+}
+
+// Check runs the checks that need no QEMU: the source's configuration
+// against the destination's description and, when the destination server
+// is reachable, its configuration. It returns the source's configuration.
+func Check(ctx context.Context, p Plan) (model.Source, error) {
+	src, err := querySource(ctx, p.SrcControl)
+	if err != nil {
+		return model.Source{}, fmt.Errorf("source server: %w", err)
+	}
+	if len(p.DstModels) == 0 {
+		return src, errors.New("no destination description to check against")
+	}
+	if probs := model.Check(src, p.DstModels); len(probs) > 0 {
+		return src, &IncompatibleError{Problems: probs}
+	}
+	if p.DstControl != "" {
+		dst, err := querySource(ctx, p.DstControl)
+		if err != nil {
+			return src, fmt.Errorf("destination server: %w", err)
+		}
+		if probs := sameConfig(src, dst); len(probs) > 0 {
+			return src, &IncompatibleError{Problems: probs}
+		}
+	}
+	return src, nil
+}
+
+func querySource(ctx context.Context, path string) (model.Source, error) {
+	raw, err := control.Call(ctx, path, control.Request{Cmd: "query-config"})
+	if err != nil {
+		return model.Source{}, err
+	}
+	return model.DecodeSource(bytes.NewReader(raw))
+}
+
+// sameConfig says how the destination server's configuration differs from
+// the source's: the destination must have been started with the source's
+// list (the seed's "instantiate the destination with the source's
+// parameters").
+func sameConfig(src, dst model.Source) []model.Problem {
+	if src.Model != dst.Model {
+		return []model.Problem{{Msg: fmt.Sprintf("destination server runs model %s, source %s", dst.Model, src.Model)}}
+	}
+	m := model.Lookup(dst.Model)
+	if m == nil {
+		return []model.Problem{{Msg: fmt.Sprintf("destination model %s is unknown to this program", dst.Model)}}
+	}
+	cfg, err := m.ResolveList(dst.Params)
+	if err != nil {
+		return []model.Problem{{Msg: "destination configuration: " + err.Error()}}
+	}
+	return cfg.Matches(src)
+}
+
+// migrateStatus is the part of query-migrate this package reads.
+type migrateStatus struct {
+	Status    string `json:"status"`
+	ErrorDesc string `json:"error-desc"`
+	TotalTime int64  `json:"total-time"`
+	Downtime  int64  `json:"downtime"`
+	SetupTime int64  `json:"setup-time"`
+	RAM       *struct {
+		Transferred uint64  `json:"transferred"`
+		Remaining   uint64  `json:"remaining"`
+		Total       uint64  `json:"total"`
+		DirtySyncs  uint64  `json:"dirty-sync-count"`
+		DirtyRate   uint64  `json:"dirty-pages-rate"`
+		MbPerS      float64 `json:"mbps"`
+	} `json:"ram"`
+	VFIO *struct {
+		Transferred uint64 `json:"transferred"`
+	} `json:"vfio"`
+}
+
+// Run checks, then migrates. An incompatible destination is refused with an
+// *IncompatibleError before QEMU's migration starts. A failed migration
+// leaves the source running; the error says why.
+func Run(ctx context.Context, p Plan) (Summary, error) {
+	out := p.Progress
+	if out == nil {
+		out = io.Discard
+	}
+	poll := p.Poll
+	if poll <= 0 {
+		poll = 500 * time.Millisecond
+	}
+	src, err := Check(ctx, p)
+	if err != nil {
+		return Summary{Source: src}, err
+	}
+	fmt.Fprintf(out, "check: destination accepts %s\n", describeSource(src))
+
+	sq, err := qmp.Dial(ctx, p.SrcQMP)
+	if err != nil {
+		return Summary{Source: src}, fmt.Errorf("source QEMU: %w", err)
+	}
+	defer sq.Close()
+	dq, err := qmp.Dial(ctx, p.DstQMP)
+	if err != nil {
+		return Summary{Source: src}, fmt.Errorf("destination QEMU: %w", err)
+	}
+	defer dq.Close()
+
+	var st struct {
+		Status  string `json:"status"`
+		Running bool   `json:"running"`
+	}
+	if err := dq.Execute(ctx, "query-status", nil, &st); err != nil {
+		return Summary{Source: src}, fmt.Errorf("destination QEMU: %w", err)
+	}
+	if st.Status != "inmigrate" {
+		return Summary{Source: src}, fmt.Errorf("destination QEMU is %q, not waiting for an incoming migration (start it with -incoming)", st.Status)
+	}
+	if err := dq.Execute(ctx, "migrate-incoming", map[string]any{"uri": p.URI}, nil); err != nil {
+		// A destination started with -incoming URI already listens there.
+		var qe *qmp.Error
+		if !errors.As(err, &qe) || !strings.Contains(strings.ToLower(qe.Desc), "already") {
+			return Summary{Source: src}, fmt.Errorf("destination QEMU: %w", err)
+		}
+	}
+	if p.DowntimeLimit > 0 {
+		args := map[string]any{"downtime-limit": p.DowntimeLimit.Milliseconds()}
+		if err := sq.Execute(ctx, "migrate-set-parameters", args, nil); err != nil {
+			return Summary{Source: src}, fmt.Errorf("source QEMU: %w", err)
+		}
+	}
+	if err := sq.Execute(ctx, "migrate", map[string]any{"uri": p.URI}, nil); err != nil {
+		return Summary{Source: src}, fmt.Errorf("source QEMU: %w", err)
+	}
+	fmt.Fprintf(out, "migrate: started to %s\n", p.URI)
+
+	var ms migrateStatus
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		if err := sq.Execute(ctx, "query-migrate", nil, &ms); err != nil {
+			return Summary{Source: src}, fmt.Errorf("source QEMU: %w", err)
+		}
+		fmt.Fprintln(out, progressLine(ms))
+		if ms.Status == "completed" || ms.Status == "failed" || ms.Status == "cancelled" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			sq.Execute(cctx, "migrate_cancel", nil, nil)
+			cancel()
+			return Summary{Source: src}, fmt.Errorf("migration cancelled: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	if ms.Status != "completed" {
+		return Summary{Source: src}, fmt.Errorf("migration %s: %s", ms.Status, ms.ErrorDesc)
+	}
+
+	// The destination resumes by itself once the migration completes.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err := dq.Execute(ctx, "query-status", nil, &st); err != nil {
+			return Summary{Source: src}, fmt.Errorf("destination QEMU after migration: %w", err)
+		}
+		if st.Running {
+			break
+		}
+		if st.Status != "inmigrate" && st.Status != "finish-migrate" && st.Status != "prelaunch" {
+			return Summary{Source: src}, fmt.Errorf("destination QEMU is %q after the migration", st.Status)
+		}
+		if time.Now().After(deadline) {
+			return Summary{Source: src}, fmt.Errorf("destination QEMU still %q 30 s after the migration", st.Status)
+		}
+		select {
+		case <-ctx.Done():
+			return Summary{Source: src}, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
+	s := Summary{
+		Source:   src,
+		Total:    time.Duration(ms.TotalTime) * time.Millisecond,
+		Downtime: time.Duration(ms.Downtime) * time.Millisecond,
+		Setup:    time.Duration(ms.SetupTime) * time.Millisecond,
+	}
+	if ms.RAM != nil {
+		s.RAMBytes = ms.RAM.Transferred
+		s.DirtySyncs = ms.RAM.DirtySyncs
+	}
+	if ms.VFIO != nil {
+		s.DeviceBytes = ms.VFIO.Transferred
+	}
+	fmt.Fprintf(out, "done: total %v, downtime %v, device state %d bytes, guest memory %.1f MiB in %d dirty syncs\n",
+		s.Total, s.Downtime, s.DeviceBytes, float64(s.RAMBytes)/(1<<20), s.DirtySyncs)
+	return s, nil
+}
+
+func describeSource(s model.Source) string {
+	parts := make([]string, 0, len(s.Params))
+	for _, a := range s.Params {
+		parts = append(parts, a.String())
+	}
+	list := strings.Join(parts, ",")
+	if list == "" {
+		list = "no parameters"
+	}
+	return s.Model + " (" + list + ")"
+}
+
+func progressLine(ms migrateStatus) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "migrate: %-9s %6.1fs", ms.Status, float64(ms.TotalTime)/1000)
+	if ms.RAM != nil {
+		fmt.Fprintf(&b, "  ram %7.1f MiB sent, %7.1f MiB left, %d dirty pages/s, %.1f Mbit/s",
+			float64(ms.RAM.Transferred)/(1<<20), float64(ms.RAM.Remaining)/(1<<20), ms.RAM.DirtyRate, ms.RAM.MbPerS)
+	}
+	if ms.VFIO != nil {
+		fmt.Fprintf(&b, "  device %d bytes", ms.VFIO.Transferred)
+	}
+	return b.String()
+}
+
+// MarshalJSON writes the summary for scripts.
+func (s Summary) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		TotalMS     int64        `json:"total_ms"`
+		DowntimeMS  int64        `json:"downtime_ms"`
+		SetupMS     int64        `json:"setup_ms"`
+		DeviceBytes uint64       `json:"device_bytes"`
+		RAMBytes    uint64       `json:"ram_bytes"`
+		DirtySyncs  uint64       `json:"dirty_syncs"`
+		Source      model.Source `json:"source"`
+	}{s.Total.Milliseconds(), s.Downtime.Milliseconds(), s.Setup.Milliseconds(), s.DeviceBytes, s.RAMBytes, s.DirtySyncs, s.Source})
+}
