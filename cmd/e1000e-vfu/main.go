@@ -31,6 +31,9 @@ Usage:
   e1000e-vfu control --socket PATH COMMAND talk to a running server's control
                                            socket (query-config, query-stats,
                                            query-status, link-up, link-down)
+  e1000e-vfu migrate --src-control PATH --src-qmp PATH --dst-qmp PATH --uri URI
+                                           check the destination, then live-migrate
+                                           the guest between two QEMUs
   e1000e-vfu version                       print the program and model versions
   e1000e-vfu help                          print this text
 
@@ -87,13 +90,15 @@ func cli(e env, args []string) int {
 		}
 	case "control":
 		err = controlCmd(e, rest)
+	case "migrate":
+		err = migrateCmd(e, rest)
 	case "version", "--version", "-version":
 		err = versionCmd(e, rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return exitOK
 	default:
-		err = usagef("unknown command %q (commands: serve, describe, check, control, version, help)", cmd)
+		err = usagef("unknown command %q (commands: serve, describe, check, control, migrate, version, help)", cmd)
 	}
 	var ue *usageError
 	switch {
