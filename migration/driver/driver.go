@@ -50,11 +50,14 @@ type Options struct {
 
 // Report says what a migration moved and how long it took.
 type Report struct {
-	Protocol     string        // "v2" or "v1"
-	StateBytes   int           // the device state, all of it
-	PreCopyBytes int           // of which moved while the device ran
-	Pages        int           // guest pages copied, the first full copy included
-	DirtyPages   int           // pages the device reported dirty
+	Protocol     string // "v2" or "v1"
+	StateBytes   int    // the device state, all of it
+	PreCopyBytes int    // of which moved while the device ran
+	Pages        int    // guest pages copied, the first full copy included
+	DirtyPages   int    // pages the device reported dirty
+	// SizeEstimate is what MIG_DATA_SIZE announced when the device was
+	// stopped (v2): the bytes STOP_COPY then had to move.
+	SizeEstimate uint64
 	Downtime     time.Duration // source stopped until destination running
 	Total        time.Duration
 }
@@ -200,6 +203,11 @@ func MigrateV2(src, dst Endpoint, opts Options) (Report, error) {
 	stopped := time.Now()
 	if _, err := src.Client.SetMigrationState(device.MigStopCopy); err != nil {
 		return rep, fmt.Errorf("driver: source to STOP_COPY: %w", err)
+	}
+	// QEMU sizes its transfer with MIG_DATA_SIZE; a server without the
+	// extension answers ENOTSUP, which is no reason to fail.
+	if est, err := src.Client.MigDataSize(); err == nil {
+		rep.SizeEstimate = est
 	}
 	n, err := move()
 	rep.StateBytes += n

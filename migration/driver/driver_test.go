@@ -126,6 +126,9 @@ func TestMigrateV2UnderTraffic(t *testing.T) {
 	if rep.PreCopyBytes == 0 {
 		t.Error("nothing moved in pre-copy")
 	}
+	if want := uint64(rep.StateBytes - rep.PreCopyBytes); rep.SizeEstimate != want {
+		t.Errorf("MIG_DATA_SIZE in STOP_COPY said %d bytes, %d came", rep.SizeEstimate, want)
+	}
 }
 
 func TestMigrateV1UnderTraffic(t *testing.T) {
