@@ -129,6 +129,13 @@ func (n *NIC) raise(causes uint32) {
 	}
 	n.stopDelayTimers()
 	n.mac[ICR>>2] |= causes &^ ICR_INT_ASSERTED
+	if n.irq.Mode() == IRQModeMSIX {
+		// Every raise of a queue cause sends its vector's message, as on
+		// QEMU's model, even when the driver does not auto-clear the
+		// cause with EIAC (QEMU's own e1000e test does not). OTHER still
+		// waits for the driver to clear it.
+		n.intr.signalled &^= causes & (ICR_RXQ0 | ICR_RXQ1 | ICR_TXQ0 | ICR_TXQ1)
+	}
 	n.updateIRQ()
 }
 

@@ -120,7 +120,7 @@ func buildRegTable() []regRow {
 		plainReg("FCAL", FCAL, 0, allBits),
 		plainReg("FCAH", FCAH, 0, 0xFFFF),
 		plainReg("FCT", FCT, 0, 0xFFFF),
-		plainReg("VET", VET, 0, 0xFFFF),
+		plainReg("VET", VET, 0x8100, 0xFFFF),
 		regHook("ICR", ICR, 0, 0, rdICR, wrICR),
 		plainReg("ITR", ITR, 0, itrMask),
 		regHook("ICS", ICS, 0, 0, rdICS, wrICS),
@@ -227,7 +227,7 @@ func buildRegTable() []regRow {
 		stat("ICTXQEC", ICTXQEC), stat("ICTXQMTC", ICTXQMTC),
 		stat("ICRXDMTC", ICRXDMTC), stat("ICRXOC", ICRXOC))
 	t = append(t,
-		plainReg("RXCSUM", RXCSUM, 0x300, 0x3FF),
+		plainReg("RXCSUM", RXCSUM, 0x300, 0x3FFF), // PCSS, IPOFL, TUOFL, CRCOFL, IPPCSE, PCSD
 		plainReg("RLPML", RLPML, 0, 0x3FFF),
 		plainReg("RFCTL", RFCTL, 0, allBits),
 		regArray("MAVTV", MAVTV0, 4, 0xFFFF),
