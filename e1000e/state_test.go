@@ -98,23 +98,21 @@ func busyNIC(t testing.TB, filters int) *NIC {
 	return n
 }
 
-func kit(filters int) migrationtest.Device {
+func kit(t testing.TB, filters int) migrationtest.Device {
 	return migrationtest.Device{
 		New: func() migration.Stateful {
-			n, _ := New(Config{RXFilterSize: filters})
-			n.Quiesce()
-			return n
+			return newStateNIC(t, filters)
 		},
 		Busy: func() migration.Stateful {
-			return busyNIC(&testing.T{}, filters)
+			return busyNIC(t, filters)
 		},
 		MaxMutations: 64,
 	}
 }
 
 func TestStateConformance(t *testing.T) {
-	t.Run("version2", func(t *testing.T) { migrationtest.Run(t, kit(-1)) })
-	t.Run("version1", func(t *testing.T) { migrationtest.Run(t, kit(0)) })
+	t.Run("version2", func(t *testing.T) { migrationtest.Run(t, kit(t, -1)) })
+	t.Run("version1", func(t *testing.T) { migrationtest.Run(t, kit(t, 0)) })
 }
 
 func TestStateRoundTripActive(t *testing.T) {
