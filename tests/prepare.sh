@@ -150,24 +150,27 @@ mkdir -p "$ird/bin" "$ird/lib/modules" "$ird/proc" "$ird/sys" "$ird/dev" "$ird/t
 cp "$x/usr/bin/busybox" "$ird/bin/busybox" 2>/dev/null || cp "$x/bin/busybox" "$ird/bin/busybox"
 cp "$here/guest/init" "$ird/init"
 chmod 755 "$ird/init" "$ird/bin/busybox"
-# e1000e and, in load order, the modules it depends on (from modules.dep).
-dep=$(awk -F: '$1 ~ /\/e1000e\.ko/ { print $2 }' "$mods/modules.dep")
-order=""
-for m in $dep; do
-	b=$(basename "$m")
-	b=${b%.xz}; b=${b%.zst}; b=${b%.gz}
-	order="$b $order" # modules.dep lists dependencies deepest last
+# e1000e, 8021q (VLAN tests) and what they depend on, decompressed; "order"
+# lists all but e1000e in load order (init loads e1000e last, with options).
+: >"$ird/lib/modules/order"
+for want in 8021q e1000e; do
+	line=$(awk -F: -v m="/$want.ko" 'index($1, m) { print; exit }' "$mods/modules.dep")
+	[ -n "$line" ] || { log "no $want module in $release"; exit 1; }
+	deps=""
+	for d in ${line#*:}; do deps="$d $deps"; done # listed deepest last
+	for m in $deps ${line%%:*}; do
+		b=$(basename "$m")
+		b=${b%.xz}; b=${b%.gz}
+		[ -f "$ird/lib/modules/$b" ] && continue
+		# Decompress with the root's tools: the host may lack xz.
+		case "$m" in
+		*.xz) in_root xz -dc "${mods#"$root"}/$m" >"$ird/lib/modules/$b" ;;
+		*.gz) in_root gzip -dc "${mods#"$root"}/$m" >"$ird/lib/modules/$b" ;;
+		*) cp "$mods/$m" "$ird/lib/modules/$b" ;;
+		esac
+		[ "$b" = e1000e.ko ] || echo "$b" >>"$ird/lib/modules/order"
+	done
 done
-for m in $dep $(awk -F: '$1 ~ /\/e1000e\.ko/ { print $1 }' "$mods/modules.dep"); do
-	src="$mods/$m"
-	b=$(basename "$m")
-	case "$b" in
-	*.xz) xz -dc "$src" >"$ird/lib/modules/${b%.xz}" ;;
-	*.gz) gzip -dc "$src" >"$ird/lib/modules/${b%.gz}" ;;
-	*) cp "$src" "$ird/lib/modules/$b" ;;
-	esac
-done
-for m in $order; do echo "$m"; done >"$ird/lib/modules/order"
 [ -f "$ird/lib/modules/e1000e.ko" ] || {
 	log "no e1000e.ko in $release"
 	exit 1
