@@ -63,14 +63,36 @@ type ringsState struct {
 
 // txInflightState describes a packet whose descriptors the NIC has seen
 // but not sent. The NIC consumes a packet's descriptors only once its EOP
-// descriptor is in the ring, so the packet is exactly the Count descriptors
-// from Head: the destination re-reads them from guest memory and sends the
-// packet once the rest arrives. Discard says the NIC is dropping the rest
-// of an oversized packet up to its EOP.
+// descriptor is in the ring, so the packet is exactly the Count
+// descriptors from Head, which lie in guest memory at Descs (one span, or
+// two when they wrap around the ring): the destination re-reads them and
+// sends the packet once the rest arrives. Discard says the NIC is dropping
+// the rest of an oversized packet up to its EOP.
 type txInflightState struct {
-	Head    uint32 `msgpack:"head"`
-	Count   uint32 `msgpack:"count"`
-	Discard bool   `msgpack:"discard,omitempty"`
+	Head    uint32     `msgpack:"head"`
+	Count   uint32     `msgpack:"count"`
+	Descs   []descSpan `msgpack:"descs"`
+	Discard bool       `msgpack:"discard,omitempty"`
+}
+
+// descSpan is a run of descriptors in guest memory.
+type descSpan struct {
+	Addr uint64 `msgpack:"addr"`
+	Len  uint32 `msgpack:"len"`
+}
+
+// inflightSpans is where count descriptors from head lie in a ring of size
+// descriptors at base.
+func inflightSpans(base uint64, size, head, count uint32) []descSpan {
+	if count == 0 {
+		return []descSpan{}
+	}
+	first := min(count, size-head)
+	spans := []descSpan{{Addr: base + uint64(head)*txDescSize, Len: first * txDescSize}}
+	if rest := count - first; rest > 0 {
+		spans = append(spans, descSpan{Addr: base, Len: rest * txDescSize})
+	}
+	return spans
 }
 
 type txContextState struct {
@@ -305,9 +327,11 @@ func (n *NIC) saveRings(first uint32) *ringsState {
 func (n *NIC) saveTXInflight() (txInflightState, bool) {
 	size := n.reg(TDLEN0) / txDescSize
 	head, tail := n.reg(TDH0), n.reg(TDT0)
-	s := txInflightState{Head: head, Discard: n.tx.discard}
+	s := txInflightState{Head: head, Discard: n.tx.discard, Descs: []descSpan{}}
 	if size > 0 && head < size && tail < size {
 		s.Count = (tail + size - head) % size
+		base := uint64(n.reg(TDBAH0))<<32 | uint64(n.reg(TDBAL0))
+		s.Descs = inflightSpans(base, size, head, s.Count)
 	}
 	return s, s.Count > 0 || s.Discard
 }

@@ -137,6 +137,16 @@ func (l *nicLoader) Validate() error {
 		if size > 0 && l.inflight.Count != (q.Tail+size-q.Head)%size || size == 0 && l.inflight.Count != 0 {
 			return fmt.Errorf("e1000e: tx-inflight: %d descriptors, the ring holds %d from its head", l.inflight.Count, (q.Tail+size-q.Head)%max(size, 1))
 		}
+		want := inflightSpans(q.Base, size, q.Head, l.inflight.Count)
+		if len(want) != len(l.inflight.Descs) {
+			return fmt.Errorf("e1000e: tx-inflight: %d descriptor spans, the ring gives %d", len(l.inflight.Descs), len(want))
+		}
+		for i, sp := range want {
+			if l.inflight.Descs[i] != sp {
+				return fmt.Errorf("e1000e: tx-inflight: descriptors at %#x+%d, the ring has them at %#x+%d",
+					l.inflight.Descs[i].Addr, l.inflight.Descs[i].Len, sp.Addr, sp.Len)
+			}
+		}
 	}
 	var err error
 	l.cfgTarget, l.cfgWrite, err = l.pciWrites()
@@ -192,8 +202,8 @@ func (s *ringsState) check(slot uint32) error {
 
 // Validate implements migration.Validator.
 func (s *txInflightState) Validate() error {
-	if s.Count > ringIdxMask {
-		return fmt.Errorf("%d descriptors in flight", s.Count)
+	if s.Count > ringIdxMask || len(s.Descs) > 2 {
+		return fmt.Errorf("%d descriptors in %d spans in flight", s.Count, len(s.Descs))
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"e1000e-vfu/device"
 	"e1000e-vfu/migration"
 	"e1000e-vfu/migration/migrationtest"
@@ -220,5 +222,53 @@ func TestStateRefusesOtherMAC(t *testing.T) {
 	defer dst.Close()
 	if err := migration.Load(b, dst, migration.Limits{}, nil); err == nil || !strings.Contains(err.Error(), "MAC") {
 		t.Errorf("state of another MAC: %v", err)
+	}
+}
+
+// TestStateTXInflightMustMatchRing: an in-flight packet whose descriptors
+// are not where the ring says is refused, and the NIC stays as it was.
+func TestStateTXInflightMustMatchRing(t *testing.T) {
+	b, err := migration.Save(nil, busyNIC(t, -1), migration.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, secs, err := migration.Split(b, migration.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for i, s := range secs {
+		if s.Name != secTXInflight {
+			continue
+		}
+		found = true
+		var st txInflightState
+		if err := s.Decode(&st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Count != 5 || len(st.Descs) != 1 || st.Descs[0] != (descSpan{Addr: 0x20000, Len: 5 * txDescSize}) {
+			t.Errorf("in-flight packet %+v, want the 5 descriptors from 0x20000", st)
+		}
+		st.Descs[0].Addr += txDescSize
+		p, err := msgpack.Marshal(&st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secs[i].Payload = p
+	}
+	if !found {
+		t.Fatal("no tx-inflight section")
+	}
+	bad, err := migration.Assemble(h, secs, migration.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := newStateNIC(t, -1)
+	before, _ := migration.Save(nil, dst, migration.Limits{})
+	if err := migration.Load(bad, dst, migration.Limits{}, nil); err == nil || !strings.Contains(err.Error(), "tx-inflight") {
+		t.Errorf("moved in-flight descriptors: %v, want a refusal naming tx-inflight", err)
+	}
+	if after, _ := migration.Save(nil, dst, migration.Limits{}); !bytes.Equal(before, after) {
+		t.Error("the refused load changed the NIC")
 	}
 }
