@@ -39,6 +39,10 @@ func (w *SectionWriter) setupEncoder() {
 // Put encodes v with msgpack and appends it as section name. Structs are
 // encoded as maps keyed by field name (or msgpack tag), which is what lets
 // an optional section gain fields later.
+//
+// Map keys come out sorted only for map[string]string, map[string]bool and
+// map[string]any (the msgpack encoder's limit): a device that wants
+// byte-identical saves uses those, or slices, for keyed data.
 func (w *SectionWriter) Put(name string, mandatory bool, v any) error {
 	w.scratch.Reset()
 	w.enc.Reset(&w.scratch)
