@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -158,8 +159,16 @@ func run(ctx context.Context, builtin bool, size int64) error {
 		say("TCP %s: %d MiB in %.1f s = %.1f Mbit/s, SHA-256 equal at both ends", way, size>>20, res.Seconds, res.Mbps())
 	}
 	if srv != nil {
-		if st, err := srv.Ctl(ctx, map[string]any{"cmd": "query-stats"}); err == nil {
-			say("server statistics: %s", st)
+		if raw, err := srv.Ctl(ctx, map[string]any{"cmd": "query-stats"}); err == nil {
+			var st struct {
+				LinkUp bool              `json:"link_up"`
+				Stats  map[string]uint64 `json:"stats"`
+			}
+			if json.Unmarshal(raw, &st) == nil {
+				s := st.Stats
+				say("server statistics: link up %v; received %d frames (%d MiB), sent %d frames (%d MiB), missed %d",
+					st.LinkUp, s["gprc"], s["gorc"]>>20, s["gptc"], s["gotc"]>>20, s["mpc"])
+			}
 		}
 	}
 	say("shutting down")
