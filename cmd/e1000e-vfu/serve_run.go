@@ -162,7 +162,10 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		s.ctlLn = ln
 	}
 
-	s.vfu = vfiouser.NewServer(s.watch.served(), vfiouser.Options{Logger: log})
+	// QEMU, the client this program serves, lays out DMA_READ/DMA_WRITE
+	// with a 32-bit count, not as the specification does; the layout only
+	// matters for guest memory mapped without an fd.
+	s.vfu = vfiouser.NewServer(s.watch.served(), vfiouser.Options{Logger: log, DMALayout: vfiouser.DMALayoutQEMU})
 	ln, err := vfiouser.Listen(cfg.Socket)
 	if err != nil {
 		return nil, fmt.Errorf("--socket: %w", err)
