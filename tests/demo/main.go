@@ -72,7 +72,7 @@ func run(ctx context.Context, builtin bool, size int64) error {
 		return err
 	}
 
-	ns, err := harness.NewNetNS("evfu-demo")
+	ns, err := harness.NewNetNS(fmt.Sprintf("evfu-demo-%d", os.Getpid()%100000))
 	if err != nil {
 		return err
 	}

@@ -70,7 +70,7 @@ func TestVFUProbe(t *testing.T) {
 }
 
 // TestVFUTCP: ping, 64 MiB each way with offloads on (the driver's default:
-// TSO, checksum offload, scatter-gather), UDP, then 16 MiB each way with
+// TSO, checksum offload, scatter-gather), UDP, then 64 MiB each way with
 // offloads off.
 func TestVFUTCP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
@@ -94,7 +94,7 @@ func TestVFUTCP(t *testing.T) {
 		}
 	}
 	t.Log("offloads off (tso, tx and rx checksum)")
-	r.tcpBothWays(16 << 20)
+	r.tcpBothWays(64 << 20)
 	if w := driverWarnings(r.g); len(w) > 0 {
 		t.Errorf("driver warnings in dmesg:\n%s", strings.Join(w, "\n"))
 	}
@@ -107,7 +107,7 @@ func TestVFUStream(t *testing.T) {
 	defer cancel()
 	r := newRig(t, ctx, harness.VFIOUser, rigOpts{backend: backendStream})
 	r.ping(3, "")
-	r.tcpBothWays(16 << 20)
+	r.tcpBothWays(64 << 20)
 	r.udp(100, 1000)
 }
 
