@@ -48,6 +48,21 @@ type VMConfig struct {
 	CPUs       int    // 1 when 0
 	// Echo, if set, receives a copy of the console.
 	Echo io.Writer
+	// QEMU, if set, builds QEMU's argv and environment in place of
+	// Cache.QEMUCommand (another QEMU build, e.g. MigQEMU.Command).
+	QEMU func(args ...string) (argv, env []string)
+	// Incoming, if set, starts QEMU waiting for a migration (-incoming
+	// VALUE, e.g. "defer"); StartVM then does not wait for the agent's
+	// greeting, which the guest sent before, on the source.
+	Incoming string
+	// DeviceProps are extra properties of the vfio-user-pci device.
+	DeviceProps map[string]any
+	// Agent2 adds a third serial port (the guest's ttyS2) for a second
+	// agent, which the test starts in the guest (StartAgent2).
+	Agent2 bool
+	// ExtraQMP adds a second QMP socket (VM.QMP2Path): QEMU serves one
+	// client per socket, and the harness keeps the first.
+	ExtraQMP bool
 }
 
 // VM is a running QEMU with its console, agent and QMP connections.
@@ -57,11 +72,15 @@ type VM struct {
 	Console *Console
 	Agent   *Agent
 	QMP     *QMP
-	stderr  *os.File
-	exited  chan struct{}
-	waitErr error
-	conns   []net.Conn
-	once    sync.Once
+	// Agent2 is the third serial port's agent (VMConfig.Agent2).
+	Agent2 *Agent
+	// QMP2Path is the second QMP socket (VMConfig.ExtraQMP).
+	QMP2Path string
+	stderr   *os.File
+	exited   chan struct{}
+	waitErr  error
+	conns    []net.Conn
+	once     sync.Once
 }
 
 // StartVM starts QEMU and waits until the agent in the guest is ready or
@@ -88,6 +107,13 @@ func StartVM(ctx context.Context, cfg VMConfig) (vm *VM, err error) {
 	defer agtL.Close()
 	qmpPath := filepath.Join(cfg.Dir, "qmp.sock")
 	os.Remove(qmpPath)
+	var agt2L *net.UnixListener
+	if cfg.Agent2 {
+		if agt2L, err = listenUnix(filepath.Join(cfg.Dir, "agent2.sock")); err != nil {
+			return nil, err
+		}
+		defer agt2L.Close()
+	}
 
 	args := []string{
 		"-nodefaults", "-display", "none", "-accel", "tcg",
@@ -100,21 +126,41 @@ func StartVM(ctx context.Context, cfg VMConfig) (vm *VM, err error) {
 		"-chardev", "socket,id=agt,path=" + agtL.Addr().String(), "-serial", "chardev:agt",
 		"-qmp", "unix:" + qmpPath + ",server=on,wait=off",
 	}
+	if agt2L != nil {
+		args = append(args, "-chardev", "socket,id=agt2,path="+agt2L.Addr().String(), "-serial", "chardev:agt2")
+	}
+	qmp2Path := ""
+	if cfg.ExtraQMP {
+		qmp2Path = filepath.Join(cfg.Dir, "qmp2.sock")
+		os.Remove(qmp2Path)
+		args = append(args, "-qmp", "unix:"+qmp2Path+",server=on,wait=off")
+	}
+	if cfg.Incoming != "" {
+		args = append(args, "-incoming", cfg.Incoming)
+	}
 	switch cfg.NIC.Kind {
 	case BuiltinE1000E:
 		args = append(args, "-netdev", cfg.NIC.Netdev,
 			"-device", "e1000e,netdev=n0,id=nic0,romfile=,mac="+GuestMAC)
 	case VFIOUser:
-		dev, _ := json.Marshal(map[string]any{
+		props := map[string]any{
 			"driver": "vfio-user-pci", "id": "nic0",
 			"socket": map[string]string{"type": "unix", "path": cfg.NIC.Socket},
-		})
+		}
+		for k, v := range cfg.DeviceProps {
+			props[k] = v
+		}
+		dev, _ := json.Marshal(props)
 		args = append(args, "-device", string(dev))
 	case "":
 	default:
 		return nil, fmt.Errorf("harness: unknown NIC kind %q", cfg.NIC.Kind)
 	}
-	argv, env := cfg.Cache.QEMUCommand(args...)
+	qemuCommand := cfg.Cache.QEMUCommand
+	if cfg.QEMU != nil {
+		qemuCommand = cfg.QEMU
+	}
+	argv, env := qemuCommand(args...)
 	var cmd *exec.Cmd
 	if cfg.NetNS != nil {
 		cmd = cfg.NetNS.Command(context.Background(), argv...)
@@ -133,7 +179,7 @@ func StartVM(ctx context.Context, cfg VMConfig) (vm *VM, err error) {
 		stderr.Close()
 		return nil, fmt.Errorf("harness: starting QEMU: %w", err)
 	}
-	vm = &VM{cfg: cfg, cmd: cmd, stderr: stderr, exited: make(chan struct{})}
+	vm = &VM{cfg: cfg, cmd: cmd, stderr: stderr, exited: make(chan struct{}), QMP2Path: qmp2Path}
 	go func() {
 		vm.waitErr = cmd.Wait()
 		close(vm.exited)
@@ -158,10 +204,20 @@ func StartVM(ctx context.Context, cfg VMConfig) (vm *VM, err error) {
 		return vm, fmt.Errorf("harness: agent port: %w", err)
 	}
 	vm.Agent = newAgent(agt)
+	if agt2L != nil {
+		agt2, err := vm.accept(ctx, agt2L)
+		if err != nil {
+			return vm, fmt.Errorf("harness: second agent port: %w", err)
+		}
+		vm.Agent2 = newAgent(agt2)
+	}
 	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if vm.QMP, err = DialQMP(qctx, qmpPath); err != nil {
 		return vm, err
+	}
+	if cfg.Incoming != "" {
+		return vm, nil
 	}
 	if err := vm.WaitAgent(ctx); err != nil {
 		return vm, err

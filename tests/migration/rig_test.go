@@ -1,0 +1,349 @@
+//go:build integration
+
+package migration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"e1000e-vfu/tests/harness"
+)
+
+const (
+	hostIP  = "10.0.2.2"
+	guestIP = "10.0.2.15"
+)
+
+// side is one QEMU with its own server: a migration goes from one side to
+// another.
+type side struct {
+	name string
+	dir  string
+	srv  *harness.Server
+	vm   *harness.VM
+	net  string // the server's stream socket, a port of the rig's switch
+}
+
+// rig is one guest that moves between sides. The namespace's tap0 is the
+// host peer at hostIP; a learning switch joins it to every side's stream
+// backend, so the guest reaches the same peer wherever it runs.
+type rig struct {
+	t     *testing.T
+	ctx   context.Context
+	dir   string
+	ns    *harness.NetNS
+	sw    *harness.Switch
+	stock bool // stock QEMU from the prepared root instead of the patched one
+	cur   *side
+	n     int
+}
+
+type rigOpts struct {
+	stock      bool     // run the stock QEMU (no vfio-user migration)
+	serverArgs []string // the source server's flags, e.g. --version 1
+}
+
+// newRig boots the guest on side "a": server, QEMU, eth0 up, the second
+// agent started.
+func newRig(t *testing.T, ctx context.Context, o rigOpts) *rig {
+	t.Helper()
+	r := &rig{t: t, ctx: ctx, dir: shortDir(t), stock: o.stock}
+	name := fmt.Sprintf("evfu-m%d", os.Getpid()%100000)
+	ns, err := harness.NewNetNS(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			t.Errorf("removing netns: %v", err)
+		}
+	})
+	if err := ns.AddTAP("tap0", hostIP+"/24", 0); err != nil {
+		t.Fatal(err)
+	}
+	r.ns = ns
+	if r.sw, err = harness.StartSwitch(ns, "tap0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.sw.Close)
+	start := time.Now()
+	r.cur = r.startSide(o.serverArgs, false)
+	t.Logf("guest ready on %s in %v", r.cur.name, time.Since(start).Round(100*time.Millisecond))
+	r.sh("ip link set eth0 up && ip addr add " + guestIP + "/24 dev eth0")
+	if _, err := r.cur.vm.Agent.Call(ctx, 30*time.Second, "wait-link", "eth0", "up"); err != nil {
+		t.Fatalf("%v\n%s", err, r.sh("ip link show eth0; dmesg | tail -n 20"))
+	}
+	if err := r.cur.vm.StartAgent2(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.ping(3)
+	return r
+}
+
+// startSide starts a server with args and a QEMU attached to it; an
+// incoming side waits for a migration.
+func (r *rig) startSide(serverArgs []string, incoming bool) *side {
+	r.t.Helper()
+	s := &side{name: string(rune('a' + r.n))}
+	r.n++
+	s.dir = filepath.Join(r.dir, s.name)
+	s.net = filepath.Join(s.dir, "net.sock")
+	srv, err := harness.StartServer(r.ctx, harness.ServerConfig{
+		Bin: serverBin, Dir: s.dir, Netdev: "stream,path=" + s.net + ",server=on",
+		Args: serverArgs,
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	s.srv = srv
+	r.t.Cleanup(func() {
+		if r.t.Failed() {
+			r.t.Logf("server %s log (tail):\n%s", s.name, srv.LogTail(6144))
+		}
+		srv.Stop()
+	})
+	if err := r.sw.Attach(s.net, 30*time.Second); err != nil {
+		r.t.Fatal(err)
+	}
+	cfg := harness.VMConfig{
+		Cache: cache, Initramfs: initramfs, Dir: filepath.Join(s.dir, "vm"),
+		NIC:    harness.NIC{Kind: harness.VFIOUser, Socket: srv.Socket},
+		Agent2: true, ExtraQMP: true,
+	}
+	if !r.stock {
+		cfg.QEMU = patchedQEMU(r.t).Command
+	}
+	if incoming {
+		cfg.Incoming = "defer"
+	}
+	vm, err := harness.StartVM(r.ctx, cfg)
+	if err != nil {
+		r.t.Fatalf("starting QEMU %s: %v", s.name, err)
+	}
+	s.vm = vm
+	r.t.Cleanup(func() {
+		if r.t.Failed() {
+			r.t.Logf("QEMU %s failure dump:\n%s", s.name, vm.Dump())
+		}
+		vm.Stop()
+	})
+	return s
+}
+
+// sourceConfig writes the current server's query-config to a file and
+// returns the flags that start a destination server with exactly it.
+func (r *rig) sourceConfig() []string {
+	r.t.Helper()
+	raw, err := r.cur.srv.Ctl(r.ctx, map[string]any{"cmd": "query-config"})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	path := filepath.Join(r.dir, fmt.Sprintf("config-%d.json", r.n))
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+	return []string{"--config", path}
+}
+
+// dest starts a destination side: a server with args (nil: the source's
+// configuration) and a QEMU waiting for the migration.
+func (r *rig) dest(args []string) *side {
+	r.t.Helper()
+	if args == nil {
+		args = r.sourceConfig()
+	}
+	return r.startSide(args, true)
+}
+
+// migResult is one run of `e1000e-vfu migrate`.
+type migResult struct {
+	code    int
+	out     string // stdout and stderr
+	summary struct {
+		TotalMS     int64  `json:"total_ms"`
+		DowntimeMS  int64  `json:"downtime_ms"`
+		SetupMS     int64  `json:"setup_ms"`
+		DeviceBytes uint64 `json:"device_bytes"`
+		RAMBytes    uint64 `json:"ram_bytes"`
+		DirtySyncs  uint64 `json:"dirty_syncs"`
+	}
+	took time.Duration
+}
+
+// migrate runs the orchestrator command from the current side to dst;
+// extra flags are added (e.g. --dst-control, --dest-describe).
+func (r *rig) migrate(dst *side, extra ...string) migResult {
+	r.t.Helper()
+	sum := filepath.Join(r.dir, fmt.Sprintf("summary-%s.json", dst.name))
+	os.Remove(sum)
+	args := append([]string{"migrate",
+		"--src-control", r.cur.srv.Control,
+		"--src-qmp", r.cur.vm.QMP2Path, "--dst-qmp", dst.vm.QMP2Path,
+		"--uri", "unix:" + filepath.Join(dst.dir, "mig.sock"),
+		"--summary-json", sum, "--timeout", "4m",
+	}, extra...)
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, serverBin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	res := migResult{out: out.String(), took: time.Since(start)}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		res.code = ee.ExitCode()
+	case err != nil:
+		r.t.Fatalf("e1000e-vfu migrate: %v", err)
+	}
+	if b, err := os.ReadFile(sum); err == nil {
+		if err := json.Unmarshal(b, &res.summary); err != nil {
+			r.t.Fatalf("summary %s: %v", b, err)
+		}
+	}
+	os.WriteFile(filepath.Join(r.dir, fmt.Sprintf("migrate-%s.log", dst.name)), out.Bytes(), 0o644)
+	return res
+}
+
+// mustMigrate migrates to dst, fails the test unless it completed, and
+// makes dst the current side (the old one is stopped).
+func (r *rig) mustMigrate(dst *side, extra ...string) migResult {
+	r.t.Helper()
+	res := r.migrate(dst, extra...)
+	if res.code != 0 {
+		r.t.Fatalf("migration %s→%s: exit %d\n%s", r.cur.name, dst.name, res.code, res.out)
+	}
+	r.t.Logf("migration %s→%s: total %d ms, downtime %d ms, device state %d bytes, RAM %.1f MiB, %d dirty syncs",
+		r.cur.name, dst.name, res.summary.TotalMS, res.summary.DowntimeMS, res.summary.DeviceBytes,
+		float64(res.summary.RAMBytes)/(1<<20), res.summary.DirtySyncs)
+	r.adopt(dst)
+	return res
+}
+
+// adopt makes dst, to which the guest migrated, the current side and stops
+// the old one.
+func (r *rig) adopt(dst *side) {
+	old := r.cur
+	dst.vm.Agent.FollowIDs(old.vm.Agent)
+	dst.vm.Agent2.FollowIDs(old.vm.Agent2)
+	r.cur = dst
+	old.vm.Stop()
+	old.srv.Stop()
+}
+
+// status is QEMU's run state.
+func status(ctx context.Context, vm *harness.VM) (string, error) {
+	raw, err := vm.QMP.Execute(ctx, "query-status", nil)
+	if err != nil {
+		return "", err
+	}
+	var st struct {
+		Status string `json:"status"`
+	}
+	err = json.Unmarshal(raw, &st)
+	return st.Status, err
+}
+
+func (r *rig) sh(cmdline string) string {
+	r.t.Helper()
+	out, err := r.cur.vm.Agent.Sh(r.ctx, time.Minute, cmdline)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return out
+}
+
+// ping pings the host peer from the guest and fails unless all come back.
+func (r *rig) ping(count int) {
+	r.t.Helper()
+	out := r.sh(fmt.Sprintf("ping -c %d -i 0.2 -W 5 %s", count, hostIP))
+	if !strings.Contains(out, fmt.Sprintf("%d packets received", count)) {
+		r.t.Fatalf("ping on %s: %s", r.cur.name, out)
+	}
+}
+
+// driverTrouble is what the e1000e driver and the network stack log when
+// the NIC stops working: a TX hang, a reset, a watchdog.
+var driverTrouble = regexp.MustCompile(`(?i)hardware unit hang|reset adapter|NETDEV WATCHDOG|transmit queue \d+ timed out|e1000e.*(error|fail)`)
+
+// checkDriver fails the test if the guest's kernel log shows the driver in
+// trouble.
+func (r *rig) checkDriver() {
+	r.t.Helper()
+	var bad []string
+	for _, l := range strings.Split(r.sh("dmesg"), "\n") {
+		if driverTrouble.MatchString(l) {
+			bad = append(bad, l)
+		}
+	}
+	if len(bad) > 0 {
+		r.t.Errorf("guest on %s: the driver is in trouble:\n%s", r.cur.name, strings.Join(bad, "\n"))
+	}
+}
+
+// checkDevice asserts that the current side's device is configured in QEMU
+// (memory BARs mapped) and in the guest (memory and bus master enabled in
+// its command register, read through sysfs).
+func (r *rig) checkDevice() {
+	r.t.Helper()
+	dev, err := harness.QueryPCIDevice(r.ctx, r.cur.vm.QMP, "nic0")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if !dev.MemoryBARsMapped() {
+		r.t.Errorf("QEMU %s: the NIC's memory BARs are not mapped: %+v", r.cur.name, dev.Regions)
+	}
+	cmd := r.guestCommand()
+	if cmd&0x6 != 0x6 {
+		r.t.Errorf("guest on %s: NIC command register %#04x, want memory and bus master on", r.cur.name, cmd)
+	}
+}
+
+// guestCommand reads the NIC's PCI command register as the guest sees it.
+func (r *rig) guestCommand() uint16 {
+	r.t.Helper()
+	out := strings.TrimSpace(r.sh("for d in /sys/bus/pci/devices/*; do [ \"$(cat $d/device)\" = 0x10d3 ] && hexdump -s 4 -n 2 -e '1/2 \"%u\\n\"' $d/config; done; true"))
+	var v uint16
+	if _, err := fmt.Sscan(out, &v); err != nil {
+		r.t.Fatalf("the NIC's command register: %q: %v", out, err)
+	}
+	return v
+}
+
+// shortDir is a per-test directory with a short path: UNIX socket paths are
+// limited to 107 bytes. It is kept when the test fails.
+func shortDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "evfu-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs kept in %s", d)
+			return
+		}
+		os.RemoveAll(d)
+	})
+	return d
+}
+
+// lastLine is the last line of s, for logs.
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
