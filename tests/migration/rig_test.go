@@ -38,26 +38,30 @@ type side struct {
 // host peer at hostIP; a learning switch joins it to every side's stream
 // backend, so the guest reaches the same peer wherever it runs.
 type rig struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	dir   string
 	ns    *harness.NetNS
 	sw    *harness.Switch
 	stock bool // stock QEMU from the prepared root instead of the patched one
-	cur   *side
-	n     int
+	// builtin gives the guest QEMU's own e1000e (for the benchmark's
+	// comparison) instead of our server.
+	builtin bool
+	cur     *side
+	n       int
 }
 
 type rigOpts struct {
 	stock      bool     // run the stock QEMU (no vfio-user migration)
+	builtin    bool     // QEMU's built-in e1000e instead of our server
 	serverArgs []string // the source server's flags, e.g. --version 1
 }
 
 // newRig boots the guest on side "a": server, QEMU, eth0 up, the second
 // agent started.
-func newRig(t *testing.T, ctx context.Context, o rigOpts) *rig {
+func newRig(t testing.TB, ctx context.Context, o rigOpts) *rig {
 	t.Helper()
-	r := &rig{t: t, ctx: ctx, dir: shortDir(t), stock: o.stock}
+	r := &rig{t: t, ctx: ctx, dir: shortDir(t), stock: o.stock, builtin: o.builtin}
 	name := fmt.Sprintf("evfu-m%d", os.Getpid()%100000)
 	ns, err := harness.NewNetNS(name)
 	if err != nil {
@@ -98,6 +102,9 @@ func (r *rig) startSide(serverArgs []string, incoming bool) *side {
 	r.n++
 	s.dir = filepath.Join(r.dir, s.name)
 	s.net = filepath.Join(s.dir, "net.sock")
+	if r.builtin {
+		return r.startBuiltinSide(s, incoming)
+	}
 	srv, err := harness.StartServer(r.ctx, harness.ServerConfig{
 		Bin: serverBin, Dir: s.dir, Netdev: "stream,path=" + s.net + ",server=on",
 		Args: serverArgs,
@@ -140,6 +147,43 @@ func (r *rig) startSide(serverArgs []string, incoming bool) *side {
 	return s
 }
 
+// startBuiltinSide starts a QEMU whose NIC is its own e1000e, with a
+// stream backend listening on s.net that the switch joins.
+func (r *rig) startBuiltinSide(s *side, incoming bool) *side {
+	r.t.Helper()
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		r.t.Fatal(err)
+	}
+	cfg := harness.VMConfig{
+		Cache: cache, Initramfs: initramfs, Dir: filepath.Join(s.dir, "vm"),
+		NIC: harness.NIC{Kind: harness.BuiltinE1000E,
+			Netdev: "stream,id=n0,server=on,addr.type=unix,addr.path=" + s.net},
+		Agent2: true, ExtraQMP: true, QEMU: patchedQEMU(r.t).Command,
+	}
+	if incoming {
+		cfg.Incoming = "defer"
+	}
+	// QEMU listens on the stream socket at start-up, before the guest
+	// boots; the switch joins it meanwhile.
+	attached := make(chan error, 1)
+	go func() { attached <- r.sw.Attach(s.net, time.Minute) }()
+	vm, err := harness.StartVM(r.ctx, cfg)
+	if err != nil {
+		r.t.Fatalf("starting QEMU %s: %v", s.name, err)
+	}
+	s.vm = vm
+	r.t.Cleanup(func() {
+		if r.t.Failed() {
+			r.t.Logf("QEMU %s failure dump:\n%s", s.name, vm.Dump())
+		}
+		vm.Stop()
+	})
+	if err := <-attached; err != nil {
+		r.t.Fatal(err)
+	}
+	return s
+}
+
 // sourceConfig writes the current server's query-config to a file and
 // returns the flags that start a destination server with exactly it.
 func (r *rig) sourceConfig() []string {
@@ -159,7 +203,7 @@ func (r *rig) sourceConfig() []string {
 // configuration) and a QEMU waiting for the migration.
 func (r *rig) dest(args []string) *side {
 	r.t.Helper()
-	if args == nil {
+	if args == nil && !r.builtin {
 		args = r.sourceConfig()
 	}
 	return r.startSide(args, true)
@@ -239,7 +283,9 @@ func (r *rig) adopt(dst *side) {
 	dst.vm.Agent2.FollowIDs(old.vm.Agent2)
 	r.cur = dst
 	old.vm.Stop()
-	old.srv.Stop()
+	if old.srv != nil {
+		old.srv.Stop()
+	}
 }
 
 // status is QEMU's run state.
@@ -323,7 +369,7 @@ func (r *rig) guestCommand() uint16 {
 
 // shortDir is a per-test directory with a short path: UNIX socket paths are
 // limited to 107 bytes. It is kept when the test fails.
-func shortDir(t *testing.T) string {
+func shortDir(t testing.TB) string {
 	t.Helper()
 	d, err := os.MkdirTemp("", "evfu-")
 	if err != nil {
