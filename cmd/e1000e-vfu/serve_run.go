@@ -147,7 +147,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		return nil, fmt.Errorf("serving the NIC for migration: %w", err)
 	}
 	s.dev = dev
-	s.watch = newClientWatch(dev)
+	s.watch = newClientWatch(dev, log)
 	s.target = &nicTarget{nic: nic, cfg: cfg.Device, watch: s.watch}
 
 	if err := s.backend.Start(nic); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"sync"
 
@@ -22,10 +23,11 @@ type clientWatch struct {
 	mu      sync.Mutex
 	clients int
 	changed chan struct{} // closed and replaced on every Connect/Disconnect
+	log     *slog.Logger
 }
 
-func newClientWatch(dev device.Device) *clientWatch {
-	return &clientWatch{Device: dev, changed: make(chan struct{})}
+func newClientWatch(dev device.Device, log *slog.Logger) *clientWatch {
+	return &clientWatch{Device: dev, changed: make(chan struct{}), log: log}
 }
 
 // served is what the vfio-user server gets: the watch, still Migratable
@@ -35,7 +37,7 @@ func (w *clientWatch) served() device.Device {
 		return struct {
 			*clientWatch
 			device.Migratable
-		}{w, m}
+		}{w, &migrationLog{Migratable: m, log: w.log}}
 	}
 	return w
 }

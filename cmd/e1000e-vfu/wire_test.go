@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -32,7 +33,7 @@ func (d *migDev) MigrationState() device.MigrationState { return d.state }
 
 func TestClientWatch(t *testing.T) {
 	dev := &fakeDev{}
-	w := newClientWatch(dev)
+	w := newClientWatch(dev, slog.New(slog.DiscardHandler))
 	if _, ok := w.served().(device.Migratable); ok {
 		t.Error("a device that does not migrate is served as Migratable")
 	}
@@ -72,7 +73,7 @@ func TestClientWatch(t *testing.T) {
 // Wrapping keeps migration visible to the vfio-user server.
 func TestClientWatchKeepsMigratable(t *testing.T) {
 	dev := &migDev{state: device.MigStopCopy}
-	w := newClientWatch(dev)
+	w := newClientWatch(dev, slog.New(slog.DiscardHandler))
 	served := w.served()
 	m, ok := served.(device.Migratable)
 	if !ok {
@@ -115,7 +116,7 @@ func TestNICTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tgt := &nicTarget{nic: nic, cfg: cfg, watch: newClientWatch(nic)}
+	tgt := &nicTarget{nic: nic, cfg: cfg, watch: newClientWatch(nic, slog.New(slog.DiscardHandler))}
 	if got := tgt.Config(); got.Version != 1 || got.Int(model.RXFilterSize) != 0 {
 		t.Errorf("Config %+v, want version 1 as started", got)
 	}

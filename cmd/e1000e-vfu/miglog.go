@@ -1,0 +1,65 @@
+package main
+
+import (
+	"log/slog"
+	"sync/atomic"
+
+	"e1000e-vfu/device"
+)
+
+// migrationLog reports a served device's migration to the operator: each
+// state change the client asks for, its outcome, and the device-state bytes
+// that moved since the previous change.
+type migrationLog struct {
+	device.Migratable
+	log         *slog.Logger
+	read, wrote atomic.Uint64
+}
+
+var migStateNames = map[device.MigrationState]string{
+	device.MigError: "ERROR", device.MigStop: "STOP", device.MigRunning: "RUNNING",
+	device.MigStopCopy: "STOP_COPY", device.MigResuming: "RESUMING",
+	device.MigRunningP2P: "RUNNING_P2P", device.MigPreCopy: "PRE_COPY",
+	device.MigPreCopyP2P: "PRE_COPY_P2P",
+}
+
+func migStateName(s device.MigrationState) string {
+	if n, ok := migStateNames[s]; ok {
+		return n
+	}
+	return "unknown"
+}
+
+func (m *migrationLog) SetMigrationState(target device.MigrationState) error {
+	from := m.Migratable.MigrationState()
+	err := m.Migratable.SetMigrationState(target)
+	attrs := []any{"from", migStateName(from), "to", migStateName(target)}
+	if n := m.read.Swap(0); n > 0 {
+		attrs = append(attrs, "state_bytes_sent", n)
+	}
+	if n := m.wrote.Swap(0); n > 0 {
+		attrs = append(attrs, "state_bytes_received", n)
+	}
+	if err != nil {
+		m.log.Warn("migration: state change refused", append(attrs, "now", migStateName(m.Migratable.MigrationState()), "err", err)...)
+		return err
+	}
+	if from != target {
+		m.log.Info("migration: state change", attrs...)
+	}
+	return nil
+}
+
+func (m *migrationLog) ReadMigrationData(p []byte) (int, error) {
+	n, err := m.Migratable.ReadMigrationData(p)
+	m.read.Add(uint64(max(n, 0)))
+	return n, err
+}
+
+func (m *migrationLog) WriteMigrationData(p []byte) error {
+	err := m.Migratable.WriteMigrationData(p)
+	if err == nil {
+		m.wrote.Add(uint64(len(p)))
+	}
+	return err
+}
