@@ -82,18 +82,27 @@ mirror=${mirror%/}
 tmp="$cache/tmp.$key.$$"
 root="$tmp/root"
 mounted=""
+# safe_rm removes a build directory only when nothing is mounted below it:
+# rm -rf through a bind mount of /dev or /sys would damage the host.
+safe_rm() {
+	for m in proc sys dev; do umount -l "$1/root/$m" 2>/dev/null || true; done
+	if awk -v d="$1/" 'index($2, d) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
+		log "something is still mounted under $1; leaving it in place"
+		return 0
+	fi
+	rm -rf "$1"
+}
 cleanup() {
 	for m in $mounted; do umount -l "$m" 2>/dev/null || true; done
 	mounted=""
-	if [ -n "${tmp:-}" ] && [ -d "$tmp" ]; then rm -rf "$tmp"; fi
+	if [ -n "${tmp:-}" ] && [ -d "$tmp" ]; then safe_rm "$tmp"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 # Leftovers of killed runs are never reused; remove them.
 for old in "$cache"/tmp.*; do
 	[ -e "$old" ] || continue
-	for m in proc sys dev; do umount -l "$old/root/$m" 2>/dev/null || true; done
-	rm -rf "$old"
+	safe_rm "$old"
 done
 mkdir -p "$tmp"
 
