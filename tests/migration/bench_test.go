@@ -1,0 +1,213 @@
+//go:build integration
+
+package migration
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchRounds is how many migrations each NIC makes (there, back, ...).
+const benchRounds = 3
+
+// BenchmarkMigration migrates an idle guest benchRounds times with our NIC
+// (vfio-user, patched QEMU) and with QEMU's built-in e1000e in the same
+// QEMU build, driving both over QMP the same way, then saves each guest to
+// a file to size the NIC's own sections of QEMU's stream. It prints a side
+// by side table. Run it with -benchtime 1x (make bench-migration): one
+// iteration is a dozen QEMU starts.
+func BenchmarkMigration(b *testing.B) {
+	var rows []benchRow
+	for _, kind := range []struct {
+		name    string
+		builtin bool
+	}{{"vfio-user", false}, {"builtin", true}} {
+		var row benchRow
+		b.Run(kind.name, func(b *testing.B) {
+			for range b.N {
+				row = benchOne(b, kind.name, kind.builtin)
+			}
+			b.ReportMetric(float64(row.median(func(r qmpResult) time.Duration { return r.Downtime }).Milliseconds()), "downtime-ms")
+			b.ReportMetric(float64(row.median(func(r qmpResult) time.Duration { return r.Total }).Milliseconds()), "total-ms")
+			b.ReportMetric(float64(row.stateBytes()), "state-bytes")
+		})
+		rows = append(rows, row)
+	}
+	if len(rows) == 2 && len(rows[0].runs) > 0 && len(rows[1].runs) > 0 {
+		printTable(rows)
+	}
+}
+
+type benchRow struct {
+	name string
+	runs []qmpResult
+	// section is the size of the NIC's own sections in a saved stream:
+	// for the built-in NIC its vmstate ("…/e1000e"), for ours the VFIO
+	// section QEMU writes itself (PCI config and MSI-X, "…/vfio").
+	section int
+}
+
+func (r benchRow) median(f func(qmpResult) time.Duration) time.Duration {
+	v := make([]time.Duration, len(r.runs))
+	for i, x := range r.runs {
+		v[i] = f(x)
+	}
+	sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
+	if len(v) == 0 {
+		return 0
+	}
+	return v[len(v)/2]
+}
+
+// stateBytes is the NIC's state in the stream: the device's own data
+// (MIG_DATA_READ, query-migrate's vfio.transferred) plus QEMU's VFIO
+// section for ours; the vmstate section for the built-in NIC.
+func (r benchRow) stateBytes() int {
+	n := r.section
+	if len(r.runs) > 0 {
+		n += int(r.runs[len(r.runs)-1].DeviceBytes)
+	}
+	return n
+}
+
+func benchOne(b *testing.B, name string, builtin bool) benchRow {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	r := newRig(b, ctx, rigOpts{builtin: builtin})
+	row := benchRow{name: name}
+	for i := range benchRounds {
+		dst := r.dest(nil)
+		res := r.migrateQMP(dst)
+		b.Logf("%s round %d: total %v, downtime %v, RAM %.1f MiB, device %d bytes", name, i+1, res.Total, res.Downtime, float64(res.RAMBytes)/(1<<20), res.DeviceBytes)
+		row.runs = append(row.runs, res)
+		r.ping(2)
+	}
+	file := filepath.Join(r.dir, "saved.mig")
+	r.saveToFile(file)
+	suffix := "/vfio"
+	if builtin {
+		suffix = "/e1000e"
+	}
+	stream, err := os.ReadFile(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if row.section, err = sectionBytes(stream, suffix); err != nil {
+		b.Fatalf("%s: %v", file, err)
+	}
+	return row
+}
+
+// saveToFile migrates the current side's guest to a file (QEMU's own
+// format, the same stream a live migration sends).
+func (r *rig) saveToFile(path string) {
+	r.t.Helper()
+	if _, err := r.cur.vm.QMP.Execute(r.ctx, "migrate", map[string]any{"uri": "file:" + path}); err != nil {
+		r.t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		raw, err := r.cur.vm.QMP.Execute(r.ctx, "query-migrate", nil)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		if bytes.Contains(raw, []byte(`"completed"`)) {
+			return
+		}
+		if bytes.Contains(raw, []byte(`"failed"`)) || time.Now().After(deadline) {
+			r.t.Fatalf("saving to %s: %s", path, raw)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// QEMU's stream markers (migration/savevm.c).
+const (
+	sectionFull   = 0x04
+	sectionFooter = 0x7e
+)
+
+// sectionBytes finds the non-iterative ("full") sections whose id string
+// ends with suffix in a saved stream and sums their payloads: a section
+// header is the marker, a 32-bit section id, the id string with its length
+// byte, instance and version ids; its payload ends at the footer marker
+// with the same section id. Guest RAM comes first in the stream and could
+// hold any bytes, so a match must also have a plausible id string and a
+// footer.
+func sectionBytes(stream []byte, suffix string) (int, error) {
+	total, found := 0, 0
+	for i := 0; i+6 < len(stream); {
+		j := bytes.Index(stream[i:], []byte(suffix))
+		if j < 0 {
+			break
+		}
+		end := i + j + len(suffix) // just past the id string
+		i = end
+		// Walk back to a length byte that spans exactly to end.
+		var start = -1
+		for l := len(suffix); l < 256 && end-l-1 >= 5; l++ {
+			if int(stream[end-l-1]) == l && stream[end-l-6] == sectionFull {
+				start = end - l - 6
+				break
+			}
+		}
+		if start < 0 || end+8 > len(stream) {
+			continue
+		}
+		id := strings.TrimSpace(string(stream[start+6 : end]))
+		if !strings.HasPrefix(id, "0000:") {
+			continue
+		}
+		sid := binary.BigEndian.Uint32(stream[start+1:])
+		footer := []byte{sectionFooter, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(footer[1:], sid)
+		data := end + 8
+		k := bytes.Index(stream[data:], footer)
+		if k < 0 {
+			continue
+		}
+		total += k
+		found++
+		i = data + k
+	}
+	if found == 0 {
+		return 0, errors.New("no section ending in " + suffix)
+	}
+	return total, nil
+}
+
+func printTable(rows []benchRow) {
+	fmt.Println()
+	fmt.Println("Live migration of an idle guest (TCG, 512 MiB, 1 vCPU) between two QEMUs of the same patched build,")
+	fmt.Printf("median of %d migrations each (QEMU's query-migrate):\n\n", benchRounds)
+	fmt.Printf("%-34s %14s %14s\n", "", "e1000e-vfu", "built-in e1000e")
+	line := func(name string, f func(benchRow) string) {
+		fmt.Printf("%-34s %14s %14s\n", name, f(rows[0]), f(rows[1]))
+	}
+	line("downtime", func(r benchRow) string {
+		return r.median(func(x qmpResult) time.Duration { return x.Downtime }).String()
+	})
+	line("total time", func(r benchRow) string {
+		return r.median(func(x qmpResult) time.Duration { return x.Total }).Round(time.Millisecond).String()
+	})
+	line("guest RAM sent (MiB)", func(r benchRow) string {
+		return fmt.Sprintf("%.1f", float64(r.runs[len(r.runs)-1].RAMBytes)/(1<<20))
+	})
+	line("device data (MIG_DATA_READ)", func(r benchRow) string { return fmt.Sprint(r.runs[len(r.runs)-1].DeviceBytes) })
+	line("NIC's QEMU section", func(r benchRow) string { return fmt.Sprint(r.section) })
+	line("NIC state, total bytes", func(r benchRow) string { return fmt.Sprint(r.stateBytes()) })
+	fmt.Println()
+	fmt.Println("device data: the state our server hands QEMU (query-migrate's vfio.transferred; none for a built-in device).")
+	fmt.Println("NIC's QEMU section: the bytes of the NIC's non-iterative section in the same stream saved to a file,")
+	fmt.Println("found by its id string: for ours QEMU's \"…/vfio\" section (PCI config space and MSI-X table), for the")
+	fmt.Println("built-in NIC its whole vmstate \"…/e1000e\" (query-migrate does not split device state per device).")
+}
