@@ -51,3 +51,17 @@ demo: deps prepare build
 
 bench-guest: deps prepare build
 	$(GO) run ./tests/benchguest
+
+# Live migration between two QEMUs with a running guest (root; see
+# tests/migration/README.md). qemu-mig builds, once and cached, the QEMU
+# with vfio-user migration (tests/qemu-migration/).
+.PHONY: qemu-mig test-migration bench-migration
+
+qemu-mig:
+	@sh tests/qemu-migration/build.sh
+
+test-migration: deps prepare qemu-mig build
+	$(GO) test -tags integration -count=1 -timeout 30m -v -run '^TestMigrate' ./tests/migration/...
+
+bench-migration: deps prepare qemu-mig build
+	$(GO) test -tags integration -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkMigration' -benchtime 1x -v ./tests/migration/...

@@ -2,7 +2,10 @@
 // server, prepares the Debian 13 root with QEMU and the guest (cached), boots
 // a Linux guest whose NIC is our e1000e attached through vfio-user-pci,
 // shows the driver binding and the link coming up, moves traffic over a TAP
-// in a network namespace it creates, reports the transfer rates, and shuts
+// in a network namespace it creates, reports the transfer rates, then
+// live-migrates the running guest to a second QEMU and server while a stream
+// flows into it (with the QEMU of tests/qemu-migration, built once and
+// cached; -migrate=false skips this and runs the stock QEMU), and shuts
 // everything down. Run it as root with `make demo`.
 package main
 
@@ -24,12 +27,13 @@ import (
 func main() {
 	builtin := flag.Bool("builtin", false, "use QEMU's built-in e1000e instead of our server (for comparison)")
 	mib := flag.Int("mib", 32, "MiB to move each way")
+	migrate := flag.Bool("migrate", true, "end with a live migration to a second QEMU and server (our NIC only; builds the patched QEMU of tests/qemu-migration once)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
-	if err := run(ctx, *builtin, int64(*mib)<<20); err != nil {
+	if err := run(ctx, *builtin, *migrate && !*builtin, int64(*mib)<<20); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -41,7 +45,7 @@ func say(format string, args ...any) {
 	fmt.Printf("[%5.1fs] %s\n", time.Since(t0).Seconds(), fmt.Sprintf(format, args...))
 }
 
-func run(ctx context.Context, builtin bool, size int64) error {
+func run(ctx context.Context, builtin, migrate bool, size int64) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespace, TAP, the prepared root)")
 	}
@@ -86,21 +90,48 @@ func run(ctx context.Context, builtin bool, size int64) error {
 	say("network namespace %s: tap0 at 10.0.2.2/24 is the guest's peer", ns.Name)
 
 	cfg := harness.VMConfig{Cache: cache, Initramfs: initramfs, Dir: filepath.Join(dir, "vm")}
+	var (
+		migQEMU *harness.MigQEMU
+		sw      *harness.Switch
+	)
+	if migrate {
+		say("building QEMU with vfio-user live migration (tests/qemu-migration; cached after the first run, about 10 minutes from nothing)")
+		if migQEMU, err = harness.BuildMigQEMU(ctx, repo, os.Stdout); err != nil {
+			return err
+		}
+		say("patched QEMU %s in %s", migQEMU.Version, migQEMU.Dir)
+		cfg.QEMU, cfg.ExtraQMP = migQEMU.Command, true
+		// Two servers will serve the guest in turn: a switch joins each
+		// one's stream backend to tap0, so both reach the same peer.
+		if sw, err = harness.StartSwitch(ns, "tap0"); err != nil {
+			return err
+		}
+		defer sw.Close()
+	}
 	var srv *harness.Server
 	if builtin {
 		cfg.NetNS = ns
 		cfg.NIC = harness.NIC{Kind: harness.BuiltinE1000E, Netdev: "tap,id=n0,ifname=tap0,script=no,downscript=no"}
 		say("NIC: QEMU's built-in e1000e (comparison mode)")
 	} else {
-		srv, err = harness.StartServer(ctx, harness.ServerConfig{Bin: bin, Dir: filepath.Join(dir, "srv"), Netdev: "tap,ifname=tap0", NetNS: ns})
+		sc := harness.ServerConfig{Bin: bin, Dir: filepath.Join(dir, "srv"), Netdev: "tap,ifname=tap0", NetNS: ns}
+		if migrate {
+			sc.Netdev, sc.NetNS = "stream,path="+filepath.Join(sc.Dir, "net.sock")+",server=on", nil
+		}
+		srv, err = harness.StartServer(ctx, sc)
 		if err != nil {
 			return err
+		}
+		if sw != nil {
+			if err := sw.Attach(filepath.Join(sc.Dir, "net.sock"), 30*time.Second); err != nil {
+				return err
+			}
 		}
 		defer func() {
 			err := srv.Stop()
 			say("server stopped (exit: %v)", errOrOK(err))
 		}()
-		say("server: %s serve --socket %s --netdev tap,ifname=tap0 (pid %d, inside %s)", filepath.Base(bin), srv.Socket, srv.Pid(), ns.Name)
+		say("server: %s serve --socket %s --netdev %s (pid %d)", filepath.Base(bin), srv.Socket, sc.Netdev, srv.Pid())
 		cfg.NIC = harness.NIC{Kind: harness.VFIOUser, Socket: srv.Socket}
 	}
 	say("booting the guest under QEMU (TCG, 1 vCPU, 512 MiB shared memfd RAM)")
@@ -169,6 +200,13 @@ func run(ctx context.Context, builtin bool, size int64) error {
 				say("server statistics: link up %v; received %d frames (%d MiB), sent %d frames (%d MiB), missed %d",
 					st.LinkUp, s["gprc"], s["gorc"]>>20, s["gptc"], s["gotc"]>>20, s["mpc"])
 			}
+		}
+	}
+	if migrate {
+		m := liveMigration{bin: bin, dir: dir, cache: cache, qemu: migQEMU, initramfs: initramfs,
+			ns: ns, sw: sw, srv: srv, vm: vm, size: size}
+		if err := m.run(ctx); err != nil {
+			return fmt.Errorf("live migration: %w", err)
 		}
 	}
 	say("shutting down")
