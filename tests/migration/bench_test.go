@@ -5,15 +5,14 @@ package migration
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"testing"
 	"time"
+
+	"e1000e-vfu/tests/harness"
 )
 
 // benchRounds is how many migrations each NIC makes (there, back, ...).
@@ -101,7 +100,7 @@ func benchOne(b *testing.B, name string, builtin bool) benchRow {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if row.section, err = sectionBytes(stream, suffix); err != nil {
+	if row.section, _, err = harness.SectionBytes(stream, suffix); err != nil {
 		b.Fatalf("%s: %v", file, err)
 	}
 	return row
@@ -128,61 +127,6 @@ func (r *rig) saveToFile(path string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// QEMU's stream markers (migration/savevm.c).
-const (
-	sectionFull   = 0x04
-	sectionFooter = 0x7e
-)
-
-// sectionBytes finds the non-iterative ("full") sections whose id string
-// ends with suffix in a saved stream and sums their payloads: a section
-// header is the marker, a 32-bit section id, the id string with its length
-// byte, instance and version ids; its payload ends at the footer marker
-// with the same section id. Guest RAM comes first in the stream and could
-// hold any bytes, so a match must also have a plausible id string and a
-// footer.
-func sectionBytes(stream []byte, suffix string) (int, error) {
-	total, found := 0, 0
-	for i := 0; i+6 < len(stream); {
-		j := bytes.Index(stream[i:], []byte(suffix))
-		if j < 0 {
-			break
-		}
-		end := i + j + len(suffix) // just past the id string
-		i = end
-		// Walk back to a length byte that spans exactly to end.
-		var start = -1
-		for l := len(suffix); l < 256 && end-l-1 >= 5; l++ {
-			if int(stream[end-l-1]) == l && stream[end-l-6] == sectionFull {
-				start = end - l - 6
-				break
-			}
-		}
-		if start < 0 || end+8 > len(stream) {
-			continue
-		}
-		id := strings.TrimSpace(string(stream[start+6 : end]))
-		if !strings.HasPrefix(id, "0000:") {
-			continue
-		}
-		sid := binary.BigEndian.Uint32(stream[start+1:])
-		footer := []byte{sectionFooter, 0, 0, 0, 0}
-		binary.BigEndian.PutUint32(footer[1:], sid)
-		data := end + 8
-		k := bytes.Index(stream[data:], footer)
-		if k < 0 {
-			continue
-		}
-		total += k
-		found++
-		i = data + k
-	}
-	if found == 0 {
-		return 0, errors.New("no section ending in " + suffix)
-	}
-	return total, nil
 }
 
 func printTable(rows []benchRow) {
