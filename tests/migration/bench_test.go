@@ -18,10 +18,11 @@ import (
 // benchRounds is how many migrations each NIC makes (there, back, ...).
 const benchRounds = 3
 
-// BenchmarkMigration migrates an idle guest benchRounds times with our NIC
-// (vfio-user, patched QEMU) and with QEMU's built-in e1000e in the same
-// QEMU build, driving both over QMP the same way, then saves each guest to
-// a file to size the NIC's own sections of QEMU's stream. It prints a side
+// BenchmarkMigration migrates a guest benchRounds times idle and
+// benchRounds times under a host→guest TCP stream, with our NIC (vfio-user,
+// patched QEMU) and with QEMU's built-in e1000e in the same QEMU build,
+// driving both over QMP the same way, then saves each guest to a file to
+// size the NIC's own sections of QEMU's stream. It prints a side
 // by side table. Run it with -benchtime 1x (make bench-migration): one
 // iteration is a dozen QEMU starts.
 func BenchmarkMigration(b *testing.B) {
@@ -35,29 +36,35 @@ func BenchmarkMigration(b *testing.B) {
 			for range b.N {
 				row = benchOne(b, kind.name, kind.builtin)
 			}
-			b.ReportMetric(float64(row.median(func(r qmpResult) time.Duration { return r.Downtime }).Milliseconds()), "downtime-ms")
-			b.ReportMetric(float64(row.median(func(r qmpResult) time.Duration { return r.Total }).Milliseconds()), "total-ms")
+			b.ReportMetric(float64(median(row.runs, downtime).Milliseconds()), "downtime-ms")
+			b.ReportMetric(float64(median(row.runs, total).Milliseconds()), "total-ms")
+			b.ReportMetric(float64(median(row.busy, downtime).Milliseconds()), "busy-downtime-ms")
+			b.ReportMetric(float64(median(row.busy, total).Milliseconds()), "busy-total-ms")
 			b.ReportMetric(float64(row.stateBytes()), "state-bytes")
 		})
 		rows = append(rows, row)
 	}
-	if len(rows) == 2 && len(rows[0].runs) > 0 && len(rows[1].runs) > 0 {
+	if len(rows) == 2 && len(rows[0].busy) > 0 && len(rows[1].busy) > 0 {
 		printTable(rows)
 	}
 }
 
 type benchRow struct {
 	name string
-	runs []qmpResult
+	runs []qmpResult // idle
+	busy []qmpResult // under a TCP stream
 	// section is the size of the NIC's own sections in a saved stream:
 	// for the built-in NIC its vmstate ("…/e1000e"), for ours the VFIO
 	// section QEMU writes itself (PCI config and MSI-X, "…/vfio").
 	section int
 }
 
-func (r benchRow) median(f func(qmpResult) time.Duration) time.Duration {
-	v := make([]time.Duration, len(r.runs))
-	for i, x := range r.runs {
+func downtime(r qmpResult) time.Duration { return r.Downtime }
+func total(r qmpResult) time.Duration    { return r.Total }
+
+func median(runs []qmpResult, f func(qmpResult) time.Duration) time.Duration {
+	v := make([]time.Duration, len(runs))
+	for i, x := range runs {
 		v[i] = f(x)
 	}
 	sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
@@ -89,6 +96,22 @@ func benchOne(b *testing.B, name string, builtin bool) benchRow {
 		b.Logf("%s round %d: total %v, downtime %v, RAM %.1f MiB, device %d bytes", name, i+1, res.Total, res.Downtime, float64(res.RAMBytes)/(1<<20), res.DeviceBytes)
 		row.runs = append(row.runs, res)
 		r.ping(2)
+	}
+	for i := range benchRounds {
+		dst := r.dest(nil)
+		tcp, err := startTCP(r.ns, r.cur.vm.Agent, streamSize, 5*time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := tcp.waitSent(ctx, 2<<20); err != nil {
+			b.Fatal(err)
+		}
+		res := r.migrateQMP(dst)
+		if _, err := tcp.finish(ctx, r.cur.vm.Agent, 5*time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("%s round %d under a TCP stream: total %v, downtime %v, RAM %.1f MiB, device %d bytes", name, i+1, res.Total, res.Downtime, float64(res.RAMBytes)/(1<<20), res.DeviceBytes)
+		row.busy = append(row.busy, res)
 	}
 	file := filepath.Join(r.dir, "saved.mig")
 	r.saveToFile(file)
@@ -131,19 +154,17 @@ func (r *rig) saveToFile(path string) {
 
 func printTable(rows []benchRow) {
 	fmt.Println()
-	fmt.Println("Live migration of an idle guest (TCG, 512 MiB, 1 vCPU) between two QEMUs of the same patched build,")
-	fmt.Printf("median of %d migrations each (QEMU's query-migrate):\n\n", benchRounds)
-	fmt.Printf("%-34s %14s %14s\n", "", "e1000e-vfu", "built-in e1000e")
+	fmt.Println("Live migration of a guest (TCG, 512 MiB, 1 vCPU) between two QEMUs of the same patched build,")
+	fmt.Printf("median of %d migrations each, idle and under a host→guest TCP stream (QEMU's query-migrate):\n\n", benchRounds)
+	fmt.Printf("%-34s %16s %16s\n", "", "e1000e-vfu", "built-in e1000e")
 	line := func(name string, f func(benchRow) string) {
-		fmt.Printf("%-34s %14s %14s\n", name, f(rows[0]), f(rows[1]))
+		fmt.Printf("%-34s %16s %16s\n", name, f(rows[0]), f(rows[1]))
 	}
-	line("downtime", func(r benchRow) string {
-		return r.median(func(x qmpResult) time.Duration { return x.Downtime }).String()
-	})
-	line("total time", func(r benchRow) string {
-		return r.median(func(x qmpResult) time.Duration { return x.Total }).Round(time.Millisecond).String()
-	})
-	line("guest RAM sent (MiB)", func(r benchRow) string {
+	line("downtime, idle", func(r benchRow) string { return median(r.runs, downtime).String() })
+	line("total time, idle", func(r benchRow) string { return median(r.runs, total).Round(time.Millisecond).String() })
+	line("downtime, under traffic", func(r benchRow) string { return median(r.busy, downtime).String() })
+	line("total time, under traffic", func(r benchRow) string { return median(r.busy, total).Round(time.Millisecond).String() })
+	line("guest RAM sent, idle (MiB)", func(r benchRow) string {
 		return fmt.Sprintf("%.1f", float64(r.runs[len(r.runs)-1].RAMBytes)/(1<<20))
 	})
 	line("device data (MIG_DATA_READ)", func(r benchRow) string { return fmt.Sprint(r.runs[len(r.runs)-1].DeviceBytes) })

@@ -29,6 +29,9 @@ func TestMigrateTraffic(t *testing.T) {
 		dst := r.dest(nil) // the source's configuration, the source's MAC
 		tcp, udp := r.startFlows()
 		res := r.mustMigrate(dst)
+		if tcp.sent.Load() >= streamSize {
+			t.Errorf("%s: the host had sent the whole stream before the migration ended: it did not run across it", leg)
+		}
 		if res.summary.DeviceBytes == 0 {
 			t.Errorf("%s: no device state moved (query-migrate's vfio.transferred is 0)", leg)
 		}
