@@ -16,8 +16,9 @@ build:
 run: build
 	$(BIN) serve --socket $(SOCKET)
 
-# Installs what the tests need (root, Debian), then runs every test.
-test: deps lint test-unit
+# Installs what the tests need (root, Debian), then runs every test: the
+# unit tests, then real QEMU with a real guest, live migration included.
+test: deps lint test-unit test-qemu
 
 deps:
 	@sh tests/deps.sh
@@ -31,6 +32,7 @@ test-unit:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 $(PKGS)
+	@echo "With real QEMU and a guest (root): make bench-guest (throughput, latency) and make bench-migration (downtime, state size)."
 
 clean:
 	rm -rf bin
@@ -43,10 +45,11 @@ clean:
 prepare:
 	@sh tests/prepare.sh >/dev/null
 
-test-qemu: deps prepare build
-	$(GO) test -tags integration -count=1 -timeout 40m -v ./tests/...
+# One package at a time: each boots guests under TCG on the 2 cores.
+test-qemu: deps prepare qemu-mig build
+	$(GO) test -tags integration -count=1 -p 1 -timeout 60m -v ./tests/integration/... ./tests/migration/...
 
-demo: deps prepare build
+demo: deps prepare qemu-mig build
 	$(GO) run ./tests/demo
 
 bench-guest: deps prepare build
