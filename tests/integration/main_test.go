@@ -56,24 +56,6 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// shortDir is a per-test directory with a short path: UNIX socket paths are
-// limited to 107 bytes.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "evfu-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("logs kept in %s", d)
-			return
-		}
-		os.RemoveAll(d)
-	})
-	return d
-}
-
 // netns creates a namespace named after the test with tap0 at 10.0.2.2/24.
 func netns(t *testing.T, mtu int) *harness.NetNS {
 	t.Helper()
@@ -105,7 +87,7 @@ func startVM(t *testing.T, ctx context.Context, cfg harness.VMConfig) *harness.V
 	cfg.Cache = cache
 	cfg.Initramfs = initramfs
 	if cfg.Dir == "" {
-		cfg.Dir = filepath.Join(shortDir(t), "vm")
+		cfg.Dir = filepath.Join(harness.TestDir(t), "vm")
 	}
 	start := time.Now()
 	vm, err := harness.StartVM(ctx, cfg)

@@ -68,7 +68,7 @@ func newRig(t *testing.T, ctx context.Context, kind string, o rigOpts) *rig {
 	if o.backend == "" {
 		o.backend = backendTAP
 	}
-	r := &rig{t: t, ctx: ctx, kind: kind, dir: shortDir(t), vlan: o.vlan}
+	r := &rig{t: t, ctx: ctx, kind: kind, dir: harness.TestDir(t), vlan: o.vlan}
 	r.ns = netns(t, o.mtu)
 	r.stream = filepath.Join(r.dir, "net.sock")
 	cfg := harness.VMConfig{Dir: filepath.Join(r.dir, "vm"), KernelArgs: o.kernelArgs}

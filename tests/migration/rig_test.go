@@ -61,7 +61,7 @@ type rigOpts struct {
 // agent started.
 func newRig(t testing.TB, ctx context.Context, o rigOpts) *rig {
 	t.Helper()
-	r := &rig{t: t, ctx: ctx, dir: shortDir(t), stock: o.stock, builtin: o.builtin}
+	r := &rig{t: t, ctx: ctx, dir: harness.TestDir(t), stock: o.stock, builtin: o.builtin}
 	name := fmt.Sprintf("evfu-m%d", os.Getpid()%100000)
 	ns, err := harness.NewNetNS(name)
 	if err != nil {
@@ -365,24 +365,6 @@ func (r *rig) guestCommand() uint16 {
 		r.t.Fatalf("the NIC's command register: %q: %v", out, err)
 	}
 	return v
-}
-
-// shortDir is a per-test directory with a short path: UNIX socket paths are
-// limited to 107 bytes. It is kept when the test fails.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "evfu-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("logs kept in %s", d)
-			return
-		}
-		os.RemoveAll(d)
-	})
-	return d
 }
 
 // lastLine is the last line of s, for logs.
