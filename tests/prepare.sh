@@ -19,7 +19,8 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${E1000E_VFU_CACHE:-/var/cache/e1000e-vfu}
-key=$(cat "$here/prepare.sh" "$here/guest/init" | sha256sum | cut -c1-16)
+key=$(cat "$here/prepare.sh" "$here/lib.sh" "$here/guest/init" | sha256sum | cut -c1-16)
+. "$here/lib.sh"
 dir="$cache/$key"
 
 log() { echo "prepare: $*" >&2; }
@@ -56,42 +57,15 @@ done
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need="$need debian-archive-keyring"
 if [ -n "$need" ]; then
 	step "installing host packages:$need"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+	install_host_packages $need
 fi
 
-# The mirror: the first .../debian URI in the machine's apt sources.
-mirror=${E1000E_VFU_MIRROR:-}
-if [ -z "$mirror" ]; then
-	mirror=$(
-		for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-			[ -f "$f" ] || continue
-			case "$f" in
-			*.sources) awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' "$f" ;;
-			*) awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; break } }' "$f" ;;
-			esac
-		done | grep -E '/debian/?$' | head -n1
-	)
-fi
-if [ -z "$mirror" ]; then
-	log "no Debian mirror in /etc/apt/sources*; set E1000E_VFU_MIRROR"
-	exit 1
-fi
-mirror=${mirror%/}
+# The mirror: the one the machine's apt sources name.
+find_mirror || exit 1
 
 tmp="$cache/tmp.$key.$$"
 root="$tmp/root"
 mounted=""
-# safe_rm removes a build directory only when nothing is mounted below it:
-# rm -rf through a bind mount of /dev or /sys would damage the host.
-safe_rm() {
-	for m in proc sys dev; do umount -l "$1/root/$m" 2>/dev/null || true; done
-	if awk -v d="$1/" 'index($2, d) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
-		log "something is still mounted under $1; leaving it in place"
-		return 0
-	fi
-	rm -rf "$1"
-}
 cleanup() {
 	for m in $mounted; do umount -l "$m" 2>/dev/null || true; done
 	mounted=""

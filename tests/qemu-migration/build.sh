@@ -21,7 +21,8 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${E1000E_VFU_CACHE:-/var/cache/e1000e-vfu}
-key=$(cat "$here/build.sh" "$here"/patches/*.patch | sha256sum | cut -c1-16)
+key=$(cat "$here/build.sh" "$here/../lib.sh" "$here"/patches/*.patch | sha256sum | cut -c1-16)
+. "$here/../lib.sh"
 dir="$cache/qemu-mig-$key"
 qemu_version=${E1000E_VFU_QEMU_SOURCE:-1:10.2.2+ds-1}
 
@@ -52,38 +53,22 @@ command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need="$need debian-archive-keyring"
 if [ -n "$need" ]; then
 	step "installing host packages:$need"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+	install_host_packages $need
 fi
 
-mirror=${E1000E_VFU_MIRROR:-}
-if [ -z "$mirror" ]; then
-	mirror=$(
-		for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-			[ -f "$f" ] || continue
-			case "$f" in
-			*.sources) awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' "$f" ;;
-			*) awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; break } }' "$f" ;;
-			esac
-		done | grep -E '/debian/?$' | head -n1
-	)
-fi
-if [ -z "$mirror" ]; then
-	log "no Debian mirror in /etc/apt/sources*; set E1000E_VFU_MIRROR"
-	exit 1
-fi
-mirror=${mirror%/}
+find_mirror || exit 1
 
 tmp="$cache/.qemu-mig-$key.tmp"
 root="$tmp/root"
 cleanup() {
-	for m in dev/pts dev sys proc; do
+	for m in dev sys proc; do
 		mountpoint -q "$root/$m" 2>/dev/null && umount -l "$root/$m" || true
 	done
 }
 trap cleanup EXIT INT TERM
-cleanup
-rm -rf "$tmp"
+# A half-built tree of a killed run is never reused.
+safe_rm "$tmp"
+[ ! -e "$tmp" ] || { log "cannot remove $tmp"; exit 1; }
 mkdir -p "$tmp"
 
 step "debootstrap trixie from $mirror"
@@ -173,7 +158,7 @@ rm -rf "$root/build" "$root"/var/cache/apt/archives/*.deb
 
 cleanup
 trap - EXIT INT TERM
-rm -rf "$dir"
+safe_rm "$dir"
 mv "$tmp" "$dir"
 touch "$dir/complete"
 step "done: $dir"
