@@ -190,6 +190,18 @@ func Load(b []byte, dev Stateful, lim Limits, log *slog.Logger) error {
 }
 
 func loadBody(b []byte, hdrLen int, h Header, ld Loader, dev Stateful, lim Limits, log *slog.Logger) error {
+	if err := checkBody(b, hdrLen, h, ld, dev, lim, log); err != nil {
+		return err
+	}
+	if err := ld.Apply(); err != nil {
+		return &ApplyError{Err: err}
+	}
+	return nil
+}
+
+// checkBody decodes and validates every section of a stream whose header
+// was accepted, into ld, without applying anything to dev.
+func checkBody(b []byte, hdrLen int, h Header, ld Loader, dev Stateful, lim Limits, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -233,9 +245,6 @@ func loadBody(b []byte, hdrLen int, h Header, ld Loader, dev Stateful, lim Limit
 	}
 	if err := ld.Validate(); err != nil {
 		return fmt.Errorf("migration: invalid state: %w", err)
-	}
-	if err := ld.Apply(); err != nil {
-		return &ApplyError{Err: err}
 	}
 	return nil
 }

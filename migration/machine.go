@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -262,7 +263,54 @@ func (m *Machine) writeLocked(p []byte) error {
 	if err := m.checkIncoming(); err != nil {
 		return fmt.Errorf("%w: %w", err, syscall.EINVAL)
 	}
+	if err := m.checkComplete(); err != nil {
+		m.refused = err
+		m.log.Warn("migration: refusing incoming state", "err", err)
+		return fmt.Errorf("%w: %w", err, syscall.EINVAL)
+	}
 	return nil
+}
+
+// checkComplete checks the incoming stream as a load would, without applying
+// it, once its last record has arrived. A client loads the device data before
+// it starts the device: QEMU learns of a refusal only from the write, since
+// it ignores a failed RESUMING→RUNNING after its load has succeeded. The
+// load at RESUMING→STOP checks everything again, against the device as it is
+// then, and applies.
+func (m *Machine) checkComplete() error {
+	if m.inHdr == 0 || !streamEnded(m.in, m.inHdr) {
+		return nil
+	}
+	h, n, ld, err := CheckHeader(m.in, m.dev, m.lim)
+	if err != nil {
+		return err
+	}
+	return checkBody(m.in, n, h, ld, m.dev, m.lim, m.log)
+}
+
+// streamEnded reports whether b, a stream whose header of hdr bytes was
+// accepted, holds its last record: the end marker with its checksum, or a
+// tag that is not a record (which the framing check then refuses). It walks
+// record headers only, bounded by the bytes present.
+func streamEnded(b []byte, hdr int) bool {
+	for i := hdr; i < len(b); {
+		switch b[i] {
+		case tagEnd:
+			return len(b)-i >= 5
+		case tagSection:
+			if len(b)-i < 3 {
+				return false
+			}
+			j := i + 3 + int(b[i+2])
+			if len(b)-j < 4 {
+				return false
+			}
+			i = j + 4 + int(binary.LittleEndian.Uint32(b[j:]))
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 // MigrationDataSize implements device.Migratable. In STOP_COPY it is the

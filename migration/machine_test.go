@@ -149,7 +149,12 @@ func TestMachineBadDataKeepsDevice(t *testing.T) {
 	setState(t, md, sResuming)
 	bad := bytes.Clone(good)
 	bad[len(bad)-10] ^= 1
-	writeAll(t, md, bad, 1000)
+	// The stream is refused by the write that completes it (so a client
+	// learns it while loading), and again at RESUMING→STOP.
+	writeAll(t, md, bad[:len(bad)-5], 1000)
+	if err := md.WriteMigrationData(bad[len(bad)-5:]); err == nil || !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("the write completing a bad stream = %v, want EINVAL naming the checksum", err)
+	}
 	if err := md.SetMigrationState(sStop); err == nil || !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("bad stream accepted: %v", err)
 	}
@@ -296,5 +301,38 @@ func TestMachineEveryPair(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A stream whose framing and checksum are sound but whose contents the device
+// cannot take (here an unknown mandatory section) is refused by the write
+// that completes it too, not first at RESUMING→STOP: QEMU ignores a refusal
+// that comes only when it starts the device.
+func TestMachineRefusesBadContentsAtTheLastWrite(t *testing.T) {
+	src := newFakeDev(0, true)
+	src.st = busyState(0)
+	h, secs, err := Split(mustSave(t, src), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs = append(secs, Section{Name: "from-the-future", Mandatory: true, Payload: mustPack(t, 1)})
+	bad, err := Assemble(h, secs, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := newFakeDev(0, true)
+	before := dump(dst.state())
+	md := NewMachine(dst, Options{})
+	setState(t, md, sResuming)
+	writeAll(t, md, bad[:len(bad)-1], 1000)
+	err = md.WriteMigrationData(bad[len(bad)-1:])
+	if err == nil || !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), "unknown mandatory section from-the-future") {
+		t.Fatalf("the write completing the stream = %v", err)
+	}
+	if err := md.SetMigrationState(sStop); err == nil {
+		t.Fatal("RESUMING→STOP accepted a refused stream")
+	}
+	if dump(dst.state()) != before {
+		t.Fatal("the refused stream changed the device")
 	}
 }
