@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,9 +54,24 @@ func RepoRoot() (string, error) {
 // Prepare runs the preparation recipe (quick when its cache is complete) and
 // returns the cache it names. Progress goes to progress, if not nil.
 func Prepare(ctx context.Context, repo string, progress *os.File) (*Cache, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	var w io.Writer
+	if progress != nil {
+		w = progress
+	}
+	dir, err := runRecipe(ctx, repo, "tests/prepare.sh", 30*time.Minute, w)
+	if err != nil {
+		return nil, err
+	}
+	return OpenCache(dir)
+}
+
+// runRecipe runs a preparation recipe (a script under repo that prints the
+// directory it made as its last line) within timeout and returns that
+// directory. Its progress (stderr) goes to progress, if not nil.
+func runRecipe(ctx context.Context, repo, script string, timeout time.Duration, progress io.Writer) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "sh", filepath.Join(repo, "tests", "prepare.sh"))
+	cmd := exec.CommandContext(ctx, "sh", filepath.Join(repo, filepath.FromSlash(script)))
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	if progress != nil {
@@ -64,10 +80,10 @@ func Prepare(ctx context.Context, repo string, progress *os.File) (*Cache, error
 		cmd.Stderr = &out
 	}
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("harness: tests/prepare.sh: %w\n%s", err, tail(out.Bytes(), 4096))
+		return "", fmt.Errorf("harness: %s: %w\n%s", script, err, tail(out.Bytes(), 4096))
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	return OpenCache(lines[len(lines)-1])
+	return lines[len(lines)-1], nil
 }
 
 // OpenCache checks a prepared directory and describes it.

@@ -1,13 +1,11 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -28,21 +26,11 @@ type MigQEMU struct {
 // cached; it waits on a lock when another run builds) and opens the result.
 // Progress goes to progress, if not nil.
 func BuildMigQEMU(ctx context.Context, repo string, progress io.Writer) (*MigQEMU, error) {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "sh", filepath.Join(repo, "tests", "qemu-migration", "build.sh"))
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	if progress != nil {
-		cmd.Stderr = progress
-	} else {
-		cmd.Stderr = &out
+	dir, err := runRecipe(ctx, repo, "tests/qemu-migration/build.sh", 60*time.Minute, progress)
+	if err != nil {
+		return nil, err
 	}
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("harness: tests/qemu-migration/build.sh: %w\n%s", err, tail(out.Bytes(), 4096))
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	return OpenMigQEMU(lines[len(lines)-1])
+	return OpenMigQEMU(dir)
 }
 
 // OpenMigQEMU checks a directory build.sh made and describes it.
