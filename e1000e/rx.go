@@ -335,7 +335,7 @@ func (n *NIC) rxDeliver(frame []byte) bool {
 		}
 		n.setReg(RDH0, r.head)
 	}
-	n.countRX(w[:dataLen])
+	n.countFrame(w[:dataLen], &rxCounters)
 
 	var causes uint32
 	if n.irq.Mode() == IRQModeMSIX {
@@ -466,20 +466,31 @@ func (n *NIC) rxWriteBack(l *rxLayout, d []byte, addr uint64, status, hiDword, m
 	}
 }
 
-// countRX updates the receive statistics for one frame (without FCS); sizes
-// count the FCS as the wire does.
-func (n *NIC) countRX(frame []byte) {
+// frameCounters names the statistics registers one direction counts a
+// frame in.
+type frameCounters struct {
+	packets, good, octets, goodOctets, size64, broadcast, multicast uint32
+}
+
+var (
+	rxCounters = frameCounters{TPR, GPRC, TORL, GORCL, PRC64, BPRC, MPRC}
+	txCounters = frameCounters{TPT, GPTC, TOTL, GOTCL, PTC64, BPTC, MPTC}
+)
+
+// countFrame updates one direction's statistics for a frame (without FCS);
+// sizes count the FCS as the wire does.
+func (n *NIC) countFrame(frame []byte, c *frameCounters) {
 	size := uint64(len(frame)) + 4
-	n.addStat(TPR, 1)
-	n.addStat(GPRC, 1)
-	n.addStat(TORL, size)
-	n.addStat(GORCL, size)
-	n.addStat(sizeBucket(PRC64, size), 1)
+	n.addStat(c.packets, 1)
+	n.addStat(c.good, 1)
+	n.addStat(c.octets, size)
+	n.addStat(c.goodOctets, size)
+	n.addStat(sizeBucket(c.size64, size), 1)
 	if frame[0]&1 != 0 {
 		if isBroadcast(frame) {
-			n.addStat(BPRC, 1)
+			n.addStat(c.broadcast, 1)
 		} else {
-			n.addStat(MPRC, 1)
+			n.addStat(c.multicast, 1)
 		}
 	}
 }

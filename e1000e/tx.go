@@ -413,7 +413,7 @@ func (n *NIC) txEmit(o *txPacketOpts, buf []byte, l int) {
 		l = ethMinFrame
 	}
 	frame := buf[start : start+l]
-	n.countTX(frame)
+	n.countFrame(frame, &txCounters)
 	if n.loopback() {
 		// The receive path copies the frame and never transmits, so a
 		// looped frame cannot come back here.
@@ -423,24 +423,6 @@ func (n *NIC) txEmit(o *txPacketOpts, buf []byte, l int) {
 	if n.backend != nil {
 		if err := n.backend.Send(frame); err != nil {
 			n.log.Debug("e1000e: backend send", "err", err)
-		}
-	}
-}
-
-// countTX updates the transmit statistics for one frame; sizes count the
-// FCS the wire adds.
-func (n *NIC) countTX(frame []byte) {
-	size := uint64(len(frame)) + 4
-	n.addStat(TPT, 1)
-	n.addStat(GPTC, 1)
-	n.addStat(TOTL, size)
-	n.addStat(GOTCL, size)
-	n.addStat(sizeBucket(PTC64, size), 1)
-	if frame[0]&1 != 0 {
-		if isBroadcast(frame) {
-			n.addStat(BPTC, 1)
-		} else {
-			n.addStat(MPTC, 1)
 		}
 	}
 }
