@@ -17,6 +17,9 @@
 //	send ADDR SIZE SEED   dial TCP ADDR, send SIZE bytes of Stream(SEED)
 //	recv ADDR             dial TCP ADDR, read to EOF
 //	udpecho ADDR N SIZE   N datagrams to ADDR, count intact echoes
+//	udprecv PORT SECONDS  receive numbered datagrams on PORT for SECONDS
+//	                      (data: received, first, last, lost, max_gap_ms,
+//	                      gap_end_ms, tail_ms; see the agent)
 //	ethtool IFACE [FEATURE on|off]  offloads rx, tx, sg, tso (data: state)
 //	mcast IFACE GROUP:PORT N   join GROUP on IFACE, wait for N datagrams
 //	wait-link IFACE up|down

@@ -76,24 +76,23 @@ func run(ctx context.Context, builtin, migrate bool, size int64) error {
 		return err
 	}
 
-	ns, err := harness.NewNetNS(fmt.Sprintf("evfu-demo-%d", os.Getpid()%100000))
+	hosts, err := harness.NewHosts(fmt.Sprintf("evfu-demo-%d", os.Getpid()%100000))
 	if err != nil {
 		return err
 	}
 	defer func() {
-		ns.Close()
-		say("removed network namespace %s", ns.Name)
+		hosts.Close()
+		say("removed the network namespaces")
 	}()
-	if err := ns.AddTAP("tap0", "10.0.2.2/24", 0); err != nil {
+	if err := hosts.AddTAP(0, "tap-a"); err != nil {
 		return err
 	}
-	say("network namespace %s: tap0 at 10.0.2.2/24 is the guest's peer", ns.Name)
+	say("network: two hosts (namespaces %s and %s, each a Linux bridge), joined by a LAN (%s) where the peer is %s",
+		hosts.Host[0].Name, hosts.Host[1].Name, hosts.LAN.Name, harness.PeerIP)
+	say("host 0: tap-a on its bridge is the guest's backend")
 
-	cfg := harness.VMConfig{Cache: cache, Initramfs: initramfs, Dir: filepath.Join(dir, "vm")}
-	var (
-		migQEMU *harness.MigQEMU
-		sw      *harness.Switch
-	)
+	cfg := harness.VMConfig{Cache: cache, Initramfs: initramfs, Dir: filepath.Join(dir, "vm"), NetNS: hosts.Host[0]}
+	var migQEMU *harness.MigQEMU
 	if migrate {
 		say("building QEMU with vfio-user live migration (tests/qemu-migration; cached after the first run, about 10 minutes from nothing)")
 		if migQEMU, err = harness.BuildMigQEMU(ctx, repo, os.Stdout); err != nil {
@@ -101,37 +100,22 @@ func run(ctx context.Context, builtin, migrate bool, size int64) error {
 		}
 		say("patched QEMU %s in %s", migQEMU.Version, migQEMU.Dir)
 		cfg.QEMU, cfg.ExtraQMP = migQEMU.Command, true
-		// Two servers will serve the guest in turn: a switch joins each
-		// one's stream backend to tap0, so both reach the same peer.
-		if sw, err = harness.StartSwitch(ns, "tap0"); err != nil {
-			return err
-		}
-		defer sw.Close()
 	}
 	var srv *harness.Server
 	if builtin {
-		cfg.NetNS = ns
-		cfg.NIC = harness.NIC{Kind: harness.BuiltinE1000E, Netdev: "tap,id=n0,ifname=tap0,script=no,downscript=no"}
+		cfg.NIC = harness.NIC{Kind: harness.BuiltinE1000E, Netdev: "tap,id=n0,ifname=tap-a,script=no,downscript=no"}
 		say("NIC: QEMU's built-in e1000e (comparison mode)")
 	} else {
-		sc := harness.ServerConfig{Bin: bin, Dir: filepath.Join(dir, "srv"), Netdev: "tap,ifname=tap0", NetNS: ns}
-		if migrate {
-			sc.Netdev, sc.NetNS = "stream,path="+filepath.Join(sc.Dir, "net.sock")+",server=on", nil
-		}
+		sc := harness.ServerConfig{Bin: bin, Dir: filepath.Join(dir, "srv"), Netdev: "tap,ifname=tap-a", NetNS: hosts.Host[0]}
 		srv, err = harness.StartServer(ctx, sc)
 		if err != nil {
 			return err
-		}
-		if sw != nil {
-			if err := sw.Attach(filepath.Join(sc.Dir, "net.sock"), 30*time.Second); err != nil {
-				return err
-			}
 		}
 		defer func() {
 			err := srv.Stop()
 			say("server stopped (exit: %v)", errOrOK(err))
 		}()
-		say("server: %s serve --socket %s --netdev %s (pid %d)", filepath.Base(bin), srv.Socket, sc.Netdev, srv.Pid())
+		say("server A on host 0: %s serve --socket %s --netdev %s (pid %d)", filepath.Base(bin), srv.Socket, sc.Netdev, srv.Pid())
 		cfg.NIC = harness.NIC{Kind: harness.VFIOUser, Socket: srv.Socket}
 	}
 	say("booting the guest under QEMU (TCG, 1 vCPU, 512 MiB shared memfd RAM)")
@@ -183,7 +167,7 @@ func run(ctx context.Context, builtin, migrate bool, size int64) error {
 			way = "guest → host"
 		}
 		say("TCP %s: %d MiB ...", way, size>>20)
-		res, err := harness.TCPTransfer(ctx, ns, a, "10.0.2.2", up, size)
+		res, err := harness.TCPTransfer(ctx, hosts.LAN, a, harness.PeerIP, up, size)
 		if err != nil {
 			return err
 		}
@@ -204,7 +188,7 @@ func run(ctx context.Context, builtin, migrate bool, size int64) error {
 	}
 	if migrate {
 		m := liveMigration{bin: bin, dir: dir, cache: cache, qemu: migQEMU, initramfs: initramfs,
-			ns: ns, sw: sw, srv: srv, vm: vm, size: size}
+			hosts: hosts, srv: srv, vm: vm, size: size}
 		if err := m.run(ctx); err != nil {
 			return fmt.Errorf("live migration: %w", err)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -15,17 +16,20 @@ import (
 )
 
 // liveMigration is the demo's last act: the running guest moves from QEMU A
-// + server A to QEMU B + server B while a TCP stream flows into it. Server
-// B starts with server A's configuration (query-config, then serve
-// --config) and MAC; `e1000e-vfu migrate` checks it, drives both QEMUs and
-// prints its progress and summary; the stream then completes on B.
+// + server A on host 0 to QEMU B + server B on host 1 while a TCP stream
+// flows into it. Server B starts with server A's configuration
+// (query-config, then serve --config); `e1000e-vfu migrate` checks it,
+// drives both QEMUs and prints its progress and summary; server B announces
+// the guest's address through host 1's bridge, so the LAN's switch sends
+// the stream there, and the stream completes on B. The guest only
+// receives: without the announcement nothing would tell the switch it
+// moved.
 type liveMigration struct {
 	bin, dir  string
 	cache     *harness.Cache
 	qemu      *harness.MigQEMU
 	initramfs string
-	ns        *harness.NetNS
-	sw        *harness.Switch
+	hosts     *harness.Hosts
 	srv       *harness.Server
 	vm        *harness.VM
 	size      int64
@@ -43,9 +47,11 @@ func (m liveMigration) run(ctx context.Context) error {
 	}
 	say("server A's configuration (query-config): %s", strings.TrimSpace(string(raw)))
 	bdir := filepath.Join(m.dir, "b")
-	sock := filepath.Join(bdir, "net.sock")
+	if err := m.hosts.AddTAP(1, "tap-b"); err != nil {
+		return err
+	}
 	srvB, err := harness.StartServer(ctx, harness.ServerConfig{
-		Bin: m.bin, Dir: bdir, Netdev: "stream,path=" + sock + ",server=on", Args: []string{"--config", conf},
+		Bin: m.bin, Dir: bdir, Netdev: "tap,ifname=tap-b", NetNS: m.hosts.Host[1], Args: []string{"--config", conf},
 	})
 	if err != nil {
 		return err
@@ -54,14 +60,12 @@ func (m liveMigration) run(ctx context.Context) error {
 		err := srvB.Stop()
 		say("server B stopped (exit: %v)", errOrOK(err))
 	}()
-	say("server B: serve --config %s --mac %s (pid %d)", filepath.Base(conf), harness.ServerMAC, srvB.Pid())
-	if err := m.sw.Attach(sock, 30*time.Second); err != nil {
-		return err
-	}
+	say("server B on host 1: serve --config %s --netdev tap,ifname=tap-b (pid %d)", filepath.Base(conf), srvB.Pid())
 	vmB, err := harness.StartVM(ctx, harness.VMConfig{
 		Cache: m.cache, Initramfs: m.initramfs, Dir: filepath.Join(bdir, "vm"),
-		NIC:  harness.NIC{Kind: harness.VFIOUser, Socket: srvB.Socket},
-		QEMU: m.qemu.Command, ExtraQMP: true, Incoming: "defer",
+		NIC:   harness.NIC{Kind: harness.VFIOUser, Socket: srvB.Socket},
+		NetNS: m.hosts.Host[1],
+		QEMU:  m.qemu.Command, ExtraQMP: true, Incoming: "defer",
 	})
 	if err != nil {
 		return err
@@ -73,7 +77,7 @@ func (m liveMigration) run(ctx context.Context) error {
 	say("QEMU B (pid %d) waits for the guest (-incoming defer)", vmB.Pid())
 
 	// A host → guest stream, begun on A and answered by the guest on B.
-	l, err := m.ns.Listen("tcp", "10.0.2.2:0")
+	l, err := m.hosts.LAN.Listen("tcp", harness.PeerIP+":0")
 	if err != nil {
 		return err
 	}
@@ -95,11 +99,12 @@ func (m liveMigration) run(ctx context.Context) error {
 	say("TCP host → guest: %d MiB streaming; migrating in 2 s", m.size>>20)
 	time.Sleep(2 * time.Second)
 
+	uri := fmt.Sprintf("tcp:%s:4444", harness.HostIP(1))
 	cmd := exec.CommandContext(ctx, m.bin, "migrate",
 		"--src-control", m.srv.Control, "--dst-control", srvB.Control,
 		"--src-qmp", m.vm.QMP2Path, "--dst-qmp", vmB.QMP2Path,
-		"--uri", "unix:"+filepath.Join(bdir, "mig.sock"))
-	say("$ %s migrate --src-control A --dst-control B --src-qmp A --dst-qmp B --uri unix:…/mig.sock", filepath.Base(m.bin))
+		"--uri", uri)
+	say("$ %s migrate --src-control A --dst-control B --src-qmp A --dst-qmp B --uri %s", filepath.Base(m.bin), uri)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -131,15 +136,27 @@ func (m liveMigration) run(ctx context.Context) error {
 	}
 	secs, _ := rp.Data["seconds"].(float64)
 	say("TCP host → guest across the migration: %d MiB in %.1f s, SHA-256 equal at both ends; the guest answered from QEMU B", m.size>>20, secs)
+	if raw, err := srvB.Ctl(ctx, map[string]any{"cmd": "query-stats"}); err == nil {
+		var st struct {
+			Announce struct {
+				Rounds uint64 `json:"rounds"`
+				Frames uint64 `json:"frames"`
+			} `json:"announce"`
+		}
+		if json.Unmarshal(raw, &st) == nil {
+			say("server B announced the guest's address after the switch-over: %d rounds, %d RARP frames through host 1's bridge (the guest itself only received)",
+				st.Announce.Rounds, st.Announce.Frames)
+		}
+	}
 	m.vm.Stop()
 	m.srv.Stop()
 	say("QEMU A and server A stopped; the guest runs on B")
-	res, err := harness.TCPTransfer(ctx, m.ns, vmB.Agent, "10.0.2.2", true, m.size)
+	res, err := harness.TCPTransfer(ctx, m.hosts.LAN, vmB.Agent, harness.PeerIP, true, m.size)
 	if err != nil {
 		return err
 	}
 	say("TCP guest → host on B: %d MiB in %.1f s = %.1f Mbit/s, SHA-256 equal", m.size>>20, res.Seconds, res.Mbps())
-	out2, err := vmB.Agent.Sh(ctx, time.Minute, "ping -c 3 -W 5 10.0.2.2 | tail -n 2; echo \"driver hang or reset messages in dmesg: $(dmesg | grep -ciE 'hardware unit hang|reset adapter|NETDEV WATCHDOG')\"")
+	out2, err := vmB.Agent.Sh(ctx, time.Minute, "ping -c 3 -W 5 "+harness.PeerIP+" | tail -n 2; echo \"driver hang or reset messages in dmesg: $(dmesg | grep -ciE 'hardware unit hang|reset adapter|NETDEV WATCHDOG')\"")
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,8 @@ func run(req Request) Reply {
 		err = cmdRecv(ctx, req.Args, &rep)
 	case "udpecho":
 		err = cmdUDPEcho(ctx, req.Args, &rep)
+	case "udprecv":
+		err = cmdUDPRecv(ctx, req.Args, &rep)
 	case "mcast":
 		err = cmdMcast(ctx, req.Args, &rep)
 	case "ethtool":
@@ -210,6 +212,74 @@ func cmdUDPEcho(ctx context.Context, args []string, rep *Reply) error {
 		rtt = total.Microseconds() / int64(echoed)
 	}
 	rep.Data = map[string]any{"sent": count, "echoed": echoed, "rtt_us": rtt}
+	return nil
+}
+
+// cmdUDPRecv listens on UDP PORT for SECONDS and takes datagrams that start
+// with a big-endian sequence number, as a guest that only receives: it
+// sends nothing back. It reports how many distinct numbers arrived, the
+// first and last, how many in between are missing (lost), the longest time
+// between two arrivals (max_gap_ms) and when that gap ended (gap_end_ms,
+// from the start), and the time from the last arrival to the end (tail_ms),
+// so a flow that stopped and never came back shows as a long tail.
+func cmdUDPRecv(ctx context.Context, args []string, rep *Reply) error {
+	if err := nargs(args, 2); err != nil {
+		return err
+	}
+	port, err1 := strconv.Atoi(args[0])
+	secs, err2 := strconv.Atoi(args[1])
+	if err := errors.Join(err1, err2); err != nil || port < 1 || port > 65535 || secs < 1 || secs > 600 {
+		return fmt.Errorf("udprecv PORT(1..65535) SECONDS(1..600): %v", err)
+	}
+	c, err := net.ListenUDP("udp", &net.UDPAddr{Port: port})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start := time.Now()
+	end := start.Add(time.Duration(secs) * time.Second)
+	const maxSeq = 1 << 20 // bounds the set below
+	seen := make(map[uint64]bool)
+	var (
+		first, last   uint64
+		prev          time.Time
+		maxGap, gapAt time.Duration
+	)
+	b := make([]byte, 2048)
+	for ctx.Err() == nil && time.Now().Before(end) {
+		c.SetReadDeadline(end)
+		n, _, err := c.ReadFrom(b)
+		if err != nil {
+			break // the deadline
+		}
+		now := time.Now()
+		if n < 8 {
+			continue
+		}
+		seq := binary.BigEndian.Uint64(b)
+		if seq >= maxSeq || seen[seq] {
+			continue
+		}
+		if len(seen) == 0 || seq < first {
+			first = seq
+		}
+		if len(seen) == 0 || seq > last {
+			last = seq
+		}
+		seen[seq] = true
+		if !prev.IsZero() && now.Sub(prev) > maxGap {
+			maxGap, gapAt = now.Sub(prev), now.Sub(start)
+		}
+		prev = now
+	}
+	rep.Data = map[string]any{"received": len(seen)}
+	if len(seen) > 0 {
+		rep.Data["first"], rep.Data["last"] = first, last
+		rep.Data["lost"] = int(last-first+1) - len(seen)
+		rep.Data["max_gap_ms"] = maxGap.Milliseconds()
+		rep.Data["gap_end_ms"] = gapAt.Milliseconds()
+		rep.Data["tail_ms"] = time.Since(prev).Milliseconds()
+	}
 	return nil
 }
 

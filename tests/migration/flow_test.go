@@ -29,6 +29,10 @@ type tcpFlow struct {
 	seed uint64
 	id   int64 // the agent request (recv), answered wherever the guest runs
 	sent atomic.Int64
+	// maxPause is the longest the host waited between two writes once
+	// the stream was under way: how long the receiver was out of reach,
+	// seen from the host. Read after done.
+	maxPause time.Duration
 	done chan error
 	l    net.Listener
 }
@@ -61,12 +65,17 @@ func (f *tcpFlow) feed(timeout time.Duration) error {
 	c.SetDeadline(time.Now().Add(timeout))
 	buf := make([]byte, 64<<10)
 	src := io.LimitReader(agentproto.Stream(f.seed), f.size)
+	var last time.Time
 	for {
 		n, rerr := io.ReadFull(src, buf)
 		if n > 0 {
 			if _, err := c.Write(buf[:n]); err != nil {
 				return fmt.Errorf("tcp peer: after %d bytes: %w", f.sent.Load(), err)
 			}
+			if now := time.Now(); !last.IsZero() && now.Sub(last) > f.maxPause {
+				f.maxPause = now.Sub(last)
+			}
+			last = time.Now()
 			f.sent.Add(int64(n))
 		}
 		if rerr != nil {
@@ -218,6 +227,88 @@ func (f *udpFlow) finish(ctx context.Context, agent *harness.Agent, wait time.Du
 	}
 	if s.Sent == 0 {
 		return s, errors.New("udp flow: nothing reached the host")
+	}
+	return s, nil
+}
+
+// udpFeed is a host→guest UDP flow to a guest that only receives: the host
+// sends numbered datagrams every udpEvery to the guest's udprecv, which
+// reports what arrived and the longest gap between arrivals.
+type udpFeed struct {
+	id   int64
+	c    net.PacketConn
+	sent atomic.Int64
+	stop chan struct{}
+	done chan struct{}
+}
+
+// recvStats is what the guest's udprecv saw.
+type recvStats struct {
+	Received, Lost int
+	Sent           int64         // what the host sent
+	MaxGap         time.Duration // the longest time between two arrivals
+	GapEnd         time.Duration // when that gap ended, from the flow's start
+	Tail           time.Duration // from the last arrival to the flow's end
+}
+
+const (
+	udpPort  = 5001
+	udpEvery = 10 * time.Millisecond
+)
+
+// startFeed starts the guest's udprecv for d and the host's sender.
+func startFeed(ns *harness.NetNS, agent *harness.Agent, d time.Duration) (*udpFeed, error) {
+	c, err := ns.ListenPacket("udp", net.JoinHostPort(hostIP, "0"))
+	if err != nil {
+		return nil, err
+	}
+	f := &udpFeed{c: c, stop: make(chan struct{}), done: make(chan struct{})}
+	if f.id, err = agent.Begin(d+15*time.Second, "udprecv", fmt.Sprint(udpPort), fmt.Sprint(int(d.Seconds()))); err != nil {
+		c.Close()
+		return nil, err
+	}
+	go f.send(d)
+	return f, nil
+}
+
+// send sends until d has passed (bounded in count and time) or stop.
+func (f *udpFeed) send(d time.Duration) {
+	defer close(f.done)
+	to := &net.UDPAddr{IP: net.ParseIP(guestIP), Port: udpPort}
+	msg := make([]byte, udpSize)
+	tick := time.NewTicker(udpEvery)
+	defer tick.Stop()
+	end := time.After(d)
+	for seq := uint64(0); seq < uint64(d/udpEvery)+1; seq++ {
+		select {
+		case <-f.stop:
+			return
+		case <-end:
+			return
+		case <-tick.C:
+		}
+		binary.BigEndian.PutUint64(msg, seq)
+		if _, err := f.c.WriteTo(msg, to); err == nil {
+			f.sent.Add(1)
+		}
+	}
+}
+
+// finish waits for the guest's report on agent (the guest's current VM).
+func (f *udpFeed) finish(ctx context.Context, agent *harness.Agent, wait time.Duration) (recvStats, error) {
+	rp, err := agent.Await(ctx, f.id, wait)
+	close(f.stop)
+	<-f.done
+	f.c.Close()
+	if err != nil {
+		return recvStats{}, err
+	}
+	num := func(k string) int64 { v, _ := rp.Data[k].(float64); return int64(v) }
+	ms := func(k string) time.Duration { return time.Duration(num(k)) * time.Millisecond }
+	s := recvStats{Received: int(num("received")), Lost: int(num("lost")), Sent: f.sent.Load(),
+		MaxGap: ms("max_gap_ms"), GapEnd: ms("gap_end_ms"), Tail: ms("tail_ms")}
+	if s.Received == 0 {
+		return s, fmt.Errorf("udp feed: the guest received none of %d datagrams", s.Sent)
 	}
 	return s, nil
 }

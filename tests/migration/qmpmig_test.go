@@ -5,7 +5,6 @@ package migration
 import (
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"time"
 )
 
@@ -21,7 +20,7 @@ type qmpResult struct {
 // benchmark drives QEMU's built-in e1000e and our NIC the same way.
 func (r *rig) migrateQMP(dst *side) qmpResult {
 	r.t.Helper()
-	uri := "unix:" + filepath.Join(dst.dir, "mig.sock")
+	uri := r.uri(dst)
 	if _, err := dst.vm.QMP.Execute(r.ctx, "migrate-incoming", map[string]any{"uri": uri}); err != nil {
 		r.t.Fatalf("destination: %v", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,30 +21,34 @@ import (
 )
 
 const (
-	hostIP  = "10.0.2.2"
-	guestIP = "10.0.2.15"
+	hostIP  = harness.PeerIP
+	guestIP = harness.GuestIP
 )
 
-// side is one QEMU with its own server: a migration goes from one side to
-// another.
+// side is one QEMU with its own server on one of the two hosts: a
+// migration goes from one side to another.
 type side struct {
 	name string
 	dir  string
+	host int    // which of the rig's hosts it runs on
+	tap  string // its TAP device, a port of that host's bridge
 	srv  *harness.Server
 	vm   *harness.VM
-	net  string // the server's stream socket, a port of the rig's switch
 }
 
-// rig is one guest that moves between sides. The namespace's tap0 is the
-// host peer at hostIP; a learning switch joins it to every side's stream
-// backend, so the guest reaches the same peer wherever it runs.
+// rig is one guest that moves between sides on two hosts joined by a LAN
+// (harness.Hosts): the sides alternate between host 0 and host 1, each
+// side's NIC backend is a TAP on its host's bridge, QEMUs migrate over TCP
+// between the hosts, and the peer at hostIP sits on the LAN. Nothing in the
+// rig tells the bridges that the guest moved: only frames from its MAC
+// arriving through the new host do.
 type rig struct {
 	t     testing.TB
 	ctx   context.Context
 	dir   string
-	ns    *harness.NetNS
-	sw    *harness.Switch
-	stock bool // stock QEMU from the prepared root instead of the patched one
+	hosts *harness.Hosts
+	ns    *harness.NetNS // the peer's namespace: the LAN
+	stock bool           // stock QEMU from the prepared root instead of the patched one
 	// builtin gives the guest QEMU's own e1000e (for the benchmark's
 	// comparison) instead of our server.
 	builtin bool
@@ -62,24 +67,19 @@ type rigOpts struct {
 func newRig(t testing.TB, ctx context.Context, o rigOpts) *rig {
 	t.Helper()
 	r := &rig{t: t, ctx: ctx, dir: harness.TestDir(t), stock: o.stock, builtin: o.builtin}
-	name := fmt.Sprintf("evfu-m%d", os.Getpid()%100000)
-	ns, err := harness.NewNetNS(name)
+	hosts, err := harness.NewHosts(fmt.Sprintf("evfu-m%d", os.Getpid()%100000))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			t.Errorf("removing netns: %v", err)
+		if t.Failed() {
+			t.Logf("MAC tables: LAN switch:\n%s\nhost 0:\n%s\nhost 1:\n%s", hosts.FDB(-1), hosts.FDB(0), hosts.FDB(1))
+		}
+		if err := hosts.Close(); err != nil {
+			t.Errorf("removing the network: %v", err)
 		}
 	})
-	if err := ns.AddTAP("tap0", hostIP+"/24", 0); err != nil {
-		t.Fatal(err)
-	}
-	r.ns = ns
-	if r.sw, err = harness.StartSwitch(ns, "tap0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.sw.Close)
+	r.hosts, r.ns = hosts, hosts.LAN
 	start := time.Now()
 	r.cur = r.startSide(o.serverArgs, false)
 	t.Logf("guest ready on %s in %v", r.cur.name, time.Since(start).Round(100*time.Millisecond))
@@ -94,19 +94,22 @@ func newRig(t testing.TB, ctx context.Context, o rigOpts) *rig {
 	return r
 }
 
-// startSide starts a server with args and a QEMU attached to it; an
-// incoming side waits for a migration.
+// startSide starts a server with args and a QEMU attached to it on the
+// next host in turn; an incoming side waits for a migration.
 func (r *rig) startSide(serverArgs []string, incoming bool) *side {
 	r.t.Helper()
-	s := &side{name: string(rune('a' + r.n))}
+	s := &side{name: string(rune('a' + r.n)), host: r.n % 2}
 	r.n++
 	s.dir = filepath.Join(r.dir, s.name)
-	s.net = filepath.Join(s.dir, "net.sock")
+	s.tap = "tap-" + s.name
+	if err := r.hosts.AddTAP(s.host, s.tap); err != nil {
+		r.t.Fatal(err)
+	}
 	if r.builtin {
 		return r.startBuiltinSide(s, incoming)
 	}
 	srv, err := harness.StartServer(r.ctx, harness.ServerConfig{
-		Bin: serverBin, Dir: s.dir, Netdev: "stream,path=" + s.net + ",server=on",
+		Bin: serverBin, Dir: s.dir, Netdev: "tap,ifname=" + s.tap, NetNS: r.hosts.Host[s.host],
 		Args: serverArgs,
 	})
 	if err != nil {
@@ -119,17 +122,38 @@ func (r *rig) startSide(serverArgs []string, incoming bool) *side {
 		}
 		srv.Stop()
 	})
-	if err := r.sw.Attach(s.net, 30*time.Second); err != nil {
-		r.t.Fatal(err)
-	}
 	cfg := harness.VMConfig{
 		Cache: cache, Initramfs: initramfs, Dir: filepath.Join(s.dir, "vm"),
 		NIC:    harness.NIC{Kind: harness.VFIOUser, Socket: srv.Socket},
+		NetNS:  r.hosts.Host[s.host],
 		Agent2: true, ExtraQMP: true,
 	}
 	if !r.stock {
 		cfg.QEMU = patchedQEMU(r.t).Command
 	}
+	return r.startVM(s, cfg, incoming)
+}
+
+// startBuiltinSide starts a QEMU whose NIC is its own e1000e on the side's
+// TAP; QEMU announces that NIC itself after a migration.
+func (r *rig) startBuiltinSide(s *side, incoming bool) *side {
+	r.t.Helper()
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		r.t.Fatal(err)
+	}
+	cfg := harness.VMConfig{
+		Cache: cache, Initramfs: initramfs, Dir: filepath.Join(s.dir, "vm"),
+		NIC: harness.NIC{Kind: harness.BuiltinE1000E,
+			Netdev: "tap,id=n0,ifname=" + s.tap + ",script=no,downscript=no"},
+		NetNS:  r.hosts.Host[s.host],
+		Agent2: true, ExtraQMP: true, QEMU: patchedQEMU(r.t).Command,
+	}
+	return r.startVM(s, cfg, incoming)
+}
+
+// startVM starts the side's QEMU; an incoming one waits for a migration.
+func (r *rig) startVM(s *side, cfg harness.VMConfig, incoming bool) *side {
+	r.t.Helper()
 	if incoming {
 		cfg.Incoming = "defer"
 	}
@@ -147,41 +171,10 @@ func (r *rig) startSide(serverArgs []string, incoming bool) *side {
 	return s
 }
 
-// startBuiltinSide starts a QEMU whose NIC is its own e1000e, with a
-// stream backend listening on s.net that the switch joins.
-func (r *rig) startBuiltinSide(s *side, incoming bool) *side {
-	r.t.Helper()
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
-		r.t.Fatal(err)
-	}
-	cfg := harness.VMConfig{
-		Cache: cache, Initramfs: initramfs, Dir: filepath.Join(s.dir, "vm"),
-		NIC: harness.NIC{Kind: harness.BuiltinE1000E,
-			Netdev: "stream,id=n0,server=on,addr.type=unix,addr.path=" + s.net},
-		Agent2: true, ExtraQMP: true, QEMU: patchedQEMU(r.t).Command,
-	}
-	if incoming {
-		cfg.Incoming = "defer"
-	}
-	// QEMU listens on the stream socket at start-up, before the guest
-	// boots; the switch joins it meanwhile.
-	attached := make(chan error, 1)
-	go func() { attached <- r.sw.Attach(s.net, time.Minute) }()
-	vm, err := harness.StartVM(r.ctx, cfg)
-	if err != nil {
-		r.t.Fatalf("starting QEMU %s: %v", s.name, err)
-	}
-	s.vm = vm
-	r.t.Cleanup(func() {
-		if r.t.Failed() {
-			r.t.Logf("QEMU %s failure dump:\n%s", s.name, vm.Dump())
-		}
-		vm.Stop()
-	})
-	if err := <-attached; err != nil {
-		r.t.Fatal(err)
-	}
-	return s
+// uri is where dst's QEMU listens for the migration: a TCP port on its
+// host's address, reached from the other host across the LAN.
+func (r *rig) uri(dst *side) string {
+	return fmt.Sprintf("tcp:%s:%d", harness.HostIP(dst.host), 4400+int(dst.name[0]-'a'))
 }
 
 // sourceConfig writes the current server's query-config to a file and
@@ -225,15 +218,19 @@ type migResult struct {
 }
 
 // migrate runs the orchestrator command from the current side to dst;
-// extra flags are added (e.g. --dst-control, --dest-describe).
+// extra flags are added (e.g. --dest-describe). The destination is checked
+// on its server's control socket unless extra names another check.
 func (r *rig) migrate(dst *side, extra ...string) migResult {
 	r.t.Helper()
+	if !slices.Contains(extra, "--dst-control") && !slices.Contains(extra, "--dest-describe") {
+		extra = append(extra, "--dst-control", dst.srv.Control)
+	}
 	sum := filepath.Join(r.dir, fmt.Sprintf("summary-%s.json", dst.name))
 	os.Remove(sum)
 	args := append([]string{"migrate",
 		"--src-control", r.cur.srv.Control,
 		"--src-qmp", r.cur.vm.QMP2Path, "--dst-qmp", dst.vm.QMP2Path,
-		"--uri", "unix:" + filepath.Join(dst.dir, "mig.sock"),
+		"--uri", r.uri(dst),
 		"--summary-json", sum, "--timeout", "4m",
 	}, extra...)
 	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Minute)
