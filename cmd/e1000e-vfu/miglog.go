@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"e1000e-vfu/device"
 )
@@ -30,9 +31,15 @@ func migStateName(s device.MigrationState) string {
 	return "unknown"
 }
 
+// SetMigrationState also logs when the change began, to the microsecond,
+// and how long the device took: a migration's downtime is the sum of such
+// steps on two servers and QEMU's work between them, and the lines of both
+// servers, on one host's clock, show where it goes.
 func (m *migrationLog) SetMigrationState(target device.MigrationState) error {
 	from := m.Migratable.MigrationState()
+	began := time.Now()
 	err := m.Migratable.SetMigrationState(target)
+	took := time.Since(began)
 	attrs := []any{"from", migStateName(from), "to", migStateName(target)}
 	if n := m.read.Swap(0); n > 0 {
 		attrs = append(attrs, "state_bytes_sent", n)
@@ -40,6 +47,7 @@ func (m *migrationLog) SetMigrationState(target device.MigrationState) error {
 	if n := m.wrote.Swap(0); n > 0 {
 		attrs = append(attrs, "state_bytes_received", n)
 	}
+	attrs = append(attrs, "began", began.Format(time.RFC3339Nano), "took", took)
 	if err != nil {
 		m.log.Warn("migration: state change refused", append(attrs, "now", migStateName(m.Migratable.MigrationState()), "err", err)...)
 		return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,11 +52,15 @@ func TestMigrationLogReportsStatesAndBytes(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	out := buf.String()
+	if !regexp.MustCompile(`to=STOP_COPY began=\d{4}-\d\d-\d\dT[0-9:.]+\S* took=\d`).MatchString(out) {
+		t.Errorf("the state change has no began=TIME took=DURATION:\n%s", out)
+	}
 	for _, want := range []string{
 		"from=RUNNING to=STOP_COPY",
 		"from=STOP_COPY to=STOP state_bytes_sent=1000",
 		"state change refused",
-		"to=PRE_COPY_P2P state_bytes_received=77 now=STOP",
+		"to=PRE_COPY_P2P state_bytes_received=77 ",
+		"now=STOP",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
