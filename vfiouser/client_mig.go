@@ -117,7 +117,8 @@ func (c *Client) MigDataWrite(p []byte) error {
 }
 
 // DMALoggingStart starts dirty logging of ranges (none: everything) and
-// returns the page size the server chose.
+// returns the page size the server's reply names: the one asked for, since
+// a SET's reply echoes the request.
 func (c *Client) DMALoggingStart(pageSize uint64, ranges []LoggingRange) (uint64, error) {
 	data := LoggingStart{PageSize: pageSize, Ranges: ranges}.Encode(nil)
 	d, err := c.DeviceFeature(FeatDMALoggingStart|FeatureSet, data, 0)
