@@ -238,8 +238,8 @@ func FuzzV1Region(f *testing.F) {
 
 // FuzzMachine: any sequence of client requests (state changes, data reads
 // and writes, resets) keeps the machine consistent: the device is
-// quiesced exactly when the state is neither RUNNING nor PRE_COPY (ERROR
-// aside), and a completed load always carries the source's state.
+// quiesced exactly when the state is none of RUNNING, PRE_COPY and their
+// P2P twins (ERROR aside), and a completed load always carries the source's state.
 func FuzzMachine(f *testing.F) {
 	f.Add([]byte{0, 6, 1, 20, 0, 3, 1, 200, 2, 0, 0, 4})
 	f.Add([]byte{0, 4, 2, 100, 0, 1, 0, 2, 3, 0})

@@ -15,16 +15,24 @@ import (
 type Options struct {
 	Limits Limits
 	Logger *slog.Logger
-	// P2P advertises the RUNNING_P2P and PRE_COPY_P2P states. An emulated
-	// device initiates no peer-to-peer DMA, so they differ from RUNNING and
-	// PRE_COPY only in that the device is quiesced, as the kernel's
-	// definition allows for a device that cannot tell P2P DMA apart.
+	// P2P advertises the RUNNING_P2P and PRE_COPY_P2P states. The kernel's
+	// uAPI defines them as RUNNING and PRE_COPY except that the device
+	// must not initiate peer-to-peer DMA, and must still answer accesses.
+	// An emulated device only ever DMAs to guest memory, so the machine
+	// keeps it running in both: a VMM moves every device of a guest to
+	// RUNNING_P2P before stopping any, and a device that keeps running
+	// until STOP keeps the guest's network up through that whole round
+	// instead of going dark at its first step. Quiescing already in P2P
+	// would be allowed too, but buys nothing for a device without P2P DMA.
 	P2P bool
 }
 
 // Machine runs the migration v2 state machine for a Stateful device and
 // implements device.Migratable. It owns the save and resume buffers; the
 // device owns its state.
+//
+// The device runs (it is not quiesced) in RUNNING, PRE_COPY and their P2P
+// twins, and is quiesced in every other state.
 //
 // Saving: entering PRE_COPY (or STOP_COPY directly) starts a save session
 // with the header and the configuration sections, so a destination sees
@@ -112,7 +120,11 @@ func (m *Machine) setStateLocked(target device.MigrationState) error {
 	return nil
 }
 
-func isActive(s device.MigrationState) bool { return s == sRunning || s == sPreCopy }
+// isActive says whether the device runs in s. The P2P states count: they
+// only forbid peer-to-peer DMA, which an emulated device never does.
+func isActive(s device.MigrationState) bool {
+	return s == sRunning || s == sPreCopy || s == sRunningP2P || s == sPreCopyP2P
+}
 
 func isSaving(s device.MigrationState) bool {
 	return s == sPreCopy || s == sPreCopyP2P || s == sStopCopy

@@ -2,7 +2,9 @@ package migration
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"syscall"
 	"testing"
@@ -247,9 +249,55 @@ func reach(t *testing.T, s device.MigrationState, opts Options) (*Machine, *fake
 	return m, d
 }
 
+// arcLog records the arcs a Machine takes, from its debug log, and the
+// device's condition at the end of each: the machine logs an arc once its
+// side effects are done.
+type arcLog struct {
+	dev   *fakeDev
+	steps []device.MigrationState
+	runs  []bool // whether the device was running after each step
+}
+
+func (l *arcLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *arcLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *arcLog) WithGroup(string) slog.Handler            { return l }
+func (l *arcLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "migration state" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "to" {
+			return true
+		}
+		for _, s := range allStates {
+			if StateName(s) == a.Value.String() {
+				l.steps = append(l.steps, s)
+				l.dev.mu.Lock()
+				l.runs = append(l.runs, !l.dev.quiesced)
+				l.dev.mu.Unlock()
+			}
+		}
+		return false
+	})
+	return nil
+}
+
+// runsIn is the uAPI's meaning of each state for a device that never
+// initiates peer-to-peer DMA, written out rather than taken from the
+// machine: RUNNING_P2P and PRE_COPY_P2P are RUNNING and PRE_COPY without
+// P2P DMA, so the device runs in all four; STOP, STOP_COPY and RESUMING
+// change no external state.
+var runsIn = map[device.MigrationState]bool{
+	sRunning: true, sPreCopy: true, sRunningP2P: true, sPreCopyP2P: true,
+	sStop: false, sStopCopy: false, sResuming: false,
+}
+
 // Every pair through the Machine itself, with and without the P2P states:
-// the state reached, the device's activity and the data offered match the
-// expected tables.
+// the arcs the machine takes are the kernel's path (the tables above, from
+// vfio_mig_get_next_state), the device runs or is quiesced after each arc
+// as that arc's state says, and the state reached and the data offered
+// match. With P2P off the P2P states cannot be entered, so no pair starts
+// there; every pair ending there is refused.
 func TestMachineEveryPair(t *testing.T) {
 	for _, set := range []struct {
 		name string
@@ -261,6 +309,9 @@ func TestMachineEveryPair(t *testing.T) {
 	} {
 		t.Run(set.name, func(t *testing.T) {
 			flags := NewMachine(newFakeDev(0, true), set.opts).MigrationFlags()
+			if got := flags&device.MigFlagP2P != 0; got != set.opts.P2P {
+				t.Fatalf("flags %#x with P2P=%v", flags, set.opts.P2P)
+			}
 			for _, from := range allStates {
 				if !supported(from, flags) && from != sError {
 					continue
@@ -272,10 +323,14 @@ func TestMachineEveryPair(t *testing.T) {
 					if from == sResuming {
 						writeAll(t, m, mustSave(t, newFakeDev(0, true)), 1<<20)
 					}
+					wasQuiesced := d.quiesced
+					arcs := &arcLog{dev: d}
+					m.log = slog.New(arcs)
 					err := m.SetMigrationState(to)
 					if !allowed || want == "refused" {
-						if err == nil || m.MigrationState() != from {
-							t.Errorf("%s: err %v, state %s; want refused, unchanged", key, err, StateName(m.MigrationState()))
+						if err == nil || m.MigrationState() != from || len(arcs.steps) != 0 || d.quiesced != wasQuiesced {
+							t.Errorf("%s: err %v, state %s, arcs %q, quiesced %v→%v; want refused, nothing moved",
+								key, err, StateName(m.MigrationState()), pathString(arcs.steps), wasQuiesced, d.quiesced)
 						}
 						continue
 					}
@@ -283,7 +338,15 @@ func TestMachineEveryPair(t *testing.T) {
 						t.Errorf("%s: err %v, state %s", key, err, StateName(m.MigrationState()))
 						continue
 					}
-					if active := to == sRunning || to == sPreCopy; d.quiesced == active {
+					if got := pathString(arcs.steps); got != want {
+						t.Errorf("%s: arcs %q, want %q", key, got, want)
+					}
+					for i, s := range arcs.steps {
+						if arcs.runs[i] != runsIn[s] {
+							t.Errorf("%s: after the arc into %s the device runs=%v, want %v", key, StateName(s), arcs.runs[i], runsIn[s])
+						}
+					}
+					if d.quiesced == runsIn[to] {
 						t.Errorf("%s: quiesced=%v", key, d.quiesced)
 					}
 					if d.quiesceCalls-d.resumeCalls != map[bool]int{true: 1, false: 0}[d.quiesced] {

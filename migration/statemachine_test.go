@@ -75,6 +75,23 @@ var wantStopCopyOnly = map[string]string{
 	"RESUMING>STOP": "STOP", "RESUMING>RUNNING": "STOP,RUNNING", "RESUMING>STOP_COPY": "STOP,STOP_COPY", "RESUMING>RESUMING": "",
 }
 
+var wantP2POnly = map[string]string{
+	"STOP>STOP": "", "STOP>RUNNING": "RUNNING_P2P,RUNNING", "STOP>STOP_COPY": "STOP_COPY",
+	"STOP>RESUMING": "RESUMING", "STOP>RUNNING_P2P": "RUNNING_P2P",
+
+	"RUNNING>STOP": "RUNNING_P2P,STOP", "RUNNING>RUNNING": "", "RUNNING>STOP_COPY": "RUNNING_P2P,STOP,STOP_COPY",
+	"RUNNING>RESUMING": "RUNNING_P2P,STOP,RESUMING", "RUNNING>RUNNING_P2P": "RUNNING_P2P",
+
+	"STOP_COPY>STOP": "STOP", "STOP_COPY>RUNNING": "STOP,RUNNING_P2P,RUNNING", "STOP_COPY>STOP_COPY": "",
+	"STOP_COPY>RESUMING": "STOP,RESUMING", "STOP_COPY>RUNNING_P2P": "STOP,RUNNING_P2P",
+
+	"RESUMING>STOP": "STOP", "RESUMING>RUNNING": "STOP,RUNNING_P2P,RUNNING", "RESUMING>STOP_COPY": "STOP,STOP_COPY",
+	"RESUMING>RESUMING": "", "RESUMING>RUNNING_P2P": "STOP,RUNNING_P2P",
+
+	"RUNNING_P2P>STOP": "STOP", "RUNNING_P2P>RUNNING": "RUNNING", "RUNNING_P2P>STOP_COPY": "STOP,STOP_COPY",
+	"RUNNING_P2P>RESUMING": "STOP,RESUMING", "RUNNING_P2P>RUNNING_P2P": "",
+}
+
 // direct is the set of arcs a device implements, per feature set.
 func isDirectArc(flags uint64, from, to device.MigrationState) bool {
 	arcs := map[[2]device.MigrationState]bool{
@@ -112,6 +129,7 @@ func TestPathEveryPair(t *testing.T) {
 	}{
 		{"stop-copy", device.MigFlagStopCopy, wantStopCopyOnly},
 		{"stop-copy+pre-copy", device.MigFlagStopCopy | device.MigFlagPreCopy, wantPreCopyOnly},
+		{"stop-copy+p2p", device.MigFlagStopCopy | device.MigFlagP2P, wantP2POnly},
 		{"all", device.MigFlagStopCopy | device.MigFlagPreCopy | device.MigFlagP2P, wantAll},
 	}
 	for _, set := range sets {

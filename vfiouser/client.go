@@ -446,10 +446,11 @@ func (c *Client) ReadRegion(index uint32, off uint64, p []byte) error {
 	if err != nil {
 		return err
 	}
-	if len(r.Payload) != RegionRWSize+len(p) {
+	// The reply's count says how much is data; a longer payload is padding.
+	if len(r.Payload) < RegionRWSize || int(le.Uint32(r.Payload[12:])) != len(p) || len(r.Payload) < RegionRWSize+len(p) {
 		return fmt.Errorf("region read: reply of %d bytes for %d: %w", len(r.Payload), len(p), syscall.EPROTO)
 	}
-	copy(p, r.Payload[RegionRWSize:])
+	copy(p, r.Payload[RegionRWSize:RegionRWSize+len(p)])
 	return nil
 }
 

@@ -122,11 +122,11 @@ func (c *Client) UnmapDirty(addr, size, pgsize uint64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if uint64(len(r.Payload)) != DMAUnmapSize+BitmapSize+n {
+	if uint64(len(r.Payload)) < DMAUnmapSize+BitmapSize+n {
 		return nil, fmt.Errorf("dma unmap: reply of %d bytes: %w", len(r.Payload), syscall.EPROTO)
 	}
 	c.forgetMem(addr)
-	return append([]byte(nil), r.Payload[DMAUnmapSize+BitmapSize:]...), nil
+	return append([]byte(nil), r.Payload[DMAUnmapSize+BitmapSize:][:n]...), nil
 }
 
 // EventFD is an eventfd a test hands to the server for interrupts.

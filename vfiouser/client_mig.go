@@ -10,6 +10,11 @@ import (
 // DeviceFeature sends DEVICE_FEATURE with flags (feature | GET/SET/PROBE)
 // and data; argsz is the largest reply payload accepted (0: the request's
 // size). It returns the reply's data after argsz and flags.
+//
+// The reply's argsz bounds what is taken: a server may pad its reply
+// beyond it. The reply to a GET must hold all argsz bytes; that of a SET
+// or PROBE echoes the request, whose argsz is the largest reply accepted,
+// not a size, so a shorter payload is taken as it is.
 func (c *Client) DeviceFeature(flags uint32, data []byte, argsz uint32) ([]byte, error) {
 	p := make([]byte, FeatureSize+len(data))
 	if argsz == 0 {
@@ -21,10 +26,18 @@ func (c *Client) DeviceFeature(flags uint32, data []byte, argsz uint32) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	if len(r.Payload) < FeatureSize {
+	out, err := DecodeFeature(r.Payload)
+	if err != nil {
 		return nil, fmt.Errorf("device feature: short reply: %w", syscall.EPROTO)
 	}
-	return r.Payload[FeatureSize:], nil
+	got := r.Payload
+	switch {
+	case out.Argsz >= FeatureSize && uint64(out.Argsz) <= uint64(len(got)):
+		got = got[:out.Argsz]
+	case flags&(FeatureGet|FeatureProbe) == FeatureGet:
+		return nil, fmt.Errorf("device feature: reply argsz %d in %d bytes: %w", out.Argsz, len(got), syscall.EPROTO)
+	}
+	return got[FeatureSize:], nil
 }
 
 // ProbeFeature says whether the server supports feature with the methods in
@@ -86,6 +99,8 @@ func (c *Client) SetMigrationState(s device.MigrationState) (device.MigrationSta
 
 // MigDataRead reads up to len(p) bytes of migration data (at most the
 // negotiated transfer size); fewer than asked means the end of the data.
+// The reply's size field says how many bytes are data: libvfio-user sends
+// a reply as long as the request asked for and pads what it did not fill.
 func (c *Client) MigDataRead(p []byte) (int, error) {
 	if uint64(len(p)) > uint64(c.maxXfer) {
 		p = p[:c.maxXfer]
@@ -100,10 +115,10 @@ func (c *Client) MigDataRead(p []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if uint64(in.Size) > uint64(len(p)) || uint64(len(r.Payload)) != MigDataSize+uint64(in.Size) {
+	if uint64(in.Size) > uint64(len(p)) || uint64(len(r.Payload)) < MigDataSize+uint64(in.Size) {
 		return 0, fmt.Errorf("mig data read: %d bytes in a reply of %d: %w", in.Size, len(r.Payload), syscall.EPROTO)
 	}
-	return copy(p, r.Payload[MigDataSize:]), nil
+	return copy(p, r.Payload[MigDataSize:MigDataSize+in.Size]), nil
 }
 
 // MigDataWrite sends p (at most the negotiated transfer size) as migration
@@ -117,7 +132,8 @@ func (c *Client) MigDataWrite(p []byte) error {
 }
 
 // DMALoggingStart starts dirty logging of ranges (none: everything) and
-// returns the page size the server chose.
+// returns the page size the server's reply names: the one asked for, since
+// a SET's reply echoes the request.
 func (c *Client) DMALoggingStart(pageSize uint64, ranges []LoggingRange) (uint64, error) {
 	data := LoggingStart{PageSize: pageSize, Ranges: ranges}.Encode(nil)
 	d, err := c.DeviceFeature(FeatDMALoggingStart|FeatureSet, data, 0)
@@ -147,10 +163,10 @@ func (c *Client) DMALoggingReport(iova, length, pageSize uint64) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	if uint64(len(d)) != LoggingReportSize+n {
+	if uint64(len(d)) < LoggingReportSize+n {
 		return nil, fmt.Errorf("logging report: reply of %d bytes: %w", len(d), syscall.EPROTO)
 	}
-	return append([]byte(nil), d[LoggingReportSize:]...), nil
+	return append([]byte(nil), d[LoggingReportSize:LoggingReportSize+n]...), nil
 }
 
 // DirtyPages sends the legacy DIRTY_PAGES START or STOP.
@@ -173,8 +189,8 @@ func (c *Client) DirtyPagesBitmap(iova, size, pgsize uint64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if uint64(len(r.Payload)) != DirtyPagesSize+DirtyBitmapSize+n {
+	if uint64(len(r.Payload)) < DirtyPagesSize+DirtyBitmapSize+n {
 		return nil, fmt.Errorf("dirty pages: reply of %d bytes: %w", len(r.Payload), syscall.EPROTO)
 	}
-	return append([]byte(nil), r.Payload[DirtyPagesSize+DirtyBitmapSize:]...), nil
+	return append([]byte(nil), r.Payload[DirtyPagesSize+DirtyBitmapSize:][:n]...), nil
 }

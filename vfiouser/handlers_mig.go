@@ -33,6 +33,12 @@ func featureOpsOf(feat uint32) (featureOps, bool) {
 // feature supports the methods named with it; otherwise exactly one of GET
 // and SET is given. Migration features go to the device when it implements
 // device.Migratable, DMA logging to the DMA table.
+//
+// The specification wants the reply to a SET or a PROBE to be the request
+// payload itself, argsz and flags included; only a GET replies with the
+// feature's data. A client may compare the two, so nothing of a SET's
+// outcome is written into its reply: what a SET cannot honour exactly is
+// refused instead.
 func handleDeviceFeature(c *Conn, m *message) error {
 	if err := noFDs(m); err != nil {
 		return err
@@ -54,7 +60,7 @@ func handleDeviceFeature(c *Conn, m *message) error {
 		if (get && !ops.get) || (set && !ops.set) {
 			return fmt.Errorf("device feature %d: probe of an unsupported method: %w", feat, syscall.ENOTSUP)
 		}
-		copy(c.extend(FeatureSize), m.payload[:FeatureSize])
+		echoRequest(c, m)
 		return nil
 	}
 	if get == set {
@@ -64,10 +70,18 @@ func handleDeviceFeature(c *Conn, m *message) error {
 		return fmt.Errorf("device feature %d: method not supported: %w", feat, syscall.ENOTSUP)
 	}
 	data := m.payload[FeatureSize:]
-	// reply starts the reply with the fixed part, argsz covering n data bytes.
+	if set {
+		if err := setFeature(c, feat, data); err != nil {
+			return err
+		}
+		echoRequest(c, m)
+		return nil
+	}
+	// reply starts the reply to a GET with the fixed part, argsz covering
+	// n data bytes.
 	reply := func(n int) ([]byte, error) {
 		need := uint64(FeatureSize + n)
-		if get && uint64(in.Argsz) < need {
+		if uint64(in.Argsz) < need {
 			return nil, fmt.Errorf("device feature %d: argsz %d, need %d: %w", feat, in.Argsz, need, syscall.EINVAL)
 		}
 		out := c.extend(int(need))
@@ -83,18 +97,6 @@ func handleDeviceFeature(c *Conn, m *message) error {
 		le.PutUint64(out, c.mig.MigrationFlags())
 		return nil
 	case FeatMigDeviceState:
-		if set {
-			if len(data) < MigStateSize {
-				return fmt.Errorf("mig device state: %d bytes: %w", len(data), syscall.EINVAL)
-			}
-			target := device.MigrationState(le.Uint32(data))
-			if target > device.MigPreCopyP2P {
-				return fmt.Errorf("mig device state: state %d: %w", target, syscall.EINVAL)
-			}
-			if err := c.mig.SetMigrationState(target); err != nil {
-				return fmt.Errorf("mig device state %d: %w", target, err)
-			}
-		}
 		out, err := reply(MigStateSize)
 		if err != nil {
 			return err
@@ -113,26 +115,6 @@ func handleDeviceFeature(c *Conn, m *message) error {
 		}
 		le.PutUint64(out, n)
 		return nil
-	case FeatDMALoggingStart:
-		s, err := DecodeLoggingStart(data)
-		if err != nil {
-			return err
-		}
-		pg, err := c.dma.StartLogging(s.PageSize, s.Ranges)
-		if err != nil {
-			return err
-		}
-		out, err := reply(len(data))
-		if err != nil {
-			return err
-		}
-		copy(out, data)
-		le.PutUint64(out, pg)
-		return nil
-	case FeatDMALoggingStop:
-		c.dma.StopLogging()
-		_, err := reply(0)
-		return err
 	case FeatDMALoggingRep:
 		r, err := DecodeLoggingReport(data)
 		if err != nil {
@@ -153,6 +135,48 @@ func handleDeviceFeature(c *Conn, m *message) error {
 		return c.dma.Report(r.IOVA, r.Length, r.PageSize, out[LoggingReportSize:])
 	}
 	return fmt.Errorf("device feature %d: %w", feat, syscall.ENOTSUP)
+}
+
+// setFeature performs a SET of feat with the data after argsz and flags.
+func setFeature(c *Conn, feat uint32, data []byte) error {
+	switch feat {
+	case FeatMigDeviceState:
+		if len(data) < MigStateSize {
+			return fmt.Errorf("mig device state: %d bytes: %w", len(data), syscall.EINVAL)
+		}
+		target := device.MigrationState(le.Uint32(data))
+		if target > device.MigPreCopyP2P {
+			return fmt.Errorf("mig device state: state %d: %w", target, syscall.EINVAL)
+		}
+		if err := c.mig.SetMigrationState(target); err != nil {
+			return fmt.Errorf("mig device state %d: %w", target, err)
+		}
+		return nil
+	case FeatDMALoggingStart:
+		s, err := DecodeLoggingStart(data)
+		if err != nil {
+			return err
+		}
+		// The kernel lets a device log at a coarser page than asked and
+		// say so in page_size, but the reply must equal the request here:
+		// a page finer than the table's 4 KiB is refused rather than
+		// silently coarsened, so the client learns it now and not at its
+		// first report.
+		if s.PageSize < DMAPageSize {
+			return fmt.Errorf("logging start: page size %#x below %#x: %w", s.PageSize, DMAPageSize, syscall.EINVAL)
+		}
+		_, err = c.dma.StartLogging(s.PageSize, s.Ranges)
+		return err
+	case FeatDMALoggingStop:
+		c.dma.StopLogging()
+		return nil
+	}
+	return fmt.Errorf("device feature %d: SET: %w", feat, syscall.ENOTSUP)
+}
+
+// echoRequest replies with the request's payload, as a SET or PROBE reply must.
+func echoRequest(c *Conn, m *message) {
+	copy(c.extend(len(m.payload)), m.payload)
 }
 
 // handleMigDataRead reads up to size bytes of the device's saved state; a

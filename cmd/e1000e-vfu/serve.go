@@ -37,6 +37,9 @@ type Config struct {
 	// MigrationV1 offers the legacy v1 migration region beside migration
 	// v2 ("off", "on", or "mmap" to also offer its data area for mmap).
 	MigrationV1 string
+	// MigrationP2P offers the RUNNING_P2P and PRE_COPY_P2P states ("on",
+	// the default, or "off" for a client that mishandles them).
+	MigrationP2P string
 	// Device is the device model's effective configuration.
 	Device model.Config
 
@@ -81,6 +84,7 @@ func parseServe(e env, args []string) (Config, error) {
 	fs.BoolVar(&cfg.JSON, "json", false, "with --validate-only: print the configuration as the source list JSON")
 	fs.StringVar(&cfg.Control, "control", "", "serve the control socket at `PATH`")
 	fs.StringVar(&cfg.MigrationV1, "migration-v1", "off", "offer the legacy v1 migration region: off, on, or mmap (its data area mappable); migration v2 is always offered")
+	fs.StringVar(&cfg.MigrationP2P, "migration-p2p", "on", "offer the migration states RUNNING_P2P and PRE_COPY_P2P, which QEMU needs from every device of a guest with several: on or off")
 	if err := parseFlags(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -109,6 +113,11 @@ func parseServe(e env, args []string) (Config, error) {
 	case "off", "on", "mmap":
 	default:
 		return Config{}, usagef("--migration-v1 %q: want off, on or mmap", cfg.MigrationV1)
+	}
+	switch cfg.MigrationP2P {
+	case "on", "off":
+	default:
+		return Config{}, usagef("--migration-p2p %q: want on or off", cfg.MigrationP2P)
 	}
 	if cfg.JSON && !cfg.ValidateOnly {
 		return Config{}, usagef("--json needs --validate-only")

@@ -138,10 +138,13 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	s.nic = nic
 	// Migration v2 is always offered: it costs nothing until a client
 	// asks, and a VM whose device cannot migrate cannot be moved off a host.
+	// The P2P states are offered unless turned off: QEMU refuses to
+	// migrate a guest with two VFIO devices unless all of them have them.
 	dev, err := e1000e.NewMigratable(nic, e1000e.MigrationOptions{
 		Logger: log.With("part", "migration"),
 		V1:     cfg.MigrationV1 != "off",
 		V1MMap: cfg.MigrationV1 == "mmap",
+		P2P:    cfg.MigrationP2P != "off",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("serving the NIC for migration: %w", err)
@@ -197,6 +200,10 @@ func (s *server) startAttrs(cfg Config) []any {
 	}
 	if cfg.MigrationV1 != "" && cfg.MigrationV1 != "off" {
 		attrs = append(attrs, "migration-v1", cfg.MigrationV1)
+	}
+	// Only the departure from the default is worth a word.
+	if cfg.MigrationP2P == "off" {
+		attrs = append(attrs, "migration-p2p", "off")
 	}
 	return attrs
 }

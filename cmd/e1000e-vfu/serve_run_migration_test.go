@@ -196,6 +196,36 @@ func TestServeMigrationV1Flag(t *testing.T) {
 	}
 }
 
+// --migration-p2p decides whether the device offers the P2P states (on
+// by default), and the startup line mentions it only when it is off.
+func TestServeMigrationP2PFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		p2p  bool
+	}{{nil, true}, {[]string{"--migration-p2p", "on"}, true}, {[]string{"--migration-p2p", "off"}, false}} {
+		name := strings.Join(append([]string{"default"}, tc.args...), " ")
+		sock := filepath.Join(t.TempDir(), "vfu.sock")
+		s := startServe(t, append([]string{"--socket", sock}, tc.args...)...)
+		start := s.waitLog("msg=serving", 10*time.Second)
+		if got := strings.Contains(start, "migration-p2p=off"); got == tc.p2p {
+			t.Errorf("%s: startup line %q", name, start)
+		}
+		g := connect(t, sock, 5*time.Second)
+		flags, err := g.c.MigrationFlags()
+		if err != nil || (flags&device.MigFlagP2P != 0) != tc.p2p {
+			t.Errorf("%s: MIGRATION flags %#x, %v; want P2P=%v", name, flags, err, tc.p2p)
+		}
+		_, err = g.c.SetMigrationState(device.MigRunningP2P)
+		if (err == nil) != tc.p2p {
+			t.Errorf("%s: RUNNING→RUNNING_P2P: %v", name, err)
+		}
+		g.close()
+		if code := s.signal(syscall.SIGTERM, 10*time.Second); code != 0 {
+			t.Errorf("%s: exit %d", name, code)
+		}
+	}
+}
+
 // A destination whose configuration differs refuses the stream before
 // anything is applied, and the log names the parameter.
 func TestServeMigrationRefused(t *testing.T) {
