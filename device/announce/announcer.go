@@ -209,13 +209,16 @@ func (a *Announcer) run(stop chan struct{}, reason string, sched Schedule) {
 		a.frames.Add(uint64(sent))
 		a.errs.Add(uint64(failed))
 		a.log.Debug("announce round", "reason", reason, "round", i+1, "of", sched.Rounds, "frames", sent)
-		if firstErr != nil {
+		switch {
+		case errors.Is(firstErr, netdev.ErrClosed):
+			// The backend is gone (the server is shutting down): no
+			// later round can go out.
+			a.log.Debug("announce: the backend is closed; announcement ended", "reason", reason, "round", i+1)
+			return
+		case firstErr != nil:
 			// Once a round, not once a frame: a backend that is down
 			// would otherwise log every address of every round.
 			a.log.Warn("announce: sending failed", "reason", reason, "round", i+1, "failed", failed, "err", firstErr)
-			if errors.Is(firstErr, netdev.ErrClosed) {
-				return // the backend is gone: no later round can go out
-			}
 		}
 	}
 }
