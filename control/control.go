@@ -1,7 +1,8 @@
 // Package control serves a running device's control socket: a UNIX socket
 // that takes newline-delimited JSON commands from an orchestrator (query the
 // configuration as its parameter list, query statistics and link state, set
-// the link up or down, query the run state). The protocol is documented in
+// the link up or down, query the run state, announce the device's addresses
+// to the network). The protocol is documented in
 // README.md.
 //
 // The package talks to the device through Target, so it knows nothing of
@@ -43,6 +44,39 @@ type Target interface {
 // StatusReporter is implemented by targets that know their run state.
 type StatusReporter interface {
 	Status() Status
+}
+
+// Announcer is implemented by targets that can announce the device's
+// addresses to the network, as QMP announce-self does: the announce
+// command, and the "announce" counters of query-stats.
+type Announcer interface {
+	// Announce starts an announcement now, replacing one in progress.
+	Announce() (AnnounceResult, error)
+	// AnnounceStats are the cumulative counts since the device started.
+	AnnounceStats() AnnounceStats
+}
+
+// AnnounceResult is the result of announce: what each round sends with
+// the addresses as they are now (later rounds read them again), and how
+// many rounds there are.
+type AnnounceResult struct {
+	// Addresses is the number of addresses announced untagged, one
+	// frame each per round.
+	Addresses int `json:"addresses"`
+	// Tagged is the number of 802.1Q-tagged copies per round, one per
+	// address and VLAN, on top of Addresses.
+	Tagged int `json:"tagged"`
+	Rounds int `json:"rounds"`
+}
+
+// AnnounceStats are the announcement counters in query-stats: rounds sent,
+// frames sent, and frames the network backend refused. They are the
+// server's, not the guest's: the device's statistics do not count these
+// frames.
+type AnnounceStats struct {
+	Rounds uint64 `json:"rounds"`
+	Frames uint64 `json:"frames"`
+	Errors uint64 `json:"errors"`
 }
 
 // Status is the run state of a device.
@@ -332,10 +366,12 @@ func (s *Server) handle(line []byte, log *slog.Logger) (rep reply) {
 	return rep
 }
 
-// StatsResult is the result of query-stats.
+// StatsResult is the result of query-stats. Announce is present when the
+// target is an Announcer.
 type StatsResult struct {
-	LinkUp bool              `json:"link_up"`
-	Stats  map[string]uint64 `json:"stats"`
+	LinkUp   bool              `json:"link_up"`
+	Stats    map[string]uint64 `json:"stats"`
+	Announce *AnnounceStats    `json:"announce,omitempty"`
 }
 
 // LinkResult is the result of set-link.
@@ -357,7 +393,12 @@ func (s *Server) run(req Request) (any, error) {
 		if st == nil {
 			st = map[string]uint64{}
 		}
-		return StatsResult{LinkUp: t.LinkUp(), Stats: st}, nil
+		res := StatsResult{LinkUp: t.LinkUp(), Stats: st}
+		if a, ok := t.(Announcer); ok {
+			as := a.AnnounceStats()
+			res.Announce = &as
+		}
+		return res, nil
 	case CmdSetLink:
 		if err := t.SetLink(*req.Up); err != nil {
 			return nil, fmt.Errorf("set-link: %w", err)
@@ -369,6 +410,16 @@ func (s *Server) run(req Request) (any, error) {
 			return Status{State: "unknown"}, nil
 		}
 		return sr.Status(), nil
+	case CmdAnnounce:
+		a, ok := t.(Announcer)
+		if !ok {
+			return nil, errors.New("announce: the device cannot announce itself")
+		}
+		res, err := a.Announce()
+		if err != nil {
+			return nil, fmt.Errorf("announce: %w", err)
+		}
+		return res, nil
 	}
 	// DecodeRequest admits only the commands above.
 	return nil, fmt.Errorf("unknown command %q", req.Cmd)
@@ -380,6 +431,7 @@ const (
 	CmdQueryStats  = "query-stats"
 	CmdSetLink     = "set-link"
 	CmdQueryStatus = "query-status"
+	CmdAnnounce    = "announce"
 )
 
 // Request is one decoded command.
@@ -417,7 +469,7 @@ func DecodeRequest(line []byte) (Request, error) {
 	}
 	id := req.ID
 	switch req.Cmd {
-	case CmdQueryConfig, CmdQueryStats, CmdQueryStatus:
+	case CmdQueryConfig, CmdQueryStats, CmdQueryStatus, CmdAnnounce:
 		if req.Up != nil {
 			return Request{ID: id}, fmt.Errorf("%s takes no arguments", req.Cmd)
 		}
@@ -431,8 +483,8 @@ func DecodeRequest(line []byte) (Request, error) {
 		if len(req.Cmd) > 64 {
 			return Request{ID: id}, errors.New("unknown command")
 		}
-		return Request{ID: id}, fmt.Errorf("unknown command %q (known: %s, %s, %s, %s)",
-			req.Cmd, CmdQueryConfig, CmdQueryStats, CmdSetLink, CmdQueryStatus)
+		return Request{ID: id}, fmt.Errorf("unknown command %q (known: %s, %s, %s, %s, %s)",
+			req.Cmd, CmdQueryConfig, CmdQueryStats, CmdSetLink, CmdQueryStatus, CmdAnnounce)
 	}
 	return req, nil
 }

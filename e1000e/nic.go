@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/device/announce"
 	"e1000e-vfu/device/netdev"
 )
 
@@ -82,6 +83,11 @@ type NIC struct {
 	pci pciState
 
 	mig migState // migration: quiescence and what waits for Resume
+
+	// ann announces the guest's addresses after a load and on demand
+	// (announce.go); it has its own lock and goroutine.
+	ann           *announce.Announcer
+	announceSched announce.Schedule // after a load; off: none
 }
 
 var _ netdev.Receiver = (*NIC)(nil)
@@ -106,6 +112,13 @@ type Config struct {
 	// Interrupter delivers interrupts; nil means through the PCI
 	// function's eventfds (the normal case). Tests set their own.
 	Interrupter Interrupter
+	// Announce is the schedule of the self-announcement the NIC sends
+	// when it first runs after an incoming migration; nil means
+	// announce.Default() (QEMU's), zero Rounds none.
+	Announce *announce.Schedule
+	// AnnounceClock times the announcement's rounds; nil is the real
+	// clock. Tests set their own.
+	AnnounceClock announce.Clock
 }
 
 // defaultMAC is the address used when Config.MAC is nil.
@@ -133,6 +146,13 @@ func New(cfg Config) (*NIC, error) {
 	if n.autonegDelay <= 0 {
 		n.autonegDelay = 500 * time.Millisecond
 	}
+	n.announceSched = announce.Default()
+	if cfg.Announce != nil {
+		n.announceSched = *cfg.Announce
+	}
+	if err := n.announceSched.Validate(); err != nil {
+		return nil, fmt.Errorf("e1000e: announce schedule: %w", err)
+	}
 	switch len(cfg.MAC) {
 	case 0:
 		n.perm = defaultMAC
@@ -144,6 +164,11 @@ func New(cfg Config) (*NIC, error) {
 	default:
 		return nil, errors.New("e1000e: MAC must be 6 bytes")
 	}
+	var out netdev.Backend = netdev.None{}
+	if n.backend != nil {
+		out = n.backend
+	}
+	n.ann = announce.New(announce.Config{Source: n, Sender: out, Clock: cfg.AnnounceClock, Logger: n.log})
 	n.buildNVM()
 	n.initTimers()
 	n.autoneg = n.newTimer(n.autonegDone)
@@ -164,13 +189,16 @@ func (n *NIC) MAC() net.HardwareAddr {
 	return net.HardwareAddr(append([]byte(nil), n.perm[:]...))
 }
 
-// Close stops the NIC's timers; the NIC must not be used afterwards.
+// Close stops the NIC's timers and its announcement, waiting for the
+// announcer's goroutine; the NIC must not be used afterwards.
 func (n *NIC) Close() error {
 	n.mu.Lock()
 	n.closed = true
 	n.stopAllTimers()
 	n.autoneg.stop()
 	n.mu.Unlock()
+	// Without n.mu: a round in progress takes it to read the addresses.
+	n.ann.Close()
 	return nil
 }
 
@@ -211,6 +239,10 @@ func (n *NIC) WriteReg(off, v uint32) {
 // resetLocked puts the MAC, PHY and interrupt logic in their reset state.
 // A software reset (CTRL.RST) keeps the registers marked keep.
 func (n *NIC) resetLocked(soft bool) {
+	// A reset ends any announcement, and a loaded state no longer owes
+	// one: the guest starts over.
+	n.ann.Cancel()
+	n.mig.loaded = false
 	n.stopAllTimers()
 	n.autoneg.stop()
 	n.intr = intrState{}

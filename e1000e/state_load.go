@@ -364,8 +364,11 @@ func (l *nicLoader) Apply() error {
 	}
 
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	l.applyLocked()
+	n.mu.Unlock()
+	// Into a NIC that runs (not through the migration machine, which
+	// quiesces first), the announcement starts at once.
+	n.announceAfterLoad()
 	return nil
 }
 
@@ -421,6 +424,9 @@ func (l *nicLoader) applyLocked() {
 		*slot = append((*slot)[:0], f...)
 		n.rx.blN++
 	}
+	// After resetLocked, which clears it: the NIC owes the network an
+	// announcement when it next runs.
+	n.mig.loaded = true
 	if !n.mig.quiesced && !n.closed {
 		n.deliverLocked()
 	}

@@ -17,6 +17,10 @@ type migState struct {
 	// pendingMSIX are MSI-X pending bits loaded from a state, set in the
 	// function at Resume (setting one may deliver it).
 	pendingMSIX uint8
+	// loaded says a state was applied since the NIC last ran: when it
+	// runs again (Resume) it announces the guest's addresses. A reset
+	// clears it.
+	loaded bool
 
 	cfgRef *device.Function
 	phyRef *[phyPages][phyRegs]uint16
@@ -57,6 +61,9 @@ func (n *NIC) Quiesce() {
 		return
 	}
 	n.mig.quiesced = true
+	// A stopped NIC's announcement would point the switch back at a host
+	// the guest is leaving.
+	n.ann.Cancel()
 	for _, t := range n.allTimers() {
 		t.hold()
 	}
@@ -66,8 +73,14 @@ func (n *NIC) Quiesce() {
 
 // Resume undoes Quiesce: the timers run on with the time they had left,
 // withheld interrupts are sent, and transmit and receive pick up where the
-// rings say.
+// rings say. After a load it starts the announcement of the guest's
+// addresses (announce.go).
 func (n *NIC) Resume() {
+	n.resume()
+	n.announceAfterLoad()
+}
+
+func (n *NIC) resume() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.mig.quiesced {

@@ -108,6 +108,16 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"", []string{"serve", "--socket", sock, "--migration-p2p", "yes"}, `e1000e-vfu serve: --migration-p2p "yes": want on or off`},
 		{"", []string{"serve", "--socket", sock, "--migration-p2p", ""}, `--migration-p2p "": want on or off`},
 		{"", []string{"serve", "--socket", sock, "--migration-p2p"}, "flag needs an argument: -migration-p2p"},
+		{"", []string{"serve", "--socket", sock, "--announce", ""}, `--announce empty: want "off" or rounds=N,initial=D,max=D,step=D`},
+		{"", []string{"serve", "--socket", sock, "--announce", "on"}, `--announce "on": want key=value`},
+		{"", []string{"serve", "--socket", sock, "--announce", "rounds=101"}, "--announce rounds=101: want 0 (off) to 100"},
+		{"", []string{"serve", "--socket", sock, "--announce", "rounds=-1"}, "--announce rounds=-1: want 0 (off) to 100"},
+		{"", []string{"serve", "--socket", sock, "--announce", "initial=0s"}, "--announce initial=0s: want 1ms to 1m0s"},
+		{"", []string{"serve", "--socket", sock, "--announce", "step=2m"}, "--announce step=2m0s: want 1ms to 1m0s"},
+		{"", []string{"serve", "--socket", sock, "--announce", "initial=1s"}, "--announce initial=1s is longer than max=550ms"},
+		{"", []string{"serve", "--socket", sock, "--announce", "max=soon"}, "--announce max=soon: not a duration"},
+		{"", []string{"serve", "--socket", sock, "--announce", "rounds=2,rounds=3"}, "--announce rounds given twice"},
+		{"", []string{"serve", "--socket", sock, "--announce", "delay=1s"}, `--announce unknown key "delay"`},
 		{"", []string{"serve", "--socket", sock, "--config", "-", "--version", "1"}, "--config cannot be combined with --version or --param"},
 		{"", []string{"serve", "--socket", sock, "--config", missing}, "--config open " + missing},
 		{"", []string{"serve", "--socket", sock, "--config", notJSON}, "--config source configuration: invalid character"},
@@ -172,7 +182,7 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	r := runBinary(t, "", "serve", "--help")
-	for _, f := range []string{"-socket", "-mac", "-netdev", "-pcap", "-log-level", "-version", "-param", "-validate-only", "-control", "-config", "-json"} {
+	for _, f := range []string{"-socket", "-mac", "-netdev", "-pcap", "-log-level", "-version", "-param", "-validate-only", "-control", "-config", "-json", "-announce"} {
 		if !strings.Contains(r.stdout, f) {
 			t.Errorf("serve --help does not mention %s", f)
 		}
@@ -205,6 +215,8 @@ func TestValidateOnly(t *testing.T) {
 		{"", []string{"--mac", "52:54:00:12:34:56", "--netdev", "tap,ifname=tap0", "--log-level", "debug",
 			"--pcap", filepath.Join(t.TempDir(), "f.pcap"), "--control", sock + ".ctl"}, "rx-filter-size=16\n"},
 		{"", []string{"--netdev", "stream,path=q.sock,server=on"}, "rx-filter-size=16\n"},
+		{"", []string{"--announce", "off"}, "rx-filter-size=16\n"},
+		{"", []string{"--announce", "rounds=10,step=1s,max=5s"}, "rx-filter-size=16\n"},
 		{"", []string{"--netdev", "dgram,local=127.0.0.1:5001,remote=127.0.0.1:5000"}, "rx-filter-size=16\n"},
 	} {
 		args := append([]string{"serve", "--socket", sock, "--validate-only"}, tc.args...)

@@ -17,6 +17,8 @@ result as JSON. COMMAND is one of:
   query-status   run and migration state
   link-up        set the link up
   link-down      set the link down
+  announce       announce the guest's addresses to the network now (RARP
+                 rounds, as after a migration)
 
 Exits 1 when the server answers with an error or cannot be reached.
 `
@@ -33,7 +35,7 @@ func controlCmd(e env, args []string) error {
 		return usagef("--socket is required (see e1000e-vfu control --help)")
 	}
 	if fs.NArg() != 1 {
-		return usagef("want exactly one COMMAND: query-config, query-stats, query-status, link-up or link-down")
+		return usagef("want exactly one COMMAND: query-config, query-stats, query-status, link-up, link-down or announce")
 	}
 	var req control.Request
 	up, down := true, false
@@ -48,8 +50,10 @@ func controlCmd(e env, args []string) error {
 		req = control.Request{Cmd: control.CmdSetLink, Up: &up}
 	case "link-down":
 		req = control.Request{Cmd: control.CmdSetLink, Up: &down}
+	case "announce":
+		req.Cmd = control.CmdAnnounce
 	default:
-		return usagef("unknown COMMAND %q (query-config, query-stats, query-status, link-up, link-down)", cmd)
+		return usagef("unknown COMMAND %q (query-config, query-stats, query-status, link-up, link-down, announce)", cmd)
 	}
 	res, err := control.Call(context.Background(), path, req)
 	if err != nil {

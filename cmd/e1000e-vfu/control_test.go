@@ -22,6 +22,12 @@ func (t *target) Stats() map[string]uint64 { return map[string]uint64{"gprc": 1}
 func (t *target) LinkUp() bool             { t.mu.Lock(); defer t.mu.Unlock(); return t.link }
 func (t *target) SetLink(up bool) error    { t.mu.Lock(); t.link = up; t.mu.Unlock(); return nil }
 func (t *target) Status() control.Status   { return control.Status{State: "running"} }
+func (t *target) Announce() (control.AnnounceResult, error) {
+	return control.AnnounceResult{Addresses: 1, Rounds: 5}, nil
+}
+func (t *target) AnnounceStats() control.AnnounceStats {
+	return control.AnnounceStats{Rounds: 5, Frames: 5}
+}
 
 func startControl(t *testing.T, version int) (string, *target) {
 	t.Helper()
@@ -53,9 +59,10 @@ func TestControlCommand(t *testing.T) {
 		cmd, want string
 	}{
 		{"query-config", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1}` + "\n"},
-		{"query-stats", `{"link_up":true,"stats":{"gprc":1}}` + "\n"},
+		{"query-stats", `{"link_up":true,"stats":{"gprc":1},"announce":{"rounds":5,"frames":5,"errors":0}}` + "\n"},
 		{"query-status", `{"state":"running"}` + "\n"},
 		{"link-down", `{"link_up":false}` + "\n"},
+		{"announce", `{"addresses":1,"tagged":0,"rounds":5}` + "\n"},
 	} {
 		r := runBinary(t, "", "control", "--socket", path, tc.cmd)
 		if r.code != 0 || r.stdout != tc.want || r.stderr != "" {

@@ -30,7 +30,8 @@ Usage:
                                            a destination's description
   e1000e-vfu control --socket PATH COMMAND talk to a running server's control
                                            socket (query-config, query-stats,
-                                           query-status, link-up, link-down)
+                                           query-status, link-up, link-down,
+                                           announce)
   e1000e-vfu migrate --src-control PATH --src-qmp PATH --dst-qmp PATH --uri URI
                                            check the destination, then live-migrate
                                            the guest between two QEMUs

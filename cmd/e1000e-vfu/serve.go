@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"e1000e-vfu/device/announce"
 	"e1000e-vfu/device/model"
 	"e1000e-vfu/device/netdev"
 )
@@ -40,6 +41,9 @@ type Config struct {
 	// MigrationP2P offers the RUNNING_P2P and PRE_COPY_P2P states ("on",
 	// the default, or "off" for a client that mishandles them).
 	MigrationP2P string
+	// Announce is the schedule of the announcement the NIC sends when it
+	// first runs after an incoming migration; Rounds 0 is off.
+	Announce announce.Schedule
 	// Device is the device model's effective configuration.
 	Device model.Config
 
@@ -69,7 +73,7 @@ func parseServe(e env, args []string) (Config, error) {
 	var (
 		cfg                             Config
 		mac, netdevSpec, level, version string
-		configFile                      string
+		configFile, announceSpec        string
 		params                          listFlag
 	)
 	fs.StringVar(&cfg.Socket, "socket", "", "vfio-user socket `PATH` to listen on (required)")
@@ -85,6 +89,7 @@ func parseServe(e env, args []string) (Config, error) {
 	fs.StringVar(&cfg.Control, "control", "", "serve the control socket at `PATH`")
 	fs.StringVar(&cfg.MigrationV1, "migration-v1", "off", "offer the legacy v1 migration region: off, on, or mmap (its data area mappable); migration v2 is always offered")
 	fs.StringVar(&cfg.MigrationP2P, "migration-p2p", "on", "offer the migration states RUNNING_P2P and PRE_COPY_P2P, which QEMU needs from every device of a guest with several: on or off")
+	fs.StringVar(&announceSpec, "announce", announce.Default().String(), "after an incoming migration, announce the guest's addresses with RARP broadcasts: off, or `SPEC` rounds=N,initial=D,max=D,step=D (any subset; Go durations)")
 	if err := parseFlags(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -124,6 +129,10 @@ func parseServe(e env, args []string) (Config, error) {
 	}
 
 	var err error
+	if cfg.Announce, err = announce.ParseSchedule(announceSpec); err != nil {
+		return Config{}, usagef("--announce %s", err)
+	}
+
 	if mac == "" {
 		cfg.MAC = defaultMAC(cfg.Socket)
 	} else if cfg.MAC, err = parseMAC(mac); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"e1000e-vfu/control"
+	"e1000e-vfu/device/announce"
 	"e1000e-vfu/device/model"
 	"e1000e-vfu/device/netdev"
 	"e1000e-vfu/e1000e"
@@ -131,6 +132,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		Backend:      s.backend,
 		Logger:       log.With("part", "e1000e"),
 		RXFilterSize: int(v.Int),
+		Announce:     &cfg.Announce,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building the NIC: %w", err)
@@ -204,6 +206,9 @@ func (s *server) startAttrs(cfg Config) []any {
 	// Only the departure from the default is worth a word.
 	if cfg.MigrationP2P == "off" {
 		attrs = append(attrs, "migration-p2p", "off")
+	}
+	if cfg.Announce != announce.Default() {
+		attrs = append(attrs, "announce", cfg.Announce.String())
 	}
 	return attrs
 }

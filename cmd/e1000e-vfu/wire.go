@@ -96,6 +96,7 @@ type nicTarget struct {
 var (
 	_ control.Target         = (*nicTarget)(nil)
 	_ control.StatusReporter = (*nicTarget)(nil)
+	_ control.Announcer      = (*nicTarget)(nil)
 )
 
 func (t *nicTarget) Config() model.Config { return t.cfg }
@@ -131,4 +132,20 @@ func (t *nicTarget) Status() control.Status {
 		}
 	}
 	return s
+}
+
+// Announce announces the NIC's addresses now (see e1000e's Announce for
+// the schedule and when it refuses).
+func (t *nicTarget) Announce() (control.AnnounceResult, error) {
+	st, err := t.nic.Announce()
+	if err != nil {
+		return control.AnnounceResult{}, err
+	}
+	return control.AnnounceResult{Addresses: st.Addresses, Tagged: st.Tagged, Rounds: st.Rounds}, nil
+}
+
+// AnnounceStats are the server's counts of its announcement frames.
+func (t *nicTarget) AnnounceStats() control.AnnounceStats {
+	s := t.nic.AnnounceStats()
+	return control.AnnounceStats{Rounds: s.Rounds, Frames: s.Frames, Errors: s.Errors}
 }

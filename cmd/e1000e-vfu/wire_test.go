@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"e1000e-vfu/control"
 	"e1000e-vfu/device"
 	"e1000e-vfu/device/model"
 	"e1000e-vfu/e1000e"
@@ -160,4 +161,22 @@ func toLowerASCII(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// The control socket's announce reaches the NIC: what a round sends, and
+// the server's counters.
+func TestNICTargetAnnounce(t *testing.T) {
+	nic := newTestNIC(t)
+	tgt := &nicTarget{nic: nic, watch: newClientWatch(nic, slog.New(slog.DiscardHandler))}
+	if s := tgt.AnnounceStats(); s != (control.AnnounceStats{}) {
+		t.Errorf("a new NIC's announce stats %+v", s)
+	}
+	res, err := tgt.Announce()
+	if err != nil || res != (control.AnnounceResult{Addresses: 1, Rounds: 5}) {
+		t.Errorf("Announce = %+v, %v", res, err)
+	}
+	nic.Quiesce()
+	if _, err := tgt.Announce(); err == nil {
+		t.Error("a NIC stopped for migration announced")
+	}
 }

@@ -14,7 +14,9 @@ type Receiver interface {
 
 // Backend moves Ethernet frames between a NIC and the outside.
 type Backend interface {
-	// Send transmits one frame (no FCS). It does not retain frame.
+	// Send transmits one frame (no FCS). It does not retain frame. It
+	// may be called from several goroutines at once: a NIC's transmit
+	// path and its announcer (device/announce) each send.
 	Send(frame []byte) error
 	// Start begins delivering received frames to rx until Close.
 	Start(rx Receiver) error

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/device/announce"
 	"e1000e-vfu/e1000e"
 	"e1000e-vfu/migration/driver"
 	"e1000e-vfu/vfiouser"
@@ -110,6 +111,17 @@ func migrateUnderTraffic(t *testing.T, opts e1000e.MigrationOptions, migrate mig
 		t.Errorf("the source sent %d frames, want the 5 of the warm-up", n)
 	}
 	checkSeq(t, "transmitted", append(src.sent.all(), dst.sent.all()...), int(txSeq), txSize)
+	// The destination tells the network where the guest is now; the
+	// source, which loaded nothing, does not.
+	waitFor(t, "the destination's announcement", func() bool { return len(dst.sent.announced()) >= 1 })
+	var dstMAC [6]byte
+	copy(dstMAC[:], dst.nic.MAC())
+	if f := dst.sent.announced()[0]; !bytes.Equal(f, announce.AppendRARP(nil, announce.Address{MAC: dstMAC})) {
+		t.Errorf("the destination announced %x", f)
+	}
+	if n := len(src.sent.announced()); n != 0 {
+		t.Errorf("the source announced itself %d times", n)
+	}
 	if g.rd(e1000e.TDH0) != g.txTail {
 		t.Errorf("TDH %d after the packet, want %d", g.rd(e1000e.TDH0), g.txTail)
 	}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/device/announce"
 	"e1000e-vfu/device/netdev"
 	"e1000e-vfu/e1000e"
 	"e1000e-vfu/migration/driver"
@@ -35,16 +36,28 @@ const (
 	guestSize = 1 << 20
 )
 
-// collector receives the frames the NIC transmits.
+// collector receives the frames the NIC transmits, and apart from them
+// the RARP frames a destination announces itself with after migration.
 type collector struct {
 	mu     sync.Mutex
 	frames [][]byte
+	rarps  [][]byte
 }
 
 func (c *collector) Receive(f []byte) {
 	c.mu.Lock()
-	c.frames = append(c.frames, append([]byte(nil), f...))
+	if len(f) >= 14 && binary.BigEndian.Uint16(f[12:]) == announce.EtherTypeRARP {
+		c.rarps = append(c.rarps, append([]byte(nil), f...))
+	} else {
+		c.frames = append(c.frames, append([]byte(nil), f...))
+	}
 	c.mu.Unlock()
+}
+
+func (c *collector) announced() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([][]byte(nil), c.rarps...)
 }
 
 func (c *collector) all() [][]byte {

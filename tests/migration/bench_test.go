@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"testing"
 	"time"
@@ -15,8 +17,9 @@ import (
 	"e1000e-vfu/tests/harness"
 )
 
-// benchRounds is how many migrations each NIC makes (there, back, ...).
-const benchRounds = 3
+// benchRounds is how many migrations each NIC makes idle, and again under
+// traffic (there, back, ...): the figures are their medians.
+const benchRounds = 5
 
 // BenchmarkMigration migrates a guest benchRounds times idle and
 // benchRounds times under a host→guest TCP stream, with our NIC (vfio-user,
@@ -53,6 +56,9 @@ type benchRow struct {
 	name string
 	runs []qmpResult // idle
 	busy []qmpResult // under a TCP stream
+	// steps are our device's hand-over steps in each migration, idle and
+	// busy alike (none for the built-in NIC).
+	steps [][handoverSteps]time.Duration
 	// section is the size of the NIC's own sections in a saved stream:
 	// for the built-in NIC its vmstate ("…/e1000e"), for ours the VFIO
 	// section QEMU writes itself (PCI config and MSI-X, "…/vfio").
@@ -91,14 +97,15 @@ func benchOne(b *testing.B, name string, builtin bool) benchRow {
 	r := newRig(b, ctx, rigOpts{builtin: builtin})
 	row := benchRow{name: name}
 	for i := range benchRounds {
-		dst := r.dest(nil)
+		src, dst := r.cur, r.dest(nil)
 		res := r.migrateQMP(dst)
 		b.Logf("%s round %d: total %v, downtime %v, RAM %.1f MiB, device %d bytes", name, i+1, res.Total, res.Downtime, float64(res.RAMBytes)/(1<<20), res.DeviceBytes)
 		row.runs = append(row.runs, res)
+		row.addSteps(b, src, dst)
 		r.ping(2)
 	}
 	for i := range benchRounds {
-		dst := r.dest(nil)
+		src, dst := r.cur, r.dest(nil)
 		tcp, err := startTCP(r.ns, r.cur.vm.Agent, streamSize, 5*time.Minute)
 		if err != nil {
 			b.Fatal(err)
@@ -112,6 +119,7 @@ func benchOne(b *testing.B, name string, builtin bool) benchRow {
 		}
 		b.Logf("%s round %d under a TCP stream: total %v, downtime %v, RAM %.1f MiB, device %d bytes", name, i+1, res.Total, res.Downtime, float64(res.RAMBytes)/(1<<20), res.DeviceBytes)
 		row.busy = append(row.busy, res)
+		row.addSteps(b, src, dst)
 	}
 	file := filepath.Join(r.dir, "saved.mig")
 	r.saveToFile(file)
@@ -170,9 +178,129 @@ func printTable(rows []benchRow) {
 	line("device data (MIG_DATA_READ)", func(r benchRow) string { return fmt.Sprint(r.runs[len(r.runs)-1].DeviceBytes) })
 	line("NIC's QEMU section", func(r benchRow) string { return fmt.Sprint(r.section) })
 	line("NIC state, total bytes", func(r benchRow) string { return fmt.Sprint(r.stateBytes()) })
+	ratio := func(runs func(benchRow) []qmpResult) string {
+		ours, theirs := median(runs(rows[0]), downtime), median(runs(rows[1]), downtime)
+		if theirs <= 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.2f×", float64(ours)/float64(theirs))
+	}
+	fmt.Printf("\nour downtime against the built-in NIC's (goal ≤ 1.2×): idle %s, under traffic %s\n",
+		ratio(func(r benchRow) []qmpResult { return r.runs }), ratio(func(r benchRow) []qmpResult { return r.busy }))
+	fmt.Println()
+	printSteps(rows[0])
 	fmt.Println()
 	fmt.Println("device data: the state our server hands QEMU (query-migrate's vfio.transferred; none for a built-in device).")
 	fmt.Println("NIC's QEMU section: the bytes of the NIC's non-iterative section in the same stream saved to a file,")
 	fmt.Println("found by its id string: for ours QEMU's \"…/vfio\" section (PCI config space and MSI-X table), for the")
 	fmt.Println("built-in NIC its whole vmstate \"…/e1000e\" (query-migrate does not split device state per device).")
+}
+
+// The hand-over steps of our device, from the source server's first state
+// change out of a running state to the destination server's RUNNING, read
+// from both servers' logs (each state change logs when it began and how
+// long it took; both servers share the host's clock).
+const (
+	stepSave   = iota // source: quiesce and save (into STOP_COPY)
+	stepToLoad        // QEMU: device data read, RAM's last pass, transfer, load up to our device
+	stepLoad          // destination: check and load the state (RESUMING→STOP)
+	stepToRun         // QEMU: the rest of its load, and starting the guest
+	stepResume        // destination: resume (STOP→RUNNING)
+	stepTotal         // the whole span
+	handoverSteps
+)
+
+var stepNames = [handoverSteps]string{
+	"source server: quiesce and save",
+	"QEMU: data read, last RAM, transfer, load",
+	"destination server: check and load",
+	"QEMU: rest of the load, start the guest",
+	"destination server: resume",
+	"from the source's stop to the destination's run",
+}
+
+// stateChange is one "migration: state change" line of a server's log.
+type stateChange struct {
+	from, to string
+	began    time.Time
+	took     time.Duration
+}
+
+var stateChangeLine = regexp.MustCompile(`msg="migration: state change" from=(\S+) to=(\S+) .*?began=(\S+) took=(\S+)`)
+
+func stateChanges(log string) []stateChange {
+	var out []stateChange
+	for _, m := range stateChangeLine.FindAllStringSubmatch(log, -1) {
+		began, err1 := time.Parse(time.RFC3339Nano, m[3])
+		took, err2 := time.ParseDuration(m[4])
+		if err1 == nil && err2 == nil {
+			out = append(out, stateChange{m[1], m[2], began, took})
+		}
+	}
+	return out
+}
+
+// addSteps adds the hand-over steps of the migration from src to dst (our
+// NIC only), or logs why it cannot.
+func (row *benchRow) addSteps(b *testing.B, src, dst *side) {
+	if src.srv == nil || dst.srv == nil {
+		return
+	}
+	steps, err := handover(src.srv.Log(), dst.srv.Log())
+	if err != nil {
+		b.Logf("no hand-over steps: %v", err)
+		return
+	}
+	row.steps = append(row.steps, steps)
+}
+
+// handover measures the steps from the two servers' logs: the source's
+// last leaving of RUNNING or PRE_COPY and entering STOP_COPY, and the
+// destination's last RESUMING→STOP and STOP→RUNNING.
+func handover(srcLog, dstLog string) (steps [handoverSteps]time.Duration, err error) {
+	var stop, saved, loadAt, loaded, runAt, ran time.Time
+	for _, c := range stateChanges(srcLog) {
+		if (c.from == "RUNNING" || c.from == "PRE_COPY") && c.to != "PRE_COPY" {
+			stop = c.began
+		}
+		if c.to == "STOP_COPY" {
+			saved = c.began.Add(c.took)
+		}
+	}
+	for _, c := range stateChanges(dstLog) {
+		switch {
+		case c.from == "RESUMING" && c.to == "STOP":
+			loadAt, loaded = c.began, c.began.Add(c.took)
+		case c.from == "STOP" && c.to == "RUNNING":
+			runAt, ran = c.began, c.began.Add(c.took)
+		}
+	}
+	for _, t := range []time.Time{stop, saved, loadAt, loaded, runAt, ran} {
+		if t.IsZero() {
+			return steps, fmt.Errorf("a state change is missing from the servers' logs")
+		}
+	}
+	steps[stepSave] = saved.Sub(stop)
+	steps[stepToLoad] = loadAt.Sub(saved)
+	steps[stepLoad] = loaded.Sub(loadAt)
+	steps[stepToRun] = runAt.Sub(loaded)
+	steps[stepResume] = ran.Sub(runAt)
+	steps[stepTotal] = ran.Sub(stop)
+	return steps, nil
+}
+
+// printSteps prints each step's median over the row's migrations.
+func printSteps(row benchRow) {
+	if len(row.steps) == 0 {
+		return
+	}
+	fmt.Printf("Where our device's hand-over goes (median of %d migrations, idle and under traffic; both servers' logs):\n\n", len(row.steps))
+	for i, name := range stepNames {
+		v := make([]time.Duration, len(row.steps))
+		for j, s := range row.steps {
+			v[j] = s[i]
+		}
+		slices.Sort(v)
+		fmt.Printf("  %-50s %12v  (min %v, max %v)\n", name, v[len(v)/2].Round(time.Microsecond), v[0].Round(time.Microsecond), v[len(v)-1].Round(time.Microsecond))
+	}
 }

@@ -33,8 +33,8 @@ type tcpFlow struct {
 	// the stream was under way: how long the receiver was out of reach,
 	// seen from the host. Read after done.
 	maxPause time.Duration
-	done chan error
-	l    net.Listener
+	done     chan error
+	l        net.Listener
 }
 
 // startTCP listens in ns, starts the guest's recv through agent and feeds
