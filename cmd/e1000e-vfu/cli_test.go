@@ -109,6 +109,9 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"", []string{"serve", "--socket", sock, "--config", missing}, "--config open " + missing},
 		{"", []string{"serve", "--socket", sock, "--config", notJSON}, "--config source configuration: invalid character"},
 		{`{"model":"qemu.org/devices/e1000e","params":{}}`, []string{"serve", "--socket", sock, "--config", "-"}, "model qemu.org/devices/e1000e is not implemented here"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"02:e1:0e:00:00:01"}`, []string{"serve", "--socket", sock, "--config", "-", "--mac", "02:e1:0e:00:00:02"},
+			"e1000e-vfu serve: --mac 02:e1:0e:00:00:02 differs from the mac 02:e1:0e:00:00:01 in --config"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"ff:ff:ff:ff:ff:ff"}`, []string{"serve", "--socket", sock, "--config", "-"}, "--config source configuration: mac ff:ff:ff:ff:ff:ff: a multicast address"},
 		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":40,"foo":1}}`, []string{"serve", "--socket", sock, "--config", "-"}, "unknown parameter foo; rx-filter-size=40 out of range 0..16"},
 		// describe
 		{"", []string{"describe", "now"}, `e1000e-vfu describe: unexpected argument "now"`},
@@ -196,6 +199,10 @@ func TestValidateOnly(t *testing.T) {
 		{"", []string{"--param", "rx-filter-size=4", "--param", "rx-filter-size=8"}, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nrx-filter-size=8\n"},
 		{"", []string{"--version", "1", "--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1}` + "\n"},
 		{"", []string{"--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}` + "\n"},
+		// A given address is part of the list; a derived one is not.
+		{"", []string{"--json", "--mac", "52:54:00:12:34:56"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2,"mac":"52:54:00:12:34:56"}` + "\n"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"02:e1:0e:00:00:01"}`, []string{"--json", "--config", "-", "--mac", "02:e1:0e:00:00:01"},
+			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:00:00:01"}` + "\n"},
 		// Started with a source's list: unlisted parameters take their off value.
 		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{}}`, []string{"--config", "-"}, "e1000e-vfu.dev/devices/e1000e-82574l version 1\nrx-filter-size=0\n"},
 		{"", []string{"--config", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":5}}`}, "e1000e-vfu.dev/devices/e1000e-82574l (matches no version)\nrx-filter-size=5\n"},

@@ -98,7 +98,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"model":"` + model.E1000EName + `","params":{"rx-filter-size":16},"version":2}`
+	want := `{"model":"` + model.E1000EName + `","params":{"rx-filter-size":16},"version":2,"mac":"52:54:00:12:34:56"}`
 	if string(res) != want {
 		t.Errorf("query-config %s, want %s", res, want)
 	}
