@@ -117,10 +117,14 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"", []string{"describe", "now"}, `e1000e-vfu describe: unexpected argument "now"`},
 		{"", []string{"describe", "--json"}, "flag provided but not defined: -json"},
 		// check
-		{"", []string{"check", "--source-version", "2"}, "e1000e-vfu check: --dest is required"},
+		{"", []string{"check", "--source-version", "2"}, "e1000e-vfu check: --dest or --dest-config is required"},
 		{"", []string{"check", "--dest", "x"}, "give either --source or --source-version/--source-param"},
 		{"", []string{"check", "--dest", "x", "--source", "{}", "--source-version", "1"}, "give either --source or --source-version/--source-param"},
-		{"", []string{"check", "--dest", "-", "--source", "-"}, "cannot both read stdin"},
+		{"", []string{"check", "--dest", "-", "--source", "-"}, "only one of --source, --dest and --dest-config may read stdin"},
+		{"", []string{"check", "--dest-config", "-", "--source", "-"}, "only one of --source, --dest and --dest-config may read stdin"},
+		{"", []string{"check", "--dest-config", "-", "--dest", "-", "--source-version", "1"}, "only one of --source, --dest and --dest-config may read stdin"},
+		{"", []string{"check", "--dest-config", missing, "--source-version", "1"}, "--dest-config open " + missing},
+		{"", []string{"check", "--dest-config", `{"model":"a.b/c","params":{},"mac":"x"}`, "--source-version", "1"}, `--dest-config source configuration: mac "x": not a 48-bit MAC address`},
 		{"", []string{"check", "--dest", "-", "--source", `{"model":"a.b/c"}`}, "--source source configuration: no params"},
 		{"", []string{"check", "--dest", "-", "--source", missing}, "--source open " + missing},
 		{"", []string{"check", "--dest", "-", "--source-version", "9"}, "check: source: unsupported version 9 (supported: 1, 2)"},
@@ -272,6 +276,38 @@ func TestCheck(t *testing.T) {
 			t.Errorf("%s: %+v, want exit %d and %q", tc.name, r, tc.code, tc.want)
 		}
 	}
+	// Against a destination server's configuration: model, parameters and
+	// MAC, each named; a side without a MAC is not compared by address.
+	srcMAC := `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2,"mac":"02:e1:0e:00:00:01"}`
+	dstOtherMAC := strings.Replace(srcMAC, "00:00:01", "00:00:02", 1)
+	dstV1 := `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:00:00:02"}`
+	for _, tc := range []struct {
+		name  string
+		stdin string
+		args  []string
+		code  int
+		want  string
+	}{
+		{"same configuration", "", []string{"--source", srcMAC, "--dest-config", srcMAC}, 0, "compatible\n"},
+		{"destination without mac", "", []string{"--source", srcMAC, "--dest-config", srcV2}, 0, "compatible\n"},
+		{"source without mac", "", []string{"--source-version", "2", "--dest-config", dstOtherMAC}, 0, "compatible\n"},
+		{"other mac", "", []string{"--source", srcMAC, "--dest-config", dstOtherMAC}, 1,
+			"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n"},
+		{"other mac and list, from stdin", dstV1, []string{"--source", srcMAC, "--dest-config", "-"}, 1,
+			"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n" +
+				"source runs rx-filter-size=16, destination rx-filter-size=0\n"},
+		{"description and configuration together", "", []string{"--source", srcMAC, "--dest", v1only, "--dest-config", dstOtherMAC}, 1,
+			"unknown parameter rx-filter-size: the destination does not know it\n" +
+				"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n"},
+		{"other model", "", []string{"--source", srcMAC, "--dest-config", `{"model":"qemu.org/devices/e1000e","params":{}}`}, 1,
+			"model mismatch: source runs e1000e-vfu.dev/devices/e1000e-82574l, destination qemu.org/devices/e1000e\n"},
+	} {
+		r := runBinary(t, tc.stdin, append([]string{"check"}, tc.args...)...)
+		if r.code != tc.code || r.stdout != tc.want || r.stderr != "" {
+			t.Errorf("%s: %+v, want exit %d and %q", tc.name, r, tc.code, tc.want)
+		}
+	}
+
 	// The orchestrator's pipeline: describe on the destination into check.
 	desc := runBinary(t, "", "describe")
 	src := runBinary(t, "", "serve", "--socket", filepath.Join(t.TempDir(), "s"), "--validate-only", "--json")

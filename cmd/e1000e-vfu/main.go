@@ -25,9 +25,10 @@ const usage = `e1000e-vfu: an emulated Intel 82574L (e1000e) NIC served over vfi
 Usage:
   e1000e-vfu serve --socket PATH [flags]   serve one NIC until SIGINT/SIGTERM
   e1000e-vfu describe                      print every device model as JSON
-  e1000e-vfu check --source SRC --dest FILE
+  e1000e-vfu check --source SRC [--dest FILE] [--dest-config DST]
                                            check a source configuration against
-                                           a destination's description
+                                           a destination's description or its
+                                           server's configuration
   e1000e-vfu control --socket PATH COMMAND talk to a running server's control
                                            socket (query-config, query-stats,
                                            query-status, link-up, link-down)

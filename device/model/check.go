@@ -155,11 +155,22 @@ func Compare(src, dst Source) []Problem {
 
 func compareLists(src, dst Source) []Problem {
 	if m := Lookup(src.Model); m != nil {
-		cfg, err := m.ResolveList(dst.Params)
+		scfg, err := m.ResolveList(src.Params)
+		if err != nil {
+			return []Problem{{Msg: "source configuration: " + err.Error()}}
+		}
+		dcfg, err := m.ResolveList(dst.Params)
 		if err != nil {
 			return []Problem{{Msg: "destination configuration: " + err.Error()}}
 		}
-		return cfg.Matches(src)
+		var probs []Problem
+		for _, a := range scfg.Effective() {
+			if v := dcfg.Values[a.Name]; v != a.Value {
+				probs = append(probs, Problem{Param: a.Name,
+					Msg: fmt.Sprintf("source runs %s=%s, destination %s=%s", a.Name, a.Value, a.Name, v)})
+			}
+		}
+		return probs
 	}
 	theirs := make(map[string]Value, len(dst.Params))
 	for _, a := range dst.Params {

@@ -201,10 +201,10 @@ func TestCompare(t *testing.T) {
 		{"an off value listed equals it unlisted", source(t, 1), explicitOff, ""},
 		{"other mac", withMAC(t, source(t, 2), a), withMAC(t, source(t, 2), b),
 			"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n"},
-		{"other list", source(t, 2), source(t, 1), "source runs rx-filter-size=16, this device rx-filter-size=0\n"},
+		{"other list", source(t, 2), source(t, 1), "source runs rx-filter-size=16, destination rx-filter-size=0\n"},
 		{"every difference", withMAC(t, source(t, 1), a), withMAC(t, source(t, 2), b),
 			"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n" +
-				"source runs rx-filter-size=0, this device rx-filter-size=16\n"},
+				"source runs rx-filter-size=0, destination rx-filter-size=16\n"},
 		{"other model", source(t, 2), Source{Model: "qemu.org/devices/e1000e"},
 			"model mismatch: source runs " + E1000EName + ", destination qemu.org/devices/e1000e\n"},
 		{"destination list unknown here", source(t, 2), Source{Model: E1000EName, Params: []Assignment{{"foo", IntValue(1)}}},
