@@ -331,3 +331,47 @@ func TestDefaultMACDiffersPerSocketAndIsLocal(t *testing.T) {
 		}
 	}
 }
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("no space left") }
+
+// One exit-status rule for every command: the mapping, and a command of
+// each kind through it.
+func TestExitStatusRule(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{nil, exitOK},
+		{errHelp, exitOK},
+		{usagef("--x bad"), exitUsage},
+		{fmt.Errorf("wrapped: %w", usagef("--x bad")), exitUsage},
+		{&statusError{exitIncompatible, errors.New("no")}, exitIncompatible},
+		{&statusError{exitMigrationFailed, errors.New("failed")}, exitMigrationFailed},
+		{errors.New("server unreachable"), exitFailure},
+	} {
+		if got := exitStatus(tc.err); got != tc.want {
+			t.Errorf("exitStatus(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+	if exitOK != 0 || exitIncompatible != 1 || exitUsage != 2 || exitMigrationFailed != 3 || exitFailure != 4 {
+		t.Error("the documented exit statuses changed")
+	}
+	// describe whose output cannot be written fails at run time.
+	var stderr strings.Builder
+	e := env{stdin: strings.NewReader(""), stdout: failingWriter{}, stderr: &stderr}
+	if code := cli(e, []string{"describe"}); code != exitFailure || !strings.Contains(stderr.String(), "no space left") {
+		t.Errorf("describe to a full disk: exit %d, stderr %q", code, stderr.String())
+	}
+	// Every command's help states the rule.
+	for _, cmd := range []string{"serve", "describe", "check", "control", "migrate"} {
+		r := runBinary(t, "", cmd, "--help")
+		if r.code != exitOK || !strings.Contains(r.stdout, "Exit status:") {
+			t.Errorf("%s --help: exit %d, no exit statuses:\n%s", cmd, r.code, r.stdout)
+		}
+	}
+	if r := runBinary(t, "", "help"); !strings.Contains(r.stdout, "3  a migration failed after it started") {
+		t.Errorf("help lacks the exit statuses:\n%s", r.stdout)
+	}
+}
