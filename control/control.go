@@ -79,6 +79,14 @@ type AnnounceStats struct {
 	Errors uint64 `json:"errors"`
 }
 
+// AddressReporter is implemented by targets with a network address.
+// query-config then reports it as "mac": the migrated state carries the
+// address, so it belongs to the configuration a destination is started
+// with and checked against.
+type AddressReporter interface {
+	MAC() net.HardwareAddr
+}
+
 // Status is the run state of a device.
 type Status struct {
 	// State is "running", "stopped", ... as the device defines it.
@@ -387,7 +395,11 @@ func (s *Server) run(req Request) (any, error) {
 		if c.Model == nil {
 			return nil, errors.New("query-config: the device has no configuration")
 		}
-		return c.Source(), nil
+		src := c.Source()
+		if ar, ok := t.(AddressReporter); ok {
+			src.MAC = ar.MAC()
+		}
+		return src, nil
 	case CmdQueryStats:
 		st := t.Stats()
 		if st == nil {

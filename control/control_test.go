@@ -162,6 +162,41 @@ func TestQueryConfigIsTheSourceList(t *testing.T) {
 	}
 }
 
+// macTarget is a NIC: it has an address.
+type macTarget struct {
+	*fakeTarget
+	mac net.HardwareAddr
+}
+
+func (m macTarget) MAC() net.HardwareAddr { return m.mac }
+
+// A target with an address reports it in query-config, last, and the
+// result still reads back as a source configuration carrying it.
+func TestQueryConfigCarriesTheMAC(t *testing.T) {
+	mac := net.HardwareAddr{0x02, 0xe1, 0x0e, 0x01, 0x02, 0x03}
+	c := dial(t, start(t, &Server{Target: macTarget{newTarget(t, 2), mac}}))
+	line := `{"cmd":"query-config"}` + "\n"
+	if _, err := io.WriteString(c.c, line); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := c.r.ReadBytes('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"ok":true,"result":{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2,"mac":"02:e1:0e:01:02:03"}}` + "\n"
+	if string(raw) != want {
+		t.Errorf("query-config: %s, want %s", raw, want)
+	}
+	var rep struct{ Result json.RawMessage }
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	src, err := model.DecodeSource(strings.NewReader(string(rep.Result)))
+	if err != nil || src.MAC.String() != mac.String() {
+		t.Errorf("decoded %+v, %v; want mac %s", src, err, mac)
+	}
+}
+
 func TestStatsAndLink(t *testing.T) {
 	tgt := newTarget(t, 2)
 	c := dial(t, start(t, &Server{Target: tgt}))

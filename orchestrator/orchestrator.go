@@ -1,9 +1,15 @@
 // Package orchestrator migrates a running guest whose NIC is served by
 // e1000e-vfu from one QEMU to another, in the order the device-model rules
 // set: check that the destination can take the source's state before
-// anything starts, verify that the destination server was started with the
-// source's configuration, then drive both QEMUs over QMP, showing progress,
-// and sum up what it took.
+// anything starts — against the destination server's own configuration
+// (model, parameters, MAC) and/or the destination host's description —
+// then drive both QEMUs over QMP, showing progress, and sum up what it
+// took.
+//
+// Run's errors say how far it got, so a caller can tell a refusal from a
+// failure: *IncompatibleError (refused, nothing started), *NotStartedError
+// (something could not be reached or was not ready before the migration
+// started), *FailedError (the migration started and did not complete).
 package orchestrator
 
 import (
@@ -27,10 +33,15 @@ type Plan struct {
 	// (model and parameter list) is read there.
 	SrcControl string
 	// DstControl, when set, is the destination server's control socket: its
-	// configuration must match the source's exactly.
+	// configuration (model, parameters, and MAC when both report one) must
+	// be the source's (model.Compare).
 	DstControl string
-	// DstModels is the destination's description (what `describe` prints on
-	// the destination host); the source's list is checked against it.
+	// DstModels, when set, is the destination's description (what
+	// `describe` prints on the destination host); the source's list is
+	// checked against it (model.Check). It cannot see the destination's
+	// MAC. At least one of DstControl and DstModels must be set: checking
+	// against this program's own models would say nothing about the
+	// destination.
 	DstModels []*model.Model
 	// SrcQMP and DstQMP are the QMP sockets of the two QEMUs. The
 	// destination QEMU waits for the migration (started with -incoming).
@@ -58,7 +69,8 @@ type Summary struct {
 }
 
 // IncompatibleError lists every reason the destination cannot take the
-// source's state; nothing was started.
+// source's state; the migration was refused before anything was sent to
+// either QEMU.
 type IncompatibleError struct {
 	Problems []model.Problem
 }
@@ -71,57 +83,73 @@ func (e *IncompatibleError) Error() string {
 	return "destination is incompatible: " + strings.Join(msgs, "; ")
 }
 
-// Check runs the checks that need no QEMU: the source's configuration
-// against the destination's description and, when the destination server
-// is reachable, its configuration. It returns the source's configuration.
+// NotStartedError is a failure before the migration started: a server or
+// a QEMU could not be reached or answered with an error, or the
+// destination QEMU was not waiting for a migration. The source QEMU was not
+// asked to migrate; it runs on untouched.
+type NotStartedError struct{ Err error }
+
+func (e *NotStartedError) Error() string { return e.Err.Error() }
+func (e *NotStartedError) Unwrap() error { return e.Err }
+
+// FailedError is a migration that started and did not complete: QEMU
+// reported it failed or cancelled, it was cancelled after the deadline, or
+// the destination did not resume. When QEMU's migration failed or was
+// cancelled, the source QEMU keeps running the guest.
+type FailedError struct{ Err error }
+
+func (e *FailedError) Error() string { return e.Err.Error() }
+func (e *FailedError) Unwrap() error { return e.Err }
+
+// ErrNoDestination is a plan that names nothing to check the destination
+// against.
+var ErrNoDestination = errors.New("nothing to check the destination against: give its control socket or its description")
+
+func notStarted(format string, args ...any) error {
+	return &NotStartedError{Err: fmt.Errorf(format, args...)}
+}
+
+func failed(format string, args ...any) error {
+	return &FailedError{Err: fmt.Errorf(format, args...)}
+}
+
+// Check runs the checks that need no QEMU: the destination server's
+// configuration against the source's (when DstControl is set) and the
+// source's list against the destination's description (when DstModels
+// is). Every problem found is reported in one *IncompatibleError; a server
+// that cannot be asked is a *NotStartedError. It returns the source's
+// configuration.
 func Check(ctx context.Context, p Plan) (model.Source, error) {
+	if p.DstControl == "" && len(p.DstModels) == 0 {
+		return model.Source{}, &NotStartedError{Err: ErrNoDestination}
+	}
 	src, err := querySource(ctx, p.SrcControl)
 	if err != nil {
-		return model.Source{}, fmt.Errorf("source server: %w", err)
+		return model.Source{}, notStarted("source server: %w", err)
 	}
-	if len(p.DstModels) == 0 {
-		return src, errors.New("no destination description to check against")
-	}
-	if probs := model.Check(src, p.DstModels); len(probs) > 0 {
-		return src, &IncompatibleError{Problems: probs}
+	var probs []model.Problem
+	if len(p.DstModels) > 0 {
+		probs = append(probs, model.Check(src, p.DstModels)...)
 	}
 	if p.DstControl != "" {
 		dst, err := querySource(ctx, p.DstControl)
 		if err != nil {
-			return src, fmt.Errorf("destination server: %w", err)
+			return src, notStarted("destination server: %w", err)
 		}
-		if probs := sameConfig(src, dst); len(probs) > 0 {
-			return src, &IncompatibleError{Problems: probs}
-		}
+		probs = append(probs, model.Compare(src, dst)...)
+	}
+	if len(probs) > 0 {
+		return src, &IncompatibleError{Problems: probs}
 	}
 	return src, nil
 }
 
 func querySource(ctx context.Context, path string) (model.Source, error) {
-	raw, err := control.Call(ctx, path, control.Request{Cmd: "query-config"})
+	raw, err := control.Call(ctx, path, control.Request{Cmd: control.CmdQueryConfig})
 	if err != nil {
 		return model.Source{}, err
 	}
 	return model.DecodeSource(bytes.NewReader(raw))
-}
-
-// sameConfig says how the destination server's configuration differs from
-// the source's: the destination must have been started with the source's
-// list (the seed's "instantiate the destination with the source's
-// parameters").
-func sameConfig(src, dst model.Source) []model.Problem {
-	if src.Model != dst.Model {
-		return []model.Problem{{Msg: fmt.Sprintf("destination server runs model %s, source %s", dst.Model, src.Model)}}
-	}
-	m := model.Lookup(dst.Model)
-	if m == nil {
-		return []model.Problem{{Msg: fmt.Sprintf("destination model %s is unknown to this program", dst.Model)}}
-	}
-	cfg, err := m.ResolveList(dst.Params)
-	if err != nil {
-		return []model.Problem{{Msg: "destination configuration: " + err.Error()}}
-	}
-	return cfg.Matches(src)
 }
 
 // migrateStatus is the part of query-migrate this package reads.
@@ -145,8 +173,10 @@ type migrateStatus struct {
 }
 
 // Run checks, then migrates. An incompatible destination is refused with an
-// *IncompatibleError before QEMU's migration starts. A failed migration
-// leaves the source running; the error says why.
+// *IncompatibleError before either QEMU is contacted; a failure before the
+// source QEMU accepted "migrate" is a *NotStartedError; one after it is a
+// *FailedError, and a migration QEMU reports failed leaves the source
+// running. Every error Run returns is one of the three.
 func Run(ctx context.Context, p Plan) (Summary, error) {
 	out := p.Progress
 	if out == nil {
@@ -160,16 +190,23 @@ func Run(ctx context.Context, p Plan) (Summary, error) {
 	if err != nil {
 		return Summary{Source: src}, err
 	}
-	fmt.Fprintf(out, "check: destination accepts %s\n", describeSource(src))
+	var against []string
+	if p.DstControl != "" {
+		against = append(against, "its server's configuration")
+	}
+	if len(p.DstModels) > 0 {
+		against = append(against, "its description")
+	}
+	fmt.Fprintf(out, "check: destination accepts %s (checked against %s)\n", describeSource(src), strings.Join(against, " and "))
 
 	sq, err := qmp.Dial(ctx, p.SrcQMP)
 	if err != nil {
-		return Summary{Source: src}, fmt.Errorf("source QEMU: %w", err)
+		return Summary{Source: src}, notStarted("source QEMU: %w", err)
 	}
 	defer sq.Close()
 	dq, err := qmp.Dial(ctx, p.DstQMP)
 	if err != nil {
-		return Summary{Source: src}, fmt.Errorf("destination QEMU: %w", err)
+		return Summary{Source: src}, notStarted("destination QEMU: %w", err)
 	}
 	defer dq.Close()
 
@@ -178,26 +215,28 @@ func Run(ctx context.Context, p Plan) (Summary, error) {
 		Running bool   `json:"running"`
 	}
 	if err := dq.Execute(ctx, "query-status", nil, &st); err != nil {
-		return Summary{Source: src}, fmt.Errorf("destination QEMU: %w", err)
+		return Summary{Source: src}, notStarted("destination QEMU: %w", err)
 	}
 	if st.Status != "inmigrate" {
-		return Summary{Source: src}, fmt.Errorf("destination QEMU is %q, not waiting for an incoming migration (start it with -incoming)", st.Status)
+		return Summary{Source: src}, notStarted("destination QEMU is %q, not waiting for an incoming migration (start it with -incoming)", st.Status)
 	}
 	if err := dq.Execute(ctx, "migrate-incoming", map[string]any{"uri": p.URI}, nil); err != nil {
 		// A destination started with -incoming URI already listens there.
 		var qe *qmp.Error
 		if !errors.As(err, &qe) || !strings.Contains(strings.ToLower(qe.Desc), "already") {
-			return Summary{Source: src}, fmt.Errorf("destination QEMU: %w", err)
+			return Summary{Source: src}, notStarted("destination QEMU: %w", err)
 		}
 	}
 	if p.DowntimeLimit > 0 {
 		args := map[string]any{"downtime-limit": p.DowntimeLimit.Milliseconds()}
 		if err := sq.Execute(ctx, "migrate-set-parameters", args, nil); err != nil {
-			return Summary{Source: src}, fmt.Errorf("source QEMU: %w", err)
+			return Summary{Source: src}, notStarted("source QEMU: %w", err)
 		}
 	}
+	// QEMU refusing "migrate" has not started it; from its acceptance on,
+	// a failure is one of a started migration.
 	if err := sq.Execute(ctx, "migrate", map[string]any{"uri": p.URI}, nil); err != nil {
-		return Summary{Source: src}, fmt.Errorf("source QEMU: %w", err)
+		return Summary{Source: src}, notStarted("source QEMU: %w", err)
 	}
 	fmt.Fprintf(out, "migrate: started to %s\n", p.URI)
 
@@ -206,7 +245,13 @@ func Run(ctx context.Context, p Plan) (Summary, error) {
 	defer t.Stop()
 	for {
 		if err := sq.Execute(ctx, "query-migrate", nil, &ms); err != nil {
-			return Summary{Source: src}, fmt.Errorf("source QEMU: %w", err)
+			// A deadline that ends during the query still leaves a
+			// migration running in the source QEMU: cancel it.
+			if ctx.Err() != nil {
+				cancelMigration(sq)
+				return Summary{Source: src}, failed("migration cancelled: %w", ctx.Err())
+			}
+			return Summary{Source: src}, failed("source QEMU: %w", err)
 		}
 		fmt.Fprintln(out, progressLine(ms))
 		if ms.Status == "completed" || ms.Status == "failed" || ms.Status == "cancelled" {
@@ -214,35 +259,33 @@ func Run(ctx context.Context, p Plan) (Summary, error) {
 		}
 		select {
 		case <-ctx.Done():
-			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			sq.Execute(cctx, "migrate_cancel", nil, nil)
-			cancel()
-			return Summary{Source: src}, fmt.Errorf("migration cancelled: %w", ctx.Err())
+			cancelMigration(sq)
+			return Summary{Source: src}, failed("migration cancelled: %w", ctx.Err())
 		case <-t.C:
 		}
 	}
 	if ms.Status != "completed" {
-		return Summary{Source: src}, fmt.Errorf("migration %s: %s", ms.Status, ms.ErrorDesc)
+		return Summary{Source: src}, failed("migration %s: %s", ms.Status, ms.ErrorDesc)
 	}
 
 	// The destination resumes by itself once the migration completes.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if err := dq.Execute(ctx, "query-status", nil, &st); err != nil {
-			return Summary{Source: src}, fmt.Errorf("destination QEMU after migration: %w", err)
+			return Summary{Source: src}, failed("destination QEMU after the migration: %w", err)
 		}
 		if st.Running {
 			break
 		}
 		if st.Status != "inmigrate" && st.Status != "finish-migrate" && st.Status != "prelaunch" {
-			return Summary{Source: src}, fmt.Errorf("destination QEMU is %q after the migration", st.Status)
+			return Summary{Source: src}, failed("destination QEMU is %q after the migration", st.Status)
 		}
 		if time.Now().After(deadline) {
-			return Summary{Source: src}, fmt.Errorf("destination QEMU still %q 30 s after the migration", st.Status)
+			return Summary{Source: src}, failed("destination QEMU still %q 30 s after the migration", st.Status)
 		}
 		select {
 		case <-ctx.Done():
-			return Summary{Source: src}, ctx.Err()
+			return Summary{Source: src}, failed("waiting for the destination QEMU to resume: %w", ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -265,6 +308,15 @@ func Run(ctx context.Context, p Plan) (Summary, error) {
 	return s, nil
 }
 
+// cancelMigration asks the source QEMU to cancel its migration, so that it
+// keeps running the guest; it has its own deadline because the caller's
+// has passed.
+func cancelMigration(sq *qmp.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sq.Execute(ctx, "migrate_cancel", nil, nil)
+}
+
 func describeSource(s model.Source) string {
 	parts := make([]string, 0, len(s.Params))
 	for _, a := range s.Params {
@@ -273,6 +325,9 @@ func describeSource(s model.Source) string {
 	list := strings.Join(parts, ",")
 	if list == "" {
 		list = "no parameters"
+	}
+	if s.MAC != nil {
+		return s.Model + " (" + list + "), mac " + s.MAC.String()
 	}
 	return s.Model + " (" + list + ")"
 }

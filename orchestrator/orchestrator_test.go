@@ -1,31 +1,39 @@
 package orchestrator
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"e1000e-vfu/control"
 	"e1000e-vfu/device/model"
+	"e1000e-vfu/qmp/qmptest"
 )
 
-// fakeTarget serves a fixed configuration on a control socket.
-type fakeTarget struct{ cfg model.Config }
+// fakeTarget serves a fixed configuration, and a MAC when it has one, on
+// a control socket.
+type fakeTarget struct {
+	cfg model.Config
+	mac net.HardwareAddr
+}
 
+func (f fakeTarget) MAC() net.HardwareAddr    { return f.mac }
 func (f fakeTarget) Config() model.Config     { return f.cfg }
 func (f fakeTarget) Stats() map[string]uint64 { return nil }
 func (f fakeTarget) LinkUp() bool             { return true }
 func (f fakeTarget) SetLink(bool) error       { return nil }
 
 func serveControl(t *testing.T, version int, settings ...string) string {
+	t.Helper()
+	return serveControlMAC(t, nil, version, settings...)
+}
+
+func serveControlMAC(t *testing.T, mac net.HardwareAddr, version int, settings ...string) string {
 	t.Helper()
 	var ss []model.Setting
 	for _, s := range settings {
@@ -48,97 +56,10 @@ func serveControl(t *testing.T, version int, settings ...string) string {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		(&control.Server{Target: fakeTarget{cfg}}).Serve(ctx, ln)
+		(&control.Server{Target: fakeTarget{cfg, mac}}).Serve(ctx, ln)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return path
-}
-
-// fakeQEMU answers QMP like a QEMU would for the commands the orchestrator
-// sends; migrate-query answers come from a script.
-type fakeQEMU struct {
-	mu       sync.Mutex
-	status   string
-	running  bool
-	script   []string // query-migrate replies, the last repeated
-	executed []string
-	// onMigrate runs when "migrate" arrives (the destination's side).
-	onMigrate func()
-}
-
-func (q *fakeQEMU) serve(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "qmp.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go q.conn(c)
-		}
-	}()
-	return path
-}
-
-func (q *fakeQEMU) conn(c net.Conn) {
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	w := bufio.NewWriter(c)
-	send := func(v any) {
-		b, _ := json.Marshal(v)
-		w.Write(append(b, '\n'))
-		w.Flush()
-	}
-	send(map[string]any{"QMP": map[string]any{"version": map[string]any{}, "capabilities": []string{}}})
-	r := bufio.NewReader(c)
-	for {
-		line, err := r.ReadBytes('\n')
-		if err != nil {
-			return
-		}
-		var req struct {
-			Execute   string          `json:"execute"`
-			Arguments json.RawMessage `json:"arguments"`
-		}
-		if json.Unmarshal(line, &req) != nil {
-			return
-		}
-		q.mu.Lock()
-		q.executed = append(q.executed, req.Execute)
-		var reply any = map[string]any{}
-		switch req.Execute {
-		case "query-status":
-			reply = map[string]any{"status": q.status, "running": q.running}
-		case "query-migrate":
-			next := q.script[0]
-			if len(q.script) > 1 {
-				q.script = q.script[1:]
-			}
-			var v any
-			json.Unmarshal([]byte(next), &v)
-			reply = v
-		case "migrate":
-			if q.onMigrate != nil {
-				q.onMigrate()
-			}
-		}
-		q.mu.Unlock()
-		// An event before the reply, as QEMU sends them.
-		send(map[string]any{"event": "MIGRATION", "data": map[string]any{"status": "active"}})
-		send(map[string]any{"return": reply})
-	}
-}
-
-func (q *fakeQEMU) commands() []string {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return append([]string(nil), q.executed...)
 }
 
 func loadModels(t *testing.T, path string) []*model.Model {
@@ -156,19 +77,19 @@ func loadModels(t *testing.T, path string) []*model.Model {
 }
 
 func TestRunCompletes(t *testing.T) {
-	dst := &fakeQEMU{status: "inmigrate"}
-	src := &fakeQEMU{status: "running", running: true, script: []string{
+	dst := &qmptest.QEMU{Status: "inmigrate"}
+	src := &qmptest.QEMU{Status: "running", Running: true, Script: []string{
 		`{"status":"active","total-time":100,"ram":{"transferred":1048576,"remaining":4194304,"dirty-sync-count":1}}`,
 		`{"status":"completed","total-time":900,"downtime":42,"setup-time":3,"ram":{"transferred":9437184,"dirty-sync-count":4},"vfio":{"transferred":2048}}`,
 	}}
-	src.onMigrate = func() { dst.mu.Lock(); dst.status, dst.running = "running", true; dst.mu.Unlock() }
+	src.OnMigrate = func() { dst.SetStatus("running", true) }
 	var progress strings.Builder
 	p := Plan{
 		SrcControl:    serveControl(t, 2),
 		DstControl:    serveControl(t, 2),
 		DstModels:     model.All(),
-		SrcQMP:        src.serve(t),
-		DstQMP:        dst.serve(t),
+		SrcQMP:        src.Serve(t),
+		DstQMP:        dst.Serve(t),
 		URI:           "unix:/nonexistent/mig.sock",
 		Poll:          time.Millisecond,
 		Progress:      &progress,
@@ -192,25 +113,25 @@ func TestRunCompletes(t *testing.T) {
 			t.Errorf("progress lacks %q:\n%s", want, out)
 		}
 	}
-	got := strings.Join(src.commands(), ",")
+	got := strings.Join(src.Commands(), ",")
 	if !strings.Contains(got, "migrate-set-parameters,migrate,query-migrate") {
 		t.Errorf("source QEMU saw %s", got)
 	}
-	if !strings.Contains(strings.Join(dst.commands(), ","), "migrate-incoming") {
-		t.Errorf("destination QEMU saw %v", dst.commands())
+	if !strings.Contains(strings.Join(dst.Commands(), ","), "migrate-incoming") {
+		t.Errorf("destination QEMU saw %v", dst.Commands())
 	}
 }
 
 // A version-2 source against a destination that only knows version 1 is
 // refused before either QEMU is touched, naming rx-filter-size.
 func TestRunRefusesIncompatibleDestinationBeforeQEMU(t *testing.T) {
-	dst := &fakeQEMU{status: "inmigrate"}
-	src := &fakeQEMU{status: "running", running: true, script: []string{`{"status":"completed"}`}}
+	dst := &qmptest.QEMU{Status: "inmigrate"}
+	src := &qmptest.QEMU{Status: "running", Running: true, Script: []string{`{"status":"completed"}`}}
 	p := Plan{
 		SrcControl: serveControl(t, 2),
 		DstModels:  loadModels(t, "testdata/v1-only.json"),
-		SrcQMP:     src.serve(t),
-		DstQMP:     dst.serve(t),
+		SrcQMP:     src.Serve(t),
+		DstQMP:     dst.Serve(t),
 		URI:        "unix:/x",
 	}
 	_, err := Run(context.Background(), p)
@@ -218,8 +139,8 @@ func TestRunRefusesIncompatibleDestinationBeforeQEMU(t *testing.T) {
 	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "rx-filter-size") {
 		t.Fatalf("err = %v, want an IncompatibleError naming rx-filter-size", err)
 	}
-	if n := len(src.commands()) + len(dst.commands()); n != 0 {
-		t.Errorf("QEMU was contacted: src %v dst %v", src.commands(), dst.commands())
+	if n := len(src.Commands()) + len(dst.Commands()); n != 0 {
+		t.Errorf("QEMU was contacted: src %v dst %v", src.Commands(), dst.Commands())
 	}
 }
 
@@ -246,42 +167,160 @@ func TestCheckDestinationServerConfigMismatch(t *testing.T) {
 }
 
 func TestRunReportsFailedMigration(t *testing.T) {
-	dst := &fakeQEMU{status: "inmigrate"}
-	src := &fakeQEMU{status: "running", running: true, script: []string{
+	dst := &qmptest.QEMU{Status: "inmigrate"}
+	src := &qmptest.QEMU{Status: "running", Running: true, Script: []string{
 		`{"status":"active","total-time":10}`,
 		`{"status":"failed","error-desc":"vfio device refused the state"}`,
 	}}
 	p := Plan{
 		SrcControl: serveControl(t, 2),
 		DstModels:  model.All(),
-		SrcQMP:     src.serve(t),
-		DstQMP:     dst.serve(t),
+		SrcQMP:     src.Serve(t),
+		DstQMP:     dst.Serve(t),
 		URI:        "unix:/x",
 		Poll:       time.Millisecond,
 	}
 	_, err := Run(context.Background(), p)
-	if err == nil || !strings.Contains(err.Error(), "vfio device refused the state") {
-		t.Fatalf("err = %v", err)
+	var fe *FailedError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "vfio device refused the state") {
+		t.Fatalf("err = %v, want a FailedError with QEMU's reason", err)
 	}
 }
 
 func TestRunRefusesDestinationNotWaiting(t *testing.T) {
-	dst := &fakeQEMU{status: "running", running: true}
-	src := &fakeQEMU{status: "running", running: true, script: []string{`{"status":"completed"}`}}
+	dst := &qmptest.QEMU{Status: "running", Running: true}
+	src := &qmptest.QEMU{Status: "running", Running: true, Script: []string{`{"status":"completed"}`}}
 	p := Plan{
 		SrcControl: serveControl(t, 2),
 		DstModels:  model.All(),
-		SrcQMP:     src.serve(t),
-		DstQMP:     dst.serve(t),
+		SrcQMP:     src.Serve(t),
+		DstQMP:     dst.Serve(t),
 		URI:        "unix:/x",
 	}
 	_, err := Run(context.Background(), p)
-	if err == nil || !strings.Contains(err.Error(), "not waiting") {
-		t.Fatalf("err = %v", err)
+	var ne *NotStartedError
+	if !errors.As(err, &ne) || !strings.Contains(err.Error(), "not waiting") {
+		t.Fatalf("err = %v, want a NotStartedError", err)
 	}
-	for _, c := range src.commands() {
+	for _, c := range src.Commands() {
 		if c == "migrate" {
 			t.Fatal("source migration started")
 		}
+	}
+}
+
+// A destination server with another MAC would refuse the state inside the
+// downtime; the orchestrator refuses it before either QEMU is contacted,
+// naming the address, even when the description accepts the list.
+func TestRunRefusesOtherMACBeforeQEMU(t *testing.T) {
+	a := net.HardwareAddr{0x02, 0xe1, 0x0e, 0, 0, 1}
+	b := net.HardwareAddr{0x02, 0xe1, 0x0e, 0, 0, 2}
+	dst := &qmptest.QEMU{Status: "inmigrate"}
+	src := &qmptest.QEMU{Status: "running", Running: true, Script: []string{`{"status":"completed"}`}}
+	var progress strings.Builder
+	p := Plan{
+		SrcControl: serveControlMAC(t, a, 2),
+		DstControl: serveControlMAC(t, b, 2),
+		DstModels:  model.All(),
+		SrcQMP:     src.Serve(t),
+		DstQMP:     dst.Serve(t),
+		URI:        "unix:/x",
+		Progress:   &progress,
+	}
+	_, err := Run(context.Background(), p)
+	var ie *IncompatibleError
+	if !errors.As(err, &ie) || len(ie.Problems) != 1 || ie.Problems[0].Param != "mac" ||
+		!strings.Contains(err.Error(), a.String()) || !strings.Contains(err.Error(), b.String()) {
+		t.Fatalf("err = %v, want an IncompatibleError naming mac and both addresses", err)
+	}
+	if n := len(src.Commands()) + len(dst.Commands()); n != 0 {
+		t.Errorf("QEMU was contacted: src %v dst %v", src.Commands(), dst.Commands())
+	}
+	if progress.Len() != 0 {
+		t.Errorf("progress before the refusal: %q", progress.String())
+	}
+	// The same address passes, and the check line names it.
+	p.DstControl = serveControlMAC(t, a, 2)
+	if _, err := Check(context.Background(), p); err != nil {
+		t.Fatalf("same MAC: %v", err)
+	}
+}
+
+// With nothing to check the destination against, Run refuses before it
+// asks anything: checking against this program's own models would accept
+// a destination that refuses the state.
+func TestRunWithoutDestinationCheckIsRefused(t *testing.T) {
+	dst := &qmptest.QEMU{Status: "inmigrate"}
+	src := &qmptest.QEMU{Status: "running", Running: true, Script: []string{`{"status":"completed"}`}}
+	p := Plan{
+		SrcControl: filepath.Join(t.TempDir(), "never-asked.sock"),
+		SrcQMP:     src.Serve(t),
+		DstQMP:     dst.Serve(t),
+		URI:        "unix:/x",
+	}
+	_, err := Run(context.Background(), p)
+	var ne *NotStartedError
+	if !errors.As(err, &ne) || !errors.Is(err, ErrNoDestination) {
+		t.Fatalf("err = %v, want a NotStartedError wrapping ErrNoDestination", err)
+	}
+	if n := len(src.Commands()) + len(dst.Commands()); n != 0 {
+		t.Errorf("QEMU was contacted: src %v dst %v", src.Commands(), dst.Commands())
+	}
+}
+
+// Servers that cannot be reached fail before the migration starts.
+func TestRunUnreachableIsNotStarted(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		p    Plan
+		want string
+	}{
+		{"source server", Plan{SrcControl: filepath.Join(dir, "none"), DstModels: model.All()}, "source server"},
+		{"destination server", Plan{SrcControl: serveControl(t, 2), DstControl: filepath.Join(dir, "none")}, "destination server"},
+		{"source QEMU", Plan{SrcControl: serveControl(t, 2), DstModels: model.All(), SrcQMP: filepath.Join(dir, "none")}, "source QEMU"},
+	} {
+		_, err := Run(context.Background(), tc.p)
+		var ne *NotStartedError
+		if !errors.As(err, &ne) || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want a NotStartedError starting %q", tc.name, err, tc.want)
+		}
+		var fe *FailedError
+		var ie *IncompatibleError
+		if errors.As(err, &fe) || errors.As(err, &ie) {
+			t.Errorf("%s: %v is also a FailedError or IncompatibleError", tc.name, err)
+		}
+	}
+}
+
+// A migration cancelled while it runs is one that failed after starting.
+func TestRunCancelledAfterStartIsFailed(t *testing.T) {
+	dst := &qmptest.QEMU{Status: "inmigrate"}
+	src := &qmptest.QEMU{Status: "running", Running: true, Script: []string{`{"status":"active","total-time":10}`}}
+	p := Plan{
+		SrcControl: serveControl(t, 2),
+		DstControl: serveControl(t, 2),
+		SrcQMP:     src.Serve(t),
+		DstQMP:     dst.Serve(t),
+		URI:        "unix:/x",
+		Poll:       time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	src.OnMigrate = func() { close(started) }
+	go func() { <-started; time.Sleep(20 * time.Millisecond); cancel() }()
+	_, err := Run(ctx, p)
+	var fe *FailedError
+	if !errors.As(err, &fe) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want a FailedError wrapping the cancellation", err)
+	}
+	// The cancel is written before Run returns; the fake may read it a
+	// moment later.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(strings.Join(src.Commands(), ","), "migrate_cancel") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the source QEMU was not told to cancel: %v", src.Commands())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

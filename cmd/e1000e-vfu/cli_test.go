@@ -122,15 +122,22 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"", []string{"serve", "--socket", sock, "--config", missing}, "--config open " + missing},
 		{"", []string{"serve", "--socket", sock, "--config", notJSON}, "--config source configuration: invalid character"},
 		{`{"model":"qemu.org/devices/e1000e","params":{}}`, []string{"serve", "--socket", sock, "--config", "-"}, "model qemu.org/devices/e1000e is not implemented here"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"02:e1:0e:00:00:01"}`, []string{"serve", "--socket", sock, "--config", "-", "--mac", "02:e1:0e:00:00:02"},
+			"e1000e-vfu serve: --mac 02:e1:0e:00:00:02 differs from the mac 02:e1:0e:00:00:01 in --config"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"ff:ff:ff:ff:ff:ff"}`, []string{"serve", "--socket", sock, "--config", "-"}, "--config source configuration: mac ff:ff:ff:ff:ff:ff: a multicast address"},
 		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":40,"foo":1}}`, []string{"serve", "--socket", sock, "--config", "-"}, "unknown parameter foo; rx-filter-size=40 out of range 0..16"},
 		// describe
 		{"", []string{"describe", "now"}, `e1000e-vfu describe: unexpected argument "now"`},
 		{"", []string{"describe", "--json"}, "flag provided but not defined: -json"},
 		// check
-		{"", []string{"check", "--source-version", "2"}, "e1000e-vfu check: --dest is required"},
+		{"", []string{"check", "--source-version", "2"}, "e1000e-vfu check: --dest or --dest-config is required"},
 		{"", []string{"check", "--dest", "x"}, "give either --source or --source-version/--source-param"},
 		{"", []string{"check", "--dest", "x", "--source", "{}", "--source-version", "1"}, "give either --source or --source-version/--source-param"},
-		{"", []string{"check", "--dest", "-", "--source", "-"}, "cannot both read stdin"},
+		{"", []string{"check", "--dest", "-", "--source", "-"}, "only one of --source, --dest and --dest-config may read stdin"},
+		{"", []string{"check", "--dest-config", "-", "--source", "-"}, "only one of --source, --dest and --dest-config may read stdin"},
+		{"", []string{"check", "--dest-config", "-", "--dest", "-", "--source-version", "1"}, "only one of --source, --dest and --dest-config may read stdin"},
+		{"", []string{"check", "--dest-config", missing, "--source-version", "1"}, "--dest-config open " + missing},
+		{"", []string{"check", "--dest-config", `{"model":"a.b/c","params":{},"mac":"x"}`, "--source-version", "1"}, `--dest-config source configuration: mac "x": not a 48-bit MAC address`},
 		{"", []string{"check", "--dest", "-", "--source", `{"model":"a.b/c"}`}, "--source source configuration: no params"},
 		{"", []string{"check", "--dest", "-", "--source", missing}, "--source open " + missing},
 		{"", []string{"check", "--dest", "-", "--source-version", "9"}, "check: source: unsupported version 9 (supported: 1, 2)"},
@@ -209,6 +216,10 @@ func TestValidateOnly(t *testing.T) {
 		{"", []string{"--param", "rx-filter-size=4", "--param", "rx-filter-size=8"}, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nrx-filter-size=8\n"},
 		{"", []string{"--version", "1", "--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1}` + "\n"},
 		{"", []string{"--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}` + "\n"},
+		// A given address is part of the list; a derived one is not.
+		{"", []string{"--json", "--mac", "52:54:00:12:34:56"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2,"mac":"52:54:00:12:34:56"}` + "\n"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"02:e1:0e:00:00:01"}`, []string{"--json", "--config", "-", "--mac", "02:e1:0e:00:00:01"},
+			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:00:00:01"}` + "\n"},
 		// Started with a source's list: unlisted parameters take their off value.
 		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{}}`, []string{"--config", "-"}, "e1000e-vfu.dev/devices/e1000e-82574l version 1\nrx-filter-size=0\n"},
 		{"", []string{"--config", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":5}}`}, "e1000e-vfu.dev/devices/e1000e-82574l (matches no version)\nrx-filter-size=5\n"},
@@ -280,6 +291,38 @@ func TestCheck(t *testing.T) {
 			t.Errorf("%s: %+v, want exit %d and %q", tc.name, r, tc.code, tc.want)
 		}
 	}
+	// Against a destination server's configuration: model, parameters and
+	// MAC, each named; a side without a MAC is not compared by address.
+	srcMAC := `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2,"mac":"02:e1:0e:00:00:01"}`
+	dstOtherMAC := strings.Replace(srcMAC, "00:00:01", "00:00:02", 1)
+	dstV1 := `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:00:00:02"}`
+	for _, tc := range []struct {
+		name  string
+		stdin string
+		args  []string
+		code  int
+		want  string
+	}{
+		{"same configuration", "", []string{"--source", srcMAC, "--dest-config", srcMAC}, 0, "compatible\n"},
+		{"destination without mac", "", []string{"--source", srcMAC, "--dest-config", srcV2}, 0, "compatible\n"},
+		{"source without mac", "", []string{"--source-version", "2", "--dest-config", dstOtherMAC}, 0, "compatible\n"},
+		{"other mac", "", []string{"--source", srcMAC, "--dest-config", dstOtherMAC}, 1,
+			"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n"},
+		{"other mac and list, from stdin", dstV1, []string{"--source", srcMAC, "--dest-config", "-"}, 1,
+			"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n" +
+				"source runs rx-filter-size=16, destination rx-filter-size=0\n"},
+		{"description and configuration together", "", []string{"--source", srcMAC, "--dest", v1only, "--dest-config", dstOtherMAC}, 1,
+			"unknown parameter rx-filter-size: the destination does not know it\n" +
+				"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n"},
+		{"other model", "", []string{"--source", srcMAC, "--dest-config", `{"model":"qemu.org/devices/e1000e","params":{}}`}, 1,
+			"model mismatch: source runs e1000e-vfu.dev/devices/e1000e-82574l, destination qemu.org/devices/e1000e\n"},
+	} {
+		r := runBinary(t, tc.stdin, append([]string{"check"}, tc.args...)...)
+		if r.code != tc.code || r.stdout != tc.want || r.stderr != "" {
+			t.Errorf("%s: %+v, want exit %d and %q", tc.name, r, tc.code, tc.want)
+		}
+	}
+
 	// The orchestrator's pipeline: describe on the destination into check.
 	desc := runBinary(t, "", "describe")
 	src := runBinary(t, "", "serve", "--socket", filepath.Join(t.TempDir(), "s"), "--validate-only", "--json")
@@ -301,5 +344,49 @@ func TestDefaultMACDiffersPerSocketAndIsLocal(t *testing.T) {
 		if len(m) != 6 || m[0]&1 != 0 || m[0]&2 == 0 {
 			t.Errorf("%x is not a locally administered unicast address", m)
 		}
+	}
+}
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("no space left") }
+
+// One exit-status rule for every command: the mapping, and a command of
+// each kind through it.
+func TestExitStatusRule(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{nil, exitOK},
+		{errHelp, exitOK},
+		{usagef("--x bad"), exitUsage},
+		{fmt.Errorf("wrapped: %w", usagef("--x bad")), exitUsage},
+		{&statusError{exitIncompatible, errors.New("no")}, exitIncompatible},
+		{&statusError{exitMigrationFailed, errors.New("failed")}, exitMigrationFailed},
+		{errors.New("server unreachable"), exitFailure},
+	} {
+		if got := exitStatus(tc.err); got != tc.want {
+			t.Errorf("exitStatus(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+	if exitOK != 0 || exitIncompatible != 1 || exitUsage != 2 || exitMigrationFailed != 3 || exitFailure != 4 {
+		t.Error("the documented exit statuses changed")
+	}
+	// describe whose output cannot be written fails at run time.
+	var stderr strings.Builder
+	e := env{stdin: strings.NewReader(""), stdout: failingWriter{}, stderr: &stderr}
+	if code := cli(e, []string{"describe"}); code != exitFailure || !strings.Contains(stderr.String(), "no space left") {
+		t.Errorf("describe to a full disk: exit %d, stderr %q", code, stderr.String())
+	}
+	// Every command's help states the rule.
+	for _, cmd := range []string{"serve", "describe", "check", "control", "migrate"} {
+		r := runBinary(t, "", cmd, "--help")
+		if r.code != exitOK || !strings.Contains(r.stdout, "Exit status:") {
+			t.Errorf("%s --help: exit %d, no exit statuses:\n%s", cmd, r.code, r.stdout)
+		}
+	}
+	if r := runBinary(t, "", "help"); !strings.Contains(r.stdout, "3  a migration failed after it started") {
+		t.Errorf("help lacks the exit statuses:\n%s", r.stdout)
 	}
 }

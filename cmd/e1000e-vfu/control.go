@@ -12,7 +12,8 @@ const controlHead = `e1000e-vfu control --socket PATH COMMAND
 Sends one command to a running server's control socket and prints the
 result as JSON. COMMAND is one of:
 
-  query-config   the model and parameter list, as check --source reads it
+  query-config   the model, parameter list and MAC, as check --source,
+                 check --dest-config and serve --config read it
   query-stats    statistics and link state
   query-status   run and migration state
   link-up        set the link up
@@ -20,7 +21,8 @@ result as JSON. COMMAND is one of:
   announce       announce the guest's addresses to the network now (RARP
                  rounds, as after a migration)
 
-Exits 1 when the server answers with an error or cannot be reached.
+Exit status: 0 the server answered; 2 bad usage (one line naming the flag
+or command); 4 the server cannot be reached or answered with an error.
 `
 
 func controlCmd(e env, args []string) error {

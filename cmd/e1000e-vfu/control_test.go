@@ -36,6 +36,12 @@ func startControl(t *testing.T, version int) (string, *target) {
 		t.Fatal(err)
 	}
 	tgt := &target{cfg: cfg, link: true}
+	return startControlWith(t, tgt), tgt
+}
+
+// startControlWith serves tgt on a fresh control socket until the test ends.
+func startControlWith(t *testing.T, tgt control.Target) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "ctl.sock")
 	ln, err := control.Listen(path)
 	if err != nil {
@@ -50,7 +56,7 @@ func startControl(t *testing.T, version int) (string, *target) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return path, tgt
+	return path
 }
 
 func TestControlCommand(t *testing.T) {
@@ -95,7 +101,10 @@ func TestControlCommandErrors(t *testing.T) {
 		{[]string{"control", "--socket", path, "reboot"}, 2, `unknown COMMAND "reboot"`},
 		{[]string{"control", "--socket", path, "query-config", "more"}, 2, "want exactly one COMMAND"},
 		{[]string{"control", "--sock", path}, 2, "flag provided but not defined: -sock"},
-		{[]string{"control", "--socket", filepath.Join(t.TempDir(), "none"), "query-stats"}, 1, "e1000e-vfu control: control socket: dial unix"},
+		{[]string{"control", "--socket", filepath.Join(t.TempDir(), "none"), "query-stats"}, exitFailure, "e1000e-vfu control: control socket: dial unix"},
+		// A server that answers with an error: no configuration to report.
+		{[]string{"control", "--socket", startControlWith(t, &target{}), "query-config"}, exitFailure,
+			"e1000e-vfu control: query-config: the device has no configuration"},
 	} {
 		r := runBinary(t, "", tc.args...)
 		if r.code != tc.code || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, tc.want) {

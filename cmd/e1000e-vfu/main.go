@@ -2,8 +2,9 @@
 // vfio-user, describes the device models it implements, and checks whether
 // a source device's configuration can migrate to a destination.
 //
-// Usage errors exit with status 2 and one line on stderr that names the bad
-// flag or value; see usage for the commands.
+// Every command follows one exit-status rule (see usage and README.md):
+// 0 success, 1 incompatible, 2 bad usage or input, 3 a migration that
+// failed after it started, 4 any other failure at run time.
 package main
 
 import (
@@ -25,37 +26,87 @@ const usage = `e1000e-vfu: an emulated Intel 82574L (e1000e) NIC served over vfi
 Usage:
   e1000e-vfu serve --socket PATH [flags]   serve one NIC until SIGINT/SIGTERM
   e1000e-vfu describe                      print every device model as JSON
-  e1000e-vfu check --source SRC --dest FILE
+  e1000e-vfu check --source SRC [--dest FILE] [--dest-config DST]
                                            check a source configuration against
-                                           a destination's description
+                                           a destination's description or its
+                                           server's configuration
   e1000e-vfu control --socket PATH COMMAND talk to a running server's control
                                            socket (query-config, query-stats,
                                            query-status, link-up, link-down,
                                            announce)
-  e1000e-vfu migrate --src-control PATH --src-qmp PATH --dst-qmp PATH --uri URI
+  e1000e-vfu migrate --src-control PATH (--dst-control PATH | --dest-describe FILE)...
+                     --src-qmp PATH --dst-qmp PATH --uri URI
                                            check the destination, then live-migrate
                                            the guest between two QEMUs
   e1000e-vfu version                       print the program and model versions
   e1000e-vfu help                          print this text
 
+Exit status, for every command:
+  0  success
+  1  incompatible: check found an incompatibility, or migrate refused an
+     incompatible destination before anything started
+  2  bad usage or bad input, with one line on stderr naming the flag or value;
+     nothing was started
+  3  a migration failed after it started (the source keeps running)
+  4  any other failure at run time: a server or QEMU that cannot be reached, a
+     control command answered with an error, serve failing to start, while
+     serving, or to shut down
+
 Run 'e1000e-vfu COMMAND --help' for a command's flags.
 `
 
-// Exit statuses.
+// Exit statuses: one rule for every command, so that a script can tell "no"
+// from "you asked wrongly" from "it broke" without knowing which command
+// it ran.
 const (
-	exitOK           = 0
-	exitFailure      = 1 // the command ran and the answer is "no" or it failed
-	exitUsage        = 2 // bad command line; nothing was started
-	exitIncompatible = exitFailure
+	exitOK = 0
+	// exitIncompatible: check found an incompatibility, or migrate refused
+	// an incompatible destination before anything started.
+	exitIncompatible = 1
+	// exitUsage: a bad command line or unreadable input; nothing started.
+	exitUsage = 2
+	// exitMigrationFailed: a migration failed after it started; the source
+	// keeps running.
+	exitMigrationFailed = 3
+	// exitFailure: any other failure at run time (a server or QEMU that
+	// cannot be reached, a control command answered with an error, serve
+	// failing to start, while serving or to shut down).
+	exitFailure = 4
 )
 
-// usageError is a bad command line: exit status 2, one line.
+// usageError is a bad command line or input: exit status 2, one line.
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// statusError is a failure with an exit status other than exitFailure.
+type statusError struct {
+	code int
+	err  error
+}
+
+func (e *statusError) Error() string { return e.err.Error() }
+func (e *statusError) Unwrap() error { return e.err }
+
+// exitStatus maps a command's error to its exit status.
+func exitStatus(err error) int {
+	var (
+		ue *usageError
+		se *statusError
+	)
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return exitOK
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &se):
+		return se.code
+	}
+	return exitFailure
 }
 
 // env is what a command reads and writes, so tests can run commands in
@@ -101,19 +152,11 @@ func cli(e env, args []string) int {
 	default:
 		err = usagef("unknown command %q (commands: serve, describe, check, control, migrate, version, help)", cmd)
 	}
-	var ue *usageError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, errHelp):
-		return exitOK
-	case errors.As(err, &ue):
-		fmt.Fprintf(e.stderr, "e1000e-vfu %s: %s\n", cmd, oneLine(ue.msg))
-		return exitUsage
-	default:
+	code := exitStatus(err)
+	if code != exitOK {
 		fmt.Fprintf(e.stderr, "e1000e-vfu %s: %s\n", cmd, oneLine(err.Error()))
-		return exitFailure
 	}
+	return code
 }
 
 // errHelp is returned after a command printed its help on request.
@@ -138,8 +181,16 @@ func serveCmd(e env, args []string) error {
 	return run(ctx, cfg)
 }
 
+const describeHead = `e1000e-vfu describe
+
+Prints the JSON description of every device model this program implements,
+for 'e1000e-vfu check --dest' on another host.
+
+Exit status: 0 printed; 2 bad usage; 4 the output could not be written.
+`
+
 func describeCmd(e env, args []string) error {
-	fs := newFlagSet(e, "describe", "e1000e-vfu describe\n\nPrints the JSON description of every device model this program implements.\n")
+	fs := newFlagSet(e, "describe", describeHead)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

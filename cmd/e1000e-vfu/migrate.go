@@ -10,25 +10,38 @@ import (
 	"syscall"
 	"time"
 
-	"e1000e-vfu/device/model"
 	"e1000e-vfu/orchestrator"
 )
 
-const migrateHead = `e1000e-vfu migrate --src-control PATH --src-qmp PATH --dst-qmp PATH --uri URI [flags]
+const migrateHead = `e1000e-vfu migrate --src-control PATH (--dst-control PATH | --dest-describe FILE)...
+                   --src-qmp PATH --dst-qmp PATH --uri URI [flags]
 
 Live-migrates a guest whose NIC this program serves, as the device-model
-rules order it: the source server's configuration (read on its control
-socket) is checked against the destination's description (--dest-describe,
-the output of 'e1000e-vfu describe' on the destination host; by default this
-program's own), and against the destination server's configuration when
---dst-control is given (it must have been started with the source's list,
-e.g. 'serve --config' with the source's query-config). Only then are the
-QEMUs driven over QMP: the destination QEMU must wait with -incoming (a URI
-or "defer"), the source migrates to URI. Progress is printed while it runs,
-then a summary: total time, downtime, device state and guest memory sizes.
+rules order it. First, before either QEMU is contacted, the source server's
+configuration (read on its control socket) is checked against the
+destination, given as one or both of:
 
-Exits 1 when the destination is incompatible (nothing was started) or the
-migration failed (the source keeps running), 2 on a bad command line.
+  --dst-control PATH    the destination server's control socket: its
+                        query-config must be the source's (model,
+                        parameters, and MAC when both report one), as
+                        'serve --config' with the source's query-config
+                        starts it. The honest check: it is what will load
+                        the state.
+  --dest-describe FILE  the destination host's description ('e1000e-vfu
+                        describe' there; - for stdin): could a server there
+                        take the source's list? It cannot see a MAC.
+
+With neither, nothing says the destination can take the state, and migrate
+refuses to start. Only then are the QEMUs driven over QMP: the destination
+QEMU must wait with -incoming (a URI or "defer"), the source migrates to
+URI. Progress is printed while it runs, then a summary: total time,
+downtime, device state and guest memory sizes.
+
+Exit status: 0 migrated; 1 the destination is incompatible, every reason
+printed, nothing started; 2 bad usage or bad input (one line naming the
+flag or value), nothing started; 3 the migration failed after it started
+(the source keeps running); 4 a server or QEMU could not be reached or was
+not ready, before the migration started.
 `
 
 func migrateCmd(e env, args []string) error {
@@ -39,8 +52,8 @@ func migrateCmd(e env, args []string) error {
 		downtime, timeout time.Duration
 	)
 	fs.StringVar(&p.SrcControl, "src-control", "", "source server's control socket `PATH` (required)")
-	fs.StringVar(&p.DstControl, "dst-control", "", "destination server's control socket `PATH`, to verify its configuration")
-	fs.StringVar(&describe, "dest-describe", "", "destination description `FILE` (- for stdin); default: this program's")
+	fs.StringVar(&p.DstControl, "dst-control", "", "destination server's control socket `PATH`: its configuration must be the source's")
+	fs.StringVar(&describe, "dest-describe", "", "destination host's description `FILE` (- for stdin)")
 	fs.StringVar(&p.SrcQMP, "src-qmp", "", "source QEMU's QMP socket `PATH` (required)")
 	fs.StringVar(&p.DstQMP, "dst-qmp", "", "destination QEMU's QMP socket `PATH` (required)")
 	fs.StringVar(&p.URI, "uri", "", "migration `URI`, e.g. unix:/run/mig.sock (required)")
@@ -57,17 +70,26 @@ func migrateCmd(e env, args []string) error {
 			return usagef("--%s is required (see e1000e-vfu migrate --help)", f.name)
 		}
 	}
+	// This program's own models would accept whatever it could run itself,
+	// not what the destination runs: the check must be the destination's.
+	if p.DstControl == "" && describe == "" {
+		return usagef("--dst-control PATH or --dest-describe FILE is required: the destination must be checked before anything starts (see e1000e-vfu migrate --help)")
+	}
 	if downtime < 0 || timeout <= 0 {
 		return usagef("--downtime-limit and --timeout must be positive")
 	}
 	p.DowntimeLimit = downtime
-	p.DstModels = model.All()
 	if describe != "" {
 		ms, err := readDescription(e, describe)
 		if err != nil {
 			return usagef("--dest-describe %s", err)
 		}
 		p.DstModels = ms
+	}
+	if asJSON != "" {
+		if err := checkParentDir(asJSON); err != nil {
+			return usagef("--summary-json %s", err)
+		}
 	}
 	p.Progress = e.stdout
 
@@ -76,15 +98,21 @@ func migrateCmd(e env, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	s, err := orchestrator.Run(ctx, p)
-	var ie *orchestrator.IncompatibleError
-	if errors.As(err, &ie) {
+	var (
+		ie *orchestrator.IncompatibleError
+		fe *orchestrator.FailedError
+	)
+	switch {
+	case errors.As(err, &ie):
 		for _, pr := range ie.Problems {
 			fmt.Fprintln(e.stdout, pr.Msg)
 		}
-		return errors.New("destination is incompatible; nothing was started")
-	}
-	if err != nil {
-		return err
+		return &statusError{exitIncompatible, errors.New("destination is incompatible; nothing was started")}
+	case errors.As(err, &fe):
+		return &statusError{exitMigrationFailed, fmt.Errorf("the migration failed after it started: %w", err)}
+	case err != nil:
+		// *orchestrator.NotStartedError: nothing was migrated.
+		return fmt.Errorf("nothing was migrated: %w", err)
 	}
 	if asJSON != "" {
 		b, err := json.Marshal(s)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -21,8 +22,12 @@ import (
 type Config struct {
 	// Socket is the vfio-user socket QEMU connects to.
 	Socket string
-	// MAC is the NIC's permanent address (NVM words 0-2).
-	MAC net.HardwareAddr
+	// MAC is the NIC's permanent address (NVM words 0-2). MACFixed says it
+	// was given (--mac, or a --config that carries one) rather than derived
+	// from the socket path; only a fixed one goes into --validate-only
+	// --json, because a derived one depends on where the list is used.
+	MAC      net.HardwareAddr
+	MACFixed bool
 	// Netdev is the network backend, parsed by netdev.Parse; NetdevSpec is
 	// the spec as given, for logs.
 	Netdev     netdev.Config
@@ -61,8 +66,14 @@ exits with status 2 and one line naming it.
 
 The device model's configuration is a version (default: the latest) plus
 --param overrides, later ones winning; or, with --config, exactly a source's
-parameter list as query-config or --validate-only --json print it, every
-parameter it does not list taking its off value.
+configuration as query-config or --validate-only --json print it: every
+parameter it does not list takes its off value, and its "mac", when it has
+one, is the NIC's address (a --mac that differs from it is refused).
+
+Exit status: 0 stopped by SIGINT/SIGTERM, or --validate-only printed the
+configuration; 2 bad usage or bad input (one line naming the flag or value);
+4 the server could not start (a socket in use, a backend that cannot be
+opened), failed while serving, or did not shut down in time.
 `
 
 // sunPathMax is the longest path a UNIX socket address holds on Linux.
@@ -135,9 +146,10 @@ func parseServe(e env, args []string) (Config, error) {
 
 	if mac == "" {
 		cfg.MAC = defaultMAC(cfg.Socket)
-	} else if cfg.MAC, err = parseMAC(mac); err != nil {
+	} else if cfg.MAC, err = model.ParseMAC(mac); err != nil {
 		return Config{}, usagef("--mac %s", err)
 	}
+	cfg.MACFixed = mac != ""
 	cfg.NetdevSpec = netdevSpec
 	if cfg.Netdev, err = netdev.Parse(netdevSpec); err != nil {
 		// netdev's errors start with "netdev", which names the flag.
@@ -154,8 +166,21 @@ func parseServe(e env, args []string) (Config, error) {
 		if given["version"] || given["param"] {
 			return Config{}, usagef("--config cannot be combined with --version or --param")
 		}
-		if cfg.Device, err = deviceFromSource(e, configFile); err != nil {
+		src, err := readSource(e, configFile)
+		if err != nil {
 			return Config{}, usagef("--config %s", err)
+		}
+		if cfg.Device, err = deviceFromSource(src); err != nil {
+			return Config{}, usagef("--config %s: %s", configFile, err)
+		}
+		// The source's address comes with its list: the state carries it,
+		// and a destination with another would refuse the state only once
+		// the source has stopped.
+		if src.MAC != nil {
+			if cfg.MACFixed && !bytes.Equal(cfg.MAC, src.MAC) {
+				return Config{}, usagef("--mac %s differs from the mac %s in --config: a destination runs the source's address", cfg.MAC, src.MAC)
+			}
+			cfg.MAC, cfg.MACFixed = src.MAC, true
 		}
 		return cfg, nil
 	}
@@ -184,21 +209,13 @@ func parseServe(e env, args []string) (Config, error) {
 
 // deviceFromSource starts the device with a source's list (rule 8): the
 // model must be ours, and every parameter not listed takes its off value.
-func deviceFromSource(e env, file string) (model.Config, error) {
-	src, err := readSource(e, file)
-	if err != nil {
-		return model.Config{}, err
-	}
+func deviceFromSource(src model.Source) (model.Config, error) {
 	m := model.Lookup(src.Model)
 	if m == nil {
-		return model.Config{}, fmt.Errorf("%s: model %s is not implemented here (this program implements %s)",
-			file, src.Model, model.E1000EName)
+		return model.Config{}, fmt.Errorf("model %s is not implemented here (this program implements %s)",
+			src.Model, model.E1000EName)
 	}
-	c, err := m.ResolveList(src.Params)
-	if err != nil {
-		return model.Config{}, fmt.Errorf("%s: %w", file, err)
-	}
-	return c, nil
+	return m.ResolveList(src.Params)
 }
 
 // readSource reads a source configuration from a file, stdin ("-") or the
@@ -265,20 +282,6 @@ func defaultMAC(socket string) net.HardwareAddr {
 	return net.HardwareAddr{0x02, 0xe1, 0x0e, byte(s >> 16), byte(s >> 8), byte(s)}
 }
 
-func parseMAC(s string) (net.HardwareAddr, error) {
-	mac, err := net.ParseMAC(s)
-	if err != nil || len(mac) != 6 {
-		return nil, fmt.Errorf("%q: not a 48-bit MAC address such as 52:54:00:12:34:56", s)
-	}
-	if mac[0]&1 != 0 {
-		return nil, fmt.Errorf("%s: a multicast address cannot be a NIC's address", mac)
-	}
-	if string(mac) == "\x00\x00\x00\x00\x00\x00" {
-		return nil, fmt.Errorf("%s: the all-zero address cannot be a NIC's address", mac)
-	}
-	return mac, nil
-}
-
 func parseLevel(s string) (slog.Level, error) {
 	switch strings.ToLower(s) {
 	case "debug":
@@ -294,10 +297,15 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 // printValidated prints the effective configuration: the model and version,
-// then every parameter as name=value; or, with --json, the source list.
+// then every parameter as name=value; or, with --json, the source list,
+// with the MAC when it was given rather than derived.
 func printValidated(w io.Writer, cfg Config) error {
 	if cfg.JSON {
-		b, err := json.Marshal(cfg.Device.Source())
+		src := cfg.Device.Source()
+		if cfg.MACFixed {
+			src.MAC = cfg.MAC
+		}
+		b, err := json.Marshal(src)
 		if err != nil {
 			return err
 		}

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"e1000e-vfu/control"
 )
 
 // run in process: cancelling its context with a client connected drops
@@ -81,4 +84,85 @@ func TestRunRefusesAnUnresolvedConfig(t *testing.T) {
 		t.Fatalf("run without a device configuration: %v", err)
 	}
 	gone(t, sock)
+}
+
+// A destination started with --config takes the source's MAC from it: the
+// startup line and query-config show the source's address, not the one
+// derived from the destination's socket path.
+func TestRunConfigAppliesTheSourceMAC(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "vfu.sock")
+	ctl := filepath.Join(dir, "ctl.sock")
+	const src = `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:aa:bb:cc"}`
+	e := env{stdin: strings.NewReader(src), stdout: io.Discard, stderr: io.Discard}
+	cfg, err := parseServe(e, []string{"--socket", sock, "--control", ctl, "--config", "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuf{}
+	cfg.Log = logs
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg) }()
+
+	g := connect(t, sock, 10*time.Second)
+	g.close()
+	if !strings.Contains(logs.String(), "mac=02:e1:0e:aa:bb:cc") {
+		t.Errorf("the startup line does not show the source's MAC:\n%s", logs)
+	}
+	qctx, qcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer qcancel()
+	res, err := control.Call(qctx, ctl, control.Request{Cmd: control.CmdQueryConfig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The destination now announces exactly the source's configuration.
+	if string(res) != src {
+		t.Errorf("query-config %s, want %s", res, src)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(shutdownTimeout + 5*time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+}
+
+// --mac beside a --config that carries a MAC must agree with it; a config
+// without one keeps --mac, or the derived address.
+func TestServeConfigMAC(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "vfu.sock")
+	const withMAC = `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"02:e1:0e:aa:bb:cc"}`
+	const without = `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{}}`
+	for _, tc := range []struct {
+		name, config, mac, want, wantErr string
+	}{
+		{"config's mac", withMAC, "", "02:e1:0e:aa:bb:cc", ""},
+		{"the same mac twice", withMAC, "02:E1:0E:AA:BB:CC", "02:e1:0e:aa:bb:cc", ""},
+		{"no mac in the config, --mac", without, "52:54:00:00:00:01", "52:54:00:00:00:01", ""},
+		{"no mac at all", without, "", defaultMAC(sock).String(), ""},
+		{"different", withMAC, "52:54:00:00:00:01", "",
+			"--mac 52:54:00:00:00:01 differs from the mac 02:e1:0e:aa:bb:cc in --config"},
+	} {
+		args := []string{"--socket", sock, "--config", tc.config}
+		if tc.mac != "" {
+			args = append(args, "--mac", tc.mac)
+		}
+		cfg, err := parseServe(env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard}, args)
+		var ue *usageError
+		switch {
+		case tc.wantErr != "":
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: %v, want a usage error %q", tc.name, err, tc.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case cfg.MAC.String() != tc.want:
+			t.Errorf("%s: MAC %s, want %s", tc.name, cfg.MAC, tc.want)
+		}
+	}
 }

@@ -98,7 +98,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"model":"` + model.E1000EName + `","params":{"rx-filter-size":16},"version":2}`
+	want := `{"model":"` + model.E1000EName + `","params":{"rx-filter-size":16},"version":2,"mac":"52:54:00:12:34:56"}`
 	if string(res) != want {
 		t.Errorf("query-config %s, want %s", res, want)
 	}
@@ -229,7 +229,7 @@ func TestServeLogLevel(t *testing.T) {
 	}
 }
 
-// Failures after the command line was accepted exit 1 with one line naming
+// Failures after the command line was accepted exit 4 with one line naming
 // the failing part, and leave nothing behind.
 func TestServeStartFailures(t *testing.T) {
 	dir := t.TempDir()
@@ -247,8 +247,8 @@ func TestServeStartFailures(t *testing.T) {
 		{[]string{"--socket", sock, "--control", regular}, "e1000e-vfu serve: --control: control socket " + regular + ": exists and is not a socket"},
 	} {
 		r := runBinary(t, "", append([]string{"serve"}, tc.args...)...)
-		if r.code != 1 {
-			t.Errorf("%v: exit %d, want 1 (stderr %q)", tc.args, r.code, r.stderr)
+		if r.code != exitFailure {
+			t.Errorf("%v: exit %d, want %d (stderr %q)", tc.args, r.code, exitFailure, r.stderr)
 		}
 		if strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, tc.want) {
 			t.Errorf("%v: stderr %q, want one line starting %q", tc.args, r.stderr, tc.want)
@@ -266,7 +266,7 @@ func TestServeSocketInUse(t *testing.T) {
 	p := startServe(t, "--socket", sock)
 	p.waitLog("msg=serving", 10*time.Second)
 	r := runBinary(t, "", "serve", "--socket", sock)
-	if r.code != 1 || !strings.Contains(r.stderr, "is in use") || strings.Count(r.stderr, "\n") != 1 {
+	if r.code != exitFailure || !strings.Contains(r.stderr, "is in use") || strings.Count(r.stderr, "\n") != 1 {
 		t.Errorf("second server: %+v", r)
 	}
 	g := connect(t, sock, 5*time.Second)

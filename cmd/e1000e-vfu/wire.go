@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 
@@ -94,9 +95,10 @@ type nicTarget struct {
 }
 
 var (
-	_ control.Target         = (*nicTarget)(nil)
-	_ control.StatusReporter = (*nicTarget)(nil)
-	_ control.Announcer      = (*nicTarget)(nil)
+	_ control.Target          = (*nicTarget)(nil)
+	_ control.StatusReporter  = (*nicTarget)(nil)
+	_ control.Announcer       = (*nicTarget)(nil)
+	_ control.AddressReporter = (*nicTarget)(nil)
 )
 
 func (t *nicTarget) Config() model.Config { return t.cfg }
@@ -111,6 +113,10 @@ func (t *nicTarget) Stats() map[string]uint64 {
 	}
 	return out
 }
+
+// MAC is the NIC's permanent address, which the migrated state carries:
+// query-config reports it so that a destination is started with it.
+func (t *nicTarget) MAC() net.HardwareAddr { return t.nic.MAC() }
 
 func (t *nicTarget) LinkUp() bool { return t.nic.LinkUp() }
 

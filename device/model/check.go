@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -8,7 +9,8 @@ import (
 
 // Problem is one reason a destination cannot take a source's state.
 type Problem struct {
-	// Param is the parameter concerned, empty for a model mismatch.
+	// Param is the parameter concerned, "mac" for the NIC's address, empty
+	// for a model mismatch.
 	Param string
 	Msg   string
 }
@@ -120,5 +122,79 @@ func (c Config) Matches(src Source) []Problem {
 		}
 	}
 	slices.SortStableFunc(probs, func(a, b Problem) int { return strings.Compare(a.Param, b.Param) })
+	return probs
+}
+
+// Compare checks the configuration of a destination server that already
+// runs against the source's, as an orchestrator does before migrating: the
+// destination must have been started with the source's list (rule 8), and
+// with the source's MAC when both report one. The address is not a
+// parameter, but the migrated state carries it and a destination with
+// another refuses the state only once the source has stopped, inside the
+// downtime; comparing it here refuses the pair before anything starts.
+//
+// Unlike Check, Compare needs no description: a destination that runs the
+// source's list can take its state. Parameters are compared through this
+// program's definition of the model when it has one, so that a value
+// listed at its off value equals an unlisted one; otherwise literally. It
+// reports every difference, in name order.
+func Compare(src, dst Source) []Problem {
+	var probs []Problem
+	if src.Model != dst.Model {
+		probs = append(probs, Problem{Msg: fmt.Sprintf("model mismatch: source runs %s, destination %s", src.Model, dst.Model)})
+	} else {
+		probs = append(probs, compareLists(src, dst)...)
+	}
+	if src.MAC != nil && dst.MAC != nil && !bytes.Equal(src.MAC, dst.MAC) {
+		probs = append(probs, Problem{Param: "mac", Msg: fmt.Sprintf(
+			"mac: source runs %s, destination %s (the state carries the address; start the destination with the source's)", src.MAC, dst.MAC)})
+	}
+	slices.SortStableFunc(probs, func(a, b Problem) int { return strings.Compare(a.Param, b.Param) })
+	return probs
+}
+
+func compareLists(src, dst Source) []Problem {
+	if m := Lookup(src.Model); m != nil {
+		scfg, err := m.ResolveList(src.Params)
+		if err != nil {
+			return []Problem{{Msg: "source configuration: " + err.Error()}}
+		}
+		dcfg, err := m.ResolveList(dst.Params)
+		if err != nil {
+			return []Problem{{Msg: "destination configuration: " + err.Error()}}
+		}
+		var probs []Problem
+		for _, a := range scfg.Effective() {
+			if v := dcfg.Values[a.Name]; v != a.Value {
+				probs = append(probs, Problem{Param: a.Name,
+					Msg: fmt.Sprintf("source runs %s=%s, destination %s=%s", a.Name, a.Value, a.Name, v)})
+			}
+		}
+		return probs
+	}
+	theirs := make(map[string]Value, len(dst.Params))
+	for _, a := range dst.Params {
+		theirs[a.Name] = a.Value
+	}
+	var probs []Problem
+	seen := make(map[string]bool, len(src.Params))
+	for _, a := range src.Params {
+		seen[a.Name] = true
+		v, ok := theirs[a.Name]
+		switch {
+		case !ok:
+			probs = append(probs, Problem{Param: a.Name,
+				Msg: fmt.Sprintf("source runs %s=%s, the destination does not list %s", a.Name, a.Value, a.Name)})
+		case v != a.Value:
+			probs = append(probs, Problem{Param: a.Name,
+				Msg: fmt.Sprintf("source runs %s=%s, destination %s=%s", a.Name, a.Value, a.Name, v)})
+		}
+	}
+	for _, a := range dst.Params {
+		if !seen[a.Name] {
+			probs = append(probs, Problem{Param: a.Name,
+				Msg: fmt.Sprintf("destination runs %s=%s, the source does not list %s", a.Name, a.Value, a.Name)})
+		}
+	}
 	return probs
 }

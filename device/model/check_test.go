@@ -175,3 +175,54 @@ func TestMatches(t *testing.T) {
 		t.Errorf("unknown parameter: %q", messages(ps))
 	}
 }
+
+func withMAC(t *testing.T, s Source, mac string) Source {
+	t.Helper()
+	m, err := ParseMAC(mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.MAC = m
+	return s
+}
+
+// Compare is the check of a destination server that already runs: its
+// list and, when both report one, its MAC must be the source's.
+func TestCompare(t *testing.T) {
+	const a, b = "02:e1:0e:00:00:01", "02:e1:0e:00:00:02"
+	explicitOff := Source{Model: E1000EName, Params: []Assignment{{RXFilterSize, IntValue(0)}}}
+	for _, tc := range []struct {
+		name     string
+		src, dst Source
+		want     string
+	}{
+		{"same list and mac", withMAC(t, source(t, 2), a), withMAC(t, source(t, 2), a), ""},
+		{"a side without mac", withMAC(t, source(t, 2), a), source(t, 2), ""},
+		{"an off value listed equals it unlisted", source(t, 1), explicitOff, ""},
+		{"other mac", withMAC(t, source(t, 2), a), withMAC(t, source(t, 2), b),
+			"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n"},
+		{"other list", source(t, 2), source(t, 1), "source runs rx-filter-size=16, destination rx-filter-size=0\n"},
+		{"every difference", withMAC(t, source(t, 1), a), withMAC(t, source(t, 2), b),
+			"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n" +
+				"source runs rx-filter-size=0, destination rx-filter-size=16\n"},
+		{"other model", source(t, 2), Source{Model: "qemu.org/devices/e1000e"},
+			"model mismatch: source runs " + E1000EName + ", destination qemu.org/devices/e1000e\n"},
+		{"destination list unknown here", source(t, 2), Source{Model: E1000EName, Params: []Assignment{{"foo", IntValue(1)}}},
+			"destination configuration: unknown parameter foo\n"},
+		{"a model unknown here, literally", Source{Model: "x.org/m", Params: []Assignment{{"p", IntValue(1)}, {"q", BoolValue(true)}}},
+			Source{Model: "x.org/m", Params: []Assignment{{"p", IntValue(2)}, {"r", StringValue("s")}}},
+			"source runs p=1, destination p=2\nsource runs q=true, the destination does not list q\ndestination runs r=s, the source does not list r\n"},
+	} {
+		if got := messages(Compare(tc.src, tc.dst)); got != tc.want {
+			t.Errorf("%s: got\n%swant\n%s", tc.name, got, tc.want)
+		}
+	}
+	ps := Compare(withMAC(t, source(t, 2), a), withMAC(t, source(t, 2), b))
+	if len(ps) != 1 || ps[0].Param != "mac" {
+		t.Errorf("a MAC problem is not named mac: %+v", ps)
+	}
+	// The description has no MAC: Check does not look at it.
+	if ps := Check(withMAC(t, source(t, 2), a), thisProgram(t)); len(ps) != 0 {
+		t.Errorf("Check with a MAC: %q", messages(ps))
+	}
+}

@@ -58,6 +58,7 @@ func FuzzDecodeSource(f *testing.F) {
 	f.Add([]byte(`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}`))
 	f.Add([]byte(`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{}}`))
 	f.Add([]byte(`{"model":"a.b/c","params":{"x":true,"y":"s","z":-3}}`))
+	f.Add([]byte(`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:01:02:03"}`))
 	dest := All()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := DecodeSource(bytes.NewReader(data))

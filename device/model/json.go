@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,35 +76,51 @@ func (v Value) as(t Type) Value {
 // Source is what a source announces for the compatibility check: its model
 // name and parameter list (rule 6). Version is informational; the check
 // relies on the list alone.
+//
+// MAC is the NIC's permanent address when the source reports one
+// (query-config does; a list from an older program, or from
+// 'serve --validate-only --json' without --mac, does not). It is not a
+// parameter: every instance has its own, a description has none, so Check
+// ignores it. It is still part of the contract, because the migrated state
+// carries it and a destination with another address refuses that state:
+// Compare checks it whenever both sides carry one.
 type Source struct {
 	Model   string
 	Version int
 	Params  []Assignment
+	MAC     net.HardwareAddr
 }
 
 type sourceJSON struct {
 	Model   string                     `json:"model"`
 	Params  map[string]json.RawMessage `json:"params"`
 	Version int                        `json:"version,omitempty"`
+	// A pointer, so that "mac":"" is refused rather than read as absent.
+	MAC *string `json:"mac,omitempty"`
 }
 
-// MarshalJSON writes {"model": ..., "params": {...}, "version": N} with
-// sorted keys.
+// MarshalJSON writes {"model": ..., "params": {...}, "version": N,
+// "mac": "..."}, parameters sorted by name; version and mac only when set.
+// mac comes last, after the fields every reader knows.
 func (s Source) MarshalJSON() ([]byte, error) {
 	out := struct {
 		Model   string           `json:"model"`
 		Params  map[string]Value `json:"params"`
 		Version int              `json:"version,omitempty"`
+		MAC     string           `json:"mac,omitempty"`
 	}{Model: s.Model, Params: make(map[string]Value, len(s.Params)), Version: s.Version}
 	for _, a := range s.Params {
 		out.Params[a.Name] = a.Value
+	}
+	if s.MAC != nil {
+		out.MAC = s.MAC.String()
 	}
 	return json.Marshal(out)
 }
 
 // DecodeSource reads a source configuration as MarshalJSON writes it. It
-// refuses unknown fields, a missing model or params, and more than
-// MaxSourceJSON bytes.
+// refuses unknown fields, a missing model or params, a "mac" that is not a
+// NIC's address, and more than MaxSourceJSON bytes.
 func DecodeSource(r io.Reader) (Source, error) {
 	data, err := readCapped(r, MaxSourceJSON)
 	if err != nil {
@@ -129,6 +146,11 @@ func DecodeSource(r io.Reader) (Source, error) {
 		return Source{}, fmt.Errorf("source configuration: version %d", sj.Version)
 	}
 	s := Source{Model: sj.Model, Version: sj.Version}
+	if sj.MAC != nil {
+		if s.MAC, err = ParseMAC(*sj.MAC); err != nil {
+			return Source{}, fmt.Errorf("source configuration: mac %w", err)
+		}
+	}
 	for name, raw := range sj.Params {
 		if err := validateParamName(name); err != nil {
 			return Source{}, fmt.Errorf("source configuration: %w", err)
@@ -141,6 +163,26 @@ func DecodeSource(r io.Reader) (Source, error) {
 	}
 	slices.SortFunc(s.Params, func(a, b Assignment) int { return strings.Compare(a.Name, b.Name) })
 	return s, nil
+}
+
+// ParseMAC reads a NIC's address: 48 bits, unicast and not all zero, as
+// the state loader wants it. A longer string is cut in the message, since
+// it may come from another host.
+func ParseMAC(s string) (net.HardwareAddr, error) {
+	mac, err := net.ParseMAC(s)
+	if err != nil || len(mac) != 6 {
+		if len(s) > 64 {
+			s = s[:64] + "..."
+		}
+		return nil, fmt.Errorf("%q: not a 48-bit MAC address such as 52:54:00:12:34:56", s)
+	}
+	if mac[0]&1 != 0 {
+		return nil, fmt.Errorf("%s: a multicast address cannot be a NIC's address", mac)
+	}
+	if string(mac) == "\x00\x00\x00\x00\x00\x00" {
+		return nil, fmt.Errorf("%s: the all-zero address cannot be a NIC's address", mac)
+	}
+	return mac, nil
 }
 
 // The description's JSON shape follows the "VFIO Migration" RFC:

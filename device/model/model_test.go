@@ -309,6 +309,17 @@ func TestSourceJSON(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(back, src) {
 		t.Errorf("round trip: %+v, %v; want %+v", back, err, src)
 	}
+	// The MAC rides along, last, in its canonical form.
+	mac, err := DecodeSource(strings.NewReader(`{"model":"a.b/c","params":{},"mac":"02-E1-0E-AA-BB-CC"}`))
+	if err != nil || mac.MAC.String() != "02:e1:0e:aa:bb:cc" {
+		t.Fatalf("source with a mac: %+v, %v", mac, err)
+	}
+	if b, err := mac.MarshalJSON(); err != nil || string(b) != `{"model":"a.b/c","params":{},"mac":"02:e1:0e:aa:bb:cc"}` {
+		t.Errorf("source with a mac encodes as %s, %v", b, err)
+	}
+	if src.MAC != nil {
+		t.Errorf("a configuration's own source has a MAC: %v", src.MAC)
+	}
 	for _, tc := range []struct{ in, want string }{
 		{`{"params":{}}`, "no model"},
 		{`{"model":"a.b/c"}`, "no params"},
@@ -319,6 +330,12 @@ func TestSourceJSON(t *testing.T) {
 		{`{"model":"a.b/c","params":{"p":99999999999999999999}}`, "not an integer"},
 		{`{"model":"a.b/c","params":{"P Q":1}}`, "only a-z"},
 		{`{"model":"a.b/c","params":{},"version":-1}`, "version -1"},
+		{`{"model":"a.b/c","params":{},"mac":""}`, `mac "": not a 48-bit MAC address`},
+		{`{"model":"a.b/c","params":{},"mac":"02:00:00:00:00"}`, "not a 48-bit MAC address"},
+		{`{"model":"a.b/c","params":{},"mac":"00:00:00:00:00:00:00:00"}`, "not a 48-bit MAC address"},
+		{`{"model":"a.b/c","params":{},"mac":"01:00:5e:00:00:01"}`, "a multicast address"},
+		{`{"model":"a.b/c","params":{},"mac":"00:00:00:00:00:00"}`, "the all-zero address"},
+		{`{"model":"a.b/c","params":{},"mac":2}`, "cannot unmarshal"},
 	} {
 		_, err := DecodeSource(strings.NewReader(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
