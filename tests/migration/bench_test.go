@@ -213,9 +213,9 @@ const (
 var stepNames = [handoverSteps]string{
 	"source server: quiesce and save",
 	"QEMU: data read, last RAM, transfer, load",
-	"destination server: check and load",
+	"destination server: check and load (out of RESUMING)",
 	"QEMU: rest of the load, start the guest",
-	"destination server: resume",
+	"destination server: into RUNNING",
 	"from the source's stop to the destination's run",
 }
 
@@ -226,7 +226,7 @@ type stateChange struct {
 	took     time.Duration
 }
 
-var stateChangeLine = regexp.MustCompile(`msg="migration: state change" from=(\S+) to=(\S+) .*?began=(\S+) took=(\S+)`)
+var stateChangeLine = regexp.MustCompile(`msg="migration: state change".*? from=(\S+) to=(\S+).*? began=(\S+) took=(\S+)`)
 
 func stateChanges(log string) []stateChange {
 	var out []stateChange
@@ -255,8 +255,10 @@ func (row *benchRow) addSteps(b *testing.B, src, dst *side) {
 }
 
 // handover measures the steps from the two servers' logs: the source's
-// last leaving of RUNNING or PRE_COPY and entering STOP_COPY, and the
-// destination's last RESUMING→STOP and STOP→RUNNING.
+// last leaving of RUNNING or PRE_COPY (to STOP, or to a P2P state, in which
+// the NIC still runs) and entering STOP_COPY, and the destination's last
+// leaving of RESUMING (the load; to RUNNING_P2P the NIC also resumes) and
+// entering RUNNING.
 func handover(srcLog, dstLog string) (steps [handoverSteps]time.Duration, err error) {
 	var stop, saved, loadAt, loaded, runAt, ran time.Time
 	for _, c := range stateChanges(srcLog) {
@@ -269,9 +271,9 @@ func handover(srcLog, dstLog string) (steps [handoverSteps]time.Duration, err er
 	}
 	for _, c := range stateChanges(dstLog) {
 		switch {
-		case c.from == "RESUMING" && c.to == "STOP":
+		case c.from == "RESUMING":
 			loadAt, loaded = c.began, c.began.Add(c.took)
-		case c.from == "STOP" && c.to == "RUNNING":
+		case c.to == "RUNNING":
 			runAt, ran = c.began, c.began.Add(c.took)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,16 +28,23 @@ func TestMigrateFaults(t *testing.T) {
 		serverArgs []string
 		kill       func(dst *side)
 		wantInLog  string // in the destination server's log
+		// check is the orchestrator's check of the destination, when
+		// not the destination server's configuration.
+		check []string
 	}{
 		{name: "destination server killed", kill: func(dst *side) { dst.srv.Kill() }},
 		{name: "destination QEMU killed", kill: func(dst *side) { dst.vm.Kill() }},
-		{name: "device stream refused", serverArgs: []string{"--version", "1"}, wantInLog: "rx-filter-size"},
+		// The orchestrator checks against a description that accepts the
+		// source (this program's), so the migration starts and only the
+		// destination server can refuse: at the stream's header.
+		{name: "device stream refused", serverArgs: []string{"--version", "1"}, wantInLog: "rx-filter-size",
+			check: []string{"--dest-describe", filepath.Join(repo, "cmd", "e1000e-vfu", "testdata", "describe.golden")}},
 	} {
 		t.Logf("--- %s", fault.name)
 		dst := r.dest(fault.serverArgs)
 		tcp, udp := r.startFlows()
 		done := make(chan migResult, 1)
-		go func() { done <- r.migrate(dst) }()
+		go func() { done <- r.migrate(dst, fault.check...) }()
 		if fault.kill != nil {
 			if err := r.waitActive(1 << 20); err != nil {
 				t.Fatalf("%s: %v", fault.name, err)
@@ -49,8 +57,8 @@ func TestMigrateFaults(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("%s: the orchestrator did not return", fault.name)
 		}
-		if res.code != 1 {
-			t.Fatalf("%s: migrate exited %d, want 1:\n%s", fault.name, res.code, res.out)
+		if res.code != 3 {
+			t.Fatalf("%s: migrate exited %d, want 3 (failed after it started):\n%s", fault.name, res.code, res.out)
 		}
 		t.Logf("%s: migrate failed as it should: %s", fault.name, lastLine(res.out))
 		if fault.wantInLog != "" && !strings.Contains(dst.srv.Log(), fault.wantInLog) {
