@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"e1000e-vfu/tests/harness"
@@ -24,6 +25,13 @@ import (
 // the stream there, and the stream completes on B. The guest only
 // receives: without the announcement nothing would tell the switch it
 // moved.
+// The stream that runs across the migration: 32 MiB at 32 Mbit/s, so it
+// lasts 8 s, several times what a migration takes here.
+const (
+	streamSize = 32 << 20
+	streamRate = 4 << 20 // bytes a second
+)
+
 type liveMigration struct {
 	bin, dir  string
 	cache     *harness.Cache
@@ -77,6 +85,8 @@ func (m liveMigration) run(ctx context.Context) error {
 	say("QEMU B (pid %d) waits for the guest (-incoming defer)", vmB.Pid())
 
 	// A host → guest stream, begun on A and answered by the guest on B.
+	// It is paced so that it is sure to run across the migration, however
+	// fast the link is.
 	l, err := m.hosts.LAN.Listen("tcp", harness.PeerIP+":0")
 	if err != nil {
 		return err
@@ -87,17 +97,26 @@ func (m liveMigration) run(ctx context.Context) error {
 		x   harness.Transfer
 		err error
 	}
+	var sent atomic.Int64
 	fed := make(chan peer, 1)
 	go func() {
-		x, err := harness.SourceOnce(l, m.size, seed, 5*time.Minute)
+		x, err := harness.SourcePaced(l, streamSize, seed, streamRate, &sent, 5*time.Minute)
 		fed <- peer{x, err}
 	}()
 	id, err := m.vm.Agent.Begin(5*time.Minute, "recv", l.Addr().String())
 	if err != nil {
 		return err
 	}
-	say("TCP host → guest: %d MiB streaming; migrating in 2 s", m.size>>20)
-	time.Sleep(2 * time.Second)
+	say("TCP host → guest: %d MiB at %d Mbit/s (%d s); migrating once 2 MiB went through", streamSize>>20, streamRate*8>>20, streamSize/streamRate)
+	for sent.Load() < 2<<20 {
+		select {
+		case p := <-fed:
+			return fmt.Errorf("the stream ended before the migration: %v", p.err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 
 	uri := fmt.Sprintf("tcp:%s:4444", harness.HostIP(1))
 	cmd := exec.CommandContext(ctx, m.bin, "migrate",
@@ -121,6 +140,11 @@ func (m liveMigration) run(ctx context.Context) error {
 		return fmt.Errorf("e1000e-vfu migrate: %w", err)
 	}
 
+	atEnd := sent.Load()
+	if atEnd >= streamSize {
+		return fmt.Errorf("the host had sent the whole stream before the migration ended: it did not run across it")
+	}
+	say("%.1f of %d MiB had been sent when the migration ended; the rest goes to the guest on host 1", float64(atEnd)/(1<<20), streamSize>>20)
 	vmB.Agent.FollowIDs(m.vm.Agent)
 	rp, err := vmB.Agent.Await(ctx, id, 5*time.Minute)
 	if err != nil {
@@ -130,12 +154,12 @@ func (m liveMigration) run(ctx context.Context) error {
 	if p.err != nil {
 		return p.err
 	}
-	want := harness.StreamSHA256(m.size, seed)
+	want := harness.StreamSHA256(streamSize, seed)
 	if rp.Data["sha256"] != want || p.x.SHA256 != want {
 		return fmt.Errorf("the stream across the migration differs: guest %v, host %s, want %s", rp.Data["sha256"], p.x.SHA256, want)
 	}
 	secs, _ := rp.Data["seconds"].(float64)
-	say("TCP host → guest across the migration: %d MiB in %.1f s, SHA-256 equal at both ends; the guest answered from QEMU B", m.size>>20, secs)
+	say("TCP host → guest across the migration: %d MiB in %.1f s, SHA-256 equal at both ends; the guest answered from QEMU B", streamSize>>20, secs)
 	if raw, err := srvB.Ctl(ctx, map[string]any{"cmd": "query-stats"}); err == nil {
 		var st struct {
 			Announce struct {
@@ -144,7 +168,7 @@ func (m liveMigration) run(ctx context.Context) error {
 			} `json:"announce"`
 		}
 		if json.Unmarshal(raw, &st) == nil {
-			say("server B announced the guest's address after the switch-over: %d rounds, %d RARP frames through host 1's bridge (the guest itself only received)",
+			say("server B announced the guest's address after the switch-over: %d rounds, %d RARP frames through host 1's bridge, which a guest that only receives could not have told",
 				st.Announce.Rounds, st.Announce.Frames)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"e1000e-vfu/tests/agentproto"
@@ -63,6 +64,42 @@ func SourceOnce(l net.Listener, size int64, seed uint64, timeout time.Duration) 
 		return Transfer{Bytes: n}, fmt.Errorf("source: after %d bytes: %w", n, err)
 	}
 	return Transfer{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil)), Seconds: secs}, nil
+}
+
+// SourcePaced is SourceOnce at no more than rate bytes a second, counting
+// in sent what has been written so far: a stream that is sure to be still
+// running a known time after it started, whatever the link's speed.
+func SourcePaced(l net.Listener, size int64, seed uint64, rate int64, sent *atomic.Int64, timeout time.Duration) (Transfer, error) {
+	c, err := acceptWithin(l, timeout)
+	if err != nil {
+		return Transfer{}, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	h := sha256.New()
+	src := io.LimitReader(agentproto.Stream(seed), size)
+	buf := make([]byte, 64<<10)
+	start := time.Now()
+	var n int64
+	for {
+		m, rerr := io.ReadFull(src, buf)
+		if m > 0 {
+			if _, err := c.Write(buf[:m]); err != nil {
+				return Transfer{Bytes: n}, fmt.Errorf("source: after %d bytes: %w", n, err)
+			}
+			h.Write(buf[:m])
+			n += int64(m)
+			sent.Store(n)
+			// Sleep until the bytes written so far are due.
+			if due := start.Add(time.Duration(n * int64(time.Second) / rate)); time.Until(due) > 0 {
+				time.Sleep(time.Until(due))
+			}
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	return Transfer{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil)), Seconds: time.Since(start).Seconds()}, nil
 }
 
 // StreamSHA256 is the hash of size bytes of agentproto.Stream(seed).
