@@ -44,7 +44,7 @@ func NewHosts(prefix string) (_ *Hosts, err error) {
 	if h.LAN, err = NewNetNS(prefix + "-lan"); err != nil {
 		return nil, err
 	}
-	if err := h.LAN.bridge("lan0", PeerIP+"/24"); err != nil {
+	if err := h.LAN.bridge("lan0", "02:b0:00:00:00:01", PeerIP+"/24"); err != nil {
 		return nil, err
 	}
 	for i := range h.Host {
@@ -53,7 +53,7 @@ func NewHosts(prefix string) (_ *Hosts, err error) {
 			return nil, err
 		}
 		h.Host[i] = ns
-		if err := ns.bridge("br0", HostIP(i)+"/24"); err != nil {
+		if err := ns.bridge("br0", fmt.Sprintf("02:b0:00:00:01:%02x", i), HostIP(i)+"/24"); err != nil {
 			return nil, err
 		}
 		// The host's uplink: one end in the host on its bridge, the
@@ -72,11 +72,14 @@ func NewHosts(prefix string) (_ *Hosts, err error) {
 	return h, nil
 }
 
-// bridge adds a bridge with address cidr to the namespace. Spanning tree
-// stays off (the default), so a new port forwards at once, as on a host
-// whose bridge has a single uplink.
-func (ns *NetNS) bridge(name, cidr string) error {
-	if err := ns.IP("link", "add", name, "type", "bridge", "stp_state", "0"); err != nil {
+// bridge adds a bridge with MAC address mac and IP address cidr to the
+// namespace. Spanning tree stays off (the default), so a new port forwards
+// at once, as on a host whose bridge has a single uplink. The MAC is set
+// because a bridge otherwise takes the lowest of its ports' addresses, and
+// changes it as guests' TAPs come and go, leaving the other hosts' ARP
+// entries for it pointing nowhere.
+func (ns *NetNS) bridge(name, mac, cidr string) error {
+	if err := ns.IP("link", "add", name, "address", mac, "type", "bridge", "stp_state", "0"); err != nil {
 		return err
 	}
 	if err := ns.IP("addr", "add", cidr, "dev", name); err != nil {
