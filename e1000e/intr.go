@@ -48,6 +48,21 @@ type intrState struct {
 	// the interval ends.
 	itrPending  bool
 	eitrPending [numMSIXVecs]bool
+
+	// unacked are the MSI-X vectors sent whose handler has not yet shown
+	// it ran (by enabling one of the vector's causes in IMS, as every
+	// handler of the Linux driver does last), and unackedMSI the same for
+	// MSI (its handler reads ICR first). A migration stops the guest's
+	// vCPUs before it stops the device, and a message the device sends in
+	// between reaches the source VMM's interrupt eventfd after that VMM
+	// has stopped delivering: on the destination it never arrives. For
+	// the TX vector that is a hang: the driver's TX ring fills, the queue
+	// stops, no descriptor is written back again and no message comes,
+	// until the stack's watchdog resets the NIC. Quiesce therefore holds
+	// these vectors, so that Resume sends them again; a repeated message
+	// costs a handler that finds nothing to do.
+	unacked    uint8
+	unackedMSI bool
 }
 
 // timerSet holds the interrupt timers; they live as long as the NIC.
@@ -228,7 +243,7 @@ func (n *NIC) updateIRQ() {
 			}
 			n.msixNotify(fresh)
 		} else if !n.throttle(n.timers.itr, &n.intr.itrPending, ITR) {
-			n.irq.MSI()
+			n.sendMSI()
 		}
 	default:
 		if causes == 0 {
@@ -290,7 +305,7 @@ func (n *NIC) itrFired() {
 	switch n.irq.Mode() {
 	case IRQModeMSI:
 		n.throttle(n.timers.itr, &n.intr.itrPending, ITR)
-		n.irq.MSI()
+		n.sendMSI()
 	case IRQModeINTx:
 		if n.mac[ICR>>2]&n.mac[IMS>>2]&^ICR_INT_ASSERTED != 0 && !n.intr.intx {
 			n.throttle(n.timers.itr, &n.intr.itrPending, ITR)
@@ -309,7 +324,21 @@ func (n *NIC) eitrFired(v int) {
 		return
 	}
 	n.throttle(n.timers.eitr[v], &n.intr.eitrPending[v], EITR0+4*uint32(v))
+	n.sendMSIX(v)
+}
+
+// sendMSIX sends vector v and counts it unacknowledged until its handler
+// enables one of its causes again.
+func (n *NIC) sendMSIX(v int) {
+	n.intr.unacked |= 1 << v
 	n.irq.MSIX(v)
+}
+
+// sendMSI sends the MSI message and counts it unacknowledged until ICR is
+// read.
+func (n *NIC) sendMSI() {
+	n.intr.unackedMSI = true
+	n.irq.MSI()
 }
 
 // msixCauses pairs each MSI-X cause with its IVAR field position.
@@ -332,7 +361,7 @@ func (n *NIC) msixNotify(fresh uint32) {
 		if field&ivarValid != 0 {
 			v := int(field & ivarVector)
 			if v < numMSIXVecs && !n.throttle(n.timers.eitr[v], &n.intr.eitrPending[v], EITR0+4*uint32(v)) {
-				n.irq.MSIX(v)
+				n.sendMSIX(v)
 			}
 		}
 		if n.mac[CTRL_EXT>>2]&CTRL_EXT_EIAME != 0 {
@@ -363,6 +392,7 @@ func (n *NIC) msixVector(cause uint32) int {
 // also masks the IAM causes.
 func (n *NIC) readICR() uint32 {
 	icr := n.mac[ICR>>2]
+	n.intr.unackedMSI = false
 	if n.mac[IMS>>2] == 0 {
 		n.mac[ICR>>2] = 0
 	}
@@ -397,6 +427,11 @@ func (n *NIC) writeICR(v uint32) {
 func (n *NIC) writeIMS(v uint32) {
 	valid := v & imsValid
 	n.mac[IMS>>2] |= valid
+	for _, mc := range msixCauses {
+		if vec := n.msixVector(mc.cause); valid&mc.cause != 0 && vec >= 0 {
+			n.intr.unacked &^= 1 << vec
+		}
+	}
 	if valid&eiacMask != 0 && n.mac[CTRL_EXT>>2]&CTRL_EXT_PBA_CLR != 0 && n.irq.Mode() == IRQModeMSIX {
 		for _, mc := range msixCauses {
 			if valid&mc.cause != 0 {

@@ -67,6 +67,15 @@ func (n *NIC) Quiesce() {
 	for _, t := range n.allTimers() {
 		t.hold()
 	}
+	// Messages the guest has not handled yet may be lost on the way (see
+	// intrState.unacked): Resume, here or on a destination, sends them
+	// again.
+	switch n.irq.Mode() {
+	case IRQModeMSIX:
+		n.mig.held.msix |= n.intr.unacked
+	case IRQModeMSI:
+		n.mig.held.msi = n.mig.held.msi || n.intr.unackedMSI
+	}
 	n.mig.inner = n.irq
 	n.irq = quietIRQ{inner: n.irq, held: &n.mig.held}
 }
@@ -110,11 +119,11 @@ func (n *NIC) deliverLocked() {
 		// A loaded pending bit is set by signalling the vector: the
 		// function keeps it pending while masked, else delivers it.
 		if (held.msix|pend)&(1<<v) != 0 {
-			n.irq.MSIX(v)
+			n.sendMSIX(v)
 		}
 	}
 	if held.msi {
-		n.irq.MSI()
+		n.sendMSI()
 	}
 	n.updateIRQ()
 	n.kickTX()
