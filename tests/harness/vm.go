@@ -29,10 +29,14 @@ const GuestMAC = "52:54:00:12:34:56"
 type NIC struct {
 	Kind string
 	// Netdev is QEMU's -netdev value for the built-in NIC; its id must be
-	// "n0" (e.g. "tap,id=n0,ifname=tap0,script=no,downscript=no").
+	// "n0" (e.g. "tap,id=n0,ifname=tap0,script=no,downscript=no"), or
+	// "nK" for VMConfig.MoreNICs[K-1].
 	Netdev string
 	// Socket is the vfio-user socket of our server.
 	Socket string
+	// MAC is the built-in NIC's address; GuestMAC when empty. (Our
+	// server's NIC has the address the server was given.)
+	MAC string
 }
 
 // VMConfig describes one guest.
@@ -41,6 +45,10 @@ type VMConfig struct {
 	Initramfs string
 	Dir       string // sockets and logs
 	NIC       NIC
+	// MoreNICs are further network cards, in this order after NIC: the
+	// K-th (from 1) is QEMU device nicK, and a built-in one's netdev
+	// must have id nK. Each of our servers' NICs has its own socket.
+	MoreNICs []NIC
 	// NetNS, if set, is where QEMU runs (for the built-in NIC's TAP).
 	NetNS      *NetNS
 	KernelArgs string // added to the kernel command line
@@ -138,23 +146,16 @@ func StartVM(ctx context.Context, cfg VMConfig) (vm *VM, err error) {
 	if cfg.Incoming != "" {
 		args = append(args, "-incoming", cfg.Incoming)
 	}
-	switch cfg.NIC.Kind {
-	case BuiltinE1000E:
-		args = append(args, "-netdev", cfg.NIC.Netdev,
-			"-device", "e1000e,netdev=n0,id=nic0,romfile=,mac="+GuestMAC)
-	case VFIOUser:
-		props := map[string]any{
-			"driver": "vfio-user-pci", "id": "nic0",
-			"socket": map[string]string{"type": "unix", "path": cfg.NIC.Socket},
+	for i, nic := range append([]NIC{cfg.NIC}, cfg.MoreNICs...) {
+		var props map[string]any
+		if i == 0 {
+			props = cfg.DeviceProps
 		}
-		for k, v := range cfg.DeviceProps {
-			props[k] = v
+		dev, err := nicArgs(i, nic, props)
+		if err != nil {
+			return nil, err
 		}
-		dev, _ := json.Marshal(props)
-		args = append(args, "-device", string(dev))
-	case "":
-	default:
-		return nil, fmt.Errorf("harness: unknown NIC kind %q", cfg.NIC.Kind)
+		args = append(args, dev...)
 	}
 	qemuCommand := cfg.Cache.QEMUCommand
 	if cfg.QEMU != nil {
@@ -223,6 +224,44 @@ func StartVM(ctx context.Context, cfg VMConfig) (vm *VM, err error) {
 		return vm, err
 	}
 	return vm, nil
+}
+
+// nicArgs are QEMU's arguments for NIC number i (device nicI): a built-in
+// NIC's netdev (id nI) and device, or our server's vfio-user-pci device
+// with the extra properties props. The NICs take PCI slots in their order.
+func nicArgs(i int, nic NIC, props map[string]any) ([]string, error) {
+	id := fmt.Sprintf("nic%d", i)
+	switch nic.Kind {
+	case BuiltinE1000E:
+		mac := nic.MAC
+		if mac == "" {
+			mac = GuestMAC
+		}
+		// JSON, as our NICs: QEMU creates every -device given as
+		// key=value before any given as JSON, and the guest's names
+		// (eth0, eth1, ...) follow the slots that order assigns.
+		dev, _ := json.Marshal(map[string]any{
+			"driver": "e1000e", "netdev": fmt.Sprintf("n%d", i), "id": id, "romfile": "", "mac": mac,
+		})
+		return []string{"-netdev", nic.Netdev, "-device", string(dev)}, nil
+	case VFIOUser:
+		dev := map[string]any{
+			"driver": "vfio-user-pci", "id": id,
+			"socket": map[string]string{"type": "unix", "path": nic.Socket},
+		}
+		for k, v := range props {
+			dev[k] = v
+		}
+		b, _ := json.Marshal(dev)
+		return []string{"-device", string(b)}, nil
+	case "":
+		if i > 0 {
+			return nil, fmt.Errorf("harness: NIC %d has no kind", i)
+		}
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("harness: unknown NIC kind %q", nic.Kind)
+	}
 }
 
 // WaitAgent waits for the agent's greeting (after a boot or a reboot),

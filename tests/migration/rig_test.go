@@ -52,21 +52,28 @@ type rig struct {
 	// builtin gives the guest QEMU's own e1000e (for the benchmark's
 	// comparison) instead of our server.
 	builtin bool
-	cur     *side
-	n       int
+	// moreNICs, if set, gives each side's guest further NICs
+	// (rigOpts.moreNICs).
+	moreNICs func(r *rig, s *side, incoming bool) []harness.NIC
+	cur      *side
+	n        int
 }
 
 type rigOpts struct {
 	stock      bool     // run the stock QEMU (no vfio-user migration)
 	builtin    bool     // QEMU's built-in e1000e instead of our server
 	serverArgs []string // the source server's flags, e.g. --version 1
+	// moreNICs, if set, is called as each side starts, before its QEMU,
+	// and returns the NICs the guest has besides the rig's own (eth0): it
+	// starts whatever servers they need on the side's host.
+	moreNICs func(r *rig, s *side, incoming bool) []harness.NIC
 }
 
 // newRig boots the guest on side "a": server, QEMU, eth0 up, the second
 // agent started.
 func newRig(t testing.TB, ctx context.Context, o rigOpts) *rig {
 	t.Helper()
-	r := &rig{t: t, ctx: ctx, dir: harness.TestDir(t), stock: o.stock, builtin: o.builtin}
+	r := &rig{t: t, ctx: ctx, dir: harness.TestDir(t), stock: o.stock, builtin: o.builtin, moreNICs: o.moreNICs}
 	hosts, err := harness.NewHosts(fmt.Sprintf("evfu-m%d", os.Getpid()%100000))
 	if err != nil {
 		t.Fatal(err)
@@ -132,6 +139,9 @@ func (r *rig) startSide(serverArgs []string, incoming bool) *side {
 		NIC:    harness.NIC{Kind: harness.VFIOUser, Socket: srv.Socket},
 		NetNS:  r.hosts.Host[s.host],
 		Agent2: true, ExtraQMP: true,
+	}
+	if r.moreNICs != nil {
+		cfg.MoreNICs = r.moreNICs(r, s, incoming)
 	}
 	if !r.stock {
 		cfg.QEMU = patchedQEMU(r.t).Command
