@@ -57,6 +57,12 @@ func run(m *testing.M) int {
 	if serverBin, err = harness.BuildServer(ctx, repo); err != nil {
 		return fail(err)
 	}
+	load, err := harness.StartLoadFromEnv(func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) })
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer load.Stop()
 	return m.Run()
 }
 
