@@ -17,8 +17,9 @@ run: build
 	$(BIN) serve --socket $(SOCKET)
 
 # Installs what the tests need (root, Debian), then runs every test: the
-# unit tests, then real QEMU with a real guest, live migration included.
-test: deps lint test-unit test-qemu
+# unit tests, then real QEMU with a real guest, live migration included,
+# then a migration and a guest's traffic again on a loaded machine.
+test: deps lint test-unit test-qemu test-load
 
 deps:
 	@sh tests/deps.sh
@@ -58,13 +59,20 @@ bench-guest: deps prepare build
 # Live migration between two QEMUs with a running guest (root; see
 # tests/migration/README.md). qemu-mig builds, once and cached, the QEMU
 # with vfio-user migration (tests/qemu-migration/).
-.PHONY: qemu-mig test-migration bench-migration
+.PHONY: qemu-mig test-migration test-load bench-migration
 
 qemu-mig:
 	@sh tests/qemu-migration/build.sh
 
 test-migration: deps prepare qemu-mig build
 	$(GO) test -tags integration -count=1 -timeout 30m -v -run '^TestMigrate' ./tests/migration/...
+
+# Load mode: CPU hogs compete with QEMU and the servers for every core
+# (tests/migration/README.md).
+LOAD ?= 3
+test-load: deps prepare qemu-mig build
+	E1000E_VFU_LOAD=$(LOAD) $(GO) test -tags integration -count=1 -timeout 30m -v -run '^TestMigrateTraffic$$' ./tests/migration/...
+	E1000E_VFU_LOAD=$(LOAD) $(GO) test -tags integration -count=1 -timeout 30m -v -run '^TestVFUTCP$$' ./tests/integration/...
 
 bench-migration: deps prepare qemu-mig build
 	$(GO) test -tags integration -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkMigration' -benchtime 1x -v ./tests/migration/...
