@@ -201,18 +201,20 @@ func printTable(rows []benchRow) {
 // from both servers' logs (each state change logs when it began and how
 // long it took; both servers share the host's clock).
 const (
-	stepSave   = iota // source: quiesce and save (into STOP_COPY)
-	stepToLoad        // QEMU: device data read, RAM's last pass, transfer, load up to our device
-	stepLoad          // destination: check and load the state (RESUMING→STOP)
-	stepToRun         // QEMU: the rest of its load, and starting the guest
-	stepResume        // destination: resume (STOP→RUNNING)
-	stepTotal         // the whole span
+	stepSave     = iota // source: quiesce and save (into STOP_COPY)
+	stepSrcQEMU         // QEMU on the source: RAM's last pass, reading the device's state (until STOP_COPY→STOP)
+	stepToLoad          // QEMU: the transfer, the destination's load up to our device's (its config, DMA maps, IRQs)
+	stepLoad            // destination: check and load the state (out of RESUMING)
+	stepToRun           // QEMU: the rest of its load, and starting the guest
+	stepResume          // destination: into RUNNING
+	stepTotal           // the whole span
 	handoverSteps
 )
 
 var stepNames = [handoverSteps]string{
 	"source server: quiesce and save",
-	"QEMU: data read, last RAM, transfer, load",
+	"source QEMU: last RAM pass, read the device state",
+	"QEMU: transfer, load up to the device state",
 	"destination server: check and load (out of RESUMING)",
 	"QEMU: rest of the load, start the guest",
 	"destination server: into RUNNING",
@@ -256,17 +258,21 @@ func (row *benchRow) addSteps(b *testing.B, src, dst *side) {
 
 // handover measures the steps from the two servers' logs: the source's
 // last leaving of RUNNING or PRE_COPY (to STOP, or to a P2P state, in which
-// the NIC still runs) and entering STOP_COPY, and the destination's last
+// the NIC still runs), entering STOP_COPY and leaving it (once QEMU has
+// read the device's state), and the destination's last
 // leaving of RESUMING (the load; to RUNNING_P2P the NIC also resumes) and
 // entering RUNNING.
 func handover(srcLog, dstLog string) (steps [handoverSteps]time.Duration, err error) {
-	var stop, saved, loadAt, loaded, runAt, ran time.Time
+	var stop, saved, read, loadAt, loaded, runAt, ran time.Time
 	for _, c := range stateChanges(srcLog) {
 		if (c.from == "RUNNING" || c.from == "PRE_COPY") && c.to != "PRE_COPY" {
 			stop = c.began
 		}
 		if c.to == "STOP_COPY" {
 			saved = c.began.Add(c.took)
+		}
+		if c.from == "STOP_COPY" {
+			read = c.began
 		}
 	}
 	for _, c := range stateChanges(dstLog) {
@@ -277,13 +283,14 @@ func handover(srcLog, dstLog string) (steps [handoverSteps]time.Duration, err er
 			runAt, ran = c.began, c.began.Add(c.took)
 		}
 	}
-	for _, t := range []time.Time{stop, saved, loadAt, loaded, runAt, ran} {
+	for _, t := range []time.Time{stop, saved, read, loadAt, loaded, runAt, ran} {
 		if t.IsZero() {
 			return steps, fmt.Errorf("a state change is missing from the servers' logs")
 		}
 	}
 	steps[stepSave] = saved.Sub(stop)
-	steps[stepToLoad] = loadAt.Sub(saved)
+	steps[stepSrcQEMU] = read.Sub(saved)
+	steps[stepToLoad] = loadAt.Sub(read)
 	steps[stepLoad] = loaded.Sub(loadAt)
 	steps[stepToRun] = runAt.Sub(loaded)
 	steps[stepResume] = ran.Sub(runAt)
