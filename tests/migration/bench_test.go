@@ -201,13 +201,13 @@ func printTable(rows []benchRow) {
 // from both servers' logs (each state change logs when it began and how
 // long it took; both servers share the host's clock).
 const (
-	stepSave     = iota // source: quiesce and save (into STOP_COPY)
-	stepSrcQEMU         // QEMU on the source: RAM's last pass, reading the device's state (until STOP_COPY→STOP)
-	stepToLoad          // QEMU: the transfer, the destination's load up to our device's (its config, DMA maps, IRQs)
-	stepLoad            // destination: check and load the state (out of RESUMING)
-	stepToRun           // QEMU: the rest of its load, and starting the guest
-	stepResume          // destination: into RUNNING
-	stepTotal           // the whole span
+	stepSave    = iota // source: quiesce and save (into STOP_COPY)
+	stepSrcQEMU        // QEMU on the source: RAM's last pass, reading the device's state (until STOP_COPY→STOP)
+	stepToLoad         // QEMU: the transfer, the destination's load up to our device's (its config, DMA maps, IRQs)
+	stepLoad           // destination: check and load the state (out of RESUMING)
+	stepToRun          // QEMU: the rest of its load, and starting the guest
+	stepResume         // destination: into RUNNING
+	stepTotal          // the whole span
 	handoverSteps
 )
 
