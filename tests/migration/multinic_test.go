@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -207,7 +208,7 @@ func TestMigrateMultiNIC(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 
-	src2 := m.cur
+	src1, src2 := r.cur.srv, m.cur
 	begun := time.Now()
 	res := r.mustMigrate(dst)
 	ended := time.Now()
@@ -233,6 +234,7 @@ func TestMigrateMultiNIC(t *testing.T) {
 	}
 	t.Logf("device state: %d bytes in QEMU's vfio total; loaded by the destination servers: %d (network 1) and %d (network 2)",
 		res.summary.DeviceBytes, loaded[0], loaded[1])
+	checkP2POrder(t, [2]string{src1.Log(), src2.Log()}, [2]string{r.cur.srv.Log(), m.cur.Log()})
 
 	for i, x := range []struct {
 		f     *tcpFlow
@@ -437,4 +439,92 @@ func stateBytesReceived(log string) int {
 		n += v
 	}
 	return n
+}
+
+// checkP2POrder checks, from the servers' logs, the order in which QEMU
+// moved the two devices, which the P2P states exist for: on the source both
+// devices reach a P2P state (they still run, but start no peer-to-peer DMA)
+// before either is stopped for its final save, and on the destination both
+// leave RESUMING for RUNNING_P2P before either runs. It logs the timeline.
+func checkP2POrder(t *testing.T, srcLogs, dstLogs [2]string) {
+	t.Helper()
+	type ev struct {
+		dev int
+		stateChange
+	}
+	var timeline []ev
+	firstInto := func(logs [2]string, to string) (at [2]time.Time) {
+		for d, l := range logs {
+			for _, c := range stateChanges(l) {
+				if c.to == to && at[d].IsZero() {
+					at[d] = c.began
+				}
+			}
+		}
+		return at
+	}
+	// The migration starts when the destinations enter RESUMING; what the
+	// sources did before (their own start) is not part of it.
+	resuming := earliest(firstInto(dstLogs, "RESUMING"))
+	for d, l := range append(srcLogs[:], dstLogs[:]...) {
+		for _, c := range stateChanges(l) {
+			if !c.began.Before(resuming) {
+				timeline = append(timeline, ev{d, c})
+			}
+		}
+	}
+	sort.Slice(timeline, func(i, j int) bool { return timeline[i].began.Before(timeline[j].began) })
+	var b strings.Builder
+	for _, e := range timeline {
+		side := "source"
+		if e.dev >= 2 {
+			side = "destination"
+		}
+		fmt.Fprintf(&b, "  %s  %s NIC %d: %s → %s (%v)\n", e.began.Format("15:04:05.000000"), side, e.dev%2+1, e.from, e.to, e.took)
+	}
+	t.Logf("the two NICs' state changes:\n%s", b.String())
+	p2p, stopCopy := firstInto(srcLogs, "PRE_COPY_P2P"), firstInto(srcLogs, "STOP_COPY")
+	for d := range 2 {
+		if p2p[d].IsZero() || stopCopy[d].IsZero() {
+			t.Errorf("source NIC %d: no PRE_COPY_P2P or no STOP_COPY in its log", d+1)
+			return
+		}
+	}
+	if last := latest(p2p); !last.Before(earliest(stopCopy)) {
+		t.Errorf("source: a NIC was stopped for its final save (%v) before both reached PRE_COPY_P2P (%v)", earliest(stopCopy), last)
+	}
+	var dstP2P, dstRun [2]time.Time
+	for d, l := range dstLogs {
+		for _, c := range stateChanges(l) {
+			switch {
+			case c.from == "RESUMING" && c.to == "RUNNING_P2P":
+				dstP2P[d] = c.began
+			case c.from == "RUNNING_P2P" && c.to == "RUNNING" && !dstP2P[d].IsZero():
+				dstRun[d] = c.began
+			}
+		}
+	}
+	for d := range 2 {
+		if dstP2P[d].IsZero() || dstRun[d].IsZero() {
+			t.Errorf("destination NIC %d: not RESUMING → RUNNING_P2P → RUNNING", d+1)
+			return
+		}
+	}
+	if last := latest(dstP2P); !last.Before(earliest(dstRun)) {
+		t.Errorf("destination: a NIC ran (%v) before both reached RUNNING_P2P (%v)", earliest(dstRun), last)
+	}
+}
+
+func latest(t [2]time.Time) time.Time {
+	if t[0].After(t[1]) {
+		return t[0]
+	}
+	return t[1]
+}
+
+func earliest(t [2]time.Time) time.Time {
+	if t[0].Before(t[1]) {
+		return t[0]
+	}
+	return t[1]
 }
