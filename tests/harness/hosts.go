@@ -44,6 +44,9 @@ func NewHosts(prefix string) (_ *Hosts, err error) {
 	if h.LAN, err = NewNetNS(prefix + "-lan"); err != nil {
 		return nil, err
 	}
+	if err := h.LAN.ipv4Only(); err != nil {
+		return nil, err
+	}
 	if err := h.LAN.bridge("lan0", "02:b0:00:00:00:01", PeerIP+"/24"); err != nil {
 		return nil, err
 	}
@@ -53,6 +56,9 @@ func NewHosts(prefix string) (_ *Hosts, err error) {
 			return nil, err
 		}
 		h.Host[i] = ns
+		if err := ns.ipv4Only(); err != nil {
+			return nil, err
+		}
 		if err := ns.bridge("br0", fmt.Sprintf("02:b0:00:00:01:%02x", i), HostIP(i)+"/24"); err != nil {
 			return nil, err
 		}
@@ -70,6 +76,19 @@ func NewHosts(prefix string) (_ *Hosts, err error) {
 		}
 	}
 	return h, nil
+}
+
+// ipv4Only turns IPv6 off in the namespace before any link exists: the
+// bridges and veths would otherwise send router solicitations and
+// multicast reports of their own, noise on every port of a network whose
+// tests count frames.
+func (ns *NetNS) ipv4Only() error {
+	out, err := ns.Command(context.Background(), "sysctl", "-qw",
+		"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("netns %s: turning IPv6 off: %w: %s", ns.Name, err, out)
+	}
+	return nil
 }
 
 // bridge adds a bridge with MAC address mac and IP address cidr to the
