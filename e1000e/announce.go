@@ -23,8 +23,9 @@ var _ announce.Source = (*NIC)(nil)
 // stopped the NIC.
 var errQuiesced = errors.New("e1000e: the NIC is stopped for migration; it announces itself when it runs")
 
-// AnnounceAddresses implements announce.Source: every receive address the
-// guest made valid (RAH.AV) among the entries the filter honours (all 16
+// AnnounceAddresses implements announce.Source: none while the NIC is
+// stopped for migration or its receiver is off; else every receive address
+// the guest made valid (RAH.AV) among the entries the filter honours (all 16
 // when rx-filter-size is 0), once each and never a multicast or all-zero
 // one; and, when VLAN filtering is on (RCTL.VFE), each of them again on
 // every VLAN id whose VFTA bit is set (ids 0 and 4095 are not VLANs). The
@@ -36,6 +37,15 @@ func (n *NIC) AnnounceAddresses(dst []announce.Address) []announce.Address {
 }
 
 func (n *NIC) announceAddressesLocked(dst []announce.Address) []announce.Address {
+	// A NIC stopped for migration has nothing to announce: its frames
+	// would point the switch back at a host the guest is leaving. Nor has
+	// one whose receiver the guest has not enabled (a destination waiting
+	// for its state, a NIC no driver runs): the guest is not reachable
+	// through it, and announcing its NVM address would take the guest's
+	// traffic from where it is.
+	if n.mig.quiesced || n.reg(RCTL)&RCTL_EN == 0 {
+		return dst
+	}
 	entries := n.rxFilter
 	if entries <= 0 {
 		entries = numRA

@@ -117,6 +117,8 @@ func newAnnRig(t *testing.T, sched *announce.Schedule) *annRig {
 		t.Fatal(err)
 	}
 	r.n = n
+	// A driver runs the NIC: its receiver is on.
+	n.WriteReg(RCTL, RCTL_EN)
 	r.m, err = NewMigratable(n, MigrationOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -209,6 +211,30 @@ func TestAnnounceAddresses(t *testing.T) {
 	}
 }
 
+// A NIC whose receiver the guest has not enabled, or that is stopped for
+// migration, has no address to announce: the guest is not reachable
+// through it, or is leaving. Neither a round in progress nor the control
+// command sends anything then.
+func TestAnnounceNothingWhenNotReceiving(t *testing.T) {
+	r := newAnnRig(t, nil)
+	n := r.n
+	if len(n.AnnounceAddresses(nil)) == 0 {
+		t.Fatal("a receiving NIC has nothing to announce")
+	}
+	n.WriteReg(RCTL, 0)
+	if got := n.AnnounceAddresses(nil); len(got) != 0 {
+		t.Errorf("receiver off: %s", addrStrings(got))
+	}
+	if st, err := n.Announce(); err != nil || st.Addresses != 0 {
+		t.Errorf("receiver off: Announce = %+v, %v", st, err)
+	}
+	n.WriteReg(RCTL, RCTL_EN)
+	n.Quiesce()
+	if got := n.AnnounceAddresses(nil); len(got) != 0 {
+		t.Errorf("quiesced: %s", addrStrings(got))
+	}
+}
+
 // With rx-filter-size 4, entries beyond the fourth are not the NIC's.
 func TestAnnounceAddressesFilterSize(t *testing.T) {
 	n, err := New(Config{RXFilterSize: 4})
@@ -216,6 +242,7 @@ func TestAnnounceAddressesFilterSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
+	n.WriteReg(RCTL, RCTL_EN)
 	setNICRA(n, 3, annMAC2, true)
 	setNICRA(n, 4, annMAC3, true)
 	got := addrStrings(n.AnnounceAddresses(nil))

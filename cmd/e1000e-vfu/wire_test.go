@@ -167,6 +167,7 @@ func toLowerASCII(s string) string {
 // the server's counters.
 func TestNICTargetAnnounce(t *testing.T) {
 	nic := newTestNIC(t)
+	nic.WriteReg(e1000e.RCTL, e1000e.RCTL_EN) // a driver runs it
 	tgt := &nicTarget{nic: nic, watch: newClientWatch(nic, slog.New(slog.DiscardHandler))}
 	if s := tgt.AnnounceStats(); s != (control.AnnounceStats{}) {
 		t.Errorf("a new NIC's announce stats %+v", s)

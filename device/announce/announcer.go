@@ -191,6 +191,14 @@ func (a *Announcer) run(stop chan struct{}, reason string, sched Schedule) {
 			firstErr     error
 		)
 		for _, ad := range addrs {
+			// A Cancel (the NIC stopping for a migration away, say)
+			// ends the round at once: not one frame of it may follow.
+			select {
+			case <-stop:
+				a.log.Debug("announcement cancelled", "reason", reason, "round", i+1)
+				return
+			default:
+			}
 			frame = AppendRARP(frame[:0], ad)
 			err := a.out.Send(frame)
 			if err == nil {
