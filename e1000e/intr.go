@@ -373,6 +373,19 @@ func (n *NIC) msixNotify(fresh uint32) {
 	}
 }
 
+// unackedMapped are the unacknowledged vectors that IVAR still maps a
+// cause to: a vector the guest has since unmapped has no handler left to
+// repeat a message to, and no IMS write would ever acknowledge it.
+func (n *NIC) unackedMapped() uint8 {
+	var mapped uint8
+	for _, mc := range msixCauses {
+		if v := n.msixVector(mc.cause); v >= 0 {
+			mapped |= 1 << v
+		}
+	}
+	return n.intr.unacked & mapped
+}
+
 // msixVector returns the vector IVAR maps cause to, or -1.
 func (n *NIC) msixVector(cause uint32) int {
 	ivar := n.mac[IVAR>>2]
@@ -458,6 +471,8 @@ func (n *NIC) irqModeChanged() {
 	if m := n.irq.Mode(); m != n.intr.mode {
 		n.intr.mode = m
 		n.intr.signalled = 0
+		// Messages of the old mechanism are not the new one's to repeat.
+		n.intr.unacked, n.intr.unackedMSI = 0, false
 	}
 	n.updateIRQ()
 }

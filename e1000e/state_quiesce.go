@@ -72,7 +72,7 @@ func (n *NIC) Quiesce() {
 	// again.
 	switch n.irq.Mode() {
 	case IRQModeMSIX:
-		n.mig.held.msix |= n.intr.unacked
+		n.mig.held.msix |= n.unackedMapped()
 	case IRQModeMSI:
 		n.mig.held.msi = n.mig.held.msi || n.intr.unackedMSI
 	}
