@@ -120,7 +120,7 @@ func failed(format string, args ...any) error {
 // that cannot be asked is a *NotStartedError. It returns the source's
 // configuration.
 func Check(ctx context.Context, p Plan) (model.Source, error) {
-	if p.DstControl == "" && len(p.DstModels) == 0 {
+	if p.DstControl == "" && p.DstModels == nil {
 		return model.Source{}, &NotStartedError{Err: ErrNoDestination}
 	}
 	src, err := querySource(ctx, p.SrcControl)
@@ -128,7 +128,7 @@ func Check(ctx context.Context, p Plan) (model.Source, error) {
 		return model.Source{}, notStarted("source server: %w", err)
 	}
 	var probs []model.Problem
-	if len(p.DstModels) > 0 {
+	if p.DstModels != nil {
 		probs = append(probs, model.Check(src, p.DstModels)...)
 	}
 	if p.DstControl != "" {
@@ -194,7 +194,7 @@ func Run(ctx context.Context, p Plan) (Summary, error) {
 	if p.DstControl != "" {
 		against = append(against, "its server's configuration")
 	}
-	if len(p.DstModels) > 0 {
+	if p.DstModels != nil {
 		against = append(against, "its description")
 	}
 	fmt.Fprintf(out, "check: destination accepts %s (checked against %s)\n", describeSource(src), strings.Join(against, " and "))

@@ -152,6 +152,17 @@ func TestCheckVersion1SourceAcceptedByV1Only(t *testing.T) {
 	}
 }
 
+// A destination described with no models at all takes nothing: an
+// incompatibility, even beside a destination server that matches.
+func TestCheckEmptyDescriptionIsIncompatible(t *testing.T) {
+	p := Plan{SrcControl: serveControl(t, 2), DstControl: serveControl(t, 2), DstModels: []*model.Model{}}
+	_, err := Check(context.Background(), p)
+	var ie *IncompatibleError
+	if !errors.As(err, &ie) {
+		t.Fatalf("err = %v, want an IncompatibleError", err)
+	}
+}
+
 // The destination server must run the source's configuration.
 func TestCheckDestinationServerConfigMismatch(t *testing.T) {
 	p := Plan{
