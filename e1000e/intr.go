@@ -440,8 +440,15 @@ func (n *NIC) writeICR(v uint32) {
 func (n *NIC) writeIMS(v uint32) {
 	valid := v & imsValid
 	n.mac[IMS>>2] |= valid
+	// Every handler ends with this write: only then look up its vectors.
 	for _, mc := range msixCauses {
-		if vec := n.msixVector(mc.cause); valid&mc.cause != 0 && vec >= 0 {
+		if n.intr.unacked == 0 {
+			break
+		}
+		if valid&mc.cause == 0 {
+			continue
+		}
+		if vec := n.msixVector(mc.cause); vec >= 0 {
 			n.intr.unacked &^= 1 << vec
 		}
 	}
