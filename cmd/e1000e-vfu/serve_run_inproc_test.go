@@ -15,22 +15,8 @@ import (
 // run in process: cancelling its context with a client connected drops
 // the client, removes the socket and returns nil within the shutdown bound.
 func TestRunStopsOnCancel(t *testing.T) {
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "vfu.sock")
-	ctl := filepath.Join(dir, "ctl.sock")
-	e := env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard}
-	cfg, err := parseServe(e, []string{"--socket", sock, "--control", ctl, "--version", "1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &logBuf{}
-	cfg.Log = logs
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg) }()
-
+	r := startInProc(t, "", "--version", "1")
+	sock, ctl, logs := r.sock, r.ctl, r.logs
 	g := connect(t, sock, 10*time.Second)
 	g.checkIdentity()
 	g.setup()
@@ -38,15 +24,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 		t.Errorf("version 1's parameters not in the startup line:\n%s", logs)
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(shutdownTimeout + 5*time.Second):
-		t.Fatal("run did not return after cancel")
-	}
+	r.stop()
 	gone(t, sock)
 	gone(t, ctl)
 	if err := g.c.Reset(); err == nil {
@@ -90,22 +68,9 @@ func TestRunRefusesAnUnresolvedConfig(t *testing.T) {
 // startup line and query-config show the source's address, not the one
 // derived from the destination's socket path.
 func TestRunConfigAppliesTheSourceMAC(t *testing.T) {
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "vfu.sock")
-	ctl := filepath.Join(dir, "ctl.sock")
 	const src = `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:aa:bb:cc"}`
-	e := env{stdin: strings.NewReader(src), stdout: io.Discard, stderr: io.Discard}
-	cfg, err := parseServe(e, []string{"--socket", sock, "--control", ctl, "--config", "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &logBuf{}
-	cfg.Log = logs
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg) }()
-
+	r := startInProc(t, src, "--config", "-")
+	sock, ctl, logs := r.sock, r.ctl, r.logs
 	g := connect(t, sock, 10*time.Second)
 	g.close()
 	if !strings.Contains(logs.String(), "mac=02:e1:0e:aa:bb:cc") {
@@ -121,14 +86,48 @@ func TestRunConfigAppliesTheSourceMAC(t *testing.T) {
 	if string(res) != src {
 		t.Errorf("query-config %s, want %s", res, src)
 	}
-	cancel()
+	r.stop()
+}
+
+// inProc is serve's run in this process, with a control socket.
+type inProc struct {
+	sock, ctl string
+	logs      *logBuf
+	cancel    context.CancelFunc
+	done      chan error
+	t         *testing.T
+}
+
+// startInProc parses serve's flags (with stdin) beside a fresh socket and
+// control socket, and runs the server until stop or the test's end.
+func startInProc(t *testing.T, stdin string, args ...string) *inProc {
+	t.Helper()
+	dir := t.TempDir()
+	r := &inProc{sock: filepath.Join(dir, "vfu.sock"), ctl: filepath.Join(dir, "ctl.sock"), logs: &logBuf{}, done: make(chan error, 1), t: t}
+	e := env{stdin: strings.NewReader(stdin), stdout: io.Discard, stderr: io.Discard}
+	cfg, err := parseServe(e, append([]string{"--socket", r.sock, "--control", r.ctl}, args...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Log = r.logs
+	var ctx context.Context
+	ctx, r.cancel = context.WithCancel(context.Background())
+	t.Cleanup(r.cancel)
+	go func() { r.done <- run(ctx, cfg) }()
+	return r
+}
+
+// stop cancels run and fails the test unless it returns nil in time.
+func (r *inProc) stop() {
+	r.t.Helper()
+	r.cancel()
 	select {
-	case err := <-done:
+	case err := <-r.done:
 		if err != nil {
-			t.Fatalf("run: %v", err)
+			r.t.Fatalf("run: %v", err)
 		}
 	case <-time.After(shutdownTimeout + 5*time.Second):
-		t.Fatal("run did not return after cancel")
+		r.t.Fatal("run did not return after cancel")
 	}
 }
 

@@ -50,25 +50,13 @@ func SinkOnce(l net.Listener, timeout time.Duration) (Transfer, error) {
 // SourceOnce accepts one connection on l and writes size bytes of
 // agentproto.Stream(seed) to it, then closes it. It gives up after timeout.
 func SourceOnce(l net.Listener, size int64, seed uint64, timeout time.Duration) (Transfer, error) {
-	c, err := acceptWithin(l, timeout)
-	if err != nil {
-		return Transfer{}, err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
-	h := sha256.New()
-	start := time.Now()
-	n, err := io.CopyBuffer(io.MultiWriter(c, h), io.LimitReader(agentproto.Stream(seed), size), make([]byte, 256<<10))
-	secs := time.Since(start).Seconds()
-	if err != nil {
-		return Transfer{Bytes: n}, fmt.Errorf("source: after %d bytes: %w", n, err)
-	}
-	return Transfer{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil)), Seconds: secs}, nil
+	return SourcePaced(l, size, seed, 0, nil, timeout)
 }
 
-// SourcePaced is SourceOnce at no more than rate bytes a second, counting
-// in sent what has been written so far: a stream that is sure to be still
-// running a known time after it started, whatever the link's speed.
+// SourcePaced is SourceOnce at no more than rate bytes a second (0: as fast
+// as it goes), counting in sent, if not nil, what has been written so far:
+// a stream that is sure to be still running a known time after it started,
+// whatever the link's speed.
 func SourcePaced(l net.Listener, size int64, seed uint64, rate int64, sent *atomic.Int64, timeout time.Duration) (Transfer, error) {
 	c, err := acceptWithin(l, timeout)
 	if err != nil {
@@ -78,7 +66,10 @@ func SourcePaced(l net.Listener, size int64, seed uint64, rate int64, sent *atom
 	c.SetDeadline(time.Now().Add(timeout))
 	h := sha256.New()
 	src := io.LimitReader(agentproto.Stream(seed), size)
-	buf := make([]byte, 64<<10)
+	buf := make([]byte, 256<<10)
+	if rate > 0 {
+		buf = buf[:64<<10] // finer steps for the pacing
+	}
 	start := time.Now()
 	var n int64
 	for {
@@ -89,10 +80,14 @@ func SourcePaced(l net.Listener, size int64, seed uint64, rate int64, sent *atom
 			}
 			h.Write(buf[:m])
 			n += int64(m)
-			sent.Store(n)
+			if sent != nil {
+				sent.Store(n)
+			}
 			// Sleep until the bytes written so far are due.
-			if due := start.Add(time.Duration(n * int64(time.Second) / rate)); time.Until(due) > 0 {
-				time.Sleep(time.Until(due))
+			if rate > 0 {
+				if wait := time.Until(start.Add(time.Duration(n * int64(time.Second) / rate))); wait > 0 {
+					time.Sleep(wait)
+				}
 			}
 		}
 		if rerr != nil {

@@ -37,10 +37,15 @@ type tcpFlow struct {
 	l        net.Listener
 }
 
-// startTCP listens in ns, starts the guest's recv through agent and feeds
-// the connection in the background.
+// startTCP listens in ns at the peer's address, starts the guest's recv
+// through agent and feeds the connection in the background.
 func startTCP(ns *harness.NetNS, agent *harness.Agent, size int64, timeout time.Duration) (*tcpFlow, error) {
-	l, err := ns.Listen("tcp", net.JoinHostPort(hostIP, "0"))
+	return startTCPAt(ns, agent, hostIP, size, timeout)
+}
+
+// startTCPAt is startTCP with the peer listening at ip.
+func startTCPAt(ns *harness.NetNS, agent *harness.Agent, ip string, size int64, timeout time.Duration) (*tcpFlow, error) {
+	l, err := ns.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return nil, err
 	}

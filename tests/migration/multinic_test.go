@@ -320,31 +320,6 @@ func (r *rig) ifaceCommand(iface string) uint16 {
 	return uint16(v)
 }
 
-// pingFrom pings ip from the guest and fails unless all come back.
-func (r *rig) pingFrom(what, ip string, count int) {
-	r.t.Helper()
-	out := r.sh(fmt.Sprintf("ping -c %d -i 0.2 -W 5 %s", count, ip))
-	if !strings.Contains(out, fmt.Sprintf("%d packets received", count)) {
-		r.t.Fatalf("ping %s (%s) on %s: %s", ip, what, r.cur.name, out)
-	}
-}
-
-// startTCPAt is startTCP with the peer listening at ip in ns.
-func startTCPAt(ns *harness.NetNS, agent *harness.Agent, ip string, size int64, timeout time.Duration) (*tcpFlow, error) {
-	l, err := ns.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return nil, err
-	}
-	f := &tcpFlow{size: size, seed: uint64(time.Now().UnixNano()), done: make(chan error, 1), l: l}
-	go func() { f.done <- f.feed(timeout) }()
-	if f.id, err = agent.Begin(timeout, "recv", l.Addr().String()); err != nil {
-		l.Close()
-		<-f.done
-		return nil, err
-	}
-	return f, nil
-}
-
 // peerPing is a ping from a LAN's peer to the guest, run in the
 // background: ICMP echo requests on a raw socket in the peer's namespace
 // (the hosts need no ping program), their replies counted by sequence.
@@ -483,36 +458,23 @@ func checkP2POrder(t *testing.T, srcLogs, dstLogs [2]string) {
 		fmt.Fprintf(&b, "  %s  %s NIC %d: %s → %s (%v)\n", e.began.Format("15:04:05.000000"), side, e.dev%2+1, e.from, e.to, e.took)
 	}
 	t.Logf("the two NICs' state changes:\n%s", b.String())
-	p2p, stopCopy := firstInto(srcLogs, "PRE_COPY_P2P"), firstInto(srcLogs, "STOP_COPY")
-	for d := range 2 {
-		if p2p[d].IsZero() || stopCopy[d].IsZero() {
-			t.Errorf("source NIC %d: no PRE_COPY_P2P or no STOP_COPY in its log", d+1)
-			return
-		}
-	}
-	if last := latest(p2p); !last.Before(earliest(stopCopy)) {
-		t.Errorf("source: a NIC was stopped for its final save (%v) before both reached PRE_COPY_P2P (%v)", earliest(stopCopy), last)
-	}
-	var dstP2P, dstRun [2]time.Time
-	for d, l := range dstLogs {
-		for _, c := range stateChanges(l) {
-			switch {
-			case c.from == "RESUMING" && c.to == "RUNNING_P2P":
-				dstP2P[d] = c.began
-			case c.from == "RUNNING_P2P" && c.to == "RUNNING" && !dstP2P[d].IsZero():
-				dstRun[d] = c.began
+	// firstInto takes each log's first arc into a state: the sources
+	// reach PRE_COPY_P2P and STOP_COPY, the destinations RUNNING_P2P and
+	// RUNNING, only in this migration.
+	inOrder := func(side, first, then string, logs [2]string) {
+		a, b := firstInto(logs, first), firstInto(logs, then)
+		for d := range 2 {
+			if a[d].IsZero() || b[d].IsZero() {
+				t.Errorf("%s NIC %d: no %s or no %s in its log", side, d+1, first, then)
+				return
 			}
 		}
-	}
-	for d := range 2 {
-		if dstP2P[d].IsZero() || dstRun[d].IsZero() {
-			t.Errorf("destination NIC %d: not RESUMING → RUNNING_P2P → RUNNING", d+1)
-			return
+		if !latest(a).Before(earliest(b)) {
+			t.Errorf("%s: a NIC entered %s (%v) before both were in %s (%v)", side, then, earliest(b), first, latest(a))
 		}
 	}
-	if last := latest(dstP2P); !last.Before(earliest(dstRun)) {
-		t.Errorf("destination: a NIC ran (%v) before both reached RUNNING_P2P (%v)", earliest(dstRun), last)
-	}
+	inOrder("source", "PRE_COPY_P2P", "STOP_COPY", srcLogs)
+	inOrder("destination", "RUNNING_P2P", "RUNNING", dstLogs)
 }
 
 func latest(t [2]time.Time) time.Time {

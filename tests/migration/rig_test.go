@@ -323,11 +323,14 @@ func (r *rig) sh(cmdline string) string {
 }
 
 // ping pings the host peer from the guest and fails unless all come back.
-func (r *rig) ping(count int) {
+func (r *rig) ping(count int) { r.t.Helper(); r.pingFrom("the peer", hostIP, count) }
+
+// pingFrom pings ip from the guest and fails unless all come back.
+func (r *rig) pingFrom(what, ip string, count int) {
 	r.t.Helper()
-	out := r.sh(fmt.Sprintf("ping -c %d -i 0.2 -W 5 %s", count, hostIP))
+	out := r.sh(fmt.Sprintf("ping -c %d -i 0.2 -W 5 %s", count, ip))
 	if !strings.Contains(out, fmt.Sprintf("%d packets received", count)) {
-		r.t.Fatalf("ping on %s: %s", r.cur.name, out)
+		r.t.Fatalf("ping %s (%s) on %s: %s", ip, what, r.cur.name, out)
 	}
 }
 
