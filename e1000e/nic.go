@@ -64,6 +64,7 @@ type NIC struct {
 
 	perm     [6]byte // the MAC address of the NVM
 	rxFilter int     // exact-match RA entries the RX filter honours
+	hideMSIX bool    // no MSI-X capability (model parameter hide-msix)
 
 	irq    Interrupter
 	intr   intrState
@@ -106,6 +107,9 @@ type Config struct {
 	// value, turns unicast address filtering off (every unicast frame is
 	// accepted). Negative means 16.
 	RXFilterSize int
+	// HideMSIX leaves the MSI-X capability out of the function (the model
+	// parameter hide-msix): drivers then use MSI.
+	HideMSIX bool
 	// AutonegDelay is how long PHY autonegotiation takes; zero means the
 	// 500 ms of QEMU's model.
 	AutonegDelay time.Duration
@@ -130,6 +134,7 @@ func New(cfg Config) (*NIC, error) {
 		backend:      cfg.Backend,
 		log:          cfg.Logger,
 		rxFilter:     cfg.RXFilterSize,
+		hideMSIX:     cfg.HideMSIX,
 		autonegDelay: cfg.AutonegDelay,
 		irq:          cfg.Interrupter,
 		linkUp:       true,

@@ -40,6 +40,16 @@ func dsnSerial(mac [6]byte) uint64 {
 		uint64(mac[3])<<16 | uint64(mac[4])<<8 | uint64(mac[5])
 }
 
+// addMSIX adds the MSI-X capability unless the model parameter hide-msix
+// leaves it out. BAR3 stays either way, reading as zero without it, so the
+// BAR layout is the same for both.
+func (n *NIC) addMSIX(cs *device.ConfigSpace) error {
+	if n.hideMSIX {
+		return nil
+	}
+	return cs.AddMSIX(capMSIX, numMSIXVecs, 3, msixTableOff, 3, msixPBAOff)
+}
+
 // pciInit builds the configuration space and the function serving it, and
 // makes the function deliver the NIC's interrupts unless the configuration
 // named an Interrupter.
@@ -61,7 +71,7 @@ func (n *NIC) pciInit(ownIRQ bool) error {
 		cs.AddPM(capPM),
 		cs.AddMSI(capMSI, device.MSIOptions{Vectors: 1, Addr64: true}),
 		cs.AddPCIe(capPCIe, device.PCIeOptions{Version: 1}),
-		cs.AddMSIX(capMSIX, numMSIXVecs, 3, msixTableOff, 3, msixPBAOff),
+		n.addMSIX(cs),
 		cs.AddAER(capAER),
 		cs.AddDSN(capDSN, dsnSerial(n.perm)),
 	}
@@ -101,7 +111,9 @@ func (n *NIC) pciInit(ownIRQ bool) error {
 		}
 	}
 	cs.Watch(capMSI, 24, modeChanged)
-	cs.Watch(capMSIX+2, 2, modeChanged)
+	if !n.hideMSIX {
+		cs.Watch(capMSIX+2, 2, modeChanged)
+	}
 	cs.Watch(device.CfgCommand, 2, modeChanged)
 
 	n.pci.fn = fn

@@ -48,6 +48,7 @@ const rxFIFOMaxBytes = 2 << 20
 type configState struct {
 	RXFilterSize int    `msgpack:"rx-filter-size"`
 	MAC          []byte `msgpack:"mac"`
+	HideMSIX     bool   `msgpack:"hide-msix,omitempty"`
 }
 
 type ringState struct {
@@ -154,13 +155,17 @@ var _ migration.Stateful = (*NIC)(nil)
 // Model implements migration.Stateful.
 func (n *NIC) Model() string { return model.E1000EName }
 
-// Params implements migration.Stateful: rx-filter-size unless at its off
-// value 0.
+// Params implements migration.Stateful: each parameter not at its off value
+// (rx-filter-size 0, hide-msix false).
 func (n *NIC) Params() []migration.Param {
-	if n.rxFilter == 0 {
-		return nil
+	var ps []migration.Param
+	if n.rxFilter != 0 {
+		ps = append(ps, migration.Param{Name: model.RXFilterSize, Value: strconv.Itoa(n.rxFilter)})
 	}
-	return []migration.Param{{Name: model.RXFilterSize, Value: strconv.Itoa(n.rxFilter)}}
+	if n.hideMSIX {
+		ps = append(ps, migration.Param{Name: model.HideMSIX, Value: "true"})
+	}
+	return ps
 }
 
 // Sections implements migration.Stateful.
@@ -185,7 +190,7 @@ func (n *NIC) Sections() []migration.SectionSpec {
 
 // SaveConfig implements migration.Stateful.
 func (n *NIC) SaveConfig(w *migration.SectionWriter) error {
-	return putCanonical(w, secConfig, true, &configState{RXFilterSize: n.rxFilter, MAC: n.perm[:]})
+	return putCanonical(w, secConfig, true, &configState{RXFilterSize: n.rxFilter, MAC: n.perm[:], HideMSIX: n.hideMSIX})
 }
 
 // SaveState implements migration.Stateful. The core's component states
@@ -361,7 +366,7 @@ func (n *NIC) saveFilters() *filtersState {
 // guest changed in config space.
 func (n *NIC) pciReference() *device.Function {
 	if n.mig.cfgRef == nil {
-		tmp := &NIC{perm: n.perm}
+		tmp := &NIC{perm: n.perm, hideMSIX: n.hideMSIX}
 		if err := tmp.pciInit(false); err != nil {
 			// pciInit only fails on a layout error, which New has
 			// already ruled out for this NIC.
@@ -392,6 +397,9 @@ func (n *NIC) savePCI() *pciStateS {
 			}
 			run.Data = append(run.Data, cur[off]&wm[off])
 		}
+	}
+	if n.hideMSIX {
+		return s
 	}
 	var e [device.MSIXEntrySize]byte
 	for v := 0; v < numMSIXVecs; v++ {

@@ -17,7 +17,10 @@ import (
 // naming rx-filter-size.
 func (n *NIC) BeginLoad(h migration.Header) (migration.Loader, error) {
 	m := model.E1000E()
-	cfg := model.Config{Model: m, Values: map[string]model.Value{model.RXFilterSize: model.IntValue(int64(n.rxFilter))}}
+	cfg := model.Config{Model: m, Values: map[string]model.Value{
+		model.RXFilterSize: model.IntValue(int64(n.rxFilter)),
+		model.HideMSIX:     model.BoolValue(n.hideMSIX),
+	}}
 	src := model.Source{Model: h.Model}
 	var errs []error
 	for _, p := range h.Params {
@@ -124,6 +127,12 @@ func (l *nicLoader) Validate() error {
 	n := l.n
 	if l.cfg.RXFilterSize != n.rxFilter {
 		return fmt.Errorf("e1000e: config: rx-filter-size %d, this NIC %d", l.cfg.RXFilterSize, n.rxFilter)
+	}
+	if l.cfg.HideMSIX != n.hideMSIX {
+		return fmt.Errorf("e1000e: config: hide-msix %v, this NIC %v", l.cfg.HideMSIX, n.hideMSIX)
+	}
+	if n.hideMSIX && (len(l.pci.MSIX) > 0 || l.pci.PBA != 0 || l.pci.HeldMSIX != 0) {
+		return errors.New("e1000e: pci: MSI-X state for a NIC without MSI-X (hide-msix)")
 	}
 	if !bytes.Equal(l.cfg.MAC, n.perm[:]) {
 		return fmt.Errorf("e1000e: config: the state is of a NIC with MAC %x, this NIC has %x: start the destination with the source's MAC", l.cfg.MAC, n.perm[:])

@@ -211,9 +211,11 @@ func TestValidateOnly(t *testing.T) {
 		args  []string
 		want  string
 	}{
-		{"", nil, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nrx-filter-size=16\n"},
-		{"", []string{"--version", "1"}, "e1000e-vfu.dev/devices/e1000e-82574l version 1\nrx-filter-size=0\n"},
-		{"", []string{"--param", "rx-filter-size=4", "--param", "rx-filter-size=8"}, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nrx-filter-size=8\n"},
+		{"", nil, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nhide-msix=false\nrx-filter-size=16\n"},
+		{"", []string{"--version", "1"}, "e1000e-vfu.dev/devices/e1000e-82574l version 1\nhide-msix=false\nrx-filter-size=0\n"},
+		{"", []string{"--param", "rx-filter-size=4", "--param", "rx-filter-size=8"}, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nhide-msix=false\nrx-filter-size=8\n"},
+		{"", []string{"--param", "hide-msix=true"}, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nhide-msix=true\nrx-filter-size=16\n"},
+		{"", []string{"--param", "hide-msix=true", "--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"hide-msix":true,"rx-filter-size":16},"version":2}` + "\n"},
 		{"", []string{"--version", "1", "--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1}` + "\n"},
 		{"", []string{"--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}` + "\n"},
 		// A given address is part of the list; a derived one is not.
@@ -221,8 +223,8 @@ func TestValidateOnly(t *testing.T) {
 		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"02:e1:0e:00:00:01"}`, []string{"--json", "--config", "-", "--mac", "02:e1:0e:00:00:01"},
 			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:00:00:01"}` + "\n"},
 		// Started with a source's list: unlisted parameters take their off value.
-		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{}}`, []string{"--config", "-"}, "e1000e-vfu.dev/devices/e1000e-82574l version 1\nrx-filter-size=0\n"},
-		{"", []string{"--config", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":5}}`}, "e1000e-vfu.dev/devices/e1000e-82574l (matches no version)\nrx-filter-size=5\n"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{}}`, []string{"--config", "-"}, "e1000e-vfu.dev/devices/e1000e-82574l version 1\nhide-msix=false\nrx-filter-size=0\n"},
+		{"", []string{"--config", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":5}}`}, "e1000e-vfu.dev/devices/e1000e-82574l (matches no version)\nhide-msix=false\nrx-filter-size=5\n"},
 		{"", []string{"--mac", "52:54:00:12:34:56", "--netdev", "tap,ifname=tap0", "--log-level", "debug",
 			"--pcap", filepath.Join(t.TempDir(), "f.pcap"), "--control", sock + ".ctl"}, "rx-filter-size=16\n"},
 		{"", []string{"--netdev", "stream,path=q.sock,server=on"}, "rx-filter-size=16\n"},

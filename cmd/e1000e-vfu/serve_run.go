@@ -113,6 +113,10 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	if !ok {
 		return nil, fmt.Errorf("device model %s has no %s parameter", cfg.Device.Model.Name, model.RXFilterSize)
 	}
+	hide, ok := cfg.Device.Value(model.HideMSIX)
+	if !ok {
+		return nil, fmt.Errorf("device model %s has no %s parameter", cfg.Device.Model.Name, model.HideMSIX)
+	}
 
 	b, err := netdev.Open(cfg.Netdev, log.With("part", "netdev"))
 	if err != nil {
@@ -132,6 +136,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		Backend:      s.backend,
 		Logger:       log.With("part", "e1000e"),
 		RXFilterSize: int(v.Int),
+		HideMSIX:     hide.Bool,
 		Announce:     &cfg.Announce,
 	})
 	if err != nil {

@@ -20,7 +20,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 	g := connect(t, sock, 10*time.Second)
 	g.checkIdentity()
 	g.setup()
-	if !strings.Contains(logs.String(), `params="rx-filter-size=0"`) {
+	if !strings.Contains(logs.String(), `params="hide-msix=false,rx-filter-size=0"`) {
 		t.Errorf("version 1's parameters not in the startup line:\n%s", logs)
 	}
 

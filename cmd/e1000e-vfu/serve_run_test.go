@@ -39,7 +39,7 @@ func TestServeEndToEnd(t *testing.T) {
 	start := p.waitLog("msg=serving", 10*time.Second)
 	for _, want := range []string{
 		"socket=" + sock, "mac=" + mac.String(), `netdev="stream,path=` + peerSock + `,server=on"`,
-		"model=" + model.E1000EName, "version=2", `params="rx-filter-size=16"`, "control=" + ctlSock, "pcap=" + pcapFile,
+		"model=" + model.E1000EName, "version=2", `params="hide-msix=false,rx-filter-size=16"`, "control=" + ctlSock, "pcap=" + pcapFile,
 	} {
 		if !strings.Contains(start, want) {
 			t.Errorf("startup line lacks %q:\n%s", want, start)
@@ -190,7 +190,7 @@ func TestServeSocketOnly(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "vfu.sock")
 	p := startServe(t, "--socket", sock)
 	start := p.waitLog("msg=serving", 10*time.Second)
-	for _, want := range []string{"level=INFO", "socket=" + sock, "mac=02:e1:0e:", "netdev=none", `params="rx-filter-size=16"`} {
+	for _, want := range []string{"level=INFO", "socket=" + sock, "mac=02:e1:0e:", "netdev=none", `params="hide-msix=false,rx-filter-size=16"`} {
 		if !strings.Contains(start, want) {
 			t.Errorf("startup line lacks %q:\n%s", want, start)
 		}

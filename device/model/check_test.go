@@ -108,7 +108,7 @@ func TestCheckValueRange(t *testing.T) {
 	}
 	// A destination with a narrower range refuses what the source runs.
 	narrow := thisProgram(t)
-	narrow[0].Params[0].Ranges = []Range{{0, 8}}
+	narrow[0].Param(RXFilterSize).Ranges = []Range{{0, 8}}
 	if ps := Check(source(t, 2), narrow); len(ps) != 1 || !strings.Contains(ps[0].Msg, "rx-filter-size=16 not allowed") {
 		t.Errorf("narrow destination: %q", messages(ps))
 	}

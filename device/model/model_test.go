@@ -32,8 +32,8 @@ func TestE1000EModelIsValid(t *testing.T) {
 		t.Error("Lookup does not find exactly the known model")
 	}
 	// Each call is a fresh copy: changing one must not change the next.
-	m.Params[0].Init = IntValue(3)
-	if E1000E().Params[0].Init != IntValue(RAEntries) {
+	m.Param(RXFilterSize).Init = IntValue(3)
+	if E1000E().Param(RXFilterSize).Init != IntValue(RAEntries) {
 		t.Error("E1000E shares state between calls")
 	}
 }
@@ -99,7 +99,7 @@ func TestResolveErrorsNameTheBadThing(t *testing.T) {
 		want     string
 	}{
 		{3, nil, "unsupported version 3 (supported: 1, 2)"},
-		{0, []string{"foo=1"}, "unknown parameter foo (known: rx-filter-size)"},
+		{0, []string{"foo=1"}, "unknown parameter foo (known: hide-msix, rx-filter-size)"},
 		{0, []string{"rx-filter-size=99"}, "rx-filter-size=99 out of range 0..16"},
 		{1, []string{"rx-filter-size=-1"}, "rx-filter-size=-1 out of range 0..16"},
 		{0, []string{"rx-filter-size=many"}, "rx-filter-size=many: not an integer"},
@@ -215,15 +215,15 @@ func TestValidateRefusesMalformedModels(t *testing.T) {
 		{"upper case", func(m *Model) { m.Name = "Example.org/x" }, "only a-z"},
 		{"empty component", func(m *Model) { m.Name = "example.org//x" }, "empty or relative"},
 		{"duplicate param", func(m *Model) { m.Params = append(m.Params, m.Params[0]) }, "defined twice"},
-		{"init out of range", func(m *Model) { m.Params[0].Init = IntValue(17) }, "initial value"},
-		{"off out of range", func(m *Model) { v := IntValue(-1); m.Params[0].Off = &v }, "off value"},
-		{"off wrong type", func(m *Model) { v := BoolValue(false); m.Params[0].Off = &v }, "off value"},
-		{"empty range", func(m *Model) { m.Params[0].Ranges = []Range{{2, 1}} }, "empty range"},
-		{"bad param name", func(m *Model) { m.Params[0].Name = "RX" }, "only a-z"},
+		{"init out of range", func(m *Model) { m.Param(RXFilterSize).Init = IntValue(17) }, "initial value"},
+		{"off out of range", func(m *Model) { v := IntValue(-1); m.Param(RXFilterSize).Off = &v }, "off value"},
+		{"off wrong type", func(m *Model) { v := BoolValue(false); m.Param(RXFilterSize).Off = &v }, "off value"},
+		{"empty range", func(m *Model) { m.Param(RXFilterSize).Ranges = []Range{{2, 1}} }, "empty range"},
+		{"bad param name", func(m *Model) { m.Param(RXFilterSize).Name = "RX" }, "only a-z"},
 		{"no versions", func(m *Model) { m.Versions = nil }, "no versions"},
 		{"oldest first", func(m *Model) { m.Versions[0], m.Versions[1] = m.Versions[1], m.Versions[0] }, "newest first"},
 		{"version 0", func(m *Model) { m.Versions[1].Number = 0 }, "start at 1"},
-		{"incomplete version", func(m *Model) { m.Versions[1].Values = map[string]Value{} }, "does not set rx-filter-size"},
+		{"incomplete version", func(m *Model) { delete(m.Versions[1].Values, RXFilterSize) }, "does not set rx-filter-size"},
 		{"unknown in version", func(m *Model) { m.Versions[1].Values["x"] = IntValue(1) }, "unknown parameter x"},
 		{"bad value in version", func(m *Model) { m.Versions[1].Values[RXFilterSize] = IntValue(40) }, "out of range"},
 		{"enum without values", func(m *Model) {
