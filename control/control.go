@@ -93,6 +93,9 @@ type Status struct {
 	State string `json:"state"`
 	// Migration is the migration state, empty when none is under way.
 	Migration string `json:"migration,omitempty"`
+	// Goroutines is how many the server runs, for an operator (or a
+	// test) checking that clients coming and going leave nothing behind.
+	Goroutines int `json:"goroutines,omitempty"`
 }
 
 // Limits of the protocol.

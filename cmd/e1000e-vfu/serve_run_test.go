@@ -102,9 +102,8 @@ func TestServeEndToEnd(t *testing.T) {
 	if string(res) != want {
 		t.Errorf("query-config %s, want %s", res, want)
 	}
-	res, err = control.Call(ctx, ctlSock, control.Request{Cmd: control.CmdQueryStatus})
-	if err != nil || string(res) != `{"state":"running"}` {
-		t.Errorf("query-status with a client: %s, %v", res, err)
+	if s := status(t, ctlSock); s != `{"state":"running"}` {
+		t.Errorf("query-status with a client: %s", s)
 	}
 	res, err = control.Call(ctx, ctlSock, control.Request{Cmd: control.CmdQueryStats})
 	if err != nil {

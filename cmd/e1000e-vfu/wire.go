@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -126,9 +127,10 @@ func (t *nicTarget) SetLink(up bool) error {
 }
 
 // Status is "running" while a client (QEMU) is served and "waiting" while
-// none is; a migration state other than running is reported beside it.
+// none is; a migration state other than running is reported beside it, and
+// the server's goroutine count with it.
 func (t *nicTarget) Status() control.Status {
-	s := control.Status{State: "waiting"}
+	s := control.Status{State: "waiting", Goroutines: runtime.NumGoroutine()}
 	if t.watch.connected() {
 		s.State = "running"
 	}
