@@ -158,30 +158,54 @@ type PCIDevice struct {
 	} `json:"id"`
 }
 
-// QueryPCIDevice finds the device with qdev id in QEMU's query-pci.
+// queryPCIEntry is one device of query-pci; a bridge (a PCIe root port,
+// say) lists the devices behind it.
+type queryPCIEntry struct {
+	PCIDevice
+	Slot     int `json:"slot"`
+	Function int `json:"function"`
+	Bridge   *struct {
+		Bus struct {
+			Number int `json:"number"`
+		} `json:"bus"`
+		Devices []queryPCIEntry `json:"devices"`
+	} `json:"pci_bridge"`
+}
+
+// QueryPCIDevice finds the device with qdev id in QEMU's query-pci, also
+// behind bridges.
 func QueryPCIDevice(ctx context.Context, q *QMP, id string) (PCIDevice, error) {
 	raw, err := q.Execute(ctx, "query-pci", nil)
 	if err != nil {
 		return PCIDevice{}, err
 	}
 	var buses []struct {
-		Bus     int `json:"bus"`
-		Devices []struct {
-			PCIDevice
-			Slot     int `json:"slot"`
-			Function int `json:"function"`
-		} `json:"devices"`
+		Bus     int             `json:"bus"`
+		Devices []queryPCIEntry `json:"devices"`
 	}
 	if err := json.Unmarshal(raw, &buses); err != nil {
 		return PCIDevice{}, fmt.Errorf("query-pci: %w", err)
 	}
-	for _, b := range buses {
-		for _, d := range b.Devices {
+	// QEMU nests no deeper than its bridges do; 8 levels is plenty.
+	var find func(bus int, devs []queryPCIEntry, depth int) (PCIDevice, bool)
+	find = func(bus int, devs []queryPCIEntry, depth int) (PCIDevice, bool) {
+		for _, d := range devs {
 			if d.QdevID == id {
 				dev := d.PCIDevice
-				dev.Bus, dev.Slot, dev.Function = b.Bus, d.Slot, d.Function
-				return dev, nil
+				dev.Bus, dev.Slot, dev.Function = bus, d.Slot, d.Function
+				return dev, true
 			}
+			if d.Bridge != nil && depth < 8 {
+				if dev, ok := find(d.Bridge.Bus.Number, d.Bridge.Devices, depth+1); ok {
+					return dev, true
+				}
+			}
+		}
+		return PCIDevice{}, false
+	}
+	for _, b := range buses {
+		if dev, ok := find(b.Bus, b.Devices, 0); ok {
+			return dev, nil
 		}
 	}
 	return PCIDevice{}, fmt.Errorf("query-pci: no device %q", id)

@@ -24,6 +24,8 @@ type ServerConfig struct {
 	Netdev string // --netdev spec; "none" when empty
 	NetNS  *NetNS // where the server runs (for a TAP backend)
 	Args   []string
+	// Env is added to the server's environment (e.g. GOGC).
+	Env []string
 }
 
 // Server is a running server process.
@@ -58,6 +60,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		s.cmd = cfg.NetNS.Command(context.Background(), argv...)
 	} else {
 		s.cmd = exec.Command(argv[0], argv[1:]...)
+	}
+	if len(cfg.Env) > 0 {
+		s.cmd.Env = append(os.Environ(), cfg.Env...)
 	}
 	logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

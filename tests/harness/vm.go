@@ -71,6 +71,9 @@ type VMConfig struct {
 	// ExtraQMP adds a second QMP socket (VM.QMP2Path): QEMU serves one
 	// client per socket, and the harness keeps the first.
 	ExtraQMP bool
+	// ExtraArgs are further QEMU arguments (e.g. a pcie-root-port for a
+	// NIC hot-plugged later).
+	ExtraArgs []string
 }
 
 // VM is a running QEMU with its console, agent and QMP connections.
@@ -157,6 +160,7 @@ func StartVM(ctx context.Context, cfg VMConfig) (vm *VM, err error) {
 		}
 		args = append(args, dev...)
 	}
+	args = append(args, cfg.ExtraArgs...)
 	qemuCommand := cfg.Cache.QEMUCommand
 	if cfg.QEMU != nil {
 		qemuCommand = cfg.QEMU

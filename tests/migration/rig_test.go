@@ -55,6 +55,9 @@ type rig struct {
 	// moreNICs, if set, gives each side's guest further NICs
 	// (rigOpts.moreNICs).
 	moreNICs func(r *rig, s *side, incoming bool) []harness.NIC
+	// rootPort, if set, puts the NIC into a PCIe root port of that id
+	// (rigOpts.rootPort).
+	rootPort string
 	cur      *side
 	n        int
 }
@@ -67,13 +70,16 @@ type rigOpts struct {
 	// and returns the NICs the guest has besides the rig's own (eth0): it
 	// starts whatever servers they need on the side's host.
 	moreNICs func(r *rig, s *side, incoming bool) []harness.NIC
+	// rootPort, if set, is the id of a PCIe root port each side's QEMU
+	// has, with the NIC in it (so that it can be unplugged).
+	rootPort string
 }
 
 // newRig boots the guest on side "a": server, QEMU, eth0 up, the second
 // agent started.
 func newRig(t testing.TB, ctx context.Context, o rigOpts) *rig {
 	t.Helper()
-	r := &rig{t: t, ctx: ctx, dir: harness.TestDir(t), stock: o.stock, builtin: o.builtin, moreNICs: o.moreNICs}
+	r := &rig{t: t, ctx: ctx, dir: harness.TestDir(t), stock: o.stock, builtin: o.builtin, moreNICs: o.moreNICs, rootPort: o.rootPort}
 	hosts, err := harness.NewHosts(fmt.Sprintf("evfu-m%d", os.Getpid()%100000))
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +148,10 @@ func (r *rig) startSide(serverArgs []string, incoming bool) *side {
 	}
 	if r.moreNICs != nil {
 		cfg.MoreNICs = r.moreNICs(r, s, incoming)
+	}
+	if r.rootPort != "" {
+		cfg.ExtraArgs = harness.RootPortArgs(r.rootPort, 1)
+		cfg.DeviceProps = map[string]any{"bus": r.rootPort}
 	}
 	if !r.stock {
 		cfg.QEMU = patchedQEMU(r.t).Command

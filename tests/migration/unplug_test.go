@@ -1,0 +1,102 @@
+//go:build integration
+
+package migration
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMigrateUnplug: QEMU refuses device_del of our NIC while a migration
+// is under way, as it does for its own devices, and neither side is
+// harmed: the migration completes and the NIC works on the destination,
+// where device_del then removes it and the destination's server is left
+// waiting for its next client.
+func TestMigrateUnplug(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	r := newRig(t, ctx, rigOpts{rootPort: "rp1"})
+	src := r.cur
+	dst := r.dest(nil)
+	// 1 MiB/s keeps the migration running long enough to ask during it.
+	setBandwidth := func(bps int64) {
+		t.Helper()
+		if _, err := src.vm.QMP.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": bps}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setBandwidth(1 << 20)
+	done := make(chan migResult, 1)
+	go func() { done <- r.migrate(dst) }()
+	waitMigrationActive(t, ctx, src.vm.QMP.Execute)
+	_, err := src.vm.QMP.Execute(ctx, "device_del", map[string]any{"id": "nic0"})
+	if err == nil || !strings.Contains(err.Error(), "migrat") {
+		t.Fatalf("device_del during a migration: %v, want QEMU's refusal", err)
+	}
+	t.Logf("device_del during the migration: %v", err)
+	setBandwidth(1 << 30)
+	var res migResult
+	select {
+	case res = <-done:
+	case <-ctx.Done():
+		t.Fatal("the migration did not end")
+	}
+	if res.code != 0 {
+		t.Fatalf("migration after a refused device_del: exit %d\n%s", res.code, res.out)
+	}
+	r.adopt(dst)
+	r.ping(3)
+	r.checkDevice()
+	r.checkDriver()
+
+	if err := dst.vm.HotDel(ctx, "nic0", 90*time.Second); err != nil {
+		t.Fatalf("device_del after the migration: %v\n%s", err, dst.vm.Dump())
+	}
+	if st, err := status(ctx, dst.vm); err != nil || st != "running" {
+		t.Fatalf("destination QEMU after device_del: %q, %v", st, err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		raw, err := dst.srv.Ctl(ctx, map[string]any{"cmd": "query-status"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			State string `json:"state"`
+		}
+		if json.Unmarshal(raw, &st) == nil && st.State == "waiting" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("destination server after device_del: %s, want waiting", raw)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Log("device_del after the migration: the guest let the NIC go, QEMU runs on, the server waits for a client")
+}
+
+// waitMigrationActive polls query-migrate until the migration is active.
+func waitMigrationActive(t *testing.T, ctx context.Context, exec func(context.Context, string, any) (json.RawMessage, error)) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		raw, err := exec(ctx, "query-migrate", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			Status string `json:"status"`
+		}
+		json.Unmarshal(raw, &st)
+		if st.Status == "active" {
+			return
+		}
+		if time.Now().After(deadline) || st.Status == "completed" || st.Status == "failed" {
+			t.Fatalf("migration status %q, want active", st.Status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
