@@ -96,6 +96,10 @@ type Status struct {
 	// Goroutines is how many the server runs, for an operator (or a
 	// test) checking that clients coming and going leave nothing behind.
 	Goroutines int `json:"goroutines,omitempty"`
+	// HeapLiveBytes is the Go heap that the last garbage collection
+	// found live: what stays when the process's resident size does not
+	// shrink at once.
+	HeapLiveBytes uint64 `json:"heap_live_bytes,omitempty"`
 }
 
 // Limits of the protocol.

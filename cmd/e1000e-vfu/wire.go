@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"sync"
 
@@ -130,7 +131,7 @@ func (t *nicTarget) SetLink(up bool) error {
 // none is; a migration state other than running is reported beside it, and
 // the server's goroutine count with it.
 func (t *nicTarget) Status() control.Status {
-	s := control.Status{State: "waiting", Goroutines: runtime.NumGoroutine()}
+	s := control.Status{State: "waiting", Goroutines: runtime.NumGoroutine(), HeapLiveBytes: heapLive()}
 	if t.watch.connected() {
 		s.State = "running"
 	}
@@ -156,4 +157,14 @@ func (t *nicTarget) Announce() (control.AnnounceResult, error) {
 func (t *nicTarget) AnnounceStats() control.AnnounceStats {
 	s := t.nic.AnnounceStats()
 	return control.AnnounceStats{Rounds: s.Rounds, Frames: s.Frames, Errors: s.Errors}
+}
+
+// heapLive reads the live heap of the last garbage collection.
+func heapLive() uint64 {
+	m := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(m)
+	if m[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return m[0].Value.Uint64()
 }
