@@ -48,6 +48,12 @@ type Conn struct {
 	pending  map[uint16]*dmaWaiter
 	handlerG atomic.Int64 // goroutine running a handler, while fd-less maps exist
 
+	// Duplicates of the client's interrupt (trigger) eventfds by index and
+	// vector, to release a device write stuck on one (releaseIRQs).
+	irqMu   sync.Mutex
+	irqDups map[[2]uint32]int
+	irqGone bool // torn down: track nothing more
+
 	closeOnce    sync.Once
 	teardownOnce sync.Once
 	closed       chan struct{}
@@ -100,6 +106,9 @@ func (c *Conn) Serve() error {
 // otherwise Close tears down itself, so a caller that steps the connection
 // must not call Close while a Step is under way.
 func (c *Conn) Close() {
+	// A handler stuck in an interrupt write would not see the socket
+	// close: release it first.
+	c.releaseIRQs()
 	c.closeOnce.Do(func() {
 		close(c.closed)
 		unix.Shutdown(c.fd, unix.SHUT_RDWR)
@@ -124,7 +133,11 @@ func (c *Conn) teardown() {
 	c.teardownOnce.Do(func() {
 		c.closeOnce.Do(func() { close(c.closed) })
 		c.failPending()
+		// Another goroutine of the device may be stuck writing to an
+		// eventfd with the device's locks held, which Disconnect takes.
+		c.releaseIRQs()
 		c.dev.Disconnect()
+		c.dropIRQs()
 		c.dma.setMessenger(nil)
 		c.dma.UnmapAll()
 		c.rd.close()

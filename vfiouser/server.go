@@ -23,6 +23,7 @@ const (
 	DefaultDMATimeout      = 5 * time.Second
 	maxMsgOverhead         = 64       // fixed parts around max_data_xfer_size bytes
 	readBufInitial         = 64 << 10 // grows to the negotiated message size when needed
+	releaseTick            = 10 * time.Millisecond
 )
 
 // Options tune a Server; zero values take the defaults above.
@@ -103,12 +104,25 @@ func (s *Server) newConnAfter(fd int, wait time.Duration) (*Conn, error) {
 	old := s.active
 	s.mu.Unlock()
 	if old != nil {
-		t := time.NewTimer(wait)
-		select {
-		case <-old.done:
-		case <-t.C:
+		// The old client may be gone while its connection is stuck in an
+		// interrupt write on an eventfd it filled (see releaseIRQs):
+		// release that while waiting, again each tick in case the old
+		// client refills it. A client still connected stays served.
+		deadline := time.NewTimer(wait)
+		tick := time.NewTicker(releaseTick)
+		// At most wait/releaseTick+1 passes: the deadline ends the loop.
+		for waiting := true; waiting; {
+			old.releaseIRQs()
+			select {
+			case <-old.done:
+				waiting = false
+			case <-deadline.C:
+				waiting = false
+			case <-tick.C:
+			}
 		}
-		t.Stop()
+		deadline.Stop()
+		tick.Stop()
 	}
 	return s.NewConn(fd)
 }
