@@ -19,7 +19,10 @@ const DMAPageSize = 4096
 
 // DMALimits bound what a client may map.
 type DMALimits struct {
-	MaxMaps  int    // simultaneous mappings (QEMU offers 65535)
+	// MaxMaps bounds the simultaneous mappings (QEMU offers 65535). A
+	// server lowers it below the kernel's vm.max_map_count (see
+	// mapCountCap) and announces it as max_dma_maps.
+	MaxMaps  int
 	MaxTotal uint64 // bytes mapped in all
 }
 
@@ -109,7 +112,7 @@ func (t *DMATable) Map(m DMAMap, fd int) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.maps) >= t.limits.MaxMaps {
-		return fmt.Errorf("dma map: %d mappings already: %w", len(t.maps), syscall.ENOSPC)
+		return fmt.Errorf("dma map: %d mappings already, the most allowed (max_dma_maps): %w", len(t.maps), syscall.ENOSPC)
 	}
 	if m.Size > t.limits.MaxTotal-t.total {
 		return fmt.Errorf("dma map: %d bytes over the limit of %d: %w", m.Size, t.limits.MaxTotal, syscall.ENOSPC)
