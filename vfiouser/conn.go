@@ -38,6 +38,8 @@ type Conn struct {
 	maxXfer    uint32
 	maxMsg     uint32
 
+	warnedDMAFile bool // a map refused for its file type was logged
+
 	wmu      sync.Mutex
 	wbuf     []byte // the reply under construction: header, then payload
 	replyFDs []int

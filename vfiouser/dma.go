@@ -1,6 +1,7 @@
 package vfiouser
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"runtime/debug"
@@ -24,6 +25,36 @@ type DMALimits struct {
 	// mapCountCap) and announces it as max_dma_maps.
 	MaxMaps  int
 	MaxTotal uint64 // bytes mapped in all
+	// AnyFile lets a client back its maps with any file the server can
+	// mmap. By default only shared memory is taken (see checkDMAFile).
+	AnyFile bool
+}
+
+// ErrDMAFile is wrapped by the refusal of a map whose file is not shared
+// memory.
+var ErrDMAFile = errors.New("dma map: the file is not shared memory (memfd, tmpfs or hugetlbfs)")
+
+// checkDMAFile refuses a file that is not shared memory: a regular file on
+// tmpfs (memfd, /dev/shm, shmem) or on hugetlbfs (memfd with MFD_HUGETLB,
+// /dev/hugepages). Guest memory is read and written with the device's locks
+// held, and a page fault in such memory never waits on I/O. A file on a
+// disk or network filesystem can fault on a read that takes seconds, or
+// forever on a hung server: the device would stall with it, for every
+// client and the guest. Device files (even on devtmpfs, which is a tmpfs)
+// are refused too.
+func checkDMAFile(fd int, st *unix.Stat_t) error {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("%w: file mode %#o: %w", ErrDMAFile, st.Mode&unix.S_IFMT, syscall.EPERM)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &fs); err != nil {
+		return fmt.Errorf("dma map: fstatfs: %w", err)
+	}
+	switch uint32(fs.Type) {
+	case unix.TMPFS_MAGIC, unix.HUGETLBFS_MAGIC:
+		return nil
+	}
+	return fmt.Errorf("%w: filesystem type %#x: %w", ErrDMAFile, uint32(fs.Type), syscall.EPERM)
 }
 
 // DefaultDMALimits are the limits the server announces.
@@ -129,6 +160,11 @@ func (t *DMATable) Map(m DMAMap, fd int) error {
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
 			return fmt.Errorf("dma map: fstat: %w", err)
+		}
+		if !t.limits.AnyFile {
+			if err := checkDMAFile(fd, &st); err != nil {
+				return err
+			}
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFREG && uint64(st.Size) < m.Offset+m.Size {
 			return fmt.Errorf("dma map: file of %d bytes, mapping ends at %#x: %w", st.Size, m.Offset+m.Size, syscall.EINVAL)

@@ -1,11 +1,15 @@
 package vfiouser
 
 import (
+	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
 )
@@ -69,5 +73,130 @@ func TestDMAMapsBeyondTheCapRefused(t *testing.T) {
 	}
 	if err := cl.Map(maxMaps*DMAPageSize, mem, 0, DMAPageSize, DMAFlagRead|DMAFlagWrite); err != nil {
 		t.Fatal("map after an unmap made room:", err)
+	}
+}
+
+// diskFile opens a file of at least one page on a filesystem that is not
+// shared memory: one made in the test's temporary directory, or, where that
+// is a tmpfs, the test binary or this package's source, which live on the
+// disk the build runs from. Opened read-only but the first.
+func diskFile(t *testing.T) *os.File {
+	t.Helper()
+	page := make([]byte, DMAPageSize)
+	tmp := filepath.Join(t.TempDir(), "guest-ram")
+	if err := os.WriteFile(tmp, page, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{tmp, exe, "dma.go"} {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fs unix.Statfs_t
+		if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil {
+			t.Fatal(err)
+		}
+		if typ := uint32(fs.Type); typ != unix.TMPFS_MAGIC && typ != unix.HUGETLBFS_MAGIC {
+			t.Cleanup(func() { f.Close() })
+			return f
+		}
+		f.Close()
+	}
+	t.Fatal("the temporary directory, the test binary and the package source are all on tmpfs or hugetlbfs: no disk file to test with")
+	return nil
+}
+
+// Only shared memory backs DMA maps unless AnyFile allows more: a memfd is
+// taken, a file on a disk filesystem, a device file and a procfs file are
+// refused with EPERM and ErrDMAFile; with AnyFile the disk file is mapped
+// and reads back its bytes.
+func TestDMAMapFileTypes(t *testing.T) {
+	mem, err := NewMemory(DMAPageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	disk := diskFile(t)
+	var head [16]byte
+	if _, err := disk.ReadAt(head[:], 0); err != nil {
+		t.Fatal(err)
+	}
+	zero, err := os.Open("/dev/zero")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zero.Close()
+	proc, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proc.Close()
+
+	tab := NewDMATable(DefaultDMALimits)
+	defer tab.UnmapAll()
+	read := DMAMap{Flags: DMAFlagRead, Size: DMAPageSize}
+	if err := tab.Map(DMAMap{Flags: DMAFlagRead | DMAFlagWrite, Addr: 0, Size: DMAPageSize}, mem.FD()); err != nil {
+		t.Fatal("memfd refused:", err)
+	}
+	for i, f := range []*os.File{disk, zero, proc} {
+		m := read
+		m.Addr = uint64(i+1) * 0x10000
+		err := tab.Map(m, int(f.Fd()))
+		if !errors.Is(err, ErrDMAFile) || !errors.Is(err, syscall.EPERM) {
+			t.Errorf("%s: %v, want ErrDMAFile and EPERM", f.Name(), err)
+		}
+	}
+	if tab.Len() != 1 {
+		t.Fatalf("%d maps after refusals, want 1", tab.Len())
+	}
+
+	anyTab := NewDMATable(DMALimits{MaxMaps: 4, MaxTotal: 1 << 20, AnyFile: true})
+	defer anyTab.UnmapAll()
+	if err := anyTab.Map(read, int(disk.Fd())); err != nil {
+		t.Fatal("disk file refused with AnyFile:", err)
+	}
+	var got [16]byte
+	if err := anyTab.Read(0, got[:]); err != nil || got != head {
+		t.Fatalf("read %x, %v; want the file's %x", got, err, head)
+	}
+}
+
+// Through the socket: the refusal is an EPERM reply, the connection goes
+// on, and a server with AnyFile takes the same file.
+func TestDMAMapFileTypeThroughSocket(t *testing.T) {
+	checkFDs(t)
+	disk := diskFile(t)
+	m := make([]byte, DMAMapSize)
+	DMAMap{Argsz: DMAMapSize, Flags: DMAFlagRead, Addr: 0x100000, Size: DMAPageSize}.Encode(m)
+	for _, anyFile := range []bool{false, true} {
+		dev := newFakeDevice(t)
+		_, _, cl := pair(t, dev, true, Options{DMALimits: DMALimits{AnyFile: anyFile}})
+		if _, err := cl.Negotiate(nil); err != nil {
+			t.Fatal(err)
+		}
+		_, err := cl.Call(CmdDMAMap, m, []int{int(disk.Fd())})
+		if anyFile {
+			if err != nil {
+				t.Fatal("disk file refused with AnyFile:", err)
+			}
+		} else {
+			wantErrno(t, err, syscall.EPERM)
+		}
+		mem, err := NewMemory(DMAPageSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.Map(0, mem, 0, DMAPageSize, DMAFlagRead|DMAFlagWrite); err != nil {
+			t.Fatal("memfd map after the disk file:", err)
+		}
+		mem.Close()
+		if _, err := cl.GetInfo(); err != nil {
+			t.Fatal(err)
+		}
+		cl.Close()
 	}
 }
