@@ -108,12 +108,14 @@ func (c *Conn) Serve() error {
 // otherwise Close tears down itself, so a caller that steps the connection
 // must not call Close while a Step is under way.
 func (c *Conn) Close() {
-	// A handler stuck in an interrupt write would not see the socket
-	// close: release it first.
-	c.releaseIRQs()
 	c.closeOnce.Do(func() {
 		close(c.closed)
 		unix.Shutdown(c.fd, unix.SHUT_RDWR)
+		if c.serving.Load() {
+			// A handler stuck in an interrupt write would never see the
+			// socket close: release it, also if it gets stuck only now.
+			go c.releaseUntil(c.done, releaseBound)
+		}
 	})
 	if !c.serving.Load() {
 		c.teardown()
@@ -137,8 +139,10 @@ func (c *Conn) teardown() {
 		c.failPending()
 		// Another goroutine of the device may be stuck writing to an
 		// eventfd with the device's locks held, which Disconnect takes.
-		c.releaseIRQs()
+		disconnected := make(chan struct{})
+		go c.releaseUntil(disconnected, releaseBound)
 		c.dev.Disconnect()
+		close(disconnected)
 		c.dropIRQs()
 		c.dma.setMessenger(nil)
 		c.dma.UnmapAll()

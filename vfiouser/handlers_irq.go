@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -183,6 +184,35 @@ func (c *Conn) releaseIRQs() int {
 		c.log.Warn("vfio-user: emptied interrupt eventfds the client had filled", "count", n)
 	}
 	return n
+}
+
+// How often releaseUntil releases, and for how long at most when not told
+// to stop (a connection still stuck after that is beyond recovery by
+// emptying counters: a client refilling them as fast as they are emptied).
+const (
+	releaseTick  = 10 * time.Millisecond
+	releaseBound = 5 * time.Second
+)
+
+// releaseUntil calls releaseIRQs now and every releaseTick until done is
+// closed or bound has passed: a write can get stuck just after a release,
+// and a client can fill its counter again.
+func (c *Conn) releaseUntil(done <-chan struct{}, bound time.Duration) {
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	tick := time.NewTicker(releaseTick)
+	defer tick.Stop()
+	// At most bound/releaseTick+1 passes: the deadline ends the loop.
+	for {
+		c.releaseIRQs()
+		select {
+		case <-done:
+			return
+		case <-deadline.C:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // dropIRQs closes the tracked duplicates for good (teardown).

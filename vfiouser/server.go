@@ -25,7 +25,6 @@ const (
 	DefaultDMATimeout      = 5 * time.Second
 	maxMsgOverhead         = 64       // fixed parts around max_data_xfer_size bytes
 	readBufInitial         = 64 << 10 // grows to the negotiated message size when needed
-	releaseTick            = 10 * time.Millisecond
 )
 
 // Options tune a Server; zero values take the defaults above.
@@ -157,23 +156,9 @@ func (s *Server) newConnAfter(fd int, wait time.Duration) (*Conn, error) {
 	if old != nil {
 		// The old client may be gone while its connection is stuck in an
 		// interrupt write on an eventfd it filled (see releaseIRQs):
-		// release that while waiting, again each tick in case the old
-		// client refills it. A client still connected stays served.
-		deadline := time.NewTimer(wait)
-		tick := time.NewTicker(releaseTick)
-		// At most wait/releaseTick+1 passes: the deadline ends the loop.
-		for waiting := true; waiting; {
-			old.releaseIRQs()
-			select {
-			case <-old.done:
-				waiting = false
-			case <-deadline.C:
-				waiting = false
-			case <-tick.C:
-			}
-		}
-		deadline.Stop()
-		tick.Stop()
+		// release that while waiting. A client still connected stays
+		// served.
+		old.releaseUntil(old.done, wait)
 	}
 	return s.NewConn(fd)
 }
