@@ -432,6 +432,17 @@ func TestMSIXNoAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { q.SetINTx(true); q.SetINTx(false) }); n != 0 {
 		t.Errorf("INTx allocates %v times", n)
 	}
+	// A full counter: the signal is dropped, and the log is rate-limited
+	// (the warm-up run logs).
+	q.SetLogger(slog.New(slog.DiscardHandler))
+	full := newBlockingEventfd(t, 0xfffffffffffffffe)
+	assign(t, q, IRQMSIX, 2, full)
+	if n := testing.AllocsPerRun(100, func() { q.MSIX(2) }); n != 0 {
+		t.Errorf("dropping a signal allocates %v times", n)
+	}
+	if q.Dropped() < 100 {
+		t.Errorf("%d signals dropped, want at least 100", q.Dropped())
+	}
 }
 
 // Delivery from several goroutines races SetIRQs replacing and disabling
@@ -482,6 +493,20 @@ func BenchmarkMSIXDelivery(b *testing.B) {
 		if i%1000 == 0 {
 			e.count(b) // keep the counter far from overflow
 		}
+	}
+}
+
+// BenchmarkMSIXDeliveryFullCounter is the cost of a signal dropped on a
+// client's full eventfd counter.
+func BenchmarkMSIXDeliveryFullCounter(b *testing.B) {
+	q := NewIRQs(stdInfos())
+	defer q.Close()
+	q.SetLogger(slog.New(slog.DiscardHandler))
+	assign(b, q, IRQMSIX, 0, newBlockingEventfd(b, 0xfffffffffffffffe))
+	q.SetMSIXControl(true, false)
+	b.ReportAllocs()
+	for b.Loop() {
+		q.MSIX(0)
 	}
 }
 
