@@ -55,6 +55,8 @@ type Conn struct {
 	irqMu   sync.Mutex
 	irqDups map[[2]uint32]int
 	irqGone bool // torn down: track nothing more
+	// irqReleased says a full counter was emptied (logged at warn once).
+	irqReleased bool
 
 	closeOnce    sync.Once
 	teardownOnce sync.Once

@@ -1,7 +1,9 @@
 package vfiouser
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"syscall"
@@ -181,7 +183,13 @@ func (c *Conn) releaseIRQs() int {
 		}
 	}
 	if n > 0 {
-		c.log.Warn("vfio-user: emptied interrupt eventfds the client had filled", "count", n)
+		// Once per connection at warn: a client refilling its counters
+		// would otherwise log a line per release.
+		level := slog.LevelDebug
+		if !c.irqReleased {
+			c.irqReleased, level = true, slog.LevelWarn
+		}
+		c.log.Log(context.Background(), level, "vfio-user: emptied interrupt eventfds the client had filled", "count", n)
 	}
 	return n
 }
