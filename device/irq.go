@@ -1,12 +1,15 @@
 package device
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/bits"
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,6 +20,17 @@ const maxVectors = 2048
 // eventfdOne is what signals an eventfd: a little-endian u64 1. It is only
 // ever read.
 var eventfdOne = [8]byte{1}
+
+// dropLogEvery bounds how often signals dropped on a full eventfd counter
+// are logged: a client that keeps its counter full would otherwise fill the
+// log, one line per interrupt.
+const dropLogEvery = 10 * time.Second
+
+// watcherStopWait bounds how long stopping the INTx unmask watcher waits for
+// its goroutine. The watcher blocks only in poll, which the stop eventfd
+// ends at once; the bound keeps a SET_IRQS or a disconnect from waiting on
+// anything a client controls even if that ever stops being true.
+const watcherStopWait = time.Second
 
 // irqIndex is the client's side of one IRQ index: an eventfd per vector,
 // the vectors the client masked through SET_IRQS, and the vectors that
@@ -45,9 +59,22 @@ func setBit(set []uint64, v uint32, on bool) {
 //
 // Delivery never allocates: it writes a u64 1 to the vector's eventfd, or
 // sets the vector's pending bit when the vector cannot be delivered.
+//
+// Delivery runs with the table's lock held, and usually with the device's
+// too, so it must never block. Every eventfd the table takes is switched to
+// non-blocking mode, and a signal that finds the client's counter full
+// (EAGAIN) is dropped and counted: a full counter already reads as "signalled"
+// to its reader. The file description is shared with the client, which can
+// switch it back; the server releases a write stuck that way when the client
+// goes (see vfiouser).
 type IRQs struct {
 	mu  sync.Mutex
 	idx [NumIRQIndexes]irqIndex
+
+	log        *slog.Logger // nil: drops are counted, not logged
+	dropped    uint64       // signals dropped on a full counter
+	dropLogged uint64       // dropped at the last log line
+	dropLogAt  time.Time
 
 	// Configuration state, fed from the config space by Function.
 	msiEnabled   bool
@@ -84,6 +111,21 @@ func NewIRQs(infos []IRQInfo) *IRQs {
 		ix.pending = make([]uint64, words)
 	}
 	return q
+}
+
+// SetLogger sets where the table reports signals it drops (rate-limited).
+func (q *IRQs) SetLogger(l *slog.Logger) {
+	q.mu.Lock()
+	q.log = l
+	q.mu.Unlock()
+}
+
+// Dropped is the number of signals dropped because the client's eventfd
+// counter was full.
+func (q *IRQs) Dropped() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.dropped
 }
 
 // Count returns the number of vectors of an IRQ index.
@@ -163,7 +205,7 @@ func (q *IRQs) setIRQs(req SetIRQs, toClose *[]*os.File, stop **unmaskWatcher) e
 		default:
 			for i := uint32(0); i < req.Count; i++ {
 				if sel(i) {
-					q.fire(ix, req.Start+i)
+					q.fire(req.Index, req.Start+i)
 				}
 			}
 		}
@@ -217,7 +259,7 @@ func (q *IRQs) assign(index, v uint32, f *os.File, toClose *[]*os.File) error {
 	fd := -1
 	if f != nil {
 		var err error
-		fd, err = rawFD(f)
+		fd, err = nonblockingFD(f)
 		if err != nil {
 			// f is still in toClose, where the request put it.
 			return fmt.Errorf("set irqs: index %d vector %d: %w", index, v, err)
@@ -243,6 +285,39 @@ func rawFD(f *os.File) (int, error) {
 	return fd, nil
 }
 
+// nonblockingFD returns f's descriptor after switching its file description
+// to non-blocking mode. The description is the client's too: QEMU makes its
+// eventfds non-blocking itself, and a client that hands over a blocking one
+// gets it back non-blocking rather than a server that can block on it.
+func nonblockingFD(f *os.File) (int, error) {
+	fd, err := rawFD(f)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return -1, fmt.Errorf("eventfd: set non-blocking: %w", err)
+	}
+	return fd, nil
+}
+
+// ReadEventfd reads and resets an eventfd's counter without ever blocking,
+// whatever the mode of its file description (which a client that shares it
+// may change at any time): with RWF_NOWAIT where the kernel has it (5.12 and
+// later), else with a plain read, which cannot block only while the
+// description is non-blocking. An empty counter is EAGAIN.
+func ReadEventfd(fd int) (uint64, error) {
+	var b [8]byte
+	iov := [][]byte{b[:]}
+	_, err := unix.Preadv2(fd, iov, -1, unix.RWF_NOWAIT)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		_, err = unix.Read(fd, b[:])
+	}
+	if err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}
+
 // disable drops every eventfd of an index and its masks and pending bits
 // (count 0 with DATA_NONE|TRIGGER). For INTx it also drops the unmask
 // eventfd.
@@ -264,18 +339,37 @@ func (q *IRQs) disable(index uint32, toClose *[]*os.File, stop **unmaskWatcher) 
 	}
 }
 
-// fire writes 1 to vector v's eventfd, if it has one. Called with mu held,
-// so the descriptor cannot be closed under it.
-func (q *IRQs) fire(ix *irqIndex, v uint32) bool {
-	fd := ix.fds[v]
+// fire writes 1 to vector v of an index's eventfd, if it has one. Called
+// with mu held, so the descriptor cannot be closed under it.
+func (q *IRQs) fire(index, v uint32) bool {
+	fd := q.idx[index].fds[v]
 	if fd < 0 {
 		return false
 	}
-	// A full counter (EAGAIN) means the client has an interrupt pending
-	// already; other errors are the client's broken descriptor. Neither is
-	// the device's to report.
-	_, _ = unix.Write(fd, eventfdOne[:])
+	// The descriptor is non-blocking (assign made it so): a full counter
+	// is EAGAIN, not a wait. Other errors are the client's broken
+	// descriptor, not the device's to report.
+	if _, err := unix.Write(fd, eventfdOne[:]); err == unix.EAGAIN {
+		q.dropSignal(index, v)
+	}
 	return true
+}
+
+// dropSignal counts a signal the client's full counter refused, and logs
+// the drops at most once per dropLogEvery.
+func (q *IRQs) dropSignal(index, v uint32) {
+	q.dropped++
+	if q.log == nil {
+		return
+	}
+	now := time.Now()
+	if !q.dropLogAt.IsZero() && now.Sub(q.dropLogAt) < dropLogEvery {
+		return
+	}
+	q.log.Warn("irq: eventfd counter full, signals dropped",
+		"index", index, "vector", v, "dropped", q.dropped-q.dropLogged, "total", q.dropped)
+	q.dropLogged = q.dropped
+	q.dropLogAt = now
 }
 
 // deliverable reports whether vector v of an MSI or MSI-X index can be
@@ -308,7 +402,7 @@ func (q *IRQs) refresh(index uint32) {
 				word &^= 1 << b
 				v := uint32(w)*64 + b
 				if q.deliverable(index, v) {
-					q.fire(ix, v)
+					q.fire(index, v)
 					setBit(ix.pending, v, false)
 				}
 			}
@@ -339,7 +433,7 @@ func (q *IRQs) deliverVector(index, v uint32) bool {
 		return false
 	}
 	if q.deliverable(index, v) {
-		return q.fire(ix, v)
+		return q.fire(index, v)
 	}
 	setBit(ix.pending, v, true)
 	return false
@@ -353,11 +447,10 @@ func (q *IRQs) Signal(index int, v uint32) bool {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	ix := &q.idx[index]
-	if v >= ix.count {
+	if v >= q.idx[index].count {
 		return false
 	}
-	return q.fire(ix, v)
+	return q.fire(uint32(index), v)
 }
 
 // SetINTx sets the level of the INTx line. A rising level signals the
@@ -376,7 +469,7 @@ func (q *IRQs) updateINTx() {
 	if ix.count == 0 || !q.intxLevel || q.intxDisabled || q.intxMasked {
 		return
 	}
-	if q.fire(ix, 0) {
+	if q.fire(IRQINTx, 0) {
 		q.intxMasked = true
 	}
 }
@@ -493,12 +586,17 @@ func (q *IRQs) Close() {
 }
 
 // unmaskWatcher reads the INTx unmask eventfd and unmasks INTx each time
-// the client signals it.
+// the client signals it. Its goroutine owns both descriptors and closes
+// them on its way out, so stopping it never waits on anything the client
+// controls.
 type unmaskWatcher struct {
 	file   *os.File
 	fd     int
 	stopFD int // our own eventfd: written to stop the watcher
 	done   chan struct{}
+
+	mu     sync.Mutex // orders stop's write with the goroutine's close of stopFD
+	exited bool
 }
 
 // setUnmaskFD replaces the unmask eventfd with f (nil removes it). The old
@@ -512,7 +610,9 @@ func (q *IRQs) setUnmaskFD(f *os.File, stop **unmaskWatcher) (*unmaskWatcher, er
 	if f == nil {
 		return nil, nil
 	}
-	fd, err := rawFD(f)
+	// Non-blocking as well, for kernels whose eventfd read has no
+	// RWF_NOWAIT (see ReadEventfd).
+	fd, err := nonblockingFD(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("set irqs: unmask eventfd: %w", err)
@@ -527,15 +627,27 @@ func (q *IRQs) setUnmaskFD(f *os.File, stop **unmaskWatcher) (*unmaskWatcher, er
 	return w, nil
 }
 
+// run waits in poll for an unmask or the stop signal. It never blocks
+// anywhere else: the read after poll does not wait, so a client that empties
+// the counter between the two (it shares the eventfd) costs a wasted wakeup,
+// not a goroutine stuck in read.
 func (w *unmaskWatcher) run(q *IRQs) {
-	defer close(w.done)
-	var buf [8]byte
+	defer func() {
+		w.mu.Lock()
+		w.exited = true
+		unix.Close(w.stopFD)
+		w.file.Close()
+		w.mu.Unlock()
+		close(w.done)
+	}()
+	pfd := [2]unix.PollFd{
+		{Fd: int32(w.fd), Events: unix.POLLIN},
+		{Fd: int32(w.stopFD), Events: unix.POLLIN},
+	}
+	// One pass per wakeup, until stopped or the descriptor fails.
 	for {
-		pfd := []unix.PollFd{
-			{Fd: int32(w.fd), Events: unix.POLLIN},
-			{Fd: int32(w.stopFD), Events: unix.POLLIN},
-		}
-		_, err := unix.Poll(pfd, -1)
+		pfd[0].Revents, pfd[1].Revents = 0, 0
+		_, err := unix.Poll(pfd[:], -1)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -543,7 +655,11 @@ func (w *unmaskWatcher) run(q *IRQs) {
 			return
 		}
 		if pfd[0].Revents&unix.POLLIN != 0 {
-			if _, err := unix.Read(w.fd, buf[:]); err != nil && !errors.Is(err, unix.EAGAIN) {
+			_, err := ReadEventfd(w.fd)
+			if errors.Is(err, unix.EAGAIN) {
+				continue // emptied by someone else: no unmask to act on
+			}
+			if err != nil {
 				return
 			}
 			q.unmaskFrom(w)
@@ -564,10 +680,20 @@ func (q *IRQs) unmaskFrom(w *unmaskWatcher) {
 	q.updateINTx()
 }
 
-// stop ends the watcher, waits for it, and closes its descriptors.
+// stop asks the watcher to end and waits for it, at most watcherStopWait.
+// It never waits on a read: the goroutine wakes from poll on the stop
+// eventfd and closes its descriptors itself, so a goroutine that does not
+// end in time still releases them when it does.
 func (w *unmaskWatcher) stop() {
-	_, _ = unix.Write(w.stopFD, eventfdOne[:])
-	<-w.done
-	unix.Close(w.stopFD)
-	w.file.Close()
+	w.mu.Lock()
+	if !w.exited {
+		_, _ = unix.Write(w.stopFD, eventfdOne[:]) // our own non-blocking eventfd
+	}
+	w.mu.Unlock()
+	t := time.NewTimer(watcherStopWait)
+	defer t.Stop()
+	select {
+	case <-w.done:
+	case <-t.C:
+	}
 }

@@ -3,10 +3,13 @@ package device
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -429,6 +432,17 @@ func TestMSIXNoAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { q.SetINTx(true); q.SetINTx(false) }); n != 0 {
 		t.Errorf("INTx allocates %v times", n)
 	}
+	// A full counter: the signal is dropped, and the log is rate-limited
+	// (the warm-up run logs).
+	q.SetLogger(slog.New(slog.DiscardHandler))
+	full := newBlockingEventfd(t, 0xfffffffffffffffe)
+	assign(t, q, IRQMSIX, 2, full)
+	if n := testing.AllocsPerRun(100, func() { q.MSIX(2) }); n != 0 {
+		t.Errorf("dropping a signal allocates %v times", n)
+	}
+	if q.Dropped() < 100 {
+		t.Errorf("%d signals dropped, want at least 100", q.Dropped())
+	}
 }
 
 // Delivery from several goroutines races SetIRQs replacing and disabling
@@ -482,6 +496,20 @@ func BenchmarkMSIXDelivery(b *testing.B) {
 	}
 }
 
+// BenchmarkMSIXDeliveryFullCounter is the cost of a signal dropped on a
+// client's full eventfd counter.
+func BenchmarkMSIXDeliveryFullCounter(b *testing.B) {
+	q := NewIRQs(stdInfos())
+	defer q.Close()
+	q.SetLogger(slog.New(slog.DiscardHandler))
+	assign(b, q, IRQMSIX, 0, newBlockingEventfd(b, 0xfffffffffffffffe))
+	q.SetMSIXControl(true, false)
+	b.ReportAllocs()
+	for b.Loop() {
+		q.MSIX(0)
+	}
+}
+
 // Replacing the unmask eventfd while the line toggles stops each old
 // watcher and closes its file; only the current one unmasks.
 func TestINTxUnmaskReplace(t *testing.T) {
@@ -521,5 +549,143 @@ func TestINTxUnmaskReplace(t *testing.T) {
 	q.SetINTx(true)
 	if trig.count(t) != 1 || !q.INTxMasked() {
 		t.Fatal("assertion after watcher removal")
+	}
+}
+
+// newBlockingEventfd is a client's eventfd made blocking, its counter
+// preset: what a hostile client hands over.
+func newBlockingEventfd(t testing.TB, counter uint64) eventfd {
+	t.Helper()
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(dup) })
+	if counter != 0 {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], counter)
+		if _, err := unix.Write(dup, b[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return eventfd{file: os.NewFile(uintptr(fd), "eventfd"), dup: dup}
+}
+
+// within runs f on its own goroutine and fails the test if it has not
+// returned after a generous bound: for calls that must not block, where
+// the failure would otherwise be a hung test.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s blocked", what)
+	}
+}
+
+// A blocking eventfd whose counter is one short of full: the signal that
+// would block is dropped and counted, the table stays usable, and once the
+// client reads its counter signals land again.
+func TestFullBlockingEventfdDropsSignals(t *testing.T) {
+	q := NewIRQs(stdInfos())
+	defer q.Close()
+	var logs strings.Builder
+	q.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+	q.SetMSIXControl(true, false)
+	q.MSIX(0) // pending: no eventfd yet
+	e := newBlockingEventfd(t, 0xfffffffffffffffe)
+	// Assigning fires the pending vector on the full counter.
+	within(t, "SET_IRQS on a full blocking eventfd", func() { assign(t, q, IRQMSIX, 0, e) })
+	within(t, "MSI-X delivery on a full counter", func() { q.MSIX(0) })
+	if n := q.Dropped(); n != 2 {
+		t.Fatalf("%d signals dropped, want 2", n)
+	}
+	if strings.Count(logs.String(), "eventfd counter full") != 1 {
+		t.Errorf("drops not logged once (rate limit):\n%s", logs.String())
+	}
+	fl, err := unix.FcntlInt(uintptr(e.dup), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fl&unix.O_NONBLOCK == 0 {
+		t.Error("the eventfd was kept blocking")
+	}
+	if n := e.count(t); n != 0xfffffffffffffffe {
+		t.Fatalf("counter %#x, want the client's own value", n)
+	}
+	if !q.MSIX(0) || e.count(t) != 1 {
+		t.Fatal("no signal after the client emptied its counter")
+	}
+	if q.Dropped() != 2 {
+		t.Fatal("a delivered signal was counted as dropped")
+	}
+}
+
+// ReadEventfd returns at once on an empty counter even when the file
+// description is blocking (the client may make it so at any time).
+func TestReadEventfdNeverBlocks(t *testing.T) {
+	e := newBlockingEventfd(t, 3)
+	fd, err := rawFD(e.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.file.Close()
+	var n uint64
+	within(t, "reading a counter of 3", func() { n, err = ReadEventfd(fd) })
+	if err != nil || n != 3 {
+		t.Fatalf("read %d, %v; want 3", n, err)
+	}
+	within(t, "reading an empty blocking eventfd", func() { n, err = ReadEventfd(fd) })
+	if !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("read of an empty counter: %d, %v; want EAGAIN", n, err)
+	}
+}
+
+// A client races the unmask watcher for its own eventfd, made blocking
+// again behind the server's back: the watcher reads only what poll promised
+// and may find it gone. Replacing and removing the watcher still returns,
+// and every descriptor the table was given is closed.
+func TestINTxUnmaskWatcherRacedByClient(t *testing.T) {
+	q := NewIRQs(stdInfos())
+	defer q.Close()
+	trig := newEventfd(t)
+	assign(t, q, IRQINTx, 0, trig)
+	const rounds = 3
+	for r := 0; r < rounds; r++ {
+		u := newBlockingEventfd(t, 0)
+		if err := q.SetIRQs(SetIRQs{Index: IRQINTx, Count: 1, Action: IRQActionUnmask,
+			Data: IRQDataEventFD, FDs: []*os.File{u.file}}); err != nil {
+			t.Fatal(err)
+		}
+		// The client turns blocking mode back on, then signals and takes
+		// back its own unmask as fast as it can.
+		if err := unix.SetNonblock(u.dup, false); err != nil {
+			t.Fatal(err)
+		}
+		var stolen int
+		for i := 0; i < 20000; i++ {
+			unix.Write(u.dup, eventfdOne[:])
+			if _, err := ReadEventfd(u.dup); err == nil {
+				stolen++
+			}
+		}
+		if stolen == 0 {
+			t.Fatal("the client never won its counter back: the race did not happen")
+		}
+		within(t, "removing a raced unmask watcher", func() {
+			if err := q.SetIRQs(SetIRQs{Index: IRQINTx, Count: 1, Action: IRQActionUnmask,
+				Data: IRQDataEventFD, FDs: []*os.File{nil}}); err != nil {
+				t.Error(err)
+			}
+		})
+		if !u.closed() {
+			t.Fatalf("round %d: the raced unmask eventfd is still open", r)
+		}
 	}
 }

@@ -81,6 +81,7 @@ func (n *NIC) pciInit(ownIRQ bool) error {
 		}
 	}
 	fn := device.NewFunction(cs)
+	fn.IRQs.SetLogger(n.log) // signals dropped on a client's full eventfd
 	if err := fn.SetBARHandler(0, device.RegionFuncs{Read: n.readBAR0, Write: n.writeBAR0}); err != nil {
 		return err
 	}

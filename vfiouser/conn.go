@@ -38,6 +38,8 @@ type Conn struct {
 	maxXfer    uint32
 	maxMsg     uint32
 
+	warnedDMAFile bool // a map refused for its file type was logged
+
 	wmu      sync.Mutex
 	wbuf     []byte // the reply under construction: header, then payload
 	replyFDs []int
@@ -47,6 +49,14 @@ type Conn struct {
 	pmu      sync.Mutex
 	pending  map[uint16]*dmaWaiter
 	handlerG atomic.Int64 // goroutine running a handler, while fd-less maps exist
+
+	// Duplicates of the client's interrupt (trigger) eventfds by index and
+	// vector, to release a device write stuck on one (releaseIRQs).
+	irqMu   sync.Mutex
+	irqDups map[[2]uint32]int
+	irqGone bool // torn down: track nothing more
+	// irqReleased says a full counter was emptied (logged at warn once).
+	irqReleased bool
 
 	closeOnce    sync.Once
 	teardownOnce sync.Once
@@ -103,6 +113,11 @@ func (c *Conn) Close() {
 	c.closeOnce.Do(func() {
 		close(c.closed)
 		unix.Shutdown(c.fd, unix.SHUT_RDWR)
+		if c.serving.Load() {
+			// A handler stuck in an interrupt write would never see the
+			// socket close: release it, also if it gets stuck only now.
+			go c.releaseUntil(c.done, releaseBound)
+		}
 	})
 	if !c.serving.Load() {
 		c.teardown()
@@ -124,7 +139,13 @@ func (c *Conn) teardown() {
 	c.teardownOnce.Do(func() {
 		c.closeOnce.Do(func() { close(c.closed) })
 		c.failPending()
+		// Another goroutine of the device may be stuck writing to an
+		// eventfd with the device's locks held, which Disconnect takes.
+		disconnected := make(chan struct{})
+		go c.releaseUntil(disconnected, releaseBound)
 		c.dev.Disconnect()
+		close(disconnected)
+		c.dropIRQs()
 		c.dma.setMessenger(nil)
 		c.dma.UnmapAll()
 		c.rd.close()

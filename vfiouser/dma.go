@@ -1,6 +1,7 @@
 package vfiouser
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"runtime/debug"
@@ -19,8 +20,41 @@ const DMAPageSize = 4096
 
 // DMALimits bound what a client may map.
 type DMALimits struct {
-	MaxMaps  int    // simultaneous mappings (QEMU offers 65535)
+	// MaxMaps bounds the simultaneous mappings (QEMU offers 65535). A
+	// server lowers it below the kernel's vm.max_map_count (see
+	// mapCountCap) and announces it as max_dma_maps.
+	MaxMaps  int
 	MaxTotal uint64 // bytes mapped in all
+	// AnyFile lets a client back its maps with any file the server can
+	// mmap. By default only shared memory is taken (see checkDMAFile).
+	AnyFile bool
+}
+
+// ErrDMAFile is wrapped by the refusal of a map whose file is not shared
+// memory.
+var ErrDMAFile = errors.New("dma map: the file is not shared memory (memfd, tmpfs or hugetlbfs)")
+
+// checkDMAFile refuses a file that is not shared memory: a regular file on
+// tmpfs (memfd, /dev/shm, shmem) or on hugetlbfs (memfd with MFD_HUGETLB,
+// /dev/hugepages). Guest memory is read and written with the device's locks
+// held, and a page fault in such memory never waits on I/O. A file on a
+// disk or network filesystem can fault on a read that takes seconds, or
+// forever on a hung server: the device would stall with it, for every
+// client and the guest. Device files (even on devtmpfs, which is a tmpfs)
+// are refused too.
+func checkDMAFile(fd int, st *unix.Stat_t) error {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("%w: file mode %#o: %w", ErrDMAFile, st.Mode&unix.S_IFMT, syscall.EPERM)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &fs); err != nil {
+		return fmt.Errorf("dma map: fstatfs: %w", err)
+	}
+	switch uint32(fs.Type) {
+	case unix.TMPFS_MAGIC, unix.HUGETLBFS_MAGIC:
+		return nil
+	}
+	return fmt.Errorf("%w: filesystem type %#x: %w", ErrDMAFile, uint32(fs.Type), syscall.EPERM)
 }
 
 // DefaultDMALimits are the limits the server announces.
@@ -109,7 +143,7 @@ func (t *DMATable) Map(m DMAMap, fd int) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.maps) >= t.limits.MaxMaps {
-		return fmt.Errorf("dma map: %d mappings already: %w", len(t.maps), syscall.ENOSPC)
+		return fmt.Errorf("dma map: %d mappings already, the most allowed (max_dma_maps): %w", len(t.maps), syscall.ENOSPC)
 	}
 	if m.Size > t.limits.MaxTotal-t.total {
 		return fmt.Errorf("dma map: %d bytes over the limit of %d: %w", m.Size, t.limits.MaxTotal, syscall.ENOSPC)
@@ -126,6 +160,11 @@ func (t *DMATable) Map(m DMAMap, fd int) error {
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
 			return fmt.Errorf("dma map: fstat: %w", err)
+		}
+		if !t.limits.AnyFile {
+			if err := checkDMAFile(fd, &st); err != nil {
+				return err
+			}
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFREG && uint64(st.Size) < m.Offset+m.Size {
 			return fmt.Errorf("dma map: file of %d bytes, mapping ends at %#x: %w", st.Size, m.Offset+m.Size, syscall.EINVAL)

@@ -1,6 +1,7 @@
 package vfiouser
 
 import (
+	"errors"
 	"fmt"
 	"syscall"
 )
@@ -22,7 +23,15 @@ func handleDMAMap(c *Conn, m *message) error {
 	} else {
 		in.Offset = 0 // meaningless without a file
 	}
-	return c.dma.Map(in, fd)
+	err = c.dma.Map(in, fd)
+	if errors.Is(err, ErrDMAFile) && !c.warnedDMAFile {
+		// The client only sees EPERM: say once, where the operator looks,
+		// what was refused and what would allow it.
+		c.warnedDMAFile = true
+		c.log.Warn("vfio-user: refusing guest memory that is not shared memory; use memory-backend-memfd or a file on tmpfs or hugetlbfs, or serve with --dma-fd any",
+			"err", err)
+	}
+	return err
 }
 
 func handleDMAUnmap(c *Conn, m *message) error {

@@ -1,10 +1,15 @@
 package vfiouser
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
 )
@@ -66,6 +71,18 @@ func handleSetIRQs(c *Conn, m *message) error {
 				return fmt.Errorf("set irqs: fd is not an eventfd: %w", syscall.EINVAL)
 			}
 		}
+	}
+	// Trigger eventfds are tracked (see releaseIRQs); an unmask eventfd is
+	// only read by the server, never written.
+	track := device.IRQAction(action) == device.IRQActionTrigger &&
+		(device.IRQData(data) == device.IRQDataEventFD || in.Count == 0)
+	var dups []int
+	if track && len(m.fds) > 0 {
+		if dups, err = dupFDs(m.fds); err != nil {
+			return fmt.Errorf("set irqs: %w", err)
+		}
+	}
+	if device.IRQData(data) == device.IRQDataEventFD {
 		// No fds de-assigns the vectors: nil entries.
 		req.FDs = make([]*os.File, in.Count)
 		for i := range m.fds {
@@ -73,7 +90,148 @@ func handleSetIRQs(c *Conn, m *message) error {
 			m.fds[i] = -1 // the device owns it now
 		}
 	}
-	return c.dev.SetIRQs(req)
+	if err := c.dev.SetIRQs(req); err != nil {
+		closeFDs(dups)
+		return err
+	}
+	if track {
+		c.trackIRQs(in.Index, in.Start, in.Count, dups)
+	}
+	return nil
+}
+
+// dupFDs duplicates fds; on error none is left open.
+func dupFDs(fds []int) ([]int, error) {
+	dups := make([]int, 0, len(fds))
+	for _, fd := range fds {
+		d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			closeFDs(dups)
+			return nil, fmt.Errorf("dup eventfd: %w", err)
+		}
+		dups = append(dups, d)
+	}
+	return dups, nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// trackIRQs mirrors a SET_IRQS TRIGGER the device accepted: vectors
+// [start, start+count) of index now have the eventfds dups (nil:
+// de-assigned), and count 0 disables the whole index. Replaced duplicates
+// are closed.
+func (c *Conn) trackIRQs(index, start, count uint32, dups []int) {
+	c.irqMu.Lock()
+	defer c.irqMu.Unlock()
+	if c.irqDups == nil {
+		if c.irqGone {
+			closeFDs(dups) // torn down meanwhile
+			return
+		}
+		c.irqDups = make(map[[2]uint32]int)
+	}
+	if count == 0 {
+		for k, fd := range c.irqDups {
+			if k[0] == index {
+				unix.Close(fd)
+				delete(c.irqDups, k)
+			}
+		}
+		return
+	}
+	for i := uint32(0); i < count; i++ {
+		k := [2]uint32{index, start + i}
+		if old, ok := c.irqDups[k]; ok {
+			unix.Close(old)
+			delete(c.irqDups, k)
+		}
+		if i < uint32(len(dups)) {
+			c.irqDups[k] = dups[i]
+		}
+	}
+}
+
+// releaseIRQs empties every interrupt eventfd of the client whose counter
+// is full, and returns how many it emptied.
+//
+// The device writes to these eventfds with its locks held, and makes each
+// one non-blocking when it takes it, so that a full counter drops a signal
+// instead of blocking. The file description is shared with the client,
+// though, which can switch it back to blocking mode and fill the counter:
+// the device's next write then waits, locks held, until the counter goes
+// down. Emptying it lets that write finish. Signals never fill a counter
+// (it takes 2^64-2 of them), so nothing a well-behaved client waits for is
+// lost. The read never waits either (device.ReadEventfd).
+func (c *Conn) releaseIRQs() int {
+	c.irqMu.Lock()
+	defer c.irqMu.Unlock()
+	n := 0
+	for _, fd := range c.irqDups {
+		// An eventfd is writable (POLLOUT) unless a write of 1 would block.
+		pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if k, err := unix.Poll(pfd[:], 0); err != nil || k == 1 && pfd[0].Revents&unix.POLLOUT != 0 {
+			continue
+		}
+		if _, err := device.ReadEventfd(fd); err == nil {
+			n++
+		}
+	}
+	if n > 0 {
+		// Once per connection at warn: a client refilling its counters
+		// would otherwise log a line per release.
+		level := slog.LevelDebug
+		if !c.irqReleased {
+			c.irqReleased, level = true, slog.LevelWarn
+		}
+		c.log.Log(context.Background(), level, "vfio-user: emptied interrupt eventfds the client had filled", "count", n)
+	}
+	return n
+}
+
+// How often releaseUntil releases, and for how long at most when not told
+// to stop (a connection still stuck after that is beyond recovery by
+// emptying counters: a client refilling them as fast as they are emptied).
+const (
+	releaseTick  = 10 * time.Millisecond
+	releaseBound = 5 * time.Second
+)
+
+// releaseUntil calls releaseIRQs now and every releaseTick until done is
+// closed or bound has passed: a write can get stuck just after a release,
+// and a client can fill its counter again.
+func (c *Conn) releaseUntil(done <-chan struct{}, bound time.Duration) {
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	tick := time.NewTicker(releaseTick)
+	defer tick.Stop()
+	// At most bound/releaseTick+1 passes: the deadline ends the loop.
+	for {
+		c.releaseIRQs()
+		select {
+		case <-done:
+			return
+		case <-deadline.C:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// dropIRQs closes the tracked duplicates for good (teardown).
+func (c *Conn) dropIRQs() {
+	c.irqMu.Lock()
+	defer c.irqMu.Unlock()
+	for _, fd := range c.irqDups {
+		unix.Close(fd)
+	}
+	c.irqDups = nil
+	c.irqGone = true
 }
 
 // isEventFD says whether fd is an eventfd, as /proc names it.

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -41,6 +43,46 @@ type Options struct {
 	// teardown before it is refused: when QEMU is killed and restarted,
 	// the new connection can arrive before the old one's EOF is read.
 	HandoverWait time.Duration
+
+	// vmMaxMapCount stands for the kernel's vm.max_map_count in tests;
+	// 0 reads it from /proc (see mapCountCap).
+	vmMaxMapCount int
+}
+
+// The kernel's limit on the mappings of a process, and what is assumed
+// when it cannot be read (its default).
+const (
+	maxMapCountPath    = "/proc/sys/vm/max_map_count"
+	defaultMaxMapCount = 65530
+)
+
+// mapCountCap is the most DMA mappings a client may hold when the process
+// may have at most maxMapCount mappings: a quarter of them.
+//
+// Each fd-backed DMA map is a mapping of its own, and the Go runtime needs
+// mappings too (heap arenas, goroutine stacks, its other mmaps). When the
+// count runs out, the runtime's next heap growth fails with "fatal error:
+// runtime: out of memory", which no recover catches: the process dies. So
+// the table is capped well below the limit, leaving three quarters of it to
+// the rest of the process. With the kernel's default of 65530 that is 16382
+// maps, far more than the few dozen QEMU makes (one per section of guest
+// memory).
+func mapCountCap(maxMapCount int) int {
+	return max(maxMapCount/4, 1)
+}
+
+// readMaxMapCount reads vm.max_map_count, or returns the kernel's default
+// when it cannot.
+func readMaxMapCount() int {
+	b, err := os.ReadFile(maxMapCountPath)
+	if err != nil {
+		return defaultMaxMapCount
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n <= 0 {
+		return defaultMaxMapCount
+	}
+	return n
 }
 
 // Server serves one device to one client at a time.
@@ -65,9 +107,18 @@ func NewServer(dev device.Device, opts Options) *Server {
 	if opts.MaxBitmapSize == 0 {
 		opts.MaxBitmapSize = DefaultMaxBitmapSize
 	}
-	if opts.DMALimits.MaxMaps == 0 {
-		opts.DMALimits = DefaultDMALimits
+	if opts.DMALimits.MaxMaps <= 0 {
+		opts.DMALimits.MaxMaps = DefaultDMALimits.MaxMaps
 	}
+	if opts.DMALimits.MaxTotal == 0 {
+		opts.DMALimits.MaxTotal = DefaultDMALimits.MaxTotal
+	}
+	// Read once, at start: the cap is what VERSION announces as
+	// max_dma_maps, and it must not change under a client.
+	if opts.vmMaxMapCount <= 0 {
+		opts.vmMaxMapCount = readMaxMapCount()
+	}
+	opts.DMALimits.MaxMaps = min(opts.DMALimits.MaxMaps, mapCountCap(opts.vmMaxMapCount))
 	if opts.DMATimeout == 0 {
 		opts.DMATimeout = DefaultDMATimeout
 	}
@@ -103,12 +154,11 @@ func (s *Server) newConnAfter(fd int, wait time.Duration) (*Conn, error) {
 	old := s.active
 	s.mu.Unlock()
 	if old != nil {
-		t := time.NewTimer(wait)
-		select {
-		case <-old.done:
-		case <-t.C:
-		}
-		t.Stop()
+		// The old client may be gone while its connection is stuck in an
+		// interrupt write on an eventfd it filled (see releaseIRQs):
+		// release that while waiting. A client still connected stays
+		// served.
+		old.releaseUntil(old.done, wait)
 	}
 	return s.NewConn(fd)
 }

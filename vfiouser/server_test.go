@@ -25,7 +25,7 @@ func qemuVersionPayload() []byte {
 
 func TestVersionQEMU(t *testing.T) {
 	checkFDs(t)
-	_, _, cl := pair(t, newFakeDevice(t), true, Options{})
+	srv, _, cl := pair(t, newFakeDevice(t), true, Options{})
 	r, err := cl.Call(CmdVersion, qemuVersionPayload(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +46,7 @@ func TestVersionQEMU(t *testing.T) {
 	}
 	caps := js["capabilities"]
 	want := map[string]any{"max_msg_fds": 16.0, "max_data_xfer_size": 1048576.0, "pgsizes": 4096.0,
-		"write_multiple": true, "max_dma_maps": 65535.0}
+		"write_multiple": true, "max_dma_maps": float64(srv.opts.DMALimits.MaxMaps)}
 	for k, w := range want {
 		if caps[k] != w {
 			t.Errorf("%s = %v, want %v", k, caps[k], w)

@@ -108,6 +108,7 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"", []string{"serve", "--socket", sock, "--migration-p2p", "yes"}, `e1000e-vfu serve: --migration-p2p "yes": want on or off`},
 		{"", []string{"serve", "--socket", sock, "--migration-p2p", ""}, `--migration-p2p "": want on or off`},
 		{"", []string{"serve", "--socket", sock, "--migration-p2p"}, "flag needs an argument: -migration-p2p"},
+		{"", []string{"serve", "--socket", sock, "--dma-fd", "all"}, `e1000e-vfu serve: --dma-fd "all": want memory or any`},
 		{"", []string{"serve", "--socket", sock, "--announce", ""}, `--announce empty: want "off" or rounds=N,initial=D,max=D,step=D`},
 		{"", []string{"serve", "--socket", sock, "--announce", "on"}, `--announce "on": want key=value`},
 		{"", []string{"serve", "--socket", sock, "--announce", "rounds=101"}, "--announce rounds=101: want 0 (off) to 100"},
@@ -189,7 +190,7 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	r := runBinary(t, "", "serve", "--help")
-	for _, f := range []string{"-socket", "-mac", "-netdev", "-pcap", "-log-level", "-version", "-param", "-validate-only", "-control", "-config", "-json", "-announce"} {
+	for _, f := range []string{"-socket", "-mac", "-netdev", "-pcap", "-log-level", "-version", "-param", "-validate-only", "-control", "-config", "-json", "-announce", "-dma-fd"} {
 		if !strings.Contains(r.stdout, f) {
 			t.Errorf("serve --help does not mention %s", f)
 		}

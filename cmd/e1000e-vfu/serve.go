@@ -49,6 +49,9 @@ type Config struct {
 	// Announce is the schedule of the announcement the NIC sends when it
 	// first runs after an incoming migration; Rounds 0 is off.
 	Announce announce.Schedule
+	// DMAFD is what may back guest memory mapped with an fd: "memory"
+	// (the default: memfd, tmpfs or hugetlbfs) or "any" (any file).
+	DMAFD string
 	// Device is the device model's effective configuration.
 	Device model.Config
 
@@ -101,6 +104,7 @@ func parseServe(e env, args []string) (Config, error) {
 	fs.StringVar(&cfg.MigrationV1, "migration-v1", "off", "offer the legacy v1 migration region: off, on, or mmap (its data area mappable); migration v2 is always offered")
 	fs.StringVar(&cfg.MigrationP2P, "migration-p2p", "on", "offer the migration states RUNNING_P2P and PRE_COPY_P2P, which QEMU needs from every device of a guest with several: on or off")
 	fs.StringVar(&announceSpec, "announce", announce.Default().String(), "after an incoming migration, announce the guest's addresses with RARP broadcasts: off, or `SPEC` rounds=N,initial=D,max=D,step=D (any subset; Go durations)")
+	fs.StringVar(&cfg.DMAFD, "dma-fd", "memory", "what may back guest memory QEMU maps with an fd: memory (memfd, tmpfs or hugetlbfs) or any (any file; a page fault on a disk or network filesystem can then stall the device)")
 	if err := parseFlags(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -134,6 +138,11 @@ func parseServe(e env, args []string) (Config, error) {
 	case "on", "off":
 	default:
 		return Config{}, usagef("--migration-p2p %q: want on or off", cfg.MigrationP2P)
+	}
+	switch cfg.DMAFD {
+	case "memory", "any":
+	default:
+		return Config{}, usagef("--dma-fd %q: want memory or any", cfg.DMAFD)
 	}
 	if cfg.JSON && !cfg.ValidateOnly {
 		return Config{}, usagef("--json needs --validate-only")

@@ -175,7 +175,10 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	// QEMU, the client this program serves, lays out DMA_READ/DMA_WRITE
 	// with a 32-bit count, not as the specification does; the layout only
 	// matters for guest memory mapped without an fd.
-	s.vfu = vfiouser.NewServer(s.watch.served(), vfiouser.Options{Logger: log, DMALayout: vfiouser.DMALayoutQEMU})
+	// Guest memory backed by files other than shared memory only when
+	// asked (--dma-fd any): see vfiouser's checkDMAFile.
+	s.vfu = vfiouser.NewServer(s.watch.served(), vfiouser.Options{Logger: log, DMALayout: vfiouser.DMALayoutQEMU,
+		DMALimits: vfiouser.DMALimits{AnyFile: cfg.DMAFD == "any"}})
 	ln, err := vfiouser.Listen(cfg.Socket)
 	if err != nil {
 		return nil, fmt.Errorf("--socket: %w", err)
@@ -214,6 +217,9 @@ func (s *server) startAttrs(cfg Config) []any {
 	}
 	if cfg.Announce != announce.Default() {
 		attrs = append(attrs, "announce", cfg.Announce.String())
+	}
+	if cfg.DMAFD == "any" {
+		attrs = append(attrs, "dma-fd", "any")
 	}
 	return attrs
 }

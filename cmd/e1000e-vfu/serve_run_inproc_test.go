@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"e1000e-vfu/control"
+	"e1000e-vfu/vfiouser"
 )
 
 // run in process: cancelling its context with a client connected drops
@@ -163,5 +168,54 @@ func TestServeConfigMAC(t *testing.T) {
 		case cfg.MAC.String() != tc.want:
 			t.Errorf("%s: MAC %s, want %s", tc.name, cfg.MAC, tc.want)
 		}
+	}
+}
+
+// --dma-fd: by default guest memory backed by a file on a disk filesystem
+// is refused (EPERM, and the log says what would allow it); with --dma-fd
+// any it is mapped. A memfd is taken either way.
+func TestRunDMAFD(t *testing.T) {
+	// The test binary is a file on the disk the build runs from.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk, err := os.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer disk.Close()
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(disk.Fd()), &fs); err != nil {
+		t.Fatal(err)
+	}
+	if typ := uint32(fs.Type); typ == unix.TMPFS_MAGIC || typ == unix.HUGETLBFS_MAGIC {
+		t.Fatalf("the test binary %s is on shared memory (filesystem %#x): this test needs it on a disk", exe, typ)
+	}
+	m := make([]byte, vfiouser.DMAMapSize)
+	vfiouser.DMAMap{Argsz: vfiouser.DMAMapSize, Flags: vfiouser.DMAFlagRead, Addr: 1 << 32, Size: vfiouser.DMAPageSize}.Encode(m)
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{{nil, false}, {[]string{"--dma-fd", "any"}, true}} {
+		r := startInProc(t, "", tc.args...)
+		g := connect(t, r.sock, 10*time.Second)
+		g.mapMemory()
+		_, err := g.c.Call(vfiouser.CmdDMAMap, m, []int{int(disk.Fd())})
+		var re *vfiouser.ReplyError
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%v: disk file refused: %v", tc.args, err)
+		case !tc.ok && (!errors.As(err, &re) || re.Errno != syscall.EPERM):
+			t.Errorf("%v: disk file: %v, want EPERM", tc.args, err)
+		case !tc.ok && !strings.Contains(r.logs.String(), "--dma-fd any"):
+			t.Errorf("%v: the refusal is not explained in the log:\n%s", tc.args, r.logs)
+		}
+		if got := strings.Contains(r.logs.String(), "dma-fd=any"); got != tc.ok {
+			t.Errorf("%v: the startup line says dma-fd=any: %v, want %v", tc.args, got, tc.ok)
+		}
+		g.checkIdentity()
+		g.close()
+		r.stop()
 	}
 }

@@ -1,0 +1,286 @@
+package vfiouser
+
+import (
+	"encoding/binary"
+	"log/slog"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/device"
+)
+
+// The attacks below come from a client that shares its interrupt eventfds
+// with the server and turns them against it: a blocking eventfd whose
+// counter is one short of full, so the next write of the server would wait
+// until the client reads it, which it never does.
+
+const (
+	abuseMSIXCap   = 0x40
+	abuseVendorID  = 0x1af4
+	abuseFullCount = 0xfffffffffffffffe
+	abuseBound     = 20 * time.Second // "never", for a call that must return
+)
+
+// irqFunction is a real PCI function (its IRQ table is the one the NIC
+// uses) with MSI-X, served on a listening socket.
+func irqFunction(t *testing.T) *device.Function {
+	t.Helper()
+	cs := device.NewConfigSpace(device.Identity{VendorID: abuseVendorID, DeviceID: 1, Class: 0x020000})
+	if err := cs.AddBAR(0, device.BAR{Kind: device.BARMem32, Size: 16 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.AddMSIX(abuseMSIXCap, 2, 0, 0, 0, 0x2000); err != nil {
+		t.Fatal(err)
+	}
+	return device.NewFunction(cs)
+}
+
+// abuseServer serves dev on a fresh socket until the test ends, checking
+// then that Serve returned.
+type abuseServer struct {
+	srv    *Server
+	ln     *Listener
+	served chan error
+}
+
+func serveAbuse(t *testing.T, dev device.Device, opts Options) *abuseServer {
+	t.Helper()
+	ln, err := Listen(filepath.Join(t.TempDir(), "dev.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &abuseServer{srv: NewServer(dev, opts), ln: ln, served: make(chan error, 1)}
+	go func() { s.served <- s.srv.Serve(ln) }()
+	return s
+}
+
+// dial connects and negotiates a client whose calls give up after
+// abuseBound instead of hanging the test.
+func (s *abuseServer) dial(t *testing.T) *Client {
+	t.Helper()
+	cl, err := Dial(s.ln.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.SetTimeout(abuseBound)
+	if _, err := cl.Negotiate(nil); err != nil {
+		cl.Close()
+		t.Fatal("negotiate:", err)
+	}
+	return cl
+}
+
+// stop closes the socket and drops the client, and fails the test unless
+// Serve returns and the connection is torn down within abuseBound.
+func (s *abuseServer) stop(t *testing.T) {
+	t.Helper()
+	s.ln.Close()
+	within(t, "Serve after the socket closed", func() {
+		if err := <-s.served; err != nil {
+			t.Error(err)
+		}
+	})
+	s.srv.Close()
+	waitFor(t, "the connection's teardown", func() bool {
+		s.srv.mu.Lock()
+		defer s.srv.mu.Unlock()
+		return s.srv.active == nil
+	})
+}
+
+// within runs f on its own goroutine and fails the test if it has not
+// returned after abuseBound.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(abuseBound):
+		t.Fatalf("%s: still blocked after %s", what, abuseBound)
+	}
+}
+
+// waitFor polls cond until it holds, failing after abuseBound.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(abuseBound)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s", what, abuseBound)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// checkGoroutines fails the test unless the goroutine count comes back to
+// what it is now by the test's end (cleanups registered later run first).
+func checkGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(abuseBound)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<16)
+			t.Errorf("goroutines: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
+		}
+	})
+}
+
+// fullBlockingEventFD is an eventfd in blocking mode with its counter one
+// short of full: a write of 1 to it blocks.
+func fullBlockingEventFD(t *testing.T) *EventFD {
+	t.Helper()
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(t, fd)
+	e := &EventFD{fd: fd}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// fill sets the counter of eventfd fd to one short of full.
+func fill(t *testing.T, fd int) {
+	t.Helper()
+	var b [8]byte
+	if _, err := device.ReadEventfd(fd); err != nil && err != unix.EAGAIN {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint64(b[:], abuseFullCount)
+	if _, err := unix.Write(fd, b[:]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func enableMSIX(t *testing.T, cl *Client) {
+	t.Helper()
+	if err := cl.WriteRegion(device.RegionConfig, abuseMSIXCap+device.MSIXControl, []byte{0, 0x80}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readVendor is the register read a well-behaved client makes.
+func readVendor(t *testing.T, cl *Client) {
+	t.Helper()
+	var b [2]byte
+	if err := cl.ReadRegion(device.RegionConfig, device.CfgVendorID, b[:]); err != nil {
+		t.Fatal("register read:", err)
+	}
+	if v := binary.LittleEndian.Uint16(b[:]); v != abuseVendorID {
+		t.Fatalf("vendor %#x, want %#x", v, abuseVendorID)
+	}
+}
+
+// A client hands over a blocking eventfd one signal short of full while an
+// interrupt is pending, and the device raises another: the SET_IRQS reply
+// comes, both signals are dropped, registers are served, the next client is
+// accepted and shutdown completes, with no descriptor or goroutine left.
+func TestFullBlockingEventFDThroughSocket(t *testing.T) {
+	checkFDs(t)
+	checkGoroutines(t)
+	fn := irqFunction(t)
+	s := serveAbuse(t, fn, Options{HandoverWait: abuseBound})
+	cl := s.dial(t)
+	enableMSIX(t, cl)
+	fn.IRQs.MSIX(0) // no eventfd yet: pending, fired by the assignment
+	e := fullBlockingEventFD(t)
+	within(t, "SET_IRQS with a full blocking eventfd", func() {
+		if err := cl.SetIRQEventFDs(device.IRQMSIX, 0, []*EventFD{e}); err != nil {
+			t.Error("SET_IRQS:", err)
+		}
+	})
+	// The device raises an interrupt from a goroutine of its own.
+	within(t, "an interrupt on the full eventfd", func() { fn.IRQs.MSIX(0) })
+	if n := fn.IRQs.Dropped(); n != 2 {
+		t.Errorf("%d signals dropped, want 2", n)
+	}
+	readVendor(t, cl)
+	cl.Close()
+
+	next := s.dial(t)
+	readVendor(t, next)
+	next.Close()
+	s.stop(t)
+}
+
+// A client switches its eventfd back to blocking mode after handing it
+// over, fills it, and has the server signal it: the connection's goroutine
+// is stuck in that write. When the client goes and the next one connects,
+// the server empties the counter, the old connection ends, and the next
+// client is served.
+func TestEventFDMadeBlockingAgainReleasedOnHandover(t *testing.T) {
+	checkFDs(t)
+	checkGoroutines(t)
+	fn := irqFunction(t)
+	s := serveAbuse(t, fn, Options{HandoverWait: abuseBound})
+	cl := s.dial(t)
+	enableMSIX(t, cl)
+	e, err := NewEventFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	if err := cl.SetIRQEventFDs(device.IRQMSIX, 0, []*EventFD{e}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetNonblock(e.FD(), false); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, e.FD())
+	// A posted software trigger: the server writes to the full eventfd
+	// from the connection's goroutine, and sends no reply to wait for.
+	p := make([]byte, IRQSetSize)
+	IRQSet{Argsz: IRQSetSize, Flags: uint32(device.IRQDataNone) | uint32(device.IRQActionTrigger),
+		Index: device.IRQMSIX, Count: 1}.Encode(p)
+	if _, err := cl.call(CmdSetIRQs, FlagNoReply, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+
+	next := s.dial(t)
+	readVendor(t, next)
+	if n, err := e.Wait(0); err != nil || n != 1 {
+		t.Errorf("the stuck signal: counter %d, %v; want the one signal written once released", n, err)
+	}
+	next.Close()
+	s.stop(t)
+}
+
+// The same stuck write on a goroutine of the device, with the client still
+// connected: shutting the server down releases it.
+func TestEventFDMadeBlockingAgainReleasedOnShutdown(t *testing.T) {
+	checkFDs(t)
+	checkGoroutines(t)
+	fn := irqFunction(t)
+	s := serveAbuse(t, fn, Options{})
+	cl := s.dial(t)
+	defer cl.Close()
+	enableMSIX(t, cl)
+	e, err := NewEventFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	if err := cl.SetIRQEventFDs(device.IRQMSIX, 1, []*EventFD{e}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetNonblock(e.FD(), false); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, e.FD())
+	stuck := make(chan struct{})
+	go func() { defer close(stuck); fn.IRQs.MSIX(1) }()
+	s.stop(t)
+	within(t, "the device's interrupt write after shutdown", func() { <-stuck })
+}
