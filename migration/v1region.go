@@ -39,6 +39,10 @@ const (
 	v1Error    = v1Saving | v1Resuming // what a v1 device reports after a failure
 )
 
+// v1Seals are the seals of the region's memfd: its size is fixed, and so
+// are the seals.
+const v1Seals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
+
 // V1Region serves the legacy v1 migration region for a Machine; it is a
 // device.RegionHandler for region index device.RegionMigration, with Info
 // as its description. Its data
@@ -63,7 +67,7 @@ func NewV1Region(m *Machine, areaSize int) (*V1Region, error) {
 	if areaSize < 0 || areaSize%os.Getpagesize() != 0 || areaSize > 64<<20 {
 		return nil, fmt.Errorf("migration: v1 data area of %d bytes: must be a page multiple up to 64 MiB", areaSize)
 	}
-	fd, err := unix.MemfdCreate("e1000e-vfu-migration", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("e1000e-vfu-migration", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("migration: memfd for the v1 region: %w", err)
 	}
@@ -71,6 +75,15 @@ func NewV1Region(m *Machine, areaSize int) (*V1Region, error) {
 	if err := f.Truncate(int64(V1DataOffset + areaSize)); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("migration: sizing the v1 region: %w", err)
+	}
+	// The client gets this fd: had it the right to shrink the file, the
+	// server's next access to its mapping of the area would die of
+	// SIGBUS. Sealing the size (and the seals) makes the area's length a
+	// promise the client cannot break; it may still write the data, which
+	// is what the area is for.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, v1Seals); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("migration: sealing the v1 region: %w", err)
 	}
 	area, err := unix.Mmap(fd, V1DataOffset, areaSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {

@@ -1,0 +1,118 @@
+package migration_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/device"
+	"e1000e-vfu/migration"
+	"e1000e-vfu/vfiouser"
+)
+
+// Offsets of struct vfio_device_migration_info in the v1 region.
+const (
+	v1State   = 0
+	v1Pending = 8
+	v1DataOff = 16
+	v1Size    = 24
+)
+
+func v1Read(t *testing.T, cl *vfiouser.Client, off uint64) uint64 {
+	t.Helper()
+	b := make([]byte, 8)
+	n := 8
+	if off == v1State {
+		n = 4
+	}
+	if err := cl.ReadRegion(device.RegionMigration, off, b[:n]); err != nil {
+		t.Fatalf("v1 read at %#x: %v", off, err)
+	}
+	return binary.LittleEndian.Uint64(b)
+}
+
+func v1SetState(t *testing.T, cl *vfiouser.Client, v uint32) {
+	t.Helper()
+	b := binary.LittleEndian.AppendUint32(nil, v)
+	if err := cl.WriteRegion(device.RegionMigration, v1State, b); err != nil {
+		t.Fatalf("device_state %d: %v", v, err)
+	}
+}
+
+// v1Save runs the v1 save loop through region reads of the data area (the
+// server copies each chunk into its mapping of the area, then reads it back
+// out) until pending_bytes is 0, and returns the bytes.
+func v1Save(t *testing.T, cl *vfiouser.Client) []byte {
+	t.Helper()
+	var out []byte
+	for i := 0; ; i++ {
+		p := v1Read(t, cl, v1Pending)
+		if p == 0 {
+			return out
+		}
+		if i > 1000 || p > 16<<20 {
+			t.Fatalf("save loop: pending_bytes %#x after %d chunks", p, i)
+		}
+		off, size := v1Read(t, cl, v1DataOff), v1Read(t, cl, v1Size)
+		if size == 0 || size > p {
+			t.Fatalf("chunk of %d bytes with %d pending", size, p)
+		}
+		b := make([]byte, size)
+		if err := cl.ReadRegion(device.RegionMigration, off, b); err != nil {
+			t.Fatalf("data read: %v", err)
+		}
+		out = append(out, b...)
+	}
+}
+
+// The v1 data area is a memfd the client receives. Its size is sealed: a
+// client that truncates it gets EPERM instead of making the server's next
+// access to the area fault, and the area keeps working.
+func TestServedV1AreaSealed(t *testing.T) {
+	src := migration.NewFakeDev(0, true, false)
+	s := newTestServer(t, src)
+	cl := s.connect()
+	info, caps, f, err := cl.RegionInfo(device.RegionMigration)
+	if err != nil || f == nil || len(caps.Sparse) != 1 {
+		t.Fatalf("region info %+v caps %+v fd %v: %v", info, caps, f, err)
+	}
+	defer f.Close()
+	for _, size := range []int64{0, int64(info.Offset + info.Size - 4096), int64(info.Offset + info.Size + 4096)} {
+		if err := f.Truncate(size); !errors.Is(err, syscall.EPERM) {
+			t.Errorf("client's ftruncate to %d: %v, want EPERM", size, err)
+		}
+	}
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, int64(info.Offset+info.Size+4096)); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("client's fallocate beyond the end: %v, want EPERM", err)
+	}
+	// The seals themselves are sealed: the client cannot add a write seal
+	// that would fail the server's copies.
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_WRITE); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("client's F_SEAL_WRITE: %v, want EPERM", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || uint64(st.Size) != info.Offset+info.Size {
+		t.Fatalf("area file of %d bytes after the attempts, want %d: %v", st.Size, info.Offset+info.Size, err)
+	}
+
+	// The server still writes chunks into the area and reads them back.
+	v1SetState(t, cl, 2) // stop-and-copy
+	got := v1Save(t, cl)
+	if !bytes.Equal(got, dumpOf(t, src)) {
+		t.Fatalf("saved %d bytes through the area, want the device's %d", len(got), len(dumpOf(t, src)))
+	}
+	// And the client's own mapping sees what the server wrote.
+	a := caps.Sparse[0]
+	m, err := unix.Mmap(int(f.Fd()), int64(info.Offset+a.Offset), int(a.Size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	if !bytes.HasPrefix(m, migration.Magic[:]) {
+		t.Fatal("the client's mapping does not show the chunk the server staged")
+	}
+}
