@@ -116,3 +116,94 @@ func TestServedV1AreaSealed(t *testing.T) {
 		t.Fatal("the client's mapping does not show the chunk the server staged")
 	}
 }
+
+// A chunk staged through the v1 region does not outlive a state change made
+// through migration v2: pending_bytes and the data stay consistent with the
+// new save, no request panics, and the next client is served.
+func TestServedV1StagedChunkAcrossV2(t *testing.T) {
+	src := migration.NewFakeDev(0, true, false)
+	s := newTestServer(t, src)
+	cl := s.connect()
+
+	// v1: stop-and-copy, and stage the first chunk (the whole stream).
+	v1SetState(t, cl, 2)
+	whole := v1Read(t, cl, v1Size)
+	head := len(mustHead(t, src))
+	if whole <= uint64(head) {
+		t.Fatalf("staged %d bytes, not more than the pre-copy data's %d", whole, head)
+	}
+	// v2: back to RUNNING, then a new save in PRE_COPY, whose data is
+	// shorter than the chunk staged.
+	for _, st := range []device.MigrationState{device.MigRunning, device.MigPreCopy} {
+		if _, err := cl.SetMigrationState(st); err != nil {
+			t.Fatalf("v2 state %d: %v", st, err)
+		}
+	}
+	// v1 again: pending_bytes is the new save's, and the data is its
+	// header, from the first byte.
+	if p := v1Read(t, cl, v1Pending); p != uint64(head) {
+		t.Fatalf("pending_bytes %#x after the v2 state change, want %d", p, head)
+	}
+	pre := v1Save(t, cl)
+	if len(pre) != head || !bytes.HasPrefix(pre, migration.Magic[:]) {
+		t.Fatalf("pre-copy data of %d bytes (magic %v), want %d", len(pre), bytes.HasPrefix(pre, migration.Magic[:]), head)
+	}
+	// v2 finishes the save where v1 left it: the bytes make one stream.
+	if _, err := cl.SetMigrationState(device.MigStopCopy); err != nil {
+		t.Fatal(err)
+	}
+	rest := make([]byte, 64<<10)
+	n, err := cl.MigDataRead(rest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := append(pre, rest[:n]...); !bytes.Equal(got, dumpOf(t, src)) {
+		t.Fatalf("mixed v1/v2 save gave %d bytes, not the device's stream", len(got))
+	}
+
+	// A v1 chunk staged, then the data taken through v2: the chunk is not
+	// counted a second time.
+	if _, err := cl.SetMigrationState(device.MigRunning); err != nil {
+		t.Fatal(err)
+	}
+	v1SetState(t, cl, 2)
+	staged := v1Read(t, cl, v1Size)
+	if n, err := cl.MigDataRead(rest[:10]); err != nil || n != 10 {
+		t.Fatalf("v2 read beside a staged v1 chunk: %d, %v", n, err)
+	}
+	if p := v1Read(t, cl, v1Pending); p != staged-10 {
+		t.Fatalf("pending_bytes %#x after a v2 read of 10 of %d bytes", p, staged)
+	}
+	if size, err := cl.MigDataSize(); err != nil || size != staged-10 {
+		t.Fatalf("MIG_DATA_SIZE %d, %v; want %d", size, err, staged-10)
+	}
+	// The connection survived all of it, and so does the server.
+	if _, err := cl.GetInfo(); err != nil {
+		t.Fatalf("same client after the sequence: %v", err)
+	}
+	cl = s.connect()
+	if _, err := cl.GetInfo(); err != nil {
+		t.Fatalf("fresh client: %v", err)
+	}
+	if st := v1Read(t, cl, v1State); st != 2 {
+		t.Fatalf("fresh client reads device_state %d, want 2 (saving)", st)
+	}
+}
+
+// mustHead is the pre-copy data of st: its header and configuration.
+func mustHead(t *testing.T, st migration.Stateful) []byte {
+	t.Helper()
+	m := migration.NewMachine(st, migration.Options{})
+	if err := m.SetMigrationState(device.MigPreCopy); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64<<10)
+	n, err := m.ReadMigrationData(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetMigrationState(device.MigRunning); err != nil {
+		t.Fatal(err)
+	}
+	return b[:n]
+}

@@ -110,6 +110,13 @@ func (m *Machine) setStateLocked(target device.MigrationState) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, syscall.EINVAL)
 	}
+	if len(path) > 0 {
+		// A v1 chunk staged in the data area belongs to the state it
+		// was staged in: a v1 state change has counted it as read
+		// already, and any other change abandons it. Kept, it would
+		// count against a save that never held it.
+		m.dropStaged()
+	}
 	for _, next := range path {
 		if err := m.arc(m.state, next); err != nil {
 			return err
@@ -176,6 +183,7 @@ func (m *Machine) arc(from, to device.MigrationState) error {
 func (m *Machine) fail(err error) error {
 	m.log.Error("migration: device entered ERROR", "err", err)
 	m.state = sError
+	m.dropStaged()
 	m.dropSave()
 	m.resetResume()
 	return fmt.Errorf("%w: %w", err, syscall.EIO)
@@ -197,6 +205,24 @@ func (m *Machine) finishSave() error {
 	}
 	m.out, m.outEnd = b, len(b)
 	return nil
+}
+
+// dropStaged forgets a chunk staged in the v1 region's data area.
+func (m *Machine) dropStaged() {
+	if m.v1 != nil {
+		m.v1.staged = 0
+	}
+}
+
+// unread returns how many saved bytes the client has yet to read. The
+// offsets are checked rather than trusted, so a bookkeeping error between
+// the two protocols is an error for that request and not a slice out of
+// range.
+func (m *Machine) unread() (int, error) {
+	if m.outRead < 0 || m.outRead > m.outEnd || m.outEnd > len(m.out) {
+		return 0, fmt.Errorf("migration: save offsets %d..%d outside the %d bytes saved: %w", m.outRead, m.outEnd, len(m.out), syscall.EIO)
+	}
+	return m.outEnd - m.outRead, nil
 }
 
 func (m *Machine) dropSave() {
@@ -245,13 +271,19 @@ func (m *Machine) ReadMigrationData(p []byte) (int, error) {
 	if !isSaving(m.state) {
 		return 0, fmt.Errorf("migration: no data to read in %s: %w", StateName(m.state), syscall.EINVAL)
 	}
-	return m.readLocked(p), nil
+	// A v2 read takes the bytes from where the client's reading stands;
+	// a v1 chunk staged from the same place would hand them out twice.
+	m.dropStaged()
+	return m.readLocked(p)
 }
 
-func (m *Machine) readLocked(p []byte) int {
+func (m *Machine) readLocked(p []byte) (int, error) {
+	if _, err := m.unread(); err != nil {
+		return 0, err
+	}
 	n := copy(p, m.out[m.outRead:m.outEnd])
 	m.outRead += n
-	return n
+	return n, nil
 }
 
 // WriteMigrationData implements device.Migratable.
@@ -336,12 +368,15 @@ func (m *Machine) MigrationDataSize() (uint64, error) {
 	case sError:
 		return 0, fmt.Errorf("migration: device in ERROR: %w", syscall.EINVAL)
 	case sStopCopy:
-		return uint64(m.outEnd - m.outRead), nil
+		left, err := m.unread()
+		return uint64(left), err
 	}
 	left := 0
 	var err error
 	if isSaving(m.state) {
-		left = m.outEnd - m.outRead
+		if left, err = m.unread(); err != nil {
+			return 0, err
+		}
 		// Only the state sections remain to be produced.
 		m.scratch, err = saveTail(m.scratch[:0], m.dev, m.lim)
 	} else {
@@ -360,9 +395,7 @@ func (m *Machine) MigrationDataSize() (uint64, error) {
 func (m *Machine) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.v1 != nil {
-		m.v1.staged = 0
-	}
+	m.dropStaged()
 	m.dropSave()
 	m.resetResume()
 	if m.quiesced {

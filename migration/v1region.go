@@ -152,6 +152,7 @@ func (r *V1Region) ReadRegion(off uint64, p []byte) error {
 		return nil
 	}
 	var v uint64
+	var err error
 	switch {
 	case off == v1OffState && len(p) == 4:
 		binary.LittleEndian.PutUint32(p, v1State(r.m.state))
@@ -160,15 +161,18 @@ func (r *V1Region) ReadRegion(off uint64, p []byte) error {
 		clear(p)
 		return nil
 	case off == v1OffPending && len(p) == 8:
-		v = r.pending()
+		v, err = r.pending()
 	case off == v1OffDataOff && len(p) == 8:
-		r.stage()
+		err = r.stage()
 		v = V1DataOffset
 	case off == v1OffSize && len(p) == 8:
-		r.stage()
+		err = r.stage()
 		v = uint64(r.staged)
 	default:
 		return errInval("read of %d bytes at %#x", len(p), off)
+	}
+	if err != nil {
+		return err
 	}
 	binary.LittleEndian.PutUint64(p, v)
 	return nil
@@ -237,34 +241,58 @@ func (r *V1Region) setState(v uint32) error {
 	}
 	// A staged chunk has been taken by the time the client changes state:
 	// its loop reads data_offset, data_size and the data back to back.
-	if r.staged > 0 && isSaving(r.m.state) {
-		r.m.outRead += r.staged
+	// Only a v1 state change says so; the machine forgets the chunk on
+	// every state change, whichever protocol makes it.
+	if err := r.consume(); err != nil {
+		return err
 	}
-	r.staged = 0
 	return r.m.setStateLocked(target)
+}
+
+// consume counts the staged chunk as read by the client, if one is
+// staged while saving, and forgets it.
+func (r *V1Region) consume() error {
+	n := r.staged
+	r.staged = 0
+	if n == 0 || !isSaving(r.m.state) {
+		return nil
+	}
+	left, err := r.m.unread()
+	if err != nil {
+		return err
+	}
+	if n > left {
+		return fmt.Errorf("migration: v1 region: staged chunk of %d bytes, %d left to read: %w", n, left, syscall.EIO)
+	}
+	r.m.outRead += n
+	return nil
 }
 
 // pending answers a pending_bytes read. Reading it after a chunk was staged
 // says the client has taken that chunk (step f of the v1 save loop), so the
 // chunk is consumed first; further reads have no side effect.
-func (r *V1Region) pending() uint64 {
+func (r *V1Region) pending() (uint64, error) {
 	if !isSaving(r.m.state) {
 		r.staged = 0
-		return 0
+		return 0, nil
 	}
-	if r.staged > 0 {
-		r.m.outRead += r.staged
-		r.staged = 0
+	if err := r.consume(); err != nil {
+		return 0, err
 	}
-	return uint64(r.m.outEnd - r.m.outRead)
+	n, err := r.m.unread()
+	return uint64(n), err
 }
 
 // stage places the next chunk in the data area unless one is staged
 // already, so repeated reads of data_offset and data_size see the same
 // chunk.
-func (r *V1Region) stage() {
+func (r *V1Region) stage() error {
 	if r.staged > 0 || !isSaving(r.m.state) {
-		return
+		return nil
+	}
+	if _, err := r.m.unread(); err != nil {
+		return err
 	}
 	r.staged = copy(r.area, r.m.out[r.m.outRead:r.m.outEnd])
+	return nil
 }
