@@ -207,3 +207,49 @@ func mustHead(t *testing.T, st migration.Stateful) []byte {
 	}
 	return b[:n]
 }
+
+// A stream of many small records sent in small MIG_DATA_WRITEs (the shape
+// that made the old scan quadratic) is refused by the write that brings
+// one section too many, later writes are refused too, and the client is
+// still served. BenchmarkIncomingSmallWrites measures the cost per write.
+func TestServedManyRecordsRefused(t *testing.T) {
+	dev := migration.NewFakeDev(0, true, false)
+	cl, _ := serve(t, dev)
+	if _, err := cl.SetMigrationState(device.MigResuming); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := migration.AppendHeader(nil, dev.Model(), nil, migration.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := len(stream)
+	const records = 20_000
+	for i := 0; i < records; i++ {
+		stream = append(stream, 'S', 0, 1, 'x', 0, 0, 0, 0)
+	}
+	limit := migration.DefaultLimits().MaxSections
+	tooMany := hdr + 8*limit + 7 // the last byte of the first section too many
+	var re *vfiouser.ReplyError
+	refused := -1
+	for off := 0; off < len(stream); off += 64 {
+		err := cl.MigDataWrite(stream[off:min(off+64, len(stream))])
+		if err == nil {
+			continue
+		}
+		if !errors.As(err, &re) || re.Errno != syscall.EINVAL {
+			t.Fatalf("write at %d: %v, want EINVAL", off, err)
+		}
+		if refused < 0 {
+			refused = off
+		}
+	}
+	if want := tooMany / 64 * 64; refused != want {
+		t.Fatalf("first refused write at %d, want the one at %d that brings section %d", refused, want, limit+1)
+	}
+	if _, err := cl.GetInfo(); err != nil {
+		t.Fatalf("client after the refused stream: %v", err)
+	}
+	if _, err := cl.SetMigrationState(device.MigStop); err == nil {
+		t.Fatal("RESUMING→STOP loaded a refused stream")
+	}
+}
