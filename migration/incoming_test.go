@@ -193,3 +193,24 @@ func BenchmarkIncomingSmallWrites(b *testing.B) {
 		})
 	}
 }
+
+// A loaded stream is forgotten with the state change that loaded it: its
+// buffer is released and a second stream starts from nothing.
+func TestIncomingForgottenAfterLoad(t *testing.T) {
+	src := newFakeDev(0, true)
+	src.st = busyState(0)
+	stream := mustSave(t, src)
+	d := newFakeDev(0, true)
+	m := NewMachine(d, Options{})
+	for round := range 2 {
+		setState(t, m, sResuming)
+		writeAll(t, m, stream, 100)
+		setState(t, m, sStop)
+		if m.in != nil || m.inHdr != 0 || m.loader != nil || m.inScan != 0 || m.inEnd != 0 {
+			t.Fatalf("round %d: %d bytes kept, header %d, scan at %d after the load", round, cap(m.in), m.inHdr, m.inScan)
+		}
+		if d.applyCalls != round+1 || dump(d.state()) != dump(src.state()) {
+			t.Fatalf("round %d: %d loads", round, d.applyCalls)
+		}
+	}
+}

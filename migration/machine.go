@@ -161,6 +161,10 @@ func (m *Machine) arc(from, to device.MigrationState) error {
 			m.resetResume()
 			return fmt.Errorf("%w: %w", err, syscall.EINVAL)
 		}
+		// Loaded: nothing of the stream is needed any more, and the
+		// buffer (up to the stream limit) is not kept for a next one.
+		m.resetResume()
+		m.in = nil
 	}
 	if isSaving(to) && !isSaving(from) {
 		if err := m.startSave(); err != nil {
