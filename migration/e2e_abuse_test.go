@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"os"
+	"runtime"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -21,6 +24,33 @@ const (
 	v1DataOff = 16
 	v1Size    = 24
 )
+
+// serverCounts are the process's goroutines and open fds.
+func serverCounts(t *testing.T) (int, int) {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runtime.NumGoroutine(), len(ents)
+}
+
+// checkCounts waits (a bounded time: a closed client's goroutines end on
+// their own) for the goroutine and fd counts to be back at g0 and fd0.
+func checkCounts(t *testing.T, g0, fd0 int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g, fd := serverCounts(t)
+		if g <= g0 && fd <= fd0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines %d -> %d, fds %d -> %d", g0, g, fd0, fd)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 func v1Read(t *testing.T, cl *vfiouser.Client, off uint64) uint64 {
 	t.Helper()
@@ -124,6 +154,7 @@ func TestServedV1StagedChunkAcrossV2(t *testing.T) {
 	src := migration.NewFakeDev(0, true, false)
 	s := newTestServer(t, src)
 	cl := s.connect()
+	g0, fd0 := serverCounts(t)
 
 	// v1: stop-and-copy, and stage the first chunk (the whole stream).
 	v1SetState(t, cl, 2)
@@ -188,6 +219,7 @@ func TestServedV1StagedChunkAcrossV2(t *testing.T) {
 	if st := v1Read(t, cl, v1State); st != 2 {
 		t.Fatalf("fresh client reads device_state %d, want 2 (saving)", st)
 	}
+	checkCounts(t, g0, fd0)
 }
 
 // mustHead is the pre-copy data of st: its header and configuration.
@@ -215,6 +247,7 @@ func mustHead(t *testing.T, st migration.Stateful) []byte {
 func TestServedManyRecordsRefused(t *testing.T) {
 	dev := migration.NewFakeDev(0, true, false)
 	cl, _ := serve(t, dev)
+	g0, fd0 := serverCounts(t)
 	if _, err := cl.SetMigrationState(device.MigResuming); err != nil {
 		t.Fatal(err)
 	}
@@ -252,4 +285,70 @@ func TestServedManyRecordsRefused(t *testing.T) {
 	if _, err := cl.SetMigrationState(device.MigStop); err == nil {
 		t.Fatal("RESUMING→STOP loaded a refused stream")
 	}
+	checkCounts(t, g0, fd0)
+}
+
+// A section whose decoding would cost many times its size (4 MiB of
+// one-byte elements, each eight in a []uint64, made then appended) is
+// refused by the write that completes the stream, without the decoder
+// allocating for it; the client is answered and a fresh one served.
+func TestServedHostileSectionRefused(t *testing.T) {
+	dev := migration.NewFakeDev(16, true, false)
+	s := newTestServer(t, dev)
+	cl := s.connect()
+	g0, fd0 := serverCounts(t)
+	h, secs, err := migration.Split(dumpOf(t, dev), migration.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const elems = 4<<20 - 16
+	macs := binary.BigEndian.AppendUint32([]byte{0x81, 0xa4, 'm', 'a', 'c', 's', 0xdd}, elems)
+	macs = append(macs, make([]byte, elems)...)
+	for i := range secs {
+		if secs[i].Name == "filters" {
+			secs[i].Payload = macs
+		}
+	}
+	stream, err := migration.Assemble(h, secs, migration.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.SetMigrationState(device.MigResuming); err != nil {
+		t.Fatal(err)
+	}
+	var ms0, ms1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms0)
+	const chunk = 1 << 20
+	for off := 0; off < len(stream); off += chunk {
+		end := min(off+chunk, len(stream))
+		err := cl.MigDataWrite(stream[off:end])
+		if end < len(stream) && err != nil {
+			t.Fatalf("write at %d: %v", off, err)
+		}
+		var re *vfiouser.ReplyError
+		if end == len(stream) && (!errors.As(err, &re) || re.Errno != syscall.EINVAL) {
+			t.Fatalf("the last write: %v, want EINVAL", err)
+		}
+	}
+	runtime.ReadMemStats(&ms1)
+	// Client and server together: the messages and the server's buffer
+	// of the stream, a few times its size; decoding the section as it
+	// was would have taken 16 times its size on top.
+	got, bound := ms1.TotalAlloc-ms0.TotalAlloc, uint64(8*len(stream))
+	if got > bound {
+		t.Errorf("sending and refusing %d bytes allocated %d, over %d", len(stream), got, bound)
+	}
+	t.Logf("sending and refusing %d bytes allocated %d (%.1fx)", len(stream), got, float64(got)/float64(len(stream)))
+	if _, err := cl.SetMigrationState(device.MigStop); err == nil {
+		t.Fatal("RESUMING→STOP loaded a refused stream")
+	}
+	if _, err := cl.GetInfo(); err != nil {
+		t.Fatalf("client after the refusal: %v", err)
+	}
+	cl = s.connect()
+	if _, err := cl.GetInfo(); err != nil {
+		t.Fatalf("fresh client: %v", err)
+	}
+	checkCounts(t, g0, fd0)
 }
