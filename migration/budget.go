@@ -22,8 +22,8 @@ import (
 // value are allocated on their own, strings and byte slices are copied,
 // and the decoder's scratch buffer grows to the longest string it reads.
 // checkMsgpack already holds every announced count to the bytes left, but
-// an element of one byte can still cost a 24-byte slice header, or a
-// map entry of five bytes some sixty: that is what this bound catches.
+// an element of one byte can still cost a 24-byte slice header, or a map
+// entry of six bytes some eighty: that is what this bound catches.
 const (
 	// DecodeMultiple is how many times its payload decoding a section
 	// may allocate.
@@ -155,6 +155,16 @@ func (w *costWalker) add(n uint64) error {
 		return errOverBudget
 	}
 	return nil
+}
+
+// product is n·size, or errOverBudget when that alone is over the limit
+// (so neither it nor what is computed from it can overflow).
+func (w *costWalker) product(n, size uint64) (uint64, error) {
+	hi, lo := bits.Mul64(n, size)
+	if hi != 0 || lo > w.limit {
+		return 0, errOverBudget
+	}
+	return lo, nil
 }
 
 // allocSize is an upper bound of the heap block a request for n bytes
@@ -345,7 +355,11 @@ func (w *costWalker) value(t reflect.Type, depth int) error {
 			// The elements are made, then appended to the empty
 			// slice; and reflect puts each slice header it makes
 			// on the way on the heap.
-			if err := w.add(2*allocSize(n*uint64(t.Elem().Size())) + sliceHeaders); err != nil {
+			size, err := w.product(n, uint64(t.Elem().Size()))
+			if err != nil {
+				return err
+			}
+			if err := w.add(2*allocSize(size) + sliceHeaders); err != nil {
 				return err
 			}
 			for range n {
@@ -377,8 +391,15 @@ func (w *costWalker) value(t reflect.Type, depth int) error {
 				return err
 			}
 			// Each entry's key and value are allocated on their own
-			// before they are stored.
-			each := allocSize(uint64(t.Key().Size())) + allocSize(uint64(t.Elem().Size()))
+			// before they are stored, and stored apart from the
+			// slots once larger than 128 bytes.
+			each := uint64(0)
+			for _, size := range []uint64{uint64(t.Key().Size()), uint64(t.Elem().Size())} {
+				each += allocSize(size)
+				if size > 128 {
+					each += allocSize(size)
+				}
+			}
 			for range n {
 				if err := w.add(each); err != nil {
 					return err

@@ -22,18 +22,19 @@ type costInner struct {
 }
 
 type costAll struct {
-	Frames [][]byte             `msgpack:"frames"`
-	Regs   map[string]uint32    `msgpack:"regs"`
-	Arrays map[string][]uint32  `msgpack:"arrays"`
-	Words  map[uint8]uint16     `msgpack:"words"`
-	Items  []costInner          `msgpack:"items"`
-	Ptr    *costInner           `msgpack:"ptr"`
-	Fixed  [5]uint32            `msgpack:"fixed"`
-	Flags  [5]bool              `msgpack:"flags"`
-	Name   string               `msgpack:"name"`
-	Any    any                  `msgpack:"any"`
-	Strs   []string             `msgpack:"strs"`
-	Nested map[string]costInner `msgpack:"nested"`
+	Frames [][]byte              `msgpack:"frames"`
+	Regs   map[string]uint32     `msgpack:"regs"`
+	Arrays map[string][]uint32   `msgpack:"arrays"`
+	Words  map[uint8]uint16      `msgpack:"words"`
+	Items  []costInner           `msgpack:"items"`
+	Ptr    *costInner            `msgpack:"ptr"`
+	Fixed  [5]uint32             `msgpack:"fixed"`
+	Flags  [5]bool               `msgpack:"flags"`
+	Name   string                `msgpack:"name"`
+	Any    any                   `msgpack:"any"`
+	Strs   []string              `msgpack:"strs"`
+	Nested map[string]costInner  `msgpack:"nested"`
+	Big    map[uint16][40]uint32 `msgpack:"big"`
 	Int    int64
 }
 
@@ -148,6 +149,13 @@ func hostilePayloads(t testing.TB, n int) map[string][]byte {
 			}
 			return b
 		}),
+		"big values": field("big", func(b []byte) []byte {
+			b = mapHdr(b, n/4)
+			for i := range n / 4 {
+				b = append(b, 0xcd, byte(i>>8), byte(i), 0x90)
+			}
+			return b
+		}),
 		"dynamic arrays": field("any", func(b []byte) []byte {
 			b = arrHdr(b, n/2)
 			for range n / 2 {
@@ -198,6 +206,7 @@ func TestDecodeCostBoundsTheDecoder(t *testing.T) {
 		Any:    map[string]any{"a": []any{1, "b", []byte{2}}},
 		Strs:   []string{"p", "q"},
 		Nested: map[string]costInner{"n": {A: 1}},
+		Big:    map[uint16][40]uint32{7: {1, 2, 3}},
 	})
 	if err != nil {
 		t.Fatal(err)
