@@ -30,9 +30,18 @@ func (s *served) Reset() error {
 
 var _ device.Migratable = (*served)(nil)
 
-// serve builds a device around st and connects a client to it over a
-// socketpair, the server running on its own goroutine.
-func serve(t *testing.T, st migration.Stateful) (*vfiouser.Client, *migration.Machine) {
+// testServer is a device served over socketpairs, one client at a time,
+// the server running on its own goroutine.
+type testServer struct {
+	t    *testing.T
+	srv  *vfiouser.Server
+	m    *migration.Machine
+	cl   *vfiouser.Client
+	done chan struct{} // closed when the current connection has ended
+}
+
+// newTestServer builds a device around st with the v1 region on.
+func newTestServer(t *testing.T, st migration.Stateful) *testServer {
 	t.Helper()
 	cs := device.NewConfigSpace(device.Identity{VendorID: 0x8086, DeviceID: 0x10d3, Class: 0x020000})
 	if err := cs.AddBAR(0, device.BAR{Kind: device.BARMem32, Size: 128 << 10}); err != nil {
@@ -47,28 +56,53 @@ func serve(t *testing.T, st migration.Stateful) (*vfiouser.Client, *migration.Ma
 	if err := f.AddRegion(device.RegionMigration, r.Info(), r); err != nil {
 		t.Fatal(err)
 	}
+	s := &testServer{t: t, m: m, srv: vfiouser.NewServer(&served{Function: f, Machine: m}, vfiouser.Options{Logger: slog.New(slog.DiscardHandler)})}
+	t.Cleanup(func() {
+		s.hangUp()
+		r.Close()
+	})
+	return s
+}
+
+// hangUp closes the current client and waits for the server to drop it.
+func (s *testServer) hangUp() {
+	if s.cl == nil {
+		return
+	}
+	s.cl.Close()
+	<-s.done
+	s.cl = nil
+}
+
+// connect replaces the current client, if any, by a new one that has
+// negotiated.
+func (s *testServer) connect() *vfiouser.Client {
+	t := s.t
+	t.Helper()
+	s.hangUp()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := vfiouser.NewServer(&served{Function: f, Machine: m}, vfiouser.Options{Logger: slog.New(slog.DiscardHandler)})
-	conn, err := srv.NewConn(fds[0])
+	conn, err := s.srv.NewConn(fds[0])
 	if err != nil {
+		unix.Close(fds[1])
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { conn.Serve(); close(done) }()
-	cl := vfiouser.NewClient(fds[1])
-	t.Cleanup(func() {
-		cl.Close()
-		<-done
-		conn.Close()
-		r.Close()
-	})
-	if _, err := cl.Negotiate(nil); err != nil {
+	s.cl, s.done = vfiouser.NewClient(fds[1]), done
+	if _, err := s.cl.Negotiate(nil); err != nil {
 		t.Fatal(err)
 	}
-	return cl, m
+	return s.cl
+}
+
+// serve builds a device around st and connects a client to it.
+func serve(t *testing.T, st migration.Stateful) (*vfiouser.Client, *migration.Machine) {
+	t.Helper()
+	s := newTestServer(t, st)
+	return s.connect(), s.m
 }
 
 func dumpOf(t *testing.T, s migration.Stateful) []byte {

@@ -202,11 +202,17 @@ func FuzzCheckMsgpack(f *testing.F) {
 	})
 }
 
-// FuzzV1Region: any sequence of region accesses and state writes returns
-// errors, never panics, and leaves the machine in a valid state.
+// FuzzV1Region: any sequence of region accesses, state writes and
+// migration v2 requests mixed in returns errors, never panics, and leaves
+// the machine in a valid state: the client's reading position inside the
+// saved data and a staged chunk inside what is left of it.
 func FuzzV1Region(f *testing.F) {
 	f.Add([]byte{1, 0, 3, 0, 8, 0, 1, 16, 0, 1, 24, 0, 1, 8, 0})
 	f.Add([]byte{1, 0, 4, 2, 24, 200, 1, 0, 1})
+	// v1 stop-and-copy, stage; v2 RUNNING, PRE_COPY; v1 pending_bytes.
+	f.Add([]byte{1, 0, 2, 2, 4, 0, 0x80, 0, 2, 0x80, 0, 6, 2, 2, 0, 2, 4, 0})
+	// v1 stop-and-copy, stage; v2 read; v1 pending_bytes.
+	f.Add([]byte{1, 0, 2, 2, 4, 0, 0x81, 0, 40, 2, 2, 0})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		d := newFakeDev(0, true)
 		d.st = busyState(0)
@@ -224,10 +230,21 @@ func FuzzV1Region(f *testing.F) {
 			binary.LittleEndian.PutUint64(b[:], uint64(ops[i+2]))
 			p := make([]byte, n)
 			copy(p, b[:])
-			if ops[i]&1 == 0 {
-				_ = r.ReadRegion(off, p)
-			} else {
+			switch {
+			case ops[i]&0x81 == 0x80:
+				_ = m.SetMigrationState(device.MigrationState(ops[i+2] % 9))
+			case ops[i]&0x81 == 0x81:
+				_, _ = m.ReadMigrationData(make([]byte, ops[i+2]))
+			case ops[i]&1 == 0:
+				err := r.ReadRegion(off, p)
+				if off == v1OffPending && err == nil && binary.LittleEndian.Uint64(p) > uint64(len(m.out)) {
+					t.Fatalf("pending_bytes %#x with %d bytes saved", binary.LittleEndian.Uint64(p), len(m.out))
+				}
+			default:
 				_ = r.WriteRegion(off, p)
+			}
+			if m.outRead < 0 || m.outRead > m.outEnd || m.outEnd > len(m.out) || r.staged > m.outEnd-m.outRead {
+				t.Fatalf("read %d, end %d, saved %d, staged %d", m.outRead, m.outEnd, len(m.out), r.staged)
 			}
 		}
 		if s := m.MigrationState(); !supported(s, m.MigrationFlags()) && s != sError {

@@ -66,6 +66,13 @@ type Machine struct {
 	loader  Loader
 	refused error // a header refusal, repeated to later writes
 
+	// The scan of the records received so far resumes where the last
+	// write left it (scanIncoming), so a stream sent in many small writes
+	// costs what it costs sent in one.
+	inScan     int // offset in in of the next record not yet walked; 0 before the header
+	inSections int // sections walked
+	inEnd      int // length of the stream once its end has arrived and passed the check; 0 before
+
 	scratch []byte // for size estimates
 
 	v1 *V1Region // the v1 region serving this machine, if any
@@ -110,6 +117,13 @@ func (m *Machine) setStateLocked(target device.MigrationState) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, syscall.EINVAL)
 	}
+	if len(path) > 0 {
+		// A v1 chunk staged in the data area belongs to the state it
+		// was staged in: a v1 state change has counted it as read
+		// already, and any other change abandons it. Kept, it would
+		// count against a save that never held it.
+		m.dropStaged()
+	}
 	for _, next := range path {
 		if err := m.arc(m.state, next); err != nil {
 			return err
@@ -147,6 +161,10 @@ func (m *Machine) arc(from, to device.MigrationState) error {
 			m.resetResume()
 			return fmt.Errorf("%w: %w", err, syscall.EINVAL)
 		}
+		// Loaded: nothing of the stream is needed any more, and the
+		// buffer (up to the stream limit) is not kept for a next one.
+		m.resetResume()
+		m.in = nil
 	}
 	if isSaving(to) && !isSaving(from) {
 		if err := m.startSave(); err != nil {
@@ -176,6 +194,7 @@ func (m *Machine) arc(from, to device.MigrationState) error {
 func (m *Machine) fail(err error) error {
 	m.log.Error("migration: device entered ERROR", "err", err)
 	m.state = sError
+	m.dropStaged()
 	m.dropSave()
 	m.resetResume()
 	return fmt.Errorf("%w: %w", err, syscall.EIO)
@@ -199,12 +218,31 @@ func (m *Machine) finishSave() error {
 	return nil
 }
 
+// dropStaged forgets a chunk staged in the v1 region's data area.
+func (m *Machine) dropStaged() {
+	if m.v1 != nil {
+		m.v1.staged = 0
+	}
+}
+
+// unread returns how many saved bytes the client has yet to read. The
+// offsets are checked rather than trusted, so a bookkeeping error between
+// the two protocols is an error for that request and not a slice out of
+// range.
+func (m *Machine) unread() (int, error) {
+	if m.outRead < 0 || m.outRead > m.outEnd || m.outEnd > len(m.out) {
+		return 0, fmt.Errorf("migration: save offsets %d..%d outside the %d bytes saved: %w", m.outRead, m.outEnd, len(m.out), syscall.EIO)
+	}
+	return m.outEnd - m.outRead, nil
+}
+
 func (m *Machine) dropSave() {
 	m.out, m.outRead, m.outEnd = m.out[:0], 0, 0
 }
 
 func (m *Machine) resetResume() {
 	m.in, m.inHdr, m.inHead, m.loader, m.refused = m.in[:0], 0, Header{}, nil, nil
+	m.inScan, m.inSections, m.inEnd = 0, 0, 0
 }
 
 // checkIncoming runs the header check as soon as the header has arrived.
@@ -245,13 +283,19 @@ func (m *Machine) ReadMigrationData(p []byte) (int, error) {
 	if !isSaving(m.state) {
 		return 0, fmt.Errorf("migration: no data to read in %s: %w", StateName(m.state), syscall.EINVAL)
 	}
-	return m.readLocked(p), nil
+	// A v2 read takes the bytes from where the client's reading stands;
+	// a v1 chunk staged from the same place would hand them out twice.
+	m.dropStaged()
+	return m.readLocked(p)
 }
 
-func (m *Machine) readLocked(p []byte) int {
+func (m *Machine) readLocked(p []byte) (int, error) {
+	if _, err := m.unread(); err != nil {
+		return 0, err
+	}
 	n := copy(p, m.out[m.outRead:m.outEnd])
 	m.outRead += n
-	return n
+	return n, nil
 }
 
 // WriteMigrationData implements device.Migratable.
@@ -275,10 +319,80 @@ func (m *Machine) writeLocked(p []byte) error {
 	if err := m.checkIncoming(); err != nil {
 		return fmt.Errorf("%w: %w", err, syscall.EINVAL)
 	}
-	if err := m.checkComplete(); err != nil {
+	if err := m.scanIncoming(len(p)); err != nil {
 		m.refused = err
 		m.log.Warn("migration: refusing incoming state", "err", err)
 		return fmt.Errorf("%w: %w", err, syscall.EINVAL)
+	}
+	return nil
+}
+
+// scanIncoming walks the records that the last write (of added bytes)
+// completed and, once the last record has arrived, checks the whole stream
+// (checkComplete). The walk resumes where the previous write left it and
+// jumps over payloads, so each record header is looked at once: the scan
+// costs the same whether the stream comes in one write or in a million.
+//
+// It refuses what the load would refuse at the framing check anyway
+// (more sections than the limit, a section over its size limit) as soon
+// as the record's header shows it, so a stream of many small records
+// cannot have itself buffered up to the stream limit first.
+func (m *Machine) scanIncoming(added int) error {
+	if m.inHdr == 0 {
+		return nil
+	}
+	if m.inEnd > 0 {
+		// The end arrived and passed; the load would refuse anything
+		// after it.
+		if added == 0 {
+			return nil
+		}
+		return fmt.Errorf("migration: %d stray bytes after the checksum", len(m.in)-m.inEnd)
+	}
+	if m.inScan == 0 {
+		m.inScan = m.inHdr
+	}
+	// Each pass moves inScan forward by at least one record header or
+	// returns.
+	for m.inScan < len(m.in) {
+		b := m.in[m.inScan:]
+		switch b[0] {
+		case tagSection:
+			if len(b) < 3 {
+				return nil
+			}
+			j := 3 + int(b[2])
+			if len(b) < j+4 {
+				return nil
+			}
+			n := binary.LittleEndian.Uint32(b[j:])
+			if uint64(n) > uint64(m.lim.MaxSectionSize) {
+				return fmt.Errorf("migration: section at offset %d: %d bytes exceeds the limit of %d", m.inScan, n, m.lim.MaxSectionSize)
+			}
+			if m.inSections >= m.lim.MaxSections {
+				return fmt.Errorf("migration: more than %d sections", m.lim.MaxSections)
+			}
+			m.inSections++
+			// inScan may pass the end of what has arrived: the next
+			// walk starts once the payload is in.
+			m.inScan += j + 4 + int(n)
+		case tagEnd:
+			if len(b) < 5 {
+				return nil
+			}
+			if err := m.checkComplete(); err != nil {
+				return err
+			}
+			m.inEnd = len(m.in)
+			return nil
+		default:
+			// Not a record: the check refuses the stream, naming the
+			// first thing wrong with it.
+			if err := m.checkComplete(); err != nil {
+				return err
+			}
+			return fmt.Errorf("migration: unknown record tag %#02x at offset %d", b[0], m.inScan)
+		}
 	}
 	return nil
 }
@@ -290,39 +404,14 @@ func (m *Machine) writeLocked(p []byte) error {
 // load at RESUMING→STOP checks everything again, against the device as it is
 // then, and applies.
 func (m *Machine) checkComplete() error {
-	if m.inHdr == 0 || !streamEnded(m.in, m.inHdr) {
-		return nil
-	}
 	h, n, ld, err := CheckHeader(m.in, m.dev, m.lim)
 	if err != nil {
 		return err
 	}
-	return checkBody(m.in, n, h, ld, m.dev, m.lim, m.log)
-}
-
-// streamEnded reports whether b, a stream whose header of hdr bytes was
-// accepted, holds its last record: the end marker with its checksum, or a
-// tag that is not a record (which the framing check then refuses). It walks
-// record headers only, bounded by the bytes present.
-func streamEnded(b []byte, hdr int) bool {
-	for i := hdr; i < len(b); {
-		switch b[i] {
-		case tagEnd:
-			return len(b)-i >= 5
-		case tagSection:
-			if len(b)-i < 3 {
-				return false
-			}
-			j := i + 3 + int(b[i+2])
-			if len(b)-j < 4 {
-				return false
-			}
-			i = j + 4 + int(binary.LittleEndian.Uint32(b[j:]))
-		default:
-			return true
-		}
+	if err := checkBody(m.in, n, h, ld, m.dev, m.lim, m.log); err != nil {
+		return err
 	}
-	return false
+	return nil
 }
 
 // MigrationDataSize implements device.Migratable. In STOP_COPY it is the
@@ -336,12 +425,15 @@ func (m *Machine) MigrationDataSize() (uint64, error) {
 	case sError:
 		return 0, fmt.Errorf("migration: device in ERROR: %w", syscall.EINVAL)
 	case sStopCopy:
-		return uint64(m.outEnd - m.outRead), nil
+		left, err := m.unread()
+		return uint64(left), err
 	}
 	left := 0
 	var err error
 	if isSaving(m.state) {
-		left = m.outEnd - m.outRead
+		if left, err = m.unread(); err != nil {
+			return 0, err
+		}
 		// Only the state sections remain to be produced.
 		m.scratch, err = saveTail(m.scratch[:0], m.dev, m.lim)
 	} else {
@@ -360,9 +452,7 @@ func (m *Machine) MigrationDataSize() (uint64, error) {
 func (m *Machine) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.v1 != nil {
-		m.v1.staged = 0
-	}
+	m.dropStaged()
 	m.dropSave()
 	m.resetResume()
 	if m.quiesced {

@@ -3,8 +3,10 @@ package migration
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
+	"reflect"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -101,7 +103,20 @@ type Validator interface {
 // parameters, so a field this build does not know means the source runs a
 // layout we cannot honour; an optional section is extra data the
 // destination may drop, and that holds for its fields too.
+//
+// Decoding allocates at most DecodeMultiple times the payload plus
+// DecodeSlack when v starts zero, as a Loader's state does: a payload that
+// would make the decoder allocate more (a million empty elements, each a
+// slice header; a map of many short keys, each an entry) is refused before
+// anything is decoded. A field given twice is refused too, since it would
+// decode into, and grow, what its first occurrence allocated.
 func (s Section) Decode(v any) error {
+	limit := DecodeMultiple*uint64(len(s.Payload)) + DecodeSlack
+	if cost, err := decodeCost(s.Payload, reflect.TypeOf(v), limit); errors.Is(err, errOverBudget) {
+		return fmt.Errorf("section %s: decoding its %d bytes would allocate %d bytes or more, over the bound of %d", s.Name, len(s.Payload), cost, limit)
+	} else if err != nil {
+		return fmt.Errorf("section %s: %w", s.Name, err)
+	}
 	d := msgpack.NewDecoder(bytes.NewReader(s.Payload))
 	d.DisallowUnknownFields(s.Mandatory)
 	if err := d.Decode(v); err != nil {
@@ -132,8 +147,9 @@ func Check(field string, v, lo, hi uint64) error {
 // before reading the elements, so a 5-byte array header claiming four
 // billion elements would make it allocate gigabytes. Every element takes at
 // least one byte, so once each announced count is known to be no larger
-// than the bytes left, nothing the decoder allocates can be larger than a
-// small multiple of the payload.
+// than the bytes left, what the decoder allocates is proportional to the
+// payload; Section.Decode then bounds the proportion (budget.go), since an
+// element of one byte can still cost dozens.
 func checkMsgpack(b []byte, maxDepth int) error {
 	// pending[d] counts the objects still expected at depth d.
 	var stack [64]int

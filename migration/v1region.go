@@ -39,6 +39,10 @@ const (
 	v1Error    = v1Saving | v1Resuming // what a v1 device reports after a failure
 )
 
+// v1Seals are the seals of the region's memfd: its size is fixed, and so
+// are the seals.
+const v1Seals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
+
 // V1Region serves the legacy v1 migration region for a Machine; it is a
 // device.RegionHandler for region index device.RegionMigration, with Info
 // as its description. Its data
@@ -63,7 +67,7 @@ func NewV1Region(m *Machine, areaSize int) (*V1Region, error) {
 	if areaSize < 0 || areaSize%os.Getpagesize() != 0 || areaSize > 64<<20 {
 		return nil, fmt.Errorf("migration: v1 data area of %d bytes: must be a page multiple up to 64 MiB", areaSize)
 	}
-	fd, err := unix.MemfdCreate("e1000e-vfu-migration", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("e1000e-vfu-migration", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("migration: memfd for the v1 region: %w", err)
 	}
@@ -71,6 +75,15 @@ func NewV1Region(m *Machine, areaSize int) (*V1Region, error) {
 	if err := f.Truncate(int64(V1DataOffset + areaSize)); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("migration: sizing the v1 region: %w", err)
+	}
+	// The client gets this fd: had it the right to shrink the file, the
+	// server's next access to its mapping of the area would die of
+	// SIGBUS. Sealing the size (and the seals) makes the area's length a
+	// promise the client cannot break; it may still write the data, which
+	// is what the area is for.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, v1Seals); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("migration: sealing the v1 region: %w", err)
 	}
 	area, err := unix.Mmap(fd, V1DataOffset, areaSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
@@ -139,6 +152,7 @@ func (r *V1Region) ReadRegion(off uint64, p []byte) error {
 		return nil
 	}
 	var v uint64
+	var err error
 	switch {
 	case off == v1OffState && len(p) == 4:
 		binary.LittleEndian.PutUint32(p, v1State(r.m.state))
@@ -147,15 +161,18 @@ func (r *V1Region) ReadRegion(off uint64, p []byte) error {
 		clear(p)
 		return nil
 	case off == v1OffPending && len(p) == 8:
-		v = r.pending()
+		v, err = r.pending()
 	case off == v1OffDataOff && len(p) == 8:
-		r.stage()
+		err = r.stage()
 		v = V1DataOffset
 	case off == v1OffSize && len(p) == 8:
-		r.stage()
+		err = r.stage()
 		v = uint64(r.staged)
 	default:
 		return errInval("read of %d bytes at %#x", len(p), off)
+	}
+	if err != nil {
+		return err
 	}
 	binary.LittleEndian.PutUint64(p, v)
 	return nil
@@ -224,34 +241,58 @@ func (r *V1Region) setState(v uint32) error {
 	}
 	// A staged chunk has been taken by the time the client changes state:
 	// its loop reads data_offset, data_size and the data back to back.
-	if r.staged > 0 && isSaving(r.m.state) {
-		r.m.outRead += r.staged
+	// Only a v1 state change says so; the machine forgets the chunk on
+	// every state change, whichever protocol makes it.
+	if err := r.consume(); err != nil {
+		return err
 	}
-	r.staged = 0
 	return r.m.setStateLocked(target)
+}
+
+// consume counts the staged chunk as read by the client, if one is
+// staged while saving, and forgets it.
+func (r *V1Region) consume() error {
+	n := r.staged
+	r.staged = 0
+	if n == 0 || !isSaving(r.m.state) {
+		return nil
+	}
+	left, err := r.m.unread()
+	if err != nil {
+		return err
+	}
+	if n > left {
+		return fmt.Errorf("migration: v1 region: staged chunk of %d bytes, %d left to read: %w", n, left, syscall.EIO)
+	}
+	r.m.outRead += n
+	return nil
 }
 
 // pending answers a pending_bytes read. Reading it after a chunk was staged
 // says the client has taken that chunk (step f of the v1 save loop), so the
 // chunk is consumed first; further reads have no side effect.
-func (r *V1Region) pending() uint64 {
+func (r *V1Region) pending() (uint64, error) {
 	if !isSaving(r.m.state) {
 		r.staged = 0
-		return 0
+		return 0, nil
 	}
-	if r.staged > 0 {
-		r.m.outRead += r.staged
-		r.staged = 0
+	if err := r.consume(); err != nil {
+		return 0, err
 	}
-	return uint64(r.m.outEnd - r.m.outRead)
+	n, err := r.m.unread()
+	return uint64(n), err
 }
 
 // stage places the next chunk in the data area unless one is staged
 // already, so repeated reads of data_offset and data_size see the same
 // chunk.
-func (r *V1Region) stage() {
+func (r *V1Region) stage() error {
 	if r.staged > 0 || !isSaving(r.m.state) {
-		return
+		return nil
+	}
+	if _, err := r.m.unread(); err != nil {
+		return err
 	}
 	r.staged = copy(r.area, r.m.out[r.m.outRead:r.m.outEnd])
+	return nil
 }
