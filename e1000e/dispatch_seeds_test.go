@@ -219,7 +219,7 @@ func dispatchSeeds(t testing.TB) []dispatchSeed {
 		s.setState(device.MigStop)
 		s.setState(device.MigResuming)
 		s.migWrite(sample[:len(sample)-7]) // truncated: no end, no CRC
-		s.setState(device.MigStop)         // refused: the machine goes to ERROR
+		s.setState(device.MigStop)         // refused: the device stays in RESUMING, untouched
 		s.feature(vfiouser.FeatMigDeviceState|vfiouser.FeatureGet, nil, vfiouser.FeatureSize+vfiouser.MigStateSize)
 		s.call(vfiouser.CmdDeviceReset, nil)
 		s.setState(device.MigStop)
