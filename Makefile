@@ -19,7 +19,7 @@ run: build
 # Installs what the tests need (root, Debian), then runs every test: the
 # unit tests, then real QEMU with a real guest, live migration included,
 # then a migration and a guest's traffic again on a loaded machine.
-test: deps lint test-unit test-qemu test-load
+test: deps lint test-unit fuzz test-qemu test-load
 
 deps:
 	@sh tests/deps.sh
@@ -34,6 +34,40 @@ test-unit:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 $(PKGS)
 	@echo "With real QEMU and a guest (root): make bench-guest (throughput, latency) and make bench-migration (downtime, state size)."
+	@echo "Against abusive clients (no root): make bench-abuse."
+
+# Fuzzing for a bounded time, under a minute and a half in all: the NIC
+# behind the real dispatcher longest (it also reaches the register and
+# config-space targets' code), then the other targets that take what a
+# client, a guest or a stream hands the server. Every target's seed corpus
+# already runs in test-unit; these look for new inputs. A failure leaves the
+# input in the package's testdata/fuzz/ to commit as a regression.
+FUZZTIME     ?= 5s
+FUZZTIME_NIC ?= 20s
+FUZZ_TARGETS := \
+	./e1000e:FuzzDispatchNIC:$(FUZZTIME_NIC) \
+	./vfiouser:FuzzDispatch:$(FUZZTIME) \
+	./vfiouser:FuzzDMATable:$(FUZZTIME) \
+	./migration:FuzzLoad:$(FUZZTIME) \
+	./migration:FuzzV1Region:$(FUZZTIME) \
+	./migration:FuzzMachine:$(FUZZTIME) \
+	./e1000e:FuzzStateLoad:$(FUZZTIME) \
+	./e1000e:FuzzDatapath:$(FUZZTIME) \
+	./device/netdev:FuzzStreamDecoder:$(FUZZTIME)
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; rest=$${t#*:}; name=$${rest%%:*}; time=$${rest#*:}; \
+		echo "fuzz: $$pkg $$name for $$time"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $$time -fuzzminimizetime 5s $$pkg; \
+	done
+
+# Abusive vfio-user clients one after the other against one server binary,
+# with register round trips, descriptors, threads and RSS measured between
+# and during them (tests/benchabuse). No root, no QEMU.
+.PHONY: bench-abuse
+bench-abuse: build
+	$(GO) run ./tests/benchabuse -bin $(BIN)
 
 clean:
 	rm -rf bin

@@ -25,6 +25,12 @@ var errStream = errors.New("vfio-user stream broken")
 // only ends the connection.
 var errPanic = errors.New("panic while handling a message")
 
+// IsPanic says whether err, returned by Conn.Step or Conn.Serve, ended the
+// connection because handling a message panicked: a bug, where any other
+// error is the client's. Harnesses outside the package (fuzz targets that
+// drive a real device) tell the two apart with it.
+func IsPanic(err error) bool { return errors.Is(err, errPanic) }
+
 // message is one received message. Payload points into the reader's buffer
 // and is valid until the next call to next. The message owns its fds: a
 // handler that keeps one sets its entry to -1, and closeFDs closes the rest.

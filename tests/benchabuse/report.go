@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+// printTables prints the round trips, then the process's resources, each
+// figure with its goal's marker, then one line on the whole run.
+func printTables(rows []row) {
+	over := 0
+	mark := func(ok bool) string {
+		if ok {
+			return "PASS"
+		}
+		over++
+		return "over"
+	}
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
+
+	fmt.Println()
+	fmt.Printf("Round trips in ms. While the abuser is connected: the control socket's query-stats (under the NIC's lock)\n")
+	fmt.Printf("and the abuser's own STATUS reads between its actions; goal: worst < %v. After it left: the next client's\n", goalRTT)
+	fmt.Printf("first STATUS read, timed from the abuser's disconnect, and its %s.\n", "STATUS reads")
+	fmt.Printf("%-21s %6s | %8s %8s %-4s | %8s %8s %-4s %5s %7s | %8s | %8s %8s\n",
+		"abuser", "rounds", "ctl med", "worst", "", "own med", "worst", "", "n", "refused", "1st read", "next med", "worst")
+	for _, r := range rows {
+		cm, cw := stats(r.ctl)
+		om, ow := stats(r.own)
+		_, fw := stats(r.first)
+		nm, nw := stats(r.next)
+		own := fmt.Sprintf("%8s %8s %-4s", "-", "-", "")
+		if len(r.own) > 0 {
+			own = fmt.Sprintf("%8s %8s %-4s", ms(om), ms(ow), mark(ow < goalRTT))
+		}
+		ctl := fmt.Sprintf("%8s %8s %-4s", "-", "-", "")
+		if len(r.ctl) > 0 {
+			ctl = fmt.Sprintf("%8s %8s %-4s", ms(cm), ms(cw), mark(cw < goalRTT))
+		}
+		fmt.Printf("%-21s %6d | %s | %s %5d %7d | %8s | %8s %8s\n",
+			r.name, r.rounds, ctl, own, len(r.own), r.refused, ms(fw), ms(nm), ms(nw))
+	}
+
+	base := rows[0].after
+	fmt.Println()
+	fmt.Printf("Resources with no client connected, after each abuser's rounds, from /proc (baseline: %d fds, %d threads,\n", base.fds, base.threads)
+	fmt.Printf("%.1f MiB RSS; the server does not expose its goroutines, its threads stand for them).\n", mib(base.rss))
+	fmt.Printf("Goals: fds do not grow; threads at most %d above the baseline (Go keeps idle threads); RSS at most %d MiB above it.\n",
+		goalThreads, goalRSSGrowth>>20)
+	fmt.Printf("%-21s | %5s %-4s | %7s %-4s | %8s %-4s\n", "abuser", "fds", "", "threads", "", "RSS MiB", "")
+	for _, r := range rows {
+		a := r.after
+		fmt.Printf("%-21s | %5d %-4s | %7d %-4s | %8.1f %-4s\n", r.name,
+			a.fds, mark(a.fds <= base.fds),
+			a.threads, mark(a.threads <= base.threads+goalThreads),
+			mib(a.rss), mark(a.rss <= base.rss+goalRSSGrowth))
+	}
+	fmt.Println()
+	if over == 0 {
+		fmt.Println("Goal met: nothing grew, and every worst round trip while an abuser was connected stayed under", goalRTT)
+	} else {
+		fmt.Printf("Goal not met: %d figures over (marked \"over\" above).\n", over)
+	}
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
