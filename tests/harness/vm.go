@@ -71,6 +71,10 @@ type VMConfig struct {
 	// ExtraQMP adds a second QMP socket (VM.QMP2Path): QEMU serves one
 	// client per socket, and the harness keeps the first.
 	ExtraQMP bool
+	// PrivateRAM gives the guest plain anonymous RAM in place of a shared
+	// memfd: QEMU then has no fd to pass with DMA_MAP, and the server
+	// reaches guest memory only through DMA_READ and DMA_WRITE messages.
+	PrivateRAM bool
 	// ExtraArgs are further QEMU arguments (e.g. a pcie-root-port for a
 	// NIC hot-plugged later).
 	ExtraArgs []string
@@ -126,17 +130,21 @@ func StartVM(ctx context.Context, cfg VMConfig) (vm *VM, err error) {
 		defer agt2L.Close()
 	}
 
-	args := []string{
-		"-nodefaults", "-display", "none", "-accel", "tcg",
-		"-machine", "q35,memory-backend=mem",
-		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", cfg.MemMiB),
+	args := []string{"-nodefaults", "-display", "none", "-accel", "tcg"}
+	if cfg.PrivateRAM {
+		args = append(args, "-machine", "q35")
+	} else {
+		args = append(args, "-machine", "q35,memory-backend=mem",
+			"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", cfg.MemMiB))
+	}
+	args = append(args,
 		"-m", fmt.Sprintf("%dM", cfg.MemMiB), "-smp", fmt.Sprint(cfg.CPUs),
 		"-kernel", cfg.Cache.Kernel, "-initrd", cfg.Initramfs,
-		"-append", strings.TrimSpace("console=ttyS0 loglevel=6 " + cfg.KernelArgs),
-		"-chardev", "socket,id=con,path=" + conL.Addr().String(), "-serial", "chardev:con",
-		"-chardev", "socket,id=agt,path=" + agtL.Addr().String(), "-serial", "chardev:agt",
-		"-qmp", "unix:" + qmpPath + ",server=on,wait=off",
-	}
+		"-append", strings.TrimSpace("console=ttyS0 loglevel=6 "+cfg.KernelArgs),
+		"-chardev", "socket,id=con,path="+conL.Addr().String(), "-serial", "chardev:con",
+		"-chardev", "socket,id=agt,path="+agtL.Addr().String(), "-serial", "chardev:agt",
+		"-qmp", "unix:"+qmpPath+",server=on,wait=off",
+	)
 	if agt2L != nil {
 		args = append(args, "-chardev", "socket,id=agt2,path="+agt2L.Addr().String(), "-serial", "chardev:agt2")
 	}
