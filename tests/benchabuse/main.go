@@ -42,6 +42,7 @@ const (
 	goalRTT       = 10 * time.Millisecond // worst round trip while an abuser is connected
 	goalRSSGrowth = 32 << 20              // bytes of RSS growth over the whole run
 	goalThreads   = 8                     // threads beyond the baseline (Go keeps idle ones)
+	goalHeapLive  = 4 << 20               // bytes of live heap growth (collections come when they come)
 )
 
 type options struct {
@@ -211,14 +212,18 @@ func (b *bench) baseline() (row, error) {
 }
 
 // idleStats samples the process once no vfio-user client is served. The
-// control connection of that very query may still be closing, so the
-// fewest descriptors of a few samples count: a leak stays in all of them.
+// control connection of a query may still be closing, so the fewest
+// descriptors and goroutines of a few samples count: a leak stays in all
+// of them.
 func (b *bench) idleStats() (procStats, error) {
-	if err := waitIdle(b.ctx, b.srv.Control); err != nil {
-		return procStats{}, err
-	}
 	var best procStats
 	for i := range 5 {
+		st, err := waitIdle(b.ctx, b.srv.Control)
+		if err != nil {
+			return procStats{}, err
+		}
+		// Let the server close the query's own connection first.
+		time.Sleep(20 * time.Millisecond)
 		s, err := readProc(b.srv.Pid())
 		if err != nil {
 			return procStats{}, err
@@ -226,8 +231,10 @@ func (b *bench) idleStats() (procStats, error) {
 		if i == 0 || s.fds < best.fds {
 			best.fds = s.fds
 		}
-		best.threads, best.rss = s.threads, s.rss
-		time.Sleep(20 * time.Millisecond)
+		if i == 0 || st.Goroutines < best.goroutines {
+			best.goroutines = st.Goroutines
+		}
+		best.threads, best.rss, best.heapLive = s.threads, s.rss, st.HeapLiveBytes
 	}
 	return best, nil
 }

@@ -181,26 +181,27 @@ func (b *bench) prepare() error {
 	return c.Reset()
 }
 
-// waitIdle waits until the control socket reports no vfio-user client.
-func waitIdle(ctx context.Context, path string) error {
+// waitIdle waits until the control socket reports no vfio-user client, and
+// returns that report (with the server's goroutines and live heap).
+func waitIdle(ctx context.Context, path string) (control.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// Each pass is one query; the context bounds them.
 	for {
 		res, err := control.Call(ctx, path, control.Request{Cmd: control.CmdQueryStatus})
 		if err != nil {
-			return fmt.Errorf("query-status: %w", err)
+			return control.Status{}, fmt.Errorf("query-status: %w", err)
 		}
 		var st control.Status
 		if err := json.Unmarshal(res, &st); err != nil {
-			return fmt.Errorf("query-status %s: %w", res, err)
+			return control.Status{}, fmt.Errorf("query-status %s: %w", res, err)
 		}
 		if st.State != "running" {
-			return nil
+			return st, nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("a client is still served: %w", ctx.Err())
+			return control.Status{}, fmt.Errorf("a client is still served: %w", ctx.Err())
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
@@ -210,6 +211,10 @@ func waitIdle(ctx context.Context, path string) error {
 type procStats struct {
 	fds, threads int
 	rss          int64 // bytes
+	// goroutines and heapLive (bytes, as of the last collection) come
+	// from the server's query-status.
+	goroutines int
+	heapLive   uint64
 }
 
 func readProc(pid int) (procStats, error) {

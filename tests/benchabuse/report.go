@@ -43,16 +43,20 @@ func printTables(rows []row) {
 
 	base := rows[0].after
 	fmt.Println()
-	fmt.Printf("Resources with no client connected, after each abuser's rounds, from /proc (baseline: %d fds, %d threads,\n", base.fds, base.threads)
-	fmt.Printf("%.1f MiB RSS; the server does not expose its goroutines, its threads stand for them).\n", mib(base.rss))
-	fmt.Printf("Goals: fds do not grow; threads at most %d above the baseline (Go keeps idle threads); RSS at most %d MiB above it.\n",
-		goalThreads, goalRSSGrowth>>20)
-	fmt.Printf("%-21s | %5s %-4s | %7s %-4s | %8s %-4s\n", "abuser", "fds", "", "threads", "", "RSS MiB", "")
+	fmt.Printf("Resources with no client connected, after each abuser's rounds: fds, threads and RSS from /proc, goroutines and\n")
+	fmt.Printf("the live heap of the last collection from query-status (baseline: %d fds, %d goroutines, %d threads, %.1f MiB live heap,\n",
+		base.fds, base.goroutines, base.threads, mib(int64(base.heapLive)))
+	fmt.Printf("%.1f MiB RSS). Goals: fds and goroutines do not grow; threads at most %d above the baseline (Go keeps idle\n", mib(base.rss), goalThreads)
+	fmt.Printf("threads); live heap at most %d MiB and RSS at most %d MiB above it (the runtime returns freed memory lazily).\n",
+		goalHeapLive>>20, goalRSSGrowth>>20)
+	fmt.Printf("%-21s | %5s %-4s | %10s %-4s | %7s %-4s | %9s %-4s | %8s %-4s\n", "abuser", "fds", "", "goroutines", "", "threads", "", "heap MiB", "", "RSS MiB", "")
 	for _, r := range rows {
 		a := r.after
-		fmt.Printf("%-21s | %5d %-4s | %7d %-4s | %8.1f %-4s\n", r.name,
+		fmt.Printf("%-21s | %5d %-4s | %10d %-4s | %7d %-4s | %9.1f %-4s | %8.1f %-4s\n", r.name,
 			a.fds, mark(a.fds <= base.fds),
+			a.goroutines, mark(a.goroutines <= base.goroutines),
 			a.threads, mark(a.threads <= base.threads+goalThreads),
+			mib(int64(a.heapLive)), mark(a.heapLive <= base.heapLive+goalHeapLive),
 			mib(a.rss), mark(a.rss <= base.rss+goalRSSGrowth))
 	}
 	fmt.Println()
