@@ -42,11 +42,12 @@ type Conn struct {
 	wbuf     []byte // the reply under construction: header, then payload
 	replyFDs []int
 
-	// Server-initiated DMA.
-	nextID   atomic.Uint32
-	pmu      sync.Mutex
-	pending  map[uint16]*dmaWaiter
-	handlerG atomic.Int64 // goroutine running a handler, while fd-less maps exist
+	// Server-initiated DMA (msgdma.go).
+	nextID      atomic.Uint32
+	pmu         sync.Mutex
+	pending     map[uint16]*dmaWaiter
+	handlerG    atomic.Int64 // goroutine running a handler, while fd-less maps exist
+	dmaTimeouts atomic.Uint64
 
 	closeOnce    sync.Once
 	teardownOnce sync.Once
@@ -123,6 +124,10 @@ func (c *Conn) isClosed() bool {
 func (c *Conn) teardown() {
 	c.teardownOnce.Do(func() {
 		c.closeOnce.Do(func() { close(c.closed) })
+		// A device goroutine blocked sending a DMA message to a client
+		// that stopped reading gets an error now, and waiters are woken:
+		// Disconnect waits for the device's accesses to end.
+		unix.Shutdown(c.fd, unix.SHUT_RDWR)
 		c.failPending()
 		c.dev.Disconnect()
 		c.dma.setMessenger(nil)
