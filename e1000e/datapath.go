@@ -51,7 +51,7 @@ type workState struct {
 	inFlight int
 	idle     *sync.Cond
 
-	msg messaged // n.mem when it may need messages, else nil
+	msg messaged // n.mem when it can say whether it needs messages, else nil
 }
 
 func (n *NIC) initWork() {

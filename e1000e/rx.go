@@ -117,7 +117,8 @@ func (n *NIC) receiveLocked(frame []byte) {
 	}
 	if n.rx.busy || n.memMessaged() {
 		// Delivery may wait for the client: the worker does it, in
-		// order, from the backlog.
+		// order, from the backlog. (RNBC and RXO, below, count frames
+		// that find no descriptor on arrival; this path does not look.)
 		if !n.rxEnqueue(frame) && !quiet {
 			n.addStat(MPC, 1)
 		}
