@@ -50,6 +50,10 @@ import (
 //	n.kickRX()     after an RDT or RCTL write, on link up or bus master enable
 //	n.resetRings() on device reset
 //
+// A kick may do its work later, on the datapath's worker (datapath.go):
+// past a transmit budget, and always when guest memory is reached by
+// messages to the client, which the datapath sends without mu.
+//
 // plus Receive (netdev.Receiver), which takes mu itself.
 type NIC struct {
 	mu      sync.Mutex
@@ -78,8 +82,9 @@ type NIC struct {
 	ioaddr      uint32 // BAR2 IOADDR
 	closed      bool
 
-	tx txState
-	rx rxState
+	tx   txState
+	rx   rxState
+	work workState // the datapath's worker (datapath.go)
 
 	pci pciState
 
@@ -174,6 +179,7 @@ func New(cfg Config) (*NIC, error) {
 		out = n.backend
 	}
 	n.ann = announce.New(announce.Config{Source: n, Sender: out, Clock: cfg.AnnounceClock, Logger: n.log})
+	n.initWork()
 	n.buildNVM()
 	n.initTimers()
 	n.autoneg = n.newTimer(n.autonegDone)
@@ -195,7 +201,8 @@ func (n *NIC) MAC() net.HardwareAddr {
 }
 
 // Close stops the NIC's timers and its announcement, waiting for the
-// announcer's goroutine; the NIC must not be used afterwards.
+// announcer's goroutine; the NIC must not be used afterwards. A datapath
+// worker still starting finds the NIC closed and does nothing.
 func (n *NIC) Close() error {
 	n.mu.Lock()
 	n.closed = true

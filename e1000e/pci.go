@@ -175,15 +175,18 @@ func (n *NIC) Reset() error {
 func (n *NIC) Connect(mem device.GuestMemory) {
 	n.pci.fn.Connect(mem)
 	n.mu.Lock()
-	n.mem = mem
+	n.setMem(mem)
 	n.mu.Unlock()
 }
 
 // Disconnect stops every access to the client's memory, then drops its
-// eventfds.
+// eventfds. An access the datapath makes without n.mu (guest memory
+// reached by messages) is waited for: the connection is gone by then, so
+// it fails at once.
 func (n *NIC) Disconnect() {
 	n.mu.Lock()
-	n.mem = nil
+	n.setMem(nil)
+	n.waitIdle()
 	n.stopAllTimers()
 	n.intr = intrState{}
 	n.mu.Unlock()

@@ -2,6 +2,7 @@ package e1000e
 
 import (
 	"encoding/binary"
+	"errors"
 	"hash/crc32"
 )
 
@@ -56,7 +57,21 @@ type rxState struct {
 	blHead, blN int
 
 	dropped uint64 // frames that could never fit the ring
+
+	// busy is set while a frame is being written (the engine may let n.mu
+	// go for guest memory messages); kicked records a kick that came
+	// meanwhile, for the worker to take up.
+	busy, kicked bool
 }
+
+// rxResult is what became of one frame's delivery.
+type rxResult uint8
+
+const (
+	rxDone  rxResult = iota // written, or dropped for good
+	rxWait                  // no DMA, ring unusable or not enough free descriptors
+	rxStale                 // stopped during a guest memory message (errStale): RDH not moved
+)
 
 func (r *rxState) reset() {
 	r.blHead, r.blN = 0, 0
@@ -100,10 +115,20 @@ func (n *NIC) receiveLocked(frame []byte) {
 	if !filterFrame(n, fh, n.rxFilter).accept {
 		return
 	}
+	if n.rx.busy || n.memMessaged() {
+		// Delivery may wait for the client: the worker does it, in
+		// order, from the backlog. (RNBC and RXO, below, count frames
+		// that find no descriptor on arrival; this path does not look.)
+		if !n.rxEnqueue(frame) && !quiet {
+			n.addStat(MPC, 1)
+		}
+		n.kickRX()
+		return
+	}
 	if n.rx.blN > 0 {
 		n.kickRX() // older frames go first
 	}
-	if n.rx.blN == 0 && n.rxDeliver(frame) {
+	if n.rx.blN == 0 && n.rxDeliver(frame) == rxDone {
 		return
 	}
 	// No descriptors for it now: keep it, in order, if there is room.
@@ -111,23 +136,69 @@ func (n *NIC) receiveLocked(frame []byte) {
 		n.addStat(RNBC, 1)
 		n.raise(ICR_RXO)
 	}
+	if !n.rxEnqueue(frame) && !quiet {
+		n.addStat(MPC, 1)
+	}
+}
+
+// rxEnqueue appends a copy of frame to the backlog; false when it is full.
+func (n *NIC) rxEnqueue(frame []byte) bool {
 	if n.rx.blN == rxBacklogMax {
-		if !quiet {
-			n.addStat(MPC, 1)
-		}
-		return
+		return false
 	}
 	slot := &n.rx.backlog[(n.rx.blHead+n.rx.blN)%rxBacklogMax]
 	*slot = append((*slot)[:0], frame...)
 	n.rx.blN++
+	return true
 }
 
-// kickRX delivers backlogged frames once buffers are available. Called with
-// n.mu held.
+// kickRX delivers backlogged frames once buffers are available, or has the
+// worker do it. Called with n.mu held.
 func (n *NIC) kickRX() {
-	for n.rx.blN > 0 && n.rxDeliver(n.rx.backlog[n.rx.blHead]) {
+	if n.rx.blN == 0 {
+		return
+	}
+	if n.rx.busy || n.memMessaged() {
+		// A frame is being written without n.mu, or guest memory may
+		// need messages, which only the worker sends.
+		n.rx.kicked = n.rx.kicked || n.rx.busy
+		n.schedule()
+		return
+	}
+	n.rxDrain()
+}
+
+// rxDrain delivers backlogged frames, oldest first, while descriptors
+// last. Called with n.mu held. Frames that arrive while it lets n.mu go
+// join the backlog; past rxBacklogMax deliveries it leaves them to the
+// worker's next turn.
+func (n *NIC) rxDrain() {
+	for k := 0; n.rx.blN > 0; k++ {
+		if k == rxBacklogMax {
+			n.schedule()
+			return
+		}
+		if n.rxDeliver(n.rx.backlog[n.rx.blHead]) != rxDone {
+			return
+		}
 		n.rx.blHead = (n.rx.blHead + 1) % rxBacklogMax
 		n.rx.blN--
+	}
+}
+
+// rxDMA reads or writes guest memory for the receive engine (see
+// dmaAccess).
+func (n *NIC) rxDMA(addr uint64, p []byte, write bool, gen uint64) error {
+	return n.dmaAccess(addr, p, write, gen, false)
+}
+
+// rxEnd ends a frame's delivery: a kick that came meanwhile gets the
+// worker.
+func (n *NIC) rxEnd() {
+	n.rx.busy = false
+	if n.rx.kicked {
+		n.rx.kicked = false
+		n.schedule()
 	}
 }
 
@@ -204,16 +275,19 @@ func (l *rxLayout) descsFor(total int) int {
 	return 1 + (total-first+next-1)/next
 }
 
-// rxDeliver writes one frame to the guest ring. It returns false when the
-// frame has to wait (no DMA, ring unusable or not enough free descriptors)
-// and true once it is written or dropped for good.
-func (n *NIC) rxDeliver(frame []byte) bool {
+// rxDeliver writes one frame to the guest ring. It returns rxWait when the
+// frame has to wait (no DMA, ring unusable or not enough free
+// descriptors), rxDone once it is written or dropped for good, and rxStale
+// when the engine had to stop while n.mu was let go (the frame is to be
+// written again; RDH has not moved). frame is read before n.mu is let go,
+// never after.
+func (n *NIC) rxDeliver(frame []byte) rxResult {
 	if !n.busMaster() {
-		return false
+		return rxWait
 	}
 	rctl := n.reg(RCTL)
 	if rctl&RCTL_EN == 0 {
-		return false
+		return rxWait
 	}
 	r := rxRing{
 		base: uint64(n.reg(RDBAH0))<<32 | uint64(n.reg(RDBAL0)),
@@ -222,7 +296,7 @@ func (n *NIC) rxDeliver(frame []byte) bool {
 		tail: n.reg(RDT0),
 	}
 	if r.size == 0 || r.head >= r.size || r.tail >= r.size {
-		return false
+		return rxWait
 	}
 	rx := &n.rx
 	if rx.buf == nil {
@@ -267,12 +341,16 @@ func (n *NIC) rxDeliver(frame []byte) bool {
 	if need == 0 || need > maxDescs {
 		rx.dropped++
 		n.addStat(RNBC, 1)
-		return true
+		return rxDone
 	}
 	freeBefore := r.free()
 	if need > int(freeBefore/lay.descSlots) {
-		return false
+		return rxWait
 	}
+
+	rx.busy = true
+	defer n.rxEnd()
+	gen := n.work.gen
 
 	status, hiDword, mrq := n.rxMetadata(w[:dataLen], &p)
 	if vp {
@@ -284,10 +362,14 @@ func (n *NIC) rxDeliver(frame []byte) bool {
 		first := k == 0
 		addr := r.base + uint64(r.head)*rxRingSlot
 		d := rx.desc[:descLen]
-		if err := n.mem.Read(addr, d); err != nil {
+		if err := n.rxDMA(addr, d, false, gen); err != nil {
+			if errors.Is(err, errStale) {
+				return rxStale
+			}
 			n.log.Debug("e1000e: rx descriptor read", "index", r.head, "err", err)
 			rx.dropped++
-			return true
+			n.setReg(RDH0, r.head) // what was written stays consumed
+			return rxDone
 		}
 		var addrs [4]uint64
 		caps := lay.sizes
@@ -316,7 +398,10 @@ func (n *NIC) rxDeliver(frame []byte) bool {
 				continue
 			}
 			if !skip {
-				if err := n.mem.Write(addrs[j], w[off:off+nb]); err != nil {
+				if err := n.rxDMA(addrs[j], w[off:off+nb], true, gen); err != nil {
+					if errors.Is(err, errStale) {
+						return rxStale
+					}
 					n.log.Debug("e1000e: rx buffer write", "addr", addrs[j], "err", err)
 				}
 				lens[j] = nb
@@ -328,13 +413,18 @@ func (n *NIC) rxDeliver(frame []byte) bool {
 		if last {
 			st = status
 		}
-		n.rxWriteBack(&lay, d, addr, st, hiDword, mrq, &lens, tci, vp && last)
+		if !n.rxWriteBack(&lay, d, addr, st, hiDword, mrq, &lens, tci, vp && last, gen) {
+			return rxStale
+		}
 		r.head += lay.descSlots
 		if r.head >= r.size {
 			r.head = 0
 		}
-		n.setReg(RDH0, r.head)
 	}
+	// The frame is the guest's once all of it is written: a frame
+	// stopped half way (rxStale) is written again to the same
+	// descriptors.
+	n.setReg(RDH0, r.head)
 	n.countFrame(w[:dataLen], &rxCounters)
 
 	var causes uint32
@@ -348,7 +438,7 @@ func (n *NIC) rxDeliver(frame []byte) bool {
 		}
 	}
 	n.raiseRX(causes)
-	return true
+	return rxDone
 }
 
 // psHeaderLen is how many header bytes packet split puts in buffer 0: the
@@ -424,8 +514,9 @@ func (n *NIC) rxMetadata(frame []byte, p *pktInfo) (status, hiDword, mrq uint32)
 }
 
 // rxWriteBack writes a descriptor back in the ring's format: the body
-// first, then the status, so the guest never sees DD before the rest.
-func (n *NIC) rxWriteBack(l *rxLayout, d []byte, addr uint64, status, hiDword, mrq uint32, lens *[4]int, tci uint16, withVLAN bool) {
+// first, then the status, so the guest never sees DD before the rest. It
+// returns false when the engine must stop (errStale).
+func (n *NIC) rxWriteBack(l *rxLayout, d []byte, addr uint64, status, hiDword, mrq uint32, lens *[4]int, tci uint16, withVLAN bool, gen uint64) bool {
 	var vlan uint16
 	if withVLAN {
 		vlan = tci
@@ -457,13 +548,20 @@ func (n *NIC) rxWriteBack(l *rxLayout, d []byte, addr uint64, status, hiDword, m
 		stBuf[0] = byte(status)
 		st = stBuf[:1]
 	}
-	if err := n.mem.Write(addr, d); err != nil {
+	if err := n.rxDMA(addr, d, true, gen); err != nil {
+		if errors.Is(err, errStale) {
+			return false
+		}
 		n.log.Debug("e1000e: rx write-back", "addr", addr, "err", err)
-		return
+		return true
 	}
-	if err := n.mem.Write(addr+uint64(stOff), st); err != nil {
+	if err := n.rxDMA(addr+uint64(stOff), st, true, gen); err != nil {
+		if errors.Is(err, errStale) {
+			return false
+		}
 		n.log.Debug("e1000e: rx write-back status", "addr", addr, "err", err)
 	}
+	return true
 }
 
 // frameCounters names the statistics registers one direction counts a

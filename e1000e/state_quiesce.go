@@ -54,6 +54,13 @@ func (q quietIRQ) ClearMSIXPending(v int) { q.inner.ClearMSIXPending(v) }
 // and raises no interrupt, and its timers stand still with the time they
 // had left, until Resume. Register and config accesses are still served;
 // frames from the backend wait in the receive FIFO.
+//
+// With guest memory reached by messages, a message sent before Quiesce may
+// still be waiting for its reply (the client answers it only after our
+// answer to the request that quiesces): Quiesce does not wait for it. The
+// engine that sent it stops when it comes, sends nothing more and commits
+// nothing, so the packet or frame stays in flight in the state and is done
+// again after Resume, here or on the destination.
 func (n *NIC) Quiesce() {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -2,6 +2,7 @@ package e1000e
 
 import (
 	"encoding/binary"
+	"errors"
 )
 
 // Transmit. A packet is processed only once its EOP descriptor is inside
@@ -16,7 +17,8 @@ import (
 // descriptors (QEMU's limit since CVE-2020-16092) and txMaxPacket bytes (a
 // 64 KiB TSO payload plus its headers); the scan for a packet's end looks at
 // no more than txMaxScan descriptors. Anything beyond is consumed and
-// dropped, so a guest cannot make one doorbell do unbounded work.
+// dropped, so a guest cannot make one packet unbounded work; the budget
+// below bounds what one doorbell does.
 const (
 	txMaxDataDescs = 64
 	txMaxScan      = 256
@@ -28,6 +30,39 @@ const (
 	txBufSize  = txHeadroom + txMaxPacket + txTailroom
 
 	tctlPSP = 0x00000008 // TCTL: pad short packets
+)
+
+// The work of one turn of the transmit engine: the TDT write that rings the
+// doorbell, and then each turn of the worker, does at most this much before
+// it lets n.mu go; the worker carries on with the rest. The budget is
+// checked between packets, so a turn ends at the first packet boundary
+// past it (one packet adds at most txMaxSegments frames).
+//
+// 256 frames fill a TAP device's default queue (txqueuelen 1000) a quarter
+// of the way and cost well under a millisecond to emit; 1 MiB is 8 ms of a
+// gigabit link. Either way a register access waits for at most a
+// millisecond or so, while the common doorbell (a few packets, a TSO
+// burst of 45 frames) is done at once, on the caller's goroutine, without
+// a goroutine hop. The descriptor budget bounds the turns that emit
+// nothing (context descriptors, packets being discarded).
+const (
+	txBudgetFrames = 256
+	txBudgetBytes  = 1 << 20
+	txBudgetDescs  = 4096
+)
+
+// txMinMSS is the smallest segment payload TSO cuts. The 82574L datasheet
+// names no minimum, but an MSS of 1 turns one 64 KiB packet into 65536
+// frames. Intel's E810 cannot take an MSS below 64 (its Linux driver, ice,
+// segments such packets in software instead), and Linux's TCP never asks
+// for less than 48 (tcp_min_snd_mss) less its options. A context asking
+// for less is used with txMinMSS: the packet still goes out, in segments a
+// little larger than asked, which receivers accept, rather than being
+// dropped, which would stall the guest's connection until it retransmits
+// without TSO. MSS 0 remains an invalid context (the packet is dropped).
+const (
+	txMinMSS      = 64
+	txMaxSegments = (txMaxPacket + txMinMSS - 1) / txMinMSS
 )
 
 // txContext is the offload context the last context descriptor set: where
@@ -87,6 +122,18 @@ type txState struct {
 
 	// Packets dropped: oversized, too many descriptors, DMA errors, bad TSO.
 	dropped uint64
+
+	// busy is set while an engine runs (it may let n.mu go for guest
+	// memory messages); kicked records a kick that came meanwhile.
+	// turnFrames and turnBytes count what this turn emitted, against the
+	// budget.
+	busy, kicked          bool
+	turnFrames, turnBytes int
+	// headCtx and headDiscard are ctx and discard as they were at TDH,
+	// before the step under way: what a state saved meanwhile holds,
+	// since the step's packet is still in flight.
+	headCtx     txContext
+	headDiscard bool
 }
 
 func (t *txState) ensureBuffers() {
@@ -102,10 +149,34 @@ type txRing struct {
 	size, head, tail uint32 // in descriptors
 }
 
-// kickTX processes transmit descriptors from TDH up to TDT. Called with
-// n.mu held. It does nothing when transmit is disabled, DMA is not allowed,
-// or the ring registers are inconsistent (a tail beyond the ring).
+// txStatus is what became of one txStep.
+type txStatus uint8
+
+const (
+	txDone  txStatus = iota // descriptors consumed (a packet, or a lone context)
+	txWait                  // nothing to do yet: the packet's end is not in the ring, or a descriptor is unreadable
+	txStale                 // stopped during a guest memory message (errStale): nothing consumed
+)
+
+// kickTX processes transmit descriptors from TDH up to TDT, or has the
+// worker do it. Called with n.mu held, from whatever goroutine wrote a
+// register or resumed the NIC.
 func (n *NIC) kickTX() {
+	if n.tx.busy || n.memMessaged() {
+		// An engine is under way without n.mu, or guest memory may need
+		// messages, which only the worker sends.
+		n.tx.kicked = n.tx.kicked || n.tx.busy
+		n.schedule()
+		return
+	}
+	n.txRun()
+}
+
+// txRun processes one budget of the ring, from TDH towards TDT, and has the
+// worker continue when the budget ends first. Called with n.mu held. It
+// does nothing when transmit is disabled, DMA is not allowed, or the ring
+// registers are inconsistent (a tail beyond the ring).
+func (n *NIC) txRun() {
 	if n.reg(TCTL)&TCTL_EN == 0 || !n.busMaster() {
 		return
 	}
@@ -118,23 +189,45 @@ func (n *NIC) kickTX() {
 	if r.size == 0 || r.head >= r.size || r.tail >= r.size || r.head == r.tail {
 		return
 	}
-	n.tx.ensureBuffers()
+	t := &n.tx
+	t.ensureBuffers()
+	t.busy = true
+	t.turnFrames, t.turnBytes = 0, 0
+	gen := n.work.gen
 	var (
 		causes uint32
 		ide    bool
+		st     = txDone
 	)
 	// Every step consumes at least one descriptor or stops, so the walk
-	// ends within one turn of the ring.
-	for budget := r.size; r.head != r.tail && budget > 0; {
-		next, c, i, ok := n.txStep(&r)
-		if !ok {
+	// ends within one turn of the ring, and sooner at the budget, which
+	// is checked between packets.
+	descBudget := min(r.size, txBudgetDescs)
+	for descs := uint32(0); r.head != r.tail; {
+		if descs >= descBudget || t.turnFrames >= txBudgetFrames || t.turnBytes >= txBudgetBytes {
+			n.schedule()
 			break
 		}
-		budget -= min(budget, (next+r.size-r.head)%r.size)
+		var next, c uint32
+		var i bool
+		next, c, i, st = n.txStep(&r, gen)
+		if st != txDone {
+			break
+		}
+		descs += (next + r.size - r.head) % r.size
 		r.head = next
 		n.setReg(TDH0, next)
 		causes |= c
 		ide = ide || i
+	}
+	t.busy = false
+	if t.kicked {
+		// The tail may have moved while n.mu was let go.
+		t.kicked = false
+		n.schedule()
+	}
+	if st == txStale && n.work.gen != gen {
+		return // the ring or the device changed under the engine
 	}
 	if r.head == r.tail {
 		causes |= ICR_TXQE
@@ -153,21 +246,20 @@ func (n *NIC) txDoneCause() uint32 {
 	return ICR_TXDW
 }
 
-// readTxDesc copies descriptor idx of r into n.tx.desc.
-func (n *NIC) readTxDesc(r *txRing, idx uint32) (txDesc, error) {
-	d := n.tx.desc[:]
-	if err := n.mem.Read(r.base+uint64(idx)*txDescSize, d); err != nil {
-		return nil, err
-	}
-	return txDesc(d), nil
+// txDMA reads or writes guest memory for the transmit engine (see
+// dmaAccess).
+func (n *NIC) txDMA(addr uint64, p []byte, write bool, gen uint64) error {
+	return n.dmaAccess(addr, p, write, gen, true)
 }
 
 // txStep handles what starts at r.head: a lone context descriptor, or a
 // whole packet up to its EOP descriptor. It returns the new head, the causes
-// of the write-backs and whether one asked for a delayed interrupt; ok is
-// false when nothing can be done yet (the packet's end is not in the ring,
-// or a descriptor cannot be read).
-func (n *NIC) txStep(r *txRing) (next uint32, causes uint32, ide, ok bool) {
+// of the write-backs and whether one asked for a delayed interrupt, with
+// txDone; txWait when nothing can be done yet (the packet's end is not in
+// the ring, or a descriptor cannot be read); txStale when the engine must
+// stop (errStale), having restored what it changed when the ring itself is
+// unchanged, so the packet is done again from its first descriptor.
+func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide bool, st txStatus) {
 	t := &n.tx
 	var (
 		opts   txPacketOpts
@@ -176,12 +268,20 @@ func (n *NIC) txStep(r *txRing) (next uint32, causes uint32, ide, ok bool) {
 		pktLen int
 		eop    bool
 	)
+	t.headCtx, t.headDiscard = t.ctx, t.discard
+	dropped0 := t.dropped
+	stale := func() (uint32, uint32, bool, txStatus) {
+		if n.work.gen == gen {
+			t.ctx, t.discard, t.dropped = t.headCtx, t.headDiscard, dropped0
+		}
+		return r.head, 0, false, txStale
+	}
 	everyWB := n.reg(IVAR)&IVAR_INT_ON_ALL_WB != 0
 	i := r.head
 	for steps := 0; ; steps++ {
 		if i == r.tail || steps >= txMaxScan {
 			if !t.discard && ndata <= txMaxDataDescs && steps < txMaxScan {
-				return r.head, 0, false, false // wait for the rest
+				return r.head, 0, false, txWait // wait for the rest
 			}
 			// Too many descriptors without an end: drop what we have
 			// and keep discarding up to the next EOP.
@@ -191,11 +291,14 @@ func (n *NIC) txStep(r *txRing) (next uint32, causes uint32, ide, ok bool) {
 			t.discard = true
 			break
 		}
-		d, err := n.readTxDesc(r, i)
-		if err != nil {
+		d := txDesc(t.desc[:])
+		if err := n.txDMA(r.base+uint64(i)*txDescSize, d, false, gen); err != nil {
+			if errors.Is(err, errStale) {
+				return stale()
+			}
 			// Nothing is consumed: the next doorbell retries.
 			n.log.Debug("e1000e: tx descriptor read", "index", i, "err", err)
-			return r.head, 0, false, false
+			return r.head, 0, false, txWait
 		}
 		idx := i
 		i = (i + 1) % r.size
@@ -238,7 +341,10 @@ func (n *NIC) txStep(r *txRing) (next uint32, causes uint32, ide, ok bool) {
 			if pktLen+length > txMaxPacket {
 				t.discard = true
 				t.dropped++
-			} else if err := n.mem.Read(d.addr(), t.buf[txHeadroom+pktLen:txHeadroom+pktLen+length]); err != nil {
+			} else if err := n.txDMA(d.addr(), t.buf[txHeadroom+pktLen:txHeadroom+pktLen+length], false, gen); err != nil {
+				if errors.Is(err, errStale) {
+					return stale()
+				}
 				n.log.Debug("e1000e: tx buffer read", "addr", d.addr(), "len", length, "err", err)
 				t.discard = true
 				t.dropped++
@@ -262,14 +368,19 @@ func (n *NIC) txStep(r *txRing) (next uint32, causes uint32, ide, ok bool) {
 	for k := 0; k < nwb; k++ {
 		w := &t.wb[k]
 		binary.LittleEndian.PutUint32(t.status[:], w.upper)
-		if err := n.mem.Write(r.base+uint64(w.idx)*txDescSize+12, t.status[:]); err != nil {
+		if err := n.txDMA(r.base+uint64(w.idx)*txDescSize+12, t.status[:], true, gen); err != nil {
+			if errors.Is(err, errStale) {
+				// The frames are out; done again, they go out twice,
+				// which the network tolerates, rather than never.
+				return stale()
+			}
 			n.log.Debug("e1000e: tx write-back", "index", w.idx, "err", err)
 			continue
 		}
 		causes |= n.txDoneCause()
 		ide = w.ide
 	}
-	return i, causes, ide, true
+	return i, causes, ide, txDone
 }
 
 // txPacket applies the offloads to the gathered packet and sends it, as
@@ -343,9 +454,11 @@ func (n *NIC) txTSO(o *txPacketOpts, pkt []byte) {
 	if c.ipv4 {
 		id = binary.BigEndian.Uint16(pkt[c.ipcss+4:])
 	}
-	// payload ≤ txMaxPacket and mss ≥ 1 bound the loop.
+	// payload ≤ txMaxPacket and mss ≥ txMinMSS bound the loop to
+	// txMaxSegments turns.
+	mss := max(c.mss, txMinMSS)
 	for off, i := 0, 0; off < payload; i++ {
-		nb := min(c.mss, payload-off)
+		nb := min(mss, payload-off)
 		seg := t.seg[txHeadroom : txHeadroom+hdr+nb]
 		copy(seg, pkt[:hdr])
 		copy(seg[hdr:], pkt[hdr+off:hdr+off+nb])
@@ -413,6 +526,8 @@ func (n *NIC) txEmit(o *txPacketOpts, buf []byte, l int) {
 		l = ethMinFrame
 	}
 	frame := buf[start : start+l]
+	n.tx.turnFrames++
+	n.tx.turnBytes += l
 	n.countFrame(frame, &txCounters)
 	if n.loopback() {
 		// The receive path copies the frame and never transmits, so a
@@ -449,6 +564,7 @@ func sizeBucket(first uint32, size uint64) uint32 {
 // resetRings drops ring runtime state on device reset. Called with n.mu held.
 // Buffers are kept for reuse.
 func (n *NIC) resetRings() {
+	n.work.gen++
 	n.tx.ctx = txContext{}
 	n.tx.discard = false
 	n.rx.reset()

@@ -182,7 +182,7 @@ func newRig(t testing.TB, mode IRQMode, cfg Config) *dpRig {
 // register.
 func (r *dpRig) connect() {
 	r.n.mu.Lock()
-	r.n.mem = r.mem
+	r.n.setMem(r.mem)
 	r.n.busMasterOn = true
 	r.n.mu.Unlock()
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,7 +40,16 @@ type Client struct {
 	memMu  sync.RWMutex
 	mems   []*clientMem // ranges mapped without fd, served from here
 	layout DMALayout
+
+	// holdDMA makes the reader hold the server's DMA messages while a call
+	// waits for its reply (calling), as QEMU does.
+	holdDMA atomic.Bool
+	calling atomic.Bool
 }
+
+// maxHeldDMA bounds the DMA messages the reader holds during one call;
+// beyond it they are served at once (a server this busy is misbehaving).
+const maxHeldDMA = 1024
 
 type clientReply struct {
 	hdr     Header
@@ -125,6 +135,14 @@ func setRecvTimeout(fd int, d time.Duration) {
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 }
 
+// HoldDMAWhileWaiting makes the client serve the server's
+// DMA_READ/DMA_WRITE only while none of its calls waits for a reply, as
+// QEMU does: it handles them under its big lock, which a vCPU holds while
+// it waits for the reply to a register access. A server whose reply
+// depends on a message DMA then stalls as it would with QEMU. It takes
+// effect once memory is mapped without fd.
+func (c *Client) HoldDMAWhileWaiting(on bool) { c.holdDMA.Store(on) }
+
 // Close closes the socket.
 func (c *Client) Close() error {
 	unix.Shutdown(c.fd, unix.SHUT_RDWR)
@@ -156,6 +174,12 @@ func (c *Client) Call(cmd Command, payload []byte, fds []int) (Reply, error) {
 func (c *Client) call(cmd Command, flags uint32, payload []byte, fds []int) (Reply, error) {
 	c.callMu.Lock()
 	defer c.callMu.Unlock()
+	if flags&FlagNoReply == 0 {
+		// From before the request is out, as a vCPU takes QEMU's lock
+		// before it sends.
+		c.calling.Store(true)
+		defer c.calling.Store(false)
+	}
 	c.nextID++
 	id := c.nextID
 	size := HeaderSize + len(payload)
@@ -255,6 +279,7 @@ func (c *Client) readLoop() {
 		unix.Close(c.fd)
 		close(c.bgDone)
 	}()
+	var held []message
 	for {
 		m, err := c.rd.next(uint32(c.rd.max))
 		if err != nil {
@@ -262,7 +287,11 @@ func (c *Client) readLoop() {
 			return
 		}
 		if !m.hdr.IsReply() {
-			c.serveDMA(&m)
+			if c.holdDMA.Load() && c.calling.Load() && len(held) < maxHeldDMA {
+				held = append(held, message{hdr: m.hdr, payload: append([]byte(nil), m.payload...)})
+			} else {
+				c.serveDMA(&m)
+			}
 			m.closeFDs()
 			continue
 		}
@@ -273,6 +302,11 @@ func (c *Client) readLoop() {
 		default: // nobody waits (a call timed out): drop it
 			closeAll(r.fds)
 		}
+		// The call is answered: what it held up is served now.
+		for i := range held {
+			c.serveDMA(&held[i])
+		}
+		held = held[:0]
 	}
 }
 

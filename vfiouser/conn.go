@@ -44,11 +44,12 @@ type Conn struct {
 	wbuf     []byte // the reply under construction: header, then payload
 	replyFDs []int
 
-	// Server-initiated DMA.
-	nextID   atomic.Uint32
-	pmu      sync.Mutex
-	pending  map[uint16]*dmaWaiter
-	handlerG atomic.Int64 // goroutine running a handler, while fd-less maps exist
+	// Server-initiated DMA (msgdma.go).
+	nextID      atomic.Uint32
+	pmu         sync.Mutex
+	pending     map[uint16]*dmaWaiter
+	handlerG    atomic.Int64 // goroutine running a handler, while fd-less maps exist
+	dmaTimeouts atomic.Uint64
 
 	// Duplicates of the client's interrupt (trigger) eventfds by index and
 	// vector, to release a device write stuck on one (releaseIRQs).
@@ -138,6 +139,10 @@ func (c *Conn) isClosed() bool {
 func (c *Conn) teardown() {
 	c.teardownOnce.Do(func() {
 		c.closeOnce.Do(func() { close(c.closed) })
+		// A device goroutine blocked sending a DMA message to a client
+		// that stopped reading gets an error now, and waiters are woken:
+		// Disconnect waits for the device's accesses to end.
+		unix.Shutdown(c.fd, unix.SHUT_RDWR)
 		c.failPending()
 		// Another goroutine of the device may be stuck writing to an
 		// eventfd with the device's locks held, which Disconnect takes.

@@ -181,15 +181,21 @@ func TestMessageDMA(t *testing.T) {
 
 func testMessageDMA(t *testing.T, layout DMALayout) {
 	dev := newFakeDevice(t)
-	_, _, cl := pair(t, dev, true, Options{DMALayout: layout})
+	_, conn, cl := pair(t, dev, true, Options{DMALayout: layout})
 	if _, err := cl.Negotiate(nil); err != nil {
 		t.Fatal(err)
 	}
 	cl.SetDMALayout(layout)
+	if conn.DMA().Messaged() {
+		t.Fatal("Messaged before any mapping without fd")
+	}
 	guest := make([]byte, 2*4096)
 	copy(guest[100:], "hello")
 	if err := cl.MapMessage(0x40000, guest, DMAFlagRead|DMAFlagWrite); err != nil {
 		t.Fatal(err)
+	}
+	if !conn.DMA().Messaged() {
+		t.Fatal("not Messaged with a mapping without fd")
 	}
 	g := dev.mem0()
 	// From the device's own goroutine, as a receive path would.
@@ -240,6 +246,15 @@ func testMessageDMA(t *testing.T, layout DMALayout) {
 	if err := g.Read(0x40000+2*4096-2, make([]byte, 4)); err == nil {
 		t.Fatal("read past a message mapping succeeded")
 	}
+	if n := conn.DMATimeouts(); n != 0 {
+		t.Fatalf("%d DMA timeouts", n)
+	}
+	if err := cl.Unmap(0x40000, 2*4096); err != nil {
+		t.Fatal(err)
+	}
+	if conn.DMA().Messaged() {
+		t.Fatal("still Messaged after the mapping without fd is gone")
+	}
 }
 
 func TestMessageDMATimeout(t *testing.T) {
@@ -262,6 +277,9 @@ func TestMessageDMATimeout(t *testing.T) {
 	// Nobody steps the connection, so the reply never gets read.
 	if err := dev.mem0().Read(0, make([]byte, 4)); !errors.Is(err, syscall.ETIMEDOUT) {
 		t.Fatalf("unanswered DMA_READ: %v", err)
+	}
+	if n := conn.DMATimeouts(); n != 1 {
+		t.Fatalf("DMATimeouts %d, want 1", n)
 	}
 }
 

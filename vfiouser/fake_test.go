@@ -309,7 +309,7 @@ func checkFDs(t *testing.T) {
 
 // pair connects a Conn for dev to a Client over a socketpair. With serve,
 // the conn runs Serve in a goroutine; without, the test steps it.
-func pair(t *testing.T, dev device.Device, serve bool, opts Options) (*Server, *Conn, *Client) {
+func pair(t testing.TB, dev device.Device, serve bool, opts Options) (*Server, *Conn, *Client) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

@@ -6,6 +6,34 @@ import (
 	"time"
 )
 
+// Message DMA: guest memory the client mapped without fd (QEMU's RAM when
+// it is not share=on, and its ROM always) is reached by sending DMA_READ
+// and DMA_WRITE to the client and waiting for its reply, which the
+// goroutine serving the connection reads and hands to the waiter.
+//
+// The client answers such a message only when it is not itself waiting for
+// a reply of ours: QEMU handles it under its big lock, which a vCPU holds
+// while it waits for a register read. Two rules follow, so that no reply of
+// ours ever depends on a message DMA completing:
+//
+//   - A request's handler never sends message DMA: from the goroutine that
+//     serves the connection such a call fails at once with EDEADLK (the
+//     handler's goroutine is recorded while fd-less maps exist; goroutines
+//     have no other identity in Go).
+//   - A device sends message DMA only from goroutines of its own and never
+//     while holding a lock that a handler may wait for (e1000e lets its
+//     lock go around each such access). Messaged tells it when an access
+//     may be a message.
+
+// Messaged reports whether some guest memory is mapped without fd, so an
+// access may be a message that waits for the client (it implements
+// e1000e's optional interface of that name).
+func (t *DMATable) Messaged() bool { return t.noFD.Load() > 0 }
+
+// DMATimeouts counts the server's DMA_READ/DMA_WRITE that got no reply
+// within Options.DMATimeout on this connection.
+func (c *Conn) DMATimeouts() uint64 { return c.dmaTimeouts.Load() }
+
 // dmaWaiter is a device goroutine waiting for the reply to a DMA_READ or
 // DMA_WRITE the server sent. The reader fills buf (for reads) under c.pmu, so
 // a waiter that timed out and removed itself is never written to later.
@@ -81,6 +109,7 @@ func (c *Conn) dmaOne(cmd Command, addr uint64, p []byte) error {
 		return err
 	case <-t.C:
 		if c.forget(id, w) {
+			c.dmaTimeouts.Add(1)
 			return fmt.Errorf("%s [%#x+%#x]: no reply within %v: %w", cmd, addr, len(p), c.srv.opts.DMATimeout, syscall.ETIMEDOUT)
 		}
 		return <-w.done // the reply won the race

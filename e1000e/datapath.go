@@ -1,0 +1,173 @@
+package e1000e
+
+import (
+	"errors"
+	"sync"
+
+	"e1000e-vfu/device"
+)
+
+// Running the datapath. Transmit and receive run where they are kicked (a
+// register write, a frame from the backend, a timer) while that stays
+// cheap, and otherwise on a worker goroutine of the NIC's own:
+//
+//   - A TX doorbell does at most one budget of work (txBudget*); the rest
+//     continues on the worker, one budget per turn, and n.mu is free between
+//     turns so register accesses are answered promptly.
+//   - Guest memory that is reached by messages to the client (vfio-user
+//     DMA_READ/DMA_WRITE, for memory shared without an fd) is touched only
+//     by the worker, and never with n.mu held: the reply to such a message
+//     is read by the goroutine that serves the client, which may itself be
+//     waiting for n.mu to answer a register access, and the client (QEMU)
+//     answers the message only once it has our answer to its own request.
+//     An engine lets n.mu go for each such access and, on taking it back,
+//     checks that what it worked on still holds (dpValid); if not, it stops
+//     where it is without committing, and what it did is done again later.
+//
+// The worker is a goroutine started for each turn (so none lingers on an
+// idle NIC); at most one runs at a time.
+
+// messaged is guest memory of which some part is reached only by messages
+// to the client: an access may wait for the client's reply.
+type messaged interface {
+	device.GuestMemory
+	// Messaged reports whether accesses may need messages right now.
+	Messaged() bool
+}
+
+// workState is the worker's bookkeeping. Guarded by n.mu.
+type workState struct {
+	active  bool // a worker is started and has not finished its turn
+	pending bool // work was asked for since the worker's turn began
+	// spawn starts a worker turn; tests replace it to run turns by hand.
+	spawn func(func())
+	run   func() // n.runWork, bound once so a turn does not allocate it
+
+	// gen changes whenever what a running engine relies on may have
+	// changed: ring registers, reset, state load, guest memory.
+	gen uint64
+	// inFlight counts guest memory accesses made without n.mu; idle is
+	// signalled when it drops to zero (Disconnect waits for that).
+	inFlight int
+	idle     *sync.Cond
+
+	msg messaged // n.mem when it can say whether it needs messages, else nil
+}
+
+func (n *NIC) initWork() {
+	n.work.spawn = func(f func()) { go f() }
+	n.work.run = n.runWork
+	n.work.idle = sync.NewCond(&n.mu)
+}
+
+// schedule asks the worker for a turn. Called with n.mu held.
+func (n *NIC) schedule() {
+	n.work.pending = true
+	if n.work.active || n.closed {
+		return
+	}
+	n.work.active = true
+	n.work.spawn(n.work.run)
+}
+
+// runWork is one turn of the worker: a budget of transmit, then the receive
+// backlog. Work left over (or asked for meanwhile) gets another turn, on a
+// new goroutine, after n.mu has been let go.
+func (n *NIC) runWork() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.work.pending = false
+	if !n.closed {
+		if !n.tx.busy {
+			n.txRun()
+		}
+		if !n.rx.busy {
+			n.rxDrain()
+		}
+	}
+	n.work.active = false
+	if n.work.pending {
+		n.schedule()
+	}
+}
+
+// setMem gives the datapath new guest memory (nil: none). Called with n.mu
+// held.
+func (n *NIC) setMem(mem device.GuestMemory) {
+	n.mem = mem
+	n.work.msg, _ = mem.(messaged)
+	n.work.gen++
+}
+
+// memMessaged reports whether guest memory may need messages to the
+// client, so the datapath must run on the worker and without n.mu.
+func (n *NIC) memMessaged() bool {
+	return n.work.msg != nil && n.work.msg.Messaged()
+}
+
+// errStale is returned by a datapath access after which the engine must
+// stop: n.mu was let go during a message and the ring, the memory or the
+// device's state changed meanwhile.
+var errStale = errors.New("e1000e: datapath changed during a guest memory message")
+
+// dmaAccess reads or writes guest memory for the transmit (tx) or receive
+// engine, called with n.mu held. Memory that may need messages is accessed
+// without n.mu, and the engine's view (gen) is checked once it is taken
+// back.
+func (n *NIC) dmaAccess(addr uint64, p []byte, write bool, gen uint64, tx bool) error {
+	mem := n.mem
+	if mem == nil {
+		return errStale
+	}
+	if !n.memMessaged() {
+		if write {
+			return mem.Write(addr, p)
+		}
+		return mem.Read(addr, p)
+	}
+	n.work.inFlight++
+	n.mu.Unlock()
+	var err error
+	if write {
+		err = mem.Write(addr, p)
+	} else {
+		err = mem.Read(addr, p)
+	}
+	n.mu.Lock()
+	n.work.inFlight--
+	if n.work.inFlight == 0 {
+		n.work.idle.Broadcast()
+	}
+	if tx && !n.txValid(gen) || !tx && !n.rxValid(gen) {
+		return errStale
+	}
+	return err
+}
+
+// waitIdle waits, with n.mu held, until no engine accesses guest memory
+// without n.mu. Each such access ends within the client's DMA timeout, at
+// once when the connection is gone.
+func (n *NIC) waitIdle() {
+	for n.work.inFlight > 0 {
+		n.work.idle.Wait()
+	}
+}
+
+// dpValid is what both engines need to go on after n.mu was let go: the
+// same rings and memory, DMA allowed, the NIC open.
+func (n *NIC) dpValid(gen uint64) bool {
+	return n.work.gen == gen && n.busMaster() && !n.closed
+}
+
+// txValid and rxValid add that the engine's direction is enabled.
+func (n *NIC) txValid(gen uint64) bool { return n.dpValid(gen) && n.reg(TCTL)&TCTL_EN != 0 }
+func (n *NIC) rxValid(gen uint64) bool { return n.dpValid(gen) && n.reg(RCTL)&RCTL_EN != 0 }
+
+// ringChanged records a write to a register an engine relies on.
+func (n *NIC) ringChanged(off uint32) {
+	switch off {
+	case TDBAL0, TDBAH0, TDLEN0, TDH0,
+		RDBAL0, RDBAH0, RDLEN0, RDH0, RCTL, RFCTL, PSRCTL:
+		n.work.gen++
+	}
+}
