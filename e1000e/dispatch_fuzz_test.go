@@ -106,7 +106,7 @@ func newDispatchHarness(t *testing.T, fds uint8, mem []byte) *dispatchHarness {
 	}
 	h := &dispatchHarness{t: t, dev: dev, fds: fds, guest: -1, event: -1}
 	h.srv = vfiouser.NewServer(dev, vfiouser.Options{
-		Logger: quietLog, DMALayout: vfiouser.DMALayoutQEMU, DMATimeout: msgDMATimeout,
+		Logger: quietLog, DMATimeout: msgDMATimeout,
 	})
 	if h.guest, err = unix.MemfdCreate("fuzz-guest", unix.MFD_CLOEXEC); err != nil {
 		h.close()

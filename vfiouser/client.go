@@ -37,9 +37,9 @@ type Client struct {
 	replies chan clientReply
 	bgErr   chan error
 
-	memMu  sync.RWMutex
-	mems   []*clientMem // ranges mapped without fd, served from here
-	layout DMALayout
+	memMu                sync.RWMutex
+	mems                 []*clientMem // ranges mapped without fd, served from here
+	headerOnlyWriteReply bool         // answer DMA_WRITE as QEMU does
 
 	// holdDMA makes the reader hold the server's DMA messages while a call
 	// waits for its reply (calling), as QEMU does.
@@ -109,12 +109,12 @@ func NewClient(fd int) *Client {
 	return c
 }
 
-// SetDMALayout chooses the layout in which the client expects and answers
-// DMA_READ/DMA_WRITE (the server's Options.DMALayout). Call it before
-// mapping memory without fd.
-func (c *Client) SetDMALayout(l DMALayout) {
+// SetHeaderOnlyWriteReplies makes the client answer DMA_WRITE with the
+// header alone, as QEMU does, instead of the specification's address and
+// count. Call it before mapping memory without fd.
+func (c *Client) SetHeaderOnlyWriteReplies(on bool) {
 	c.memMu.Lock()
-	c.layout = l
+	c.headerOnlyWriteReply = on
 	c.memMu.Unlock()
 }
 
@@ -331,7 +331,7 @@ func (c *Client) serveDMA(m *message) {
 	c.memMu.Lock()
 	defer c.memMu.Unlock()
 	write := m.hdr.Command == CmdDMAWrite
-	addr, count, data, err := decodeDMARW(c.layout, m.payload, write)
+	addr, count, data, err := decodeDMARW(m.payload, write)
 	if err != nil || (m.hdr.Command != CmdDMARead && !write) {
 		reply(nil, syscall.EINVAL)
 		return
@@ -352,15 +352,15 @@ func (c *Client) serveDMA(m *message) {
 		return
 	}
 	if !write {
-		reply(encodeDMARW(c.layout, addr, len(mem), mem), 0)
+		reply(encodeDMARW(addr, len(mem), mem), 0)
 		return
 	}
 	copy(mem, data)
-	if c.layout == DMALayoutQEMU {
-		reply(nil, 0) // QEMU answers a DMA_WRITE with the header alone
+	if c.headerOnlyWriteReply {
+		reply(nil, 0)
 		return
 	}
-	reply(encodeDMARW(c.layout, addr, len(mem), nil), 0)
+	reply(encodeDMARW(addr, len(mem), nil), 0)
 }
 
 // Negotiate sends VERSION with caps (DefaultCapabilities when nil) and

@@ -74,7 +74,7 @@ func (c *Conn) dmaOne(cmd Command, addr uint64, p []byte) error {
 	if cmd == CmdDMAWrite {
 		data = p
 	}
-	payload := encodeDMARW(c.srv.opts.DMALayout, addr, len(p), data)
+	payload := encodeDMARW(addr, len(p), data)
 	size := HeaderSize + len(payload)
 	msg := make([]byte, size)
 	copy(msg[HeaderSize:], payload)
@@ -153,7 +153,7 @@ func (c *Conn) replyResult(w *dmaWaiter, m *message) error {
 	if w.cmd == CmdDMARead {
 		// The count in the reply is not trusted: the data must cover what
 		// was asked.
-		off := c.srv.opts.DMALayout.dataOffset()
+		off := DMARWSize
 		if len(m.payload) < off+len(w.buf) {
 			return fmt.Errorf("DMA_READ reply of %d bytes for %d: %w", len(m.payload), len(w.buf), syscall.EIO)
 		}

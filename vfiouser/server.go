@@ -36,9 +36,6 @@ type Options struct {
 	// DMATimeout bounds the wait for the client's reply to a DMA_READ or
 	// DMA_WRITE the server sent for a range mapped without fd.
 	DMATimeout time.Duration
-	// DMALayout is the layout of the DMA_READ/DMA_WRITE messages the
-	// server sends: the specification's (default) or QEMU's.
-	DMALayout DMALayout
 	// HandoverWait is how long a new client waits for the previous one's
 	// teardown before it is refused: when QEMU is killed and restarted,
 	// the new connection can arrive before the old one's EOF is read.

@@ -119,65 +119,29 @@ func DecodeDMARW(p []byte) (DMARW, error) {
 	return DMARW{Addr: le.Uint64(p[0:]), Count: le.Uint64(p[8:])}, nil
 }
 
-// DMALayout says where the data of DMA_READ/DMA_WRITE sits.
-type DMALayout int
-
-const (
-	// DMALayoutSpec is the specification's layout: address u64, count u64,
-	// data at offset 16 of the payload.
-	DMALayoutSpec DMALayout = iota
-	// DMALayoutQEMU is QEMU's: its C struct has address u64 and count u32,
-	// so data starts at offset 12 and the payload carries 4 bytes of tail
-	// padding (the struct's size is 32 with the header). A DMA_WRITE reply
-	// is the header alone.
-	DMALayoutQEMU
-)
-
-// dataOffset is where data starts in a DMA_READ reply or DMA_WRITE request.
-func (l DMALayout) dataOffset() int {
-	if l == DMALayoutQEMU {
-		return 12
-	}
-	return DMARWSize
-}
-
 // encodeDMARW builds the payload of a DMA_READ/DMA_WRITE message (request or
-// read reply) carrying data (nil for a read request) in layout l.
-func encodeDMARW(l DMALayout, addr uint64, count int, data []byte) []byte {
-	off := l.dataOffset()
-	n := max(off+len(data), DMARWSize)
-	if l == DMALayoutQEMU && len(data) > 0 {
-		n = DMARWSize + len(data) // the data, then the struct's tail padding
-	}
-	p := make([]byte, n)
-	le.PutUint64(p[0:], addr)
-	if l == DMALayoutQEMU {
-		le.PutUint32(p[8:], uint32(count))
-	} else {
-		le.PutUint64(p[8:], uint64(count))
-	}
-	copy(p[off:], data)
+// read reply) carrying data (nil for a read request). QEMU 10.1 to 11.1
+// use this layout too: with a real guest, the data of its DMA_READ replies
+// starts at offset 16.
+func encodeDMARW(addr uint64, count int, data []byte) []byte {
+	p := make([]byte, DMARWSize+len(data))
+	DMARW{Addr: addr, Count: uint64(count)}.Encode(p)
+	copy(p[DMARWSize:], data)
 	return p
 }
 
-// decodeDMARW reads address and count in layout l and returns the data that
-// follows, which must hold at least count bytes when wantData is set.
-func decodeDMARW(l DMALayout, p []byte, wantData bool) (addr, count uint64, data []byte, err error) {
-	if len(p) < DMARWSize {
-		return 0, 0, nil, fmt.Errorf("dma rw: payload %d bytes: %w", len(p), syscall.EINVAL)
-	}
-	addr = le.Uint64(p[0:])
-	if l == DMALayoutQEMU {
-		count = uint64(le.Uint32(p[8:]))
-	} else {
-		count = le.Uint64(p[8:])
+// decodeDMARW reads address and count and returns the data that follows,
+// which must hold at least count bytes when wantData is set.
+func decodeDMARW(p []byte, wantData bool) (addr, count uint64, data []byte, err error) {
+	d, err := DecodeDMARW(p)
+	if err != nil {
+		return 0, 0, nil, err
 	}
 	if !wantData {
-		return addr, count, nil, nil
+		return d.Addr, d.Count, nil, nil
 	}
-	off := l.dataOffset()
-	if uint64(len(p)-off) < count {
-		return addr, count, nil, fmt.Errorf("dma rw: %d bytes of data for count %d: %w", len(p)-off, count, syscall.EINVAL)
+	if uint64(len(p)-DMARWSize) < d.Count {
+		return d.Addr, d.Count, nil, fmt.Errorf("dma rw: %d bytes of data for count %d: %w", len(p)-DMARWSize, d.Count, syscall.EINVAL)
 	}
-	return addr, count, p[off : off+int(count)], nil
+	return d.Addr, d.Count, p[DMARWSize : DMARWSize+int(d.Count)], nil
 }

@@ -107,31 +107,25 @@ func TestDecodeRejectsShortInput(t *testing.T) {
 	}
 }
 
-// TestDMALayouts pins both layouts of DMA_READ/DMA_WRITE byte by byte.
-func TestDMALayouts(t *testing.T) {
+// TestDMALayout pins DMA_READ/DMA_WRITE byte by byte: the specification's
+// layout, which QEMU 10.1 to 11.1 use too (data at offset 16: a real
+// guest's TX descriptors read at offset 12 came out shifted by 4 bytes).
+func TestDMALayout(t *testing.T) {
 	data := []byte{0xa1, 0xa2, 0xa3}
-	spec := encodeDMARW(DMALayoutSpec, 0x1122, 3, data)
+	p := encodeDMARW(0x1122, 3, data)
 	want := []byte{0x22, 0x11, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0xa1, 0xa2, 0xa3}
-	if !bytes.Equal(spec, want) {
-		t.Fatalf("spec %x, want %x", spec, want)
+	if !bytes.Equal(p, want) {
+		t.Fatalf("%x, want %x", p, want)
 	}
-	qemu := encodeDMARW(DMALayoutQEMU, 0x1122, 3, data)
-	want = []byte{0x22, 0x11, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0xa1, 0xa2, 0xa3, 0, 0, 0, 0}
-	if !bytes.Equal(qemu, want) {
-		t.Fatalf("qemu %x, want %x", qemu, want)
+	if req := encodeDMARW(8, 4096, nil); len(req) != DMARWSize || le.Uint64(req[8:]) != 4096 {
+		t.Fatalf("read request %x", req)
 	}
-	if req := encodeDMARW(DMALayoutQEMU, 8, 4096, nil); len(req) != DMARWSize || le.Uint32(req[8:]) != 4096 {
-		t.Fatalf("qemu read request %x", req)
+	addr, count, got, err := decodeDMARW(p, true)
+	if err != nil || addr != 0x1122 || count != 3 || !bytes.Equal(got, data) {
+		t.Fatalf("%#x %d %x %v", addr, count, got, err)
 	}
-	for _, l := range []DMALayout{DMALayoutSpec, DMALayoutQEMU} {
-		p := encodeDMARW(l, 0x1122, 3, data)
-		addr, count, got, err := decodeDMARW(l, p, true)
-		if err != nil || addr != 0x1122 || count != 3 || !bytes.Equal(got, data) {
-			t.Fatalf("layout %d: %#x %d %x %v", l, addr, count, got, err)
-		}
-		le.PutUint32(p[8:], 1000)
-		if _, _, _, err := decodeDMARW(l, p, true); err == nil {
-			t.Fatalf("layout %d: count beyond the data accepted", l)
-		}
+	le.PutUint64(p[8:], 1000)
+	if _, _, _, err := decodeDMARW(p, true); err == nil {
+		t.Fatal("count beyond the data accepted")
 	}
 }

@@ -177,7 +177,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	// matters for guest memory mapped without an fd.
 	// Guest memory backed by files other than shared memory only when
 	// asked (--dma-fd any): see vfiouser's checkDMAFile.
-	s.vfu = vfiouser.NewServer(s.watch.served(), vfiouser.Options{Logger: log, DMALayout: vfiouser.DMALayoutQEMU,
+	s.vfu = vfiouser.NewServer(s.watch.served(), vfiouser.Options{Logger: log,
 		DMALimits: vfiouser.DMALimits{AnyFile: cfg.DMAFD == "any"}})
 	ln, err := vfiouser.Listen(cfg.Socket)
 	if err != nil {

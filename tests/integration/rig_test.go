@@ -42,6 +42,7 @@ type rigOpts struct {
 	kernelArgs string
 	mtu        int
 	noIP       bool   // leave eth0 down
+	privateRAM bool   // guest RAM without an fd: every DMA by message
 	vlan       uint16 // with backendStream: the relay tags and untags this VLAN
 }
 
@@ -71,7 +72,7 @@ func newRig(t *testing.T, ctx context.Context, kind string, o rigOpts) *rig {
 	r := &rig{t: t, ctx: ctx, kind: kind, dir: harness.TestDir(t), vlan: o.vlan}
 	r.ns = netns(t, o.mtu)
 	r.stream = filepath.Join(r.dir, "net.sock")
-	cfg := harness.VMConfig{Dir: filepath.Join(r.dir, "vm"), KernelArgs: o.kernelArgs}
+	cfg := harness.VMConfig{Dir: filepath.Join(r.dir, "vm"), KernelArgs: o.kernelArgs, PrivateRAM: o.privateRAM}
 	switch kind {
 	case harness.BuiltinE1000E:
 		cfg.NIC = harness.NIC{Kind: kind}
