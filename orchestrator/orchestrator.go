@@ -95,7 +95,9 @@ func (e *NotStartedError) Unwrap() error { return e.Err }
 // FailedError is a migration that started and did not complete: QEMU
 // reported it failed or cancelled, it was cancelled after the deadline, or
 // the destination did not resume. When QEMU's migration failed or was
-// cancelled, the source QEMU keeps running the guest.
+// cancelled, the source QEMU keeps running the guest; when it completed but
+// the destination never ran the guest (its load failed), the source is
+// resumed.
 type FailedError struct{ Err error }
 
 func (e *FailedError) Error() string { return e.Err.Error() }
@@ -268,17 +270,20 @@ func Run(ctx context.Context, p Plan) (Summary, error) {
 		return Summary{Source: src}, failed("migration %s: %s", ms.Status, ms.ErrorDesc)
 	}
 
-	// The destination resumes by itself once the migration completes.
+	// The destination resumes by itself once the migration completes. If
+	// it never does (its load failed, its QEMU exited), the source, which
+	// QEMU left paused in postmigrate with the guest intact, runs the guest
+	// again, as libvirt does: nothing ran on the destination.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if err := dq.Execute(ctx, "query-status", nil, &st); err != nil {
-			return Summary{Source: src}, failed("destination QEMU after the migration: %w", err)
+			return Summary{Source: src}, resumeSource(sq, failed("destination QEMU after the migration: %w", err))
 		}
 		if st.Running {
 			break
 		}
 		if st.Status != "inmigrate" && st.Status != "finish-migrate" && st.Status != "prelaunch" {
-			return Summary{Source: src}, failed("destination QEMU is %q after the migration", st.Status)
+			return Summary{Source: src}, resumeSource(sq, failed("destination QEMU is %q after the migration", st.Status))
 		}
 		if time.Now().After(deadline) {
 			return Summary{Source: src}, failed("destination QEMU still %q 30 s after the migration", st.Status)
@@ -311,6 +316,29 @@ func Run(ctx context.Context, p Plan) (Summary, error) {
 // cancelMigration asks the source QEMU to cancel its migration, so that it
 // keeps running the guest; it has its own deadline because the caller's
 // has passed.
+// resumeSource runs the guest on the source again after a destination that
+// never ran it failed, if the source is still paused where the migration
+// left it (postmigrate), and says so in the returned error. A destination
+// still on its way ("inmigrate" past the deadline) is left alone: it might
+// yet run the guest.
+func resumeSource(sq *qmp.Client, cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var st struct {
+		Status string `json:"status"`
+	}
+	if err := sq.Execute(ctx, "query-status", nil, &st); err != nil {
+		return fmt.Errorf("%w; the source QEMU could not be asked to resume: %v", cause, err)
+	}
+	if st.Status != "postmigrate" {
+		return fmt.Errorf("%w; the source QEMU is %q", cause, st.Status)
+	}
+	if err := sq.Execute(ctx, "cont", nil, nil); err != nil {
+		return fmt.Errorf("%w; resuming the guest on the source failed: %v", cause, err)
+	}
+	return fmt.Errorf("%w; the guest runs on the source again", cause)
+}
+
 func cancelMigration(sq *qmp.Client) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

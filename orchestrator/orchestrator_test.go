@@ -3,9 +3,11 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -333,5 +335,36 @@ func TestRunCancelledAfterStartIsFailed(t *testing.T) {
 			t.Fatalf("the source QEMU was not told to cancel: %v", src.Commands())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A destination whose load fails after the source completed (its QEMU
+// leaves incoming and never runs) does not leave the guest paused: the
+// source, in postmigrate, runs it again, and the error says so. A source
+// that is not paused where the migration left it is not touched.
+func TestRunResumesSourceWhenDestinationNeverRuns(t *testing.T) {
+	for _, srcAfter := range []string{"postmigrate", "internal-error"} {
+		dst := &qmptest.QEMU{Status: "inmigrate"}
+		src := &qmptest.QEMU{Status: "running", Running: true, Script: []string{`{"status":"completed","total-time":900}`}}
+		src.OnMigrate = func() {
+			src.Status, src.Running = srcAfter, false // src is locked here
+			dst.SetStatus("shutdown", false)
+		}
+		p := Plan{
+			SrcControl: serveControl(t, 2), DstControl: serveControl(t, 2), DstModels: model.All(),
+			SrcQMP: src.Serve(t), DstQMP: dst.Serve(t), URI: "unix:/nonexistent/mig.sock",
+			Poll: time.Millisecond, Progress: io.Discard,
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		_, err := Run(ctx, p)
+		cancel()
+		var fe *FailedError
+		if !errors.As(err, &fe) {
+			t.Fatalf("source %s: %v, want a FailedError", srcAfter, err)
+		}
+		resumed := slices.Contains(src.Commands(), "cont")
+		if want := srcAfter == "postmigrate"; resumed != want || strings.Contains(err.Error(), "runs on the source again") != want {
+			t.Errorf("source %s: cont sent %v, error %q", srcAfter, resumed, err)
+		}
 	}
 }

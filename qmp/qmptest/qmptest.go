@@ -121,6 +121,8 @@ func (q *QEMU) conn(c net.Conn) {
 			if q.OnMigrate != nil {
 				q.OnMigrate()
 			}
+		case "cont":
+			q.Status, q.Running = "running", true
 		}
 		q.mu.Unlock()
 		// An event before the reply, as QEMU sends them.
