@@ -21,12 +21,12 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device/model"
+	"e1000e-vfu/internal/unixsock"
 )
 
 // Target is the device a control socket speaks for. Its methods are called
@@ -128,29 +128,14 @@ type Server struct {
 }
 
 // Listen creates the control socket at path, readable and writable only by
-// its owner (0600). An existing socket nobody listens on is replaced; any
-// other existing file is an error. Peer credentials are checked on every
-// connection as well, which closes the window between bind and chmod.
+// its owner (0600). An existing socket nobody listens on (connecting to it
+// is refused) is replaced; a live one, and anything that is not a socket,
+// is an error and left untouched (see unixsock.Listen). Peer credentials
+// are checked on every connection as well, which closes the window between
+// bind and chmod.
 func Listen(path string) (*net.UnixListener, error) {
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
-		}
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return nil, fmt.Errorf("control socket %s: in use by another server", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("control socket %s: removing stale socket: %w", path, err)
-		}
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := unixsock.Listen(path, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	return ln, nil
@@ -189,30 +174,21 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	defer stop()
 
 	var err error
-	retries := 0
 	for {
-		var c *net.UnixConn
-		c, err = ln.AcceptUnix()
+		// Running out of descriptors, or a peer that left before accept,
+		// is waited out: the control socket must outlive it.
+		var nc net.Conn
+		nc, err = unixsock.Accept(ctx, ln, log)
 		if err != nil {
 			if ctx.Err() != nil {
 				err = nil
 				break
 			}
-			// Running out of descriptors, or a peer that left before
-			// accept, passes; the control socket must outlive it.
-			if transientAccept(err) && retries < maxAcceptRetries {
-				retries++
-				log.Warn("control: accept", "err", err)
-				select {
-				case <-time.After(acceptBackoff):
-				case <-ctx.Done():
-				}
-				continue
-			}
 			err = fmt.Errorf("control: accept: %w", err)
 			break
 		}
-		retries = 0
+		// A UnixListener accepts only *net.UnixConn.
+		c := nc.(*net.UnixConn)
 		if uid, ok := peerUID(c); !ok || !s.allowed(uid) {
 			log.Warn("control: connection refused", "uid", uid, "known", ok)
 			c.Close()
@@ -255,17 +231,6 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	mu.Unlock()
 	wg.Wait()
 	return err
-}
-
-const (
-	maxAcceptRetries = 100
-	acceptBackoff    = 50 * time.Millisecond
-)
-
-func transientAccept(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) ||
-		errors.Is(err, syscall.ENOMEM)
 }
 
 func (s *Server) allowed(uid uint32) bool {

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -441,19 +440,5 @@ func TestCall(t *testing.T) {
 	}
 	if _, err := Call(ctx, filepath.Join(t.TempDir(), "none"), Request{Cmd: CmdQueryStats}); err == nil {
 		t.Error("call to a missing socket succeeded")
-	}
-}
-
-func TestTransientAcceptErrors(t *testing.T) {
-	for _, err := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED,
-		&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EMFILE)}} {
-		if !transientAccept(err) {
-			t.Errorf("%v not transient", err)
-		}
-	}
-	for _, err := range []error{net.ErrClosed, syscall.EBADF, errors.New("x")} {
-		if transientAccept(err) {
-			t.Errorf("%v transient", err)
-		}
 	}
 }

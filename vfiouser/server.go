@@ -1,6 +1,7 @@
 package vfiouser
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,12 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/unixsock"
 )
 
 // Protocol limits the server announces.
@@ -170,27 +171,28 @@ func (s *Server) release(c *Conn) {
 
 // Serve accepts clients on ln until ln is closed, serving one at a time; a
 // client that connects while another is served is refused (its socket is
-// closed after a logged warning) and the first one carries on.
+// closed after a logged warning) and the first one carries on. Accept
+// errors that pass, such as running out of descriptors, are waited out
+// (see unixsock.Accept); any other ends Serve.
 func (s *Server) Serve(ln *Listener) error {
-	var backoff time.Duration
 	for {
-		fd, err := ln.accept()
+		conn, err := unixsock.Accept(context.Background(), ln.ln, s.log)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			if !errors.Is(err, syscall.EMFILE) && !errors.Is(err, syscall.ENFILE) &&
-				!errors.Is(err, syscall.ECONNABORTED) && !errors.Is(err, syscall.EINTR) {
-				return fmt.Errorf("vfio-user: accept: %w", err)
-			}
-			// Out of descriptors or an aborted connection: wait and go on,
-			// as net/http does.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Warn("vfio-user: accept failed, retrying", "err", err, "in", backoff)
-			time.Sleep(backoff)
+			return fmt.Errorf("vfio-user: accept: %w", err)
+		}
+		// Connections are served with plain system calls on a blocking
+		// descriptor, with no poller hop per message.
+		// A UnixListener accepts only *net.UnixConn.
+		fd, err := dupBlocking(conn.(*net.UnixConn))
+		conn.Close()
+		if err != nil {
+			// This client is hung up on; the next may fare better.
+			s.log.Warn("vfio-user: cannot take the connection", "socket", ln.path, "err", err)
 			continue
 		}
-		backoff = 0
 		c, err := s.newConnAfter(fd, s.opts.HandoverWait)
 		if err != nil {
 			s.log.Warn("vfio-user: refusing a second client", "socket", ln.path, "err", err)
@@ -221,32 +223,13 @@ type Listener struct {
 }
 
 // Listen creates the server socket at path with mode 0600. A stale socket
-// file (nothing accepts on it) is replaced; a live one is refused, as is a
-// path that holds something other than a socket.
+// file (connecting to it is refused) is replaced; a live one is refused, as
+// is a path that holds something other than a socket, which is left
+// untouched (see unixsock.Listen).
 func Listen(path string) (*Listener, error) {
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("vfio-user: %s exists and is not a socket", path)
-		}
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return nil, fmt.Errorf("vfio-user: %s is in use: another server accepts connections on it", path)
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("vfio-user: probing %s: %w", path, err)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("vfio-user: removing stale socket: %w", err)
-		}
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := unixsock.Listen(path, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("vfio-user: listen: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("vfio-user: chmod socket: %w", err)
+		return nil, fmt.Errorf("vfio-user: %s: %w", path, err)
 	}
 	return &Listener{ln: ln, path: path}, nil
 }
@@ -256,17 +239,6 @@ func (l *Listener) Path() string { return l.path }
 
 // Close stops accepting and removes the socket file.
 func (l *Listener) Close() error { return l.ln.Close() }
-
-// accept returns a blocking descriptor for the next client: connections are
-// served with plain system calls, with no poller hop per message.
-func (l *Listener) accept() (int, error) {
-	uc, err := l.ln.AcceptUnix()
-	if err != nil {
-		return -1, err
-	}
-	defer uc.Close()
-	return dupBlocking(uc)
-}
 
 func dupBlocking(uc *net.UnixConn) (int, error) {
 	raw, err := uc.SyscallConn()

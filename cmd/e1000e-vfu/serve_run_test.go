@@ -241,7 +241,7 @@ func TestServeStartFailures(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--socket", regular}, "e1000e-vfu serve: --socket: vfio-user: " + regular + " exists and is not a socket"},
+		{[]string{"--socket", regular}, "e1000e-vfu serve: --socket: vfio-user: " + regular + ": exists and is not a socket"},
 		{[]string{"--socket", sock, "--netdev", "stream,path=" + filepath.Join(dir, "nobody")}, "e1000e-vfu serve: --netdev stream,path=" + filepath.Join(dir, "nobody") + ":"},
 		{[]string{"--socket", sock, "--control", regular}, "e1000e-vfu serve: --control: control socket " + regular + ": exists and is not a socket"},
 	} {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/internal/unixsock"
 )
 
 // DgramConfig describes QEMU's dgram netdev: one frame per datagram, no
@@ -81,11 +83,13 @@ func OpenDgram(cfg DgramConfig, log *slog.Logger) (*Dgram, error) {
 		if cfg.Local == "" || cfg.Remote == "" {
 			return nil, fmt.Errorf("dgram: unix sockets need both a local and a remote path")
 		}
+		// A socket file left by a process that died is replaced; one
+		// still bound, or anything else at the path, is not.
+		if err := unixsock.RemoveStale("unixgram", cfg.Local); err != nil {
+			return nil, fmt.Errorf("dgram: bind %s: %w", cfg.Local, err)
+		}
 		local := &net.UnixAddr{Name: cfg.Local, Net: "unixgram"}
 		conn, err := net.ListenUnixgram("unixgram", local)
-		if err != nil && errors.Is(err, unix.EADDRINUSE) && removeStaleSocket("unixgram", cfg.Local) {
-			conn, err = net.ListenUnixgram("unixgram", local)
-		}
 		if err != nil {
 			return nil, fmt.Errorf("dgram: bind %s: %w", cfg.Local, err)
 		}

@@ -7,11 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"e1000e-vfu/internal/unixsock"
 )
 
 // StreamConfig describes one end of QEMU's stream netdev protocol.
@@ -105,32 +104,18 @@ func newStream(cfg StreamConfig, log *slog.Logger) *Stream {
 	}
 }
 
-// listenStream listens on addr; a UNIX socket file left behind by a process
-// that died is removed first, but never one somebody still answers on.
+// listenStream listens on addr. For a UNIX socket, a file left behind by a
+// process that died is replaced first, but never one somebody still
+// answers on, nor anything that is not a socket (see unixsock.Listen).
 func listenStream(network, addr string) (net.Listener, error) {
-	ln, err := net.Listen(network, addr)
-	if err != nil && network == "unix" && errors.Is(err, unix.EADDRINUSE) && removeStaleSocket("unix", addr) {
-		ln, err = net.Listen(network, addr)
+	if network != "unix" {
+		return net.Listen(network, addr)
 	}
-	return ln, err
-}
-
-// removeStaleSocket removes the UNIX socket file at path if nobody answers
-// on it (connecting is refused), and reports whether it did.
-func removeStaleSocket(network, path string) bool {
-	fi, err := os.Lstat(path)
-	if err != nil || fi.Mode()&os.ModeSocket == 0 {
-		return false
+	ln, err := unixsock.Listen(addr, 0)
+	if err != nil {
+		return nil, err
 	}
-	c, err := net.DialTimeout(network, path, time.Second)
-	if err == nil {
-		c.Close()
-		return false
-	}
-	if !errors.Is(err, unix.ECONNREFUSED) {
-		return false
-	}
-	return os.Remove(path) == nil
+	return ln, nil
 }
 
 func (s *Stream) dial() (net.Conn, error) {
@@ -264,23 +249,24 @@ func (s *Stream) redial() net.Conn {
 }
 
 func (s *Stream) serveListener(rx Receiver) {
+	// Close ends a wait between accept attempts as well as the accept.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	for {
-		conn, err := s.ln.Accept()
+		// Out of descriptors and the like is waited out, without spinning.
+		conn, err := unixsock.Accept(ctx, s.ln, s.log)
 		if err != nil {
-			if s.life.isClosed() {
-				return
+			if !s.life.isClosed() && !errors.Is(err, net.ErrClosed) {
+				s.log.Error("stream accept failed; no further peer will be accepted", "err", err)
 			}
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of fds and the like: wait a little rather than spin.
-			s.log.Warn("stream accept failed", "err", err)
-			select {
-			case <-s.closing:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			continue
+			return
 		}
 		if !s.setConn(conn) {
 			return

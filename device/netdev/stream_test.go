@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -284,6 +286,27 @@ func TestStreamStaleSocketReplaced(t *testing.T) {
 		t.Fatal("took over a socket in use")
 	}
 	s.Close()
+}
+
+// A path holding something that is not a socket is refused and left as it
+// was: it may be somebody's file.
+func TestStreamListenNotASocket(t *testing.T) {
+	leakCheck(t)
+	path := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(path, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenStream(StreamConfig{Network: "unix", Address: path, Server: true}, quietLog())
+	if err == nil {
+		s.Close()
+		t.Fatal("listened over a regular file")
+	}
+	if !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("error %v; want it to say the path is not a socket", err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "keep me" {
+		t.Errorf("file changed: %q, %v", b, err)
+	}
 }
 
 func TestStreamSendNoAllocs(t *testing.T) {
