@@ -97,6 +97,7 @@ func (q *QEMU) conn(c net.Conn) {
 		var req struct {
 			Execute   string          `json:"execute"`
 			Arguments json.RawMessage `json:"arguments"`
+			ID        json.RawMessage `json:"id"`
 		}
 		if json.Unmarshal(line, &req) != nil {
 			return
@@ -127,6 +128,10 @@ func (q *QEMU) conn(c net.Conn) {
 		q.mu.Unlock()
 		// An event before the reply, as QEMU sends them.
 		send(map[string]any{"event": "MIGRATION", "data": map[string]any{"status": "active"}})
-		send(map[string]any{"return": reply})
+		rep := map[string]any{"return": reply}
+		if req.ID != nil {
+			rep["id"] = req.ID // as QEMU does
+		}
+		send(rep)
 	}
 }

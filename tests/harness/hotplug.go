@@ -27,7 +27,7 @@ func (vm *VM) HotAdd(ctx context.Context, id, bus, socket string, props map[stri
 	for k, v := range props {
 		args[k] = v
 	}
-	if _, err := vm.QMP.Execute(ctx, "device_add", args); err != nil {
+	if err := vm.QMP.Execute(ctx, "device_add", args, nil); err != nil {
 		return fmt.Errorf("device_add %s: %w", id, err)
 	}
 	return nil
@@ -38,7 +38,7 @@ func (vm *VM) HotAdd(ctx context.Context, id, bus, socket string, props map[stri
 // and waits up to wait for QEMU's DEVICE_DELETED for it. A wait of zero
 // only asks.
 func (vm *VM) HotDel(ctx context.Context, id string, wait time.Duration) error {
-	if _, err := vm.QMP.Execute(ctx, "device_del", map[string]any{"id": id}); err != nil {
+	if err := vm.QMP.Execute(ctx, "device_del", map[string]any{"id": id}, nil); err != nil {
 		return fmt.Errorf("device_del %s: %w", id, err)
 	}
 	if wait == 0 {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"e1000e-vfu/qmp"
 	"e1000e-vfu/tests/agentproto"
 )
 
@@ -174,17 +175,13 @@ type queryPCIEntry struct {
 
 // QueryPCIDevice finds the device with qdev id in QEMU's query-pci, also
 // behind bridges.
-func QueryPCIDevice(ctx context.Context, q *QMP, id string) (PCIDevice, error) {
-	raw, err := q.Execute(ctx, "query-pci", nil)
-	if err != nil {
-		return PCIDevice{}, err
-	}
+func QueryPCIDevice(ctx context.Context, q *qmp.Client, id string) (PCIDevice, error) {
 	var buses []struct {
 		Bus     int             `json:"bus"`
 		Devices []queryPCIEntry `json:"devices"`
 	}
-	if err := json.Unmarshal(raw, &buses); err != nil {
-		return PCIDevice{}, fmt.Errorf("query-pci: %w", err)
+	if err := q.Execute(ctx, "query-pci", nil, &buses); err != nil {
+		return PCIDevice{}, err
 	}
 	// QEMU nests no deeper than its bridges do; 8 levels is plenty.
 	var find func(bus int, devs []queryPCIEntry, depth int) (PCIDevice, bool)

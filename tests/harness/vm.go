@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"e1000e-vfu/qmp"
 )
 
 // NIC kinds.
@@ -86,7 +88,7 @@ type VM struct {
 	cmd     *exec.Cmd
 	Console *Console
 	Agent   *Agent
-	QMP     *QMP
+	QMP     *qmp.Client
 	// Agent2 is the third serial port's agent (VMConfig.Agent2).
 	Agent2 *Agent
 	// QMP2Path is the second QMP socket (VMConfig.ExtraQMP).
@@ -343,7 +345,7 @@ func (vm *VM) Kill() {
 func (vm *VM) Stop() {
 	if vm.QMP != nil && !vm.Exited() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		vm.QMP.Execute(ctx, "quit", nil)
+		vm.QMP.Execute(ctx, "quit", nil, nil)
 		cancel()
 	}
 	if !vm.waitExit(10 * time.Second) {

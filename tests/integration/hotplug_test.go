@@ -208,7 +208,8 @@ func (r *hotplugRig) checkQEMU() {
 	if r.vm.Exited() {
 		r.t.Fatalf("QEMU exited\n%s", r.vm.Dump())
 	}
-	raw, err := r.vm.QMP.Execute(r.ctx, "query-status", nil)
+	var raw json.RawMessage
+	err := r.vm.QMP.Execute(r.ctx, "query-status", nil, &raw)
 	if err != nil || !strings.Contains(string(raw), `"running"`) {
 		r.t.Fatalf("query-status: %s, %v", raw, err)
 	}

@@ -288,7 +288,7 @@ func TestVFUSystemReset(t *testing.T) {
 	defer cancel()
 	r := newRig(t, ctx, harness.VFIOUser, rigOpts{})
 	r.ping(2, "")
-	if _, err := r.vm.QMP.Execute(ctx, "system_reset", nil); err != nil {
+	if err := r.vm.QMP.Execute(ctx, "system_reset", nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.vm.QMP.WaitEvent(ctx, "RESET"); err != nil {

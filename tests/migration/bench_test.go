@@ -5,6 +5,7 @@ package migration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -156,13 +157,13 @@ func benchOne(b *testing.B, name string, builtin bool) benchRow {
 // format, the same stream a live migration sends).
 func (r *rig) saveToFile(path string) {
 	r.t.Helper()
-	if _, err := r.cur.vm.QMP.Execute(r.ctx, "migrate", map[string]any{"uri": "file:" + path}); err != nil {
+	if err := r.cur.vm.QMP.Execute(r.ctx, "migrate", map[string]any{"uri": "file:" + path}, nil); err != nil {
 		r.t.Fatal(err)
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		raw, err := r.cur.vm.QMP.Execute(r.ctx, "query-migrate", nil)
-		if err != nil {
+		var raw json.RawMessage
+		if err := r.cur.vm.QMP.Execute(r.ctx, "query-migrate", nil, &raw); err != nil {
 			r.t.Fatal(err)
 		}
 		if bytes.Contains(raw, []byte(`"completed"`)) {

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -69,7 +68,7 @@ func TestMigrateCorrupt(t *testing.T) {
 	b.srv.Kill()
 
 	t.Log("--- a resumed")
-	if _, err := a.vm.QMP.Execute(ctx, "cont", nil); err != nil {
+	if err := a.vm.QMP.Execute(ctx, "cont", nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.waitRunning(30 * time.Second); err != nil {
@@ -122,9 +121,9 @@ type incomingStatus struct {
 // told not to exit on a failed load, so that it can be asked why.
 func (r *rig) loadFile(dst *side, path string) incomingStatus {
 	r.t.Helper()
-	if _, err := dst.vm.QMP.Execute(r.ctx, "migrate-incoming", map[string]any{
+	if err := dst.vm.QMP.Execute(r.ctx, "migrate-incoming", map[string]any{
 		"uri": "file:" + path, "exit-on-error": false,
-	}); err != nil {
+	}, nil); err != nil {
 		r.t.Fatalf("QEMU %s: migrate-incoming: %v", dst.name, err)
 	}
 	deadline := time.Now().Add(2 * time.Minute)
@@ -133,12 +132,8 @@ func (r *rig) loadFile(dst *side, path string) incomingStatus {
 		if dst.vm.Exited() {
 			r.t.Fatalf("QEMU %s exited while loading %s:\n%s", dst.name, path, dst.vm.Dump())
 		}
-		raw, err := dst.vm.QMP.Execute(r.ctx, "query-migrate", nil)
-		if err != nil {
+		if err := dst.vm.QMP.Execute(r.ctx, "query-migrate", nil, &ms); err != nil {
 			r.t.Fatalf("QEMU %s: query-migrate: %v", dst.name, err)
-		}
-		if err := json.Unmarshal(raw, &ms); err != nil {
-			r.t.Fatalf("QEMU %s: query-migrate: %s: %v", dst.name, raw, err)
 		}
 		switch ms.Status {
 		case "completed", "failed", "cancelled":

@@ -97,7 +97,7 @@ func (r *rig) setBandwidth(bps int64) {
 	if bps == 0 {
 		bps = 128 << 20
 	}
-	if _, err := r.cur.vm.QMP.Execute(r.ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": bps}); err != nil {
+	if err := r.cur.vm.QMP.Execute(r.ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": bps}, nil); err != nil {
 		r.t.Fatal(err)
 	}
 }
@@ -109,8 +109,8 @@ func (r *rig) waitActive(ram uint64) error {
 	deadline := time.Now().Add(time.Minute)
 	var last string
 	for time.Now().Before(deadline) {
-		raw, err := r.cur.vm.QMP.Execute(r.ctx, "query-migrate", nil)
-		if err != nil {
+		var raw json.RawMessage
+		if err := r.cur.vm.QMP.Execute(r.ctx, "query-migrate", nil, &raw); err != nil {
 			return err
 		}
 		var ms struct {

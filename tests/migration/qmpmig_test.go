@@ -3,7 +3,6 @@
 package migration
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -21,10 +20,10 @@ type qmpResult struct {
 func (r *rig) migrateQMP(dst *side) qmpResult {
 	r.t.Helper()
 	uri := r.uri(dst)
-	if _, err := dst.vm.QMP.Execute(r.ctx, "migrate-incoming", map[string]any{"uri": uri}); err != nil {
+	if err := dst.vm.QMP.Execute(r.ctx, "migrate-incoming", map[string]any{"uri": uri}, nil); err != nil {
 		r.t.Fatalf("destination: %v", err)
 	}
-	if _, err := r.cur.vm.QMP.Execute(r.ctx, "migrate", map[string]any{"uri": uri}); err != nil {
+	if err := r.cur.vm.QMP.Execute(r.ctx, "migrate", map[string]any{"uri": uri}, nil); err != nil {
 		r.t.Fatalf("source: %v", err)
 	}
 	deadline := time.Now().Add(4 * time.Minute)
@@ -41,11 +40,7 @@ func (r *rig) migrateQMP(dst *side) qmpResult {
 		} `json:"vfio"`
 	}
 	for {
-		raw, err := r.cur.vm.QMP.Execute(r.ctx, "query-migrate", nil)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		if err := json.Unmarshal(raw, &ms); err != nil {
+		if err := r.cur.vm.QMP.Execute(r.ctx, "query-migrate", nil, &ms); err != nil {
 			r.t.Fatal(err)
 		}
 		if ms.Status == "completed" {

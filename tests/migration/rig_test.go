@@ -312,14 +312,10 @@ func (r *rig) adopt(dst *side) {
 
 // status is QEMU's run state.
 func status(ctx context.Context, vm *harness.VM) (string, error) {
-	raw, err := vm.QMP.Execute(ctx, "query-status", nil)
-	if err != nil {
-		return "", err
-	}
 	var st struct {
 		Status string `json:"status"`
 	}
-	err = json.Unmarshal(raw, &st)
+	err := vm.QMP.Execute(ctx, "query-status", nil, &st)
 	return st.Status, err
 }
 

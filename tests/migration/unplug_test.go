@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"e1000e-vfu/qmp"
 )
 
 // TestMigrateUnplug: QEMU refuses device_del of our NIC while a migration
@@ -24,15 +26,15 @@ func TestMigrateUnplug(t *testing.T) {
 	// 1 MiB/s keeps the migration running long enough to ask during it.
 	setBandwidth := func(bps int64) {
 		t.Helper()
-		if _, err := src.vm.QMP.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": bps}); err != nil {
+		if err := src.vm.QMP.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": bps}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	setBandwidth(1 << 20)
 	done := make(chan migResult, 1)
 	go func() { done <- r.migrate(dst) }()
-	waitMigrationActive(t, ctx, src.vm.QMP.Execute)
-	_, err := src.vm.QMP.Execute(ctx, "device_del", map[string]any{"id": "nic0"})
+	waitMigrationActive(t, ctx, src.vm.QMP)
+	err := src.vm.QMP.Execute(ctx, "device_del", map[string]any{"id": "nic0"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "migrat") {
 		t.Fatalf("device_del during a migration: %v, want QEMU's refusal", err)
 	}
@@ -79,18 +81,16 @@ func TestMigrateUnplug(t *testing.T) {
 }
 
 // waitMigrationActive polls query-migrate until the migration is active.
-func waitMigrationActive(t *testing.T, ctx context.Context, exec func(context.Context, string, any) (json.RawMessage, error)) {
+func waitMigrationActive(t *testing.T, ctx context.Context, q *qmp.Client) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		raw, err := exec(ctx, "query-migrate", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var st struct {
 			Status string `json:"status"`
 		}
-		json.Unmarshal(raw, &st)
+		if err := q.Execute(ctx, "query-migrate", nil, &st); err != nil {
+			t.Fatal(err)
+		}
 		if st.Status == "active" {
 			return
 		}

@@ -4,6 +4,7 @@ package migration
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -43,8 +44,8 @@ func TestMigrateRefusesV1OnlyDestination(t *testing.T) {
 			t.Errorf("QEMU %s is %q, want %q", s.name, st, want)
 		}
 	}
-	raw, err := r.cur.vm.QMP.Execute(ctx, "query-migrate", nil)
-	if err != nil {
+	var raw json.RawMessage
+	if err := r.cur.vm.QMP.Execute(ctx, "query-migrate", nil, &raw); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(string(raw), `"status"`) {
