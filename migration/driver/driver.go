@@ -4,7 +4,8 @@
 // through the legacy v1 migration region (device_state, pending_bytes,
 // data_offset, data_size and its data area, with DIRTY_PAGES). Guest
 // memory is copied from the source VMM's memory to the destination's,
-// whole first and then the pages the device dirtied.
+// whole first and then the pages the device dirtied. Both protocols run
+// one algorithm (migrate), each as a transport of its steps.
 //
 // Tests and benchmarks use it; it is also the reference of the order of
 // operations a client must follow.
