@@ -248,7 +248,7 @@ func FuzzV1Region(f *testing.F) {
 			}
 		}
 		if s := m.MigrationState(); !supported(s, m.MigrationFlags()) && s != sError {
-			t.Fatalf("machine in %s", StateName(s))
+			t.Fatalf("machine in %s", s.String())
 		}
 	})
 }
@@ -289,7 +289,7 @@ func FuzzMachine(f *testing.F) {
 			}
 			s := m.MigrationState()
 			if s != sError && d.quiesced == isActive(s) {
-				t.Fatalf("state %s with quiesced=%v", StateName(s), d.quiesced)
+				t.Fatalf("state %s with quiesced=%v", s.String(), d.quiesced)
 			}
 			if d.applyCalls > 0 && dump(d.state()) != dump(sampleDev(0).state()) {
 				t.Fatal("a load completed with a state that is not the source's")

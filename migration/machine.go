@@ -128,7 +128,7 @@ func (m *Machine) setStateLocked(target device.MigrationState) error {
 		if err := m.arc(m.state, next); err != nil {
 			return err
 		}
-		m.log.Debug("migration state", "from", StateName(m.state), "to", StateName(next))
+		m.log.Debug("migration state", "from", m.state.String(), "to", next.String())
 		m.state = next
 	}
 	return nil
@@ -281,7 +281,7 @@ func (m *Machine) ReadMigrationData(p []byte) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !isSaving(m.state) {
-		return 0, fmt.Errorf("migration: no data to read in %s: %w", StateName(m.state), syscall.EINVAL)
+		return 0, fmt.Errorf("migration: no data to read in %s: %w", m.state.String(), syscall.EINVAL)
 	}
 	// A v2 read takes the bytes from where the client's reading stands;
 	// a v1 chunk staged from the same place would hand them out twice.
@@ -307,7 +307,7 @@ func (m *Machine) WriteMigrationData(p []byte) error {
 
 func (m *Machine) writeLocked(p []byte) error {
 	if m.state != sResuming {
-		return fmt.Errorf("migration: data written in %s: %w", StateName(m.state), syscall.EINVAL)
+		return fmt.Errorf("migration: data written in %s: %w", m.state.String(), syscall.EINVAL)
 	}
 	if m.refused != nil {
 		return fmt.Errorf("%w: %w", m.refused, syscall.EINVAL)

@@ -46,7 +46,7 @@ func writeAll(t testing.TB, m *Machine, b []byte, n int) {
 func setState(t testing.TB, m *Machine, s device.MigrationState) {
 	t.Helper()
 	if err := m.SetMigrationState(s); err != nil {
-		t.Fatalf("SetMigrationState(%s) from %s: %v", StateName(s), StateName(m.MigrationState()), err)
+		t.Fatalf("SetMigrationState(%s) from %s: %v", s.String(), m.MigrationState().String(), err)
 	}
 }
 
@@ -187,11 +187,11 @@ func TestMachineApplyFailureIsError(t *testing.T) {
 		t.Fatalf("apply failure = %v, want EIO", err)
 	}
 	if md.MigrationState() != sError {
-		t.Fatalf("state %s, want ERROR", StateName(md.MigrationState()))
+		t.Fatalf("state %s, want ERROR", md.MigrationState().String())
 	}
 	for _, s := range allStates {
 		if md.SetMigrationState(s) == nil || md.MigrationState() != sError {
-			t.Fatalf("left ERROR for %s", StateName(s))
+			t.Fatalf("left ERROR for %s", s.String())
 		}
 	}
 	if _, err := md.MigrationDataSize(); err == nil {
@@ -244,7 +244,7 @@ func reach(t *testing.T, s device.MigrationState, opts Options) (*Machine, *fake
 		setState(t, m, s)
 	}
 	if m.MigrationState() != s {
-		t.Fatalf("reached %s, want %s", StateName(m.MigrationState()), StateName(s))
+		t.Fatalf("reached %s, want %s", m.MigrationState().String(), s.String())
 	}
 	return m, d
 }
@@ -270,7 +270,7 @@ func (l *arcLog) Handle(_ context.Context, r slog.Record) error {
 			return true
 		}
 		for _, s := range allStates {
-			if StateName(s) == a.Value.String() {
+			if s.String() == a.Value.String() {
 				l.steps = append(l.steps, s)
 				l.dev.mu.Lock()
 				l.runs = append(l.runs, !l.dev.quiesced)
@@ -317,7 +317,7 @@ func TestMachineEveryPair(t *testing.T) {
 					continue
 				}
 				for _, to := range allStates {
-					key := StateName(from) + ">" + StateName(to)
+					key := from.String() + ">" + to.String()
 					want, allowed := set.want[key]
 					m, d := reach(t, from, set.opts)
 					if from == sResuming {
@@ -330,12 +330,12 @@ func TestMachineEveryPair(t *testing.T) {
 					if !allowed || want == "refused" {
 						if err == nil || m.MigrationState() != from || len(arcs.steps) != 0 || d.quiesced != wasQuiesced {
 							t.Errorf("%s: err %v, state %s, arcs %q, quiesced %v→%v; want refused, nothing moved",
-								key, err, StateName(m.MigrationState()), pathString(arcs.steps), wasQuiesced, d.quiesced)
+								key, err, m.MigrationState().String(), pathString(arcs.steps), wasQuiesced, d.quiesced)
 						}
 						continue
 					}
 					if err != nil || m.MigrationState() != to {
-						t.Errorf("%s: err %v, state %s", key, err, StateName(m.MigrationState()))
+						t.Errorf("%s: err %v, state %s", key, err, m.MigrationState().String())
 						continue
 					}
 					if got := pathString(arcs.steps); got != want {
@@ -343,7 +343,7 @@ func TestMachineEveryPair(t *testing.T) {
 					}
 					for i, s := range arcs.steps {
 						if arcs.runs[i] != runsIn[s] {
-							t.Errorf("%s: after the arc into %s the device runs=%v, want %v", key, StateName(s), arcs.runs[i], runsIn[s])
+							t.Errorf("%s: after the arc into %s the device runs=%v, want %v", key, s.String(), arcs.runs[i], runsIn[s])
 						}
 					}
 					if d.quiesced == runsIn[to] {

@@ -20,29 +20,6 @@ const (
 	numStates = 8
 )
 
-// StateName returns the specification's name of s.
-func StateName(s device.MigrationState) string {
-	switch s {
-	case sError:
-		return "ERROR"
-	case sStop:
-		return "STOP"
-	case sRunning:
-		return "RUNNING"
-	case sStopCopy:
-		return "STOP_COPY"
-	case sResuming:
-		return "RESUMING"
-	case sRunningP2P:
-		return "RUNNING_P2P"
-	case sPreCopy:
-		return "PRE_COPY"
-	case sPreCopyP2P:
-		return "PRE_COPY_P2P"
-	}
-	return fmt.Sprintf("state(%d)", uint32(s))
-}
-
 // nextStep[from][to] is the first step from one state towards another when
 // every optional state is supported. It is the table of Linux's
 // vfio_mig_get_next_state (drivers/vfio/vfio_main.c), which the vfio-user
@@ -107,10 +84,10 @@ func supported(s device.MigrationState, flags uint64) bool {
 // between states it supports.
 func NextState(flags uint64, cur, target device.MigrationState) (device.MigrationState, error) {
 	if !supported(cur, flags) && cur != sError {
-		return sError, fmt.Errorf("migration: current state %s is not supported", StateName(cur))
+		return sError, fmt.Errorf("migration: current state %s is not supported", cur.String())
 	}
 	if !supported(target, flags) {
-		return sError, fmt.Errorf("migration: state %s cannot be requested", StateName(target))
+		return sError, fmt.Errorf("migration: state %s cannot be requested", target.String())
 	}
 	next := nextStep[cur][target]
 	// Each skip moves strictly closer along the kernel's table; numStates
@@ -119,7 +96,7 @@ func NextState(flags uint64, cur, target device.MigrationState) (device.Migratio
 		next = nextStep[next][target]
 	}
 	if next == sError || !supported(next, flags) {
-		return sError, fmt.Errorf("migration: no transition from %s to %s", StateName(cur), StateName(target))
+		return sError, fmt.Errorf("migration: no transition from %s to %s", cur.String(), target.String())
 	}
 	return next, nil
 }
@@ -128,12 +105,12 @@ func NextState(flags uint64, cur, target device.MigrationState) (device.Migratio
 // empty when they are equal.
 func Path(flags uint64, cur, target device.MigrationState) ([]device.MigrationState, error) {
 	if !supported(target, flags) {
-		return nil, fmt.Errorf("migration: state %s cannot be requested", StateName(target))
+		return nil, fmt.Errorf("migration: state %s cannot be requested", target.String())
 	}
 	var p []device.MigrationState
 	for i := 0; cur != target; i++ {
 		if i >= numStates {
-			return nil, fmt.Errorf("migration: no path from %s to %s", StateName(cur), StateName(target))
+			return nil, fmt.Errorf("migration: no path from %s to %s", cur.String(), target.String())
 		}
 		next, err := NextState(flags, cur, target)
 		if err != nil {

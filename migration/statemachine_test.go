@@ -12,7 +12,7 @@ var allStates = []device.MigrationState{sError, sStop, sRunning, sStopCopy, sRes
 func pathString(p []device.MigrationState) string {
 	var s []string
 	for _, x := range p {
-		s = append(s, StateName(x))
+		s = append(s, x.String())
 	}
 	return strings.Join(s, ",")
 }
@@ -136,7 +136,7 @@ func TestPathEveryPair(t *testing.T) {
 		t.Run(set.name, func(t *testing.T) {
 			for _, from := range allStates {
 				for _, to := range allStates {
-					key := StateName(from) + ">" + StateName(to)
+					key := from.String() + ">" + to.String()
 					want, ok := set.want[key]
 					if !ok {
 						want = "refused"
@@ -158,10 +158,10 @@ func TestPathEveryPair(t *testing.T) {
 					cur := from
 					for i, s := range p {
 						if !isDirectArc(set.flags, cur, s) {
-							t.Errorf("%s: step %s>%s is not a direct arc", key, StateName(cur), StateName(s))
+							t.Errorf("%s: step %s>%s is not a direct arc", key, cur.String(), s.String())
 						}
 						if i < len(p)-1 && (s == sStopCopy || s == sResuming) {
-							t.Errorf("%s: interior state %s", key, StateName(s))
+							t.Errorf("%s: interior state %s", key, s.String())
 						}
 						cur = s
 					}
@@ -174,7 +174,7 @@ func TestPathEveryPair(t *testing.T) {
 func TestErrorLeftOnlyByReset(t *testing.T) {
 	for _, to := range allStates {
 		if _, err := Path(device.MigFlagStopCopy|device.MigFlagPreCopy|device.MigFlagP2P, sError, to); err == nil {
-			t.Errorf("ERROR>%s allowed", StateName(to))
+			t.Errorf("ERROR>%s allowed", to.String())
 		}
 	}
 }

@@ -229,7 +229,7 @@ func TestV1Migrate(t *testing.T) {
 				t.Fatalf("v1 transfer (%d bytes) differs from Save", len(got))
 			}
 			if md.MigrationState() != sRunning || dst.quiesced {
-				t.Fatalf("destination in %s, quiesced=%v", StateName(md.MigrationState()), dst.quiesced)
+				t.Fatalf("destination in %s, quiesced=%v", md.MigrationState().String(), dst.quiesced)
 			}
 			if dump(dst.state()) != dump(src.state()) {
 				t.Fatal("state differs after a v1 migration")

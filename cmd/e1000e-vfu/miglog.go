@@ -17,20 +17,6 @@ type migrationLog struct {
 	read, wrote atomic.Uint64
 }
 
-var migStateNames = map[device.MigrationState]string{
-	device.MigError: "ERROR", device.MigStop: "STOP", device.MigRunning: "RUNNING",
-	device.MigStopCopy: "STOP_COPY", device.MigResuming: "RESUMING",
-	device.MigRunningP2P: "RUNNING_P2P", device.MigPreCopy: "PRE_COPY",
-	device.MigPreCopyP2P: "PRE_COPY_P2P",
-}
-
-func migStateName(s device.MigrationState) string {
-	if n, ok := migStateNames[s]; ok {
-		return n
-	}
-	return "unknown"
-}
-
 // SetMigrationState also logs when the change began, to the microsecond,
 // and how long the device took: a migration's downtime is the sum of such
 // steps on two servers and QEMU's work between them, and the lines of both
@@ -40,7 +26,7 @@ func (m *migrationLog) SetMigrationState(target device.MigrationState) error {
 	began := time.Now()
 	err := m.Migratable.SetMigrationState(target)
 	took := time.Since(began)
-	attrs := []any{"from", migStateName(from), "to", migStateName(target)}
+	attrs := []any{"from", from.String(), "to", target.String()}
 	if n := m.read.Swap(0); n > 0 {
 		attrs = append(attrs, "state_bytes_sent", n)
 	}
@@ -49,7 +35,7 @@ func (m *migrationLog) SetMigrationState(target device.MigrationState) error {
 	}
 	attrs = append(attrs, "began", began.Format(time.RFC3339Nano), "took", took)
 	if err != nil {
-		m.log.Warn("migration: state change refused", append(attrs, "now", migStateName(m.Migratable.MigrationState()), "err", err)...)
+		m.log.Warn("migration: state change refused", append(attrs, "now", m.Migratable.MigrationState().String(), "err", err)...)
 		return err
 	}
 	if from != target {

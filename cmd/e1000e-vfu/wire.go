@@ -13,7 +13,6 @@ import (
 	"e1000e-vfu/device"
 	"e1000e-vfu/device/model"
 	"e1000e-vfu/e1000e"
-	"e1000e-vfu/migration"
 )
 
 // clientWatch wraps the served device to know whether a client is
@@ -137,7 +136,7 @@ func (t *nicTarget) Status() control.Status {
 	}
 	if m, ok := t.watch.Device.(device.Migratable); ok {
 		if st := m.MigrationState(); st != device.MigRunning {
-			s.Migration = migration.StateName(st)
+			s.Migration = st.String()
 		}
 	}
 	return s

@@ -4,7 +4,8 @@
 // through the legacy v1 migration region (device_state, pending_bytes,
 // data_offset, data_size and its data area, with DIRTY_PAGES). Guest
 // memory is copied from the source VMM's memory to the destination's,
-// whole first and then the pages the device dirtied.
+// whole first and then the pages the device dirtied. Both protocols run
+// one algorithm (migrate), each as a transport of its steps.
 //
 // Tests and benchmarks use it; it is also the reference of the order of
 // operations a client must follow.
@@ -16,7 +17,6 @@ import (
 	"math/bits"
 	"time"
 
-	"e1000e-vfu/device"
 	"e1000e-vfu/vfiouser"
 )
 
@@ -36,8 +36,8 @@ type Options struct {
 	// PreCopyRounds is how many dirty-page rounds run while the device
 	// still runs; 0 means 2.
 	PreCopyRounds int
-	// ChunkSize is the size of each MIG_DATA_READ/WRITE (v2); 0 means the
-	// negotiated maximum.
+	// ChunkSize is the size of each MIG_DATA_READ/WRITE (v2); 0 means
+	// 1 MiB. A read never asks for more than the negotiated maximum.
 	ChunkSize int
 	// BeforeStop runs just before the source is stopped: where a VMM
 	// stops its vCPUs, and where tests stop the traffic they send to the
@@ -109,128 +109,18 @@ func copyDirty(src, dst []byte, bm []byte, ps uint64) int {
 }
 
 // MigrateV2 migrates through the v2 state machine. The destination goes
-// to RESUMING first; the source to PRE_COPY when it offers it (the header
-// and configuration reach the destination while the device runs, so an
+// to RESUMING; the source to PRE_COPY when it offers it (the header and
+// configuration reach the destination while the device runs, so an
 // incompatible destination refuses before anything stops), then STOP_COPY;
 // the destination loads on RESUMING→STOP and runs; the source ends in
 // STOP.
 func MigrateV2(src, dst Endpoint, opts Options) (Report, error) {
-	opts.defaults()
-	rep := Report{Protocol: "v2"}
-	start := time.Now()
-	if err := checkEndpoints(src, dst, opts.PageSize); err != nil {
-		return rep, err
-	}
-	flags, err := src.Client.MigrationFlags()
-	if err != nil {
-		return rep, fmt.Errorf("driver: source migration feature: %w", err)
-	}
-	if flags&device.MigFlagStopCopy == 0 {
-		return rep, errors.New("driver: source does not offer STOP_COPY")
-	}
-	ps, err := src.Client.DMALoggingStart(opts.PageSize, []vfiouser.LoggingRange{{IOVA: src.IOVA, Length: uint64(len(src.Mem))}})
-	if err != nil {
-		return rep, fmt.Errorf("driver: starting dirty logging: %w", err)
-	}
-	if ps != opts.PageSize {
-		opts.PageSize = ps
-		if err := checkEndpoints(src, dst, ps); err != nil {
-			src.Client.DMALoggingStop()
-			return rep, err
-		}
-	}
-	logging := true
-	defer func() {
-		if logging {
-			src.Client.DMALoggingStop()
-		}
-	}()
-	copy(dst.Mem, src.Mem)
-	rep.Pages = len(src.Mem) / int(ps)
+	return migrate("v2", openV2, src, dst, opts)
+}
 
-	if _, err := dst.Client.SetMigrationState(device.MigResuming); err != nil {
-		return rep, fmt.Errorf("driver: destination to RESUMING: %w", err)
-	}
-	buf := make([]byte, opts.ChunkSize)
-	move := func() (int, error) {
-		total := 0
-		// Each read returns at least one byte until the data of the
-		// state ends; the stream limit bounds the loop.
-		for total <= 64<<20 {
-			n, err := src.Client.MigDataRead(buf)
-			if err != nil {
-				return total, fmt.Errorf("driver: reading migration data: %w", err)
-			}
-			if n == 0 {
-				return total, nil
-			}
-			if err := dst.Client.MigDataWrite(buf[:n]); err != nil {
-				return total, fmt.Errorf("driver: writing migration data: %w", err)
-			}
-			total += n
-		}
-		return total, errors.New("driver: migration data does not end")
-	}
-	dirtyRound := func() error {
-		bm, err := src.Client.DMALoggingReport(src.IOVA, uint64(len(src.Mem)), ps)
-		if err != nil {
-			return fmt.Errorf("driver: dirty report: %w", err)
-		}
-		n := copyDirty(src.Mem, dst.Mem, bm, ps)
-		rep.Pages += n
-		rep.DirtyPages += n
-		return nil
-	}
-	if flags&device.MigFlagPreCopy != 0 {
-		if _, err := src.Client.SetMigrationState(device.MigPreCopy); err != nil {
-			return rep, fmt.Errorf("driver: source to PRE_COPY: %w", err)
-		}
-		n, err := move()
-		rep.PreCopyBytes += n
-		rep.StateBytes += n
-		if err != nil {
-			return rep, err
-		}
-		for r := 0; r < opts.PreCopyRounds; r++ {
-			if err := dirtyRound(); err != nil {
-				return rep, err
-			}
-		}
-	}
-	if opts.BeforeStop != nil {
-		opts.BeforeStop()
-	}
-	stopped := time.Now()
-	if _, err := src.Client.SetMigrationState(device.MigStopCopy); err != nil {
-		return rep, fmt.Errorf("driver: source to STOP_COPY: %w", err)
-	}
-	// QEMU sizes its transfer with MIG_DATA_SIZE; a server without the
-	// extension answers ENOTSUP, which is no reason to fail.
-	if est, err := src.Client.MigDataSize(); err == nil {
-		rep.SizeEstimate = est
-	}
-	n, err := move()
-	rep.StateBytes += n
-	if err != nil {
-		return rep, err
-	}
-	if err := dirtyRound(); err != nil {
-		return rep, err
-	}
-	logging = false
-	if err := src.Client.DMALoggingStop(); err != nil {
-		return rep, fmt.Errorf("driver: stopping dirty logging: %w", err)
-	}
-	if _, err := dst.Client.SetMigrationState(device.MigStop); err != nil {
-		return rep, fmt.Errorf("driver: destination refused the state: %w", err)
-	}
-	if _, err := dst.Client.SetMigrationState(device.MigRunning); err != nil {
-		return rep, fmt.Errorf("driver: destination to RUNNING: %w", err)
-	}
-	rep.Downtime = time.Since(stopped)
-	if _, err := src.Client.SetMigrationState(device.MigStop); err != nil {
-		return rep, fmt.Errorf("driver: source to STOP: %w", err)
-	}
-	rep.Total = time.Since(start)
-	return rep, nil
+// MigrateV1 migrates through the v1 migration region, with the data area
+// mapped when the server offers it (and opts.NoMMap is not set), and dirty
+// pages through DIRTY_PAGES.
+func MigrateV1(src, dst Endpoint, opts Options) (Report, error) {
+	return migrate("v1", openV1, src, dst, opts)
 }

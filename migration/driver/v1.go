@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -42,16 +41,16 @@ type v1Region struct {
 	file    *os.File
 }
 
-func openV1(c *vfiouser.Client, useMMap bool) (*v1Region, error) {
+func openV1Region(c *vfiouser.Client, useMMap bool) (*v1Region, error) {
 	ri, caps, f, err := c.RegionInfo(device.RegionMigration)
 	if err != nil {
-		return nil, fmt.Errorf("driver: v1 region info: %w", err)
+		return nil, fmt.Errorf("v1 region info: %w", err)
 	}
 	if !caps.HasType || caps.Type != migration.V1RegionType || caps.Subtype != migration.V1RegionSubtype {
 		if f != nil {
 			f.Close()
 		}
-		return nil, fmt.Errorf("driver: region %d is not a v1 migration region", device.RegionMigration)
+		return nil, fmt.Errorf("region %d is not a v1 migration region", device.RegionMigration)
 	}
 	r := &v1Region{c: c}
 	if f == nil {
@@ -64,12 +63,12 @@ func openV1(c *vfiouser.Client, useMMap bool) (*v1Region, error) {
 	a := caps.Sparse[0]
 	if a.Size == 0 || a.Size > 64<<20 || a.Offset+a.Size > ri.Size {
 		f.Close()
-		return nil, fmt.Errorf("driver: v1 data area %#x+%#x outside the region", a.Offset, a.Size)
+		return nil, fmt.Errorf("v1 data area %#x+%#x outside the region", a.Offset, a.Size)
 	}
 	mem, err := unix.Mmap(int(f.Fd()), int64(ri.Offset+a.Offset), int(a.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("driver: mapping the v1 data area: %w", err)
+		return nil, fmt.Errorf("mapping the v1 data area: %w", err)
 	}
 	r.area, r.areaOff, r.file = mem, a.Offset, f
 	return r, nil
@@ -104,7 +103,7 @@ func (r *v1Region) setState(s uint32) error {
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], s)
 	if err := r.c.WriteRegion(device.RegionMigration, v1State, b[:]); err != nil {
-		return fmt.Errorf("driver: v1 device_state %#x: %w", s, err)
+		return fmt.Errorf("v1 device_state %#x: %w", s, err)
 	}
 	return nil
 }
@@ -148,138 +147,102 @@ func (r *v1Region) write(off uint64, p []byte) error {
 	return nil
 }
 
-// transfer runs the v1 save loop on src and the resume loop on dst until
-// src has no pending bytes: pending_bytes, data_offset, data_size, the
-// data; then the destination's data_offset, the data, data_size.
-func transfer(src, dst *v1Region, buf *[]byte) (int, error) {
+// v1Transport is the v1 transport: the migration regions of both sides for the
+// states and the data, and DIRTY_PAGES for dirty pages.
+type v1Transport struct {
+	src, dst Endpoint
+	sr, dr   *v1Region
+	buf      []byte
+}
+
+func openV1(src, dst Endpoint, opts Options) (transport, error) {
+	sr, err := openV1Region(src.Client, !opts.NoMMap)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	dr, err := openV1Region(dst.Client, !opts.NoMMap)
+	if err != nil {
+		sr.close()
+		return nil, fmt.Errorf("destination: %w", err)
+	}
+	return &v1Transport{src: src, dst: dst, sr: sr, dr: dr}, nil
+}
+
+// startLogging asks for no page size: DIRTY_PAGES START has none, the
+// size comes with each GET_BITMAP.
+func (t *v1Transport) startLogging(pageSize uint64) (uint64, error) {
+	return pageSize, t.src.Client.DirtyPages(vfiouser.DirtyPagesStart)
+}
+
+func (t *v1Transport) dirtyPages(pageSize uint64) ([]byte, error) {
+	return t.src.Client.DirtyPagesBitmap(t.src.IOVA, uint64(len(t.src.Mem)), pageSize)
+}
+
+func (t *v1Transport) stopLogging() error { return t.src.Client.DirtyPages(vfiouser.DirtyPagesStop) }
+
+func (t *v1Transport) resuming() error { return t.dr.setState(v1Resuming) }
+
+// preCopy is always offered: RUNNING|SAVING is part of the v1 protocol.
+func (t *v1Transport) preCopy() (bool, error) { return true, t.sr.setState(v1Running | v1Saving) }
+
+// stopCopy: v1 has no size estimate beyond pending_bytes, which transfer
+// reads.
+func (t *v1Transport) stopCopy() (uint64, error) { return 0, t.sr.setState(v1Saving) }
+
+// transfer runs the v1 save loop on the source and the resume loop on the
+// destination until the source has no pending bytes: pending_bytes,
+// data_offset, data_size, the data; then the destination's data_offset,
+// the data, data_size.
+func (t *v1Transport) transfer() (int, error) {
+	src, dst := t.sr, t.dr
 	total := 0
 	for i := 0; i < maxV1Chunks; i++ {
 		pending, err := src.u64(v1Pending)
 		if err != nil {
-			return total, fmt.Errorf("driver: v1 pending_bytes: %w", err)
+			return total, fmt.Errorf("v1 pending_bytes: %w", err)
 		}
 		if pending == 0 {
 			return total, nil
 		}
 		off, err := src.u64(v1DataOff)
 		if err != nil {
-			return total, fmt.Errorf("driver: v1 data_offset: %w", err)
+			return total, fmt.Errorf("v1 data_offset: %w", err)
 		}
 		size, err := src.u64(v1DataSize)
 		if err != nil {
-			return total, fmt.Errorf("driver: v1 data_size: %w", err)
+			return total, fmt.Errorf("v1 data_size: %w", err)
 		}
 		if size == 0 || size > 64<<20 {
-			return total, fmt.Errorf("driver: v1 data_size %d with %d bytes pending", size, pending)
+			return total, fmt.Errorf("v1 data_size %d with %d bytes pending", size, pending)
 		}
-		if uint64(cap(*buf)) < size {
-			*buf = make([]byte, size)
+		if uint64(cap(t.buf)) < size {
+			t.buf = make([]byte, size)
 		}
-		data := (*buf)[:size]
+		data := t.buf[:size]
 		if err := src.read(off, data); err != nil {
-			return total, fmt.Errorf("driver: v1 data read: %w", err)
+			return total, fmt.Errorf("v1 data read: %w", err)
 		}
 		doff, err := dst.u64(v1DataOff)
 		if err != nil {
-			return total, fmt.Errorf("driver: v1 destination data_offset: %w", err)
+			return total, fmt.Errorf("v1 destination data_offset: %w", err)
 		}
 		if err := dst.write(doff, data); err != nil {
-			return total, fmt.Errorf("driver: v1 data write: %w", err)
+			return total, fmt.Errorf("v1 data write: %w", err)
 		}
 		if err := dst.setU64(v1DataSize, size); err != nil {
-			return total, fmt.Errorf("driver: v1 destination data_size: %w", err)
+			return total, fmt.Errorf("v1 destination data_size: %w", err)
 		}
 		total += int(size)
 	}
-	return total, errors.New("driver: v1 source never runs out of pending bytes")
+	return total, errors.New("v1 source never runs out of pending bytes")
 }
 
-// MigrateV1 migrates through the v1 migration region, with the data area
-// mapped when the server offers it (and opts.NoMMap is not set), and dirty
-// pages through DIRTY_PAGES.
-func MigrateV1(src, dst Endpoint, opts Options) (Report, error) {
-	opts.defaults()
-	rep := Report{Protocol: "v1"}
-	start := time.Now()
-	ps := opts.PageSize
-	if err := checkEndpoints(src, dst, ps); err != nil {
-		return rep, err
-	}
-	sr, err := openV1(src.Client, !opts.NoMMap)
-	if err != nil {
-		return rep, err
-	}
-	defer sr.close()
-	dr, err := openV1(dst.Client, !opts.NoMMap)
-	if err != nil {
-		return rep, err
-	}
-	defer dr.close()
+// resume: the destination loads the state on RESUMING→RUNNING.
+func (t *v1Transport) resume() error { return t.dr.setState(v1Running) }
 
-	if err := dr.setState(v1Resuming); err != nil {
-		return rep, err
-	}
-	if err := src.Client.DirtyPages(vfiouser.DirtyPagesStart); err != nil {
-		return rep, fmt.Errorf("driver: starting dirty logging: %w", err)
-	}
-	logging := true
-	defer func() {
-		if logging {
-			src.Client.DirtyPages(vfiouser.DirtyPagesStop)
-		}
-	}()
-	copy(dst.Mem, src.Mem)
-	rep.Pages = len(src.Mem) / int(ps)
-	dirtyRound := func() error {
-		bm, err := src.Client.DirtyPagesBitmap(src.IOVA, uint64(len(src.Mem)), ps)
-		if err != nil {
-			return fmt.Errorf("driver: dirty bitmap: %w", err)
-		}
-		n := copyDirty(src.Mem, dst.Mem, bm, ps)
-		rep.Pages += n
-		rep.DirtyPages += n
-		return nil
-	}
-	var buf []byte
-	if err := sr.setState(v1Running | v1Saving); err != nil {
-		return rep, err
-	}
-	n, err := transfer(sr, dr, &buf)
-	rep.PreCopyBytes, rep.StateBytes = n, n
-	if err != nil {
-		return rep, err
-	}
-	for r := 0; r < opts.PreCopyRounds; r++ {
-		if err := dirtyRound(); err != nil {
-			return rep, err
-		}
-	}
-	if opts.BeforeStop != nil {
-		opts.BeforeStop()
-	}
-	stopped := time.Now()
-	if err := sr.setState(v1Saving); err != nil {
-		return rep, err
-	}
-	n, err = transfer(sr, dr, &buf)
-	rep.StateBytes += n
-	if err != nil {
-		return rep, err
-	}
-	if err := dirtyRound(); err != nil {
-		return rep, err
-	}
-	logging = false
-	if err := src.Client.DirtyPages(vfiouser.DirtyPagesStop); err != nil {
-		return rep, fmt.Errorf("driver: stopping dirty logging: %w", err)
-	}
-	if err := dr.setState(v1Running); err != nil {
-		return rep, fmt.Errorf("driver: destination refused the state: %w", err)
-	}
-	rep.Downtime = time.Since(stopped)
-	if err := sr.setState(0); err != nil {
-		return rep, err
-	}
-	rep.Total = time.Since(start)
-	return rep, nil
+func (t *v1Transport) stopSource() error { return t.sr.setState(0) }
+
+func (t *v1Transport) close() {
+	t.sr.close()
+	t.dr.close()
 }
