@@ -3,6 +3,8 @@ package e1000e
 import (
 	"testing"
 	"time"
+
+	"e1000e-vfu/device"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -18,7 +20,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestICRReadClearRules(t *testing.T) {
 	t.Run("IMS zero clears", func(t *testing.T) {
-		n, _ := newNICWith(t, IRQModeINTx, Config{})
+		n, _ := newNICWith(t, device.IRQModeINTx, Config{})
 		n.WriteReg(ICS, ICR_TXDW|ICR_RXT0)
 		if got := n.ReadReg(ICR); got != ICR_TXDW|ICR_RXT0|ICR_INT_ASSERTED {
 			t.Fatalf("ICR = %#x", got)
@@ -28,7 +30,7 @@ func TestICRReadClearRules(t *testing.T) {
 		}
 	})
 	t.Run("masked causes clear too", func(t *testing.T) {
-		n, irq := newNICWith(t, IRQModeINTx, Config{})
+		n, irq := newNICWith(t, device.IRQModeINTx, Config{})
 		n.WriteReg(IMS, ICR_LSC)
 		n.WriteReg(ICS, ICR_TXDW)
 		if irq.snapshot().intx {
@@ -42,7 +44,7 @@ func TestICRReadClearRules(t *testing.T) {
 		}
 	})
 	t.Run("asserted clears and lowers INTx", func(t *testing.T) {
-		n, irq := newNICWith(t, IRQModeINTx, Config{})
+		n, irq := newNICWith(t, device.IRQModeINTx, Config{})
 		n.WriteReg(IMS, ICR_TXDW)
 		n.WriteReg(ICS, ICR_TXDW|ICR_RXT0)
 		if s := irq.snapshot(); !s.intx || s.rises != 1 {
@@ -65,7 +67,7 @@ func TestICRReadClearRules(t *testing.T) {
 		}
 	})
 	t.Run("IAME auto-masks", func(t *testing.T) {
-		n, _ := newNICWith(t, IRQModeMSI, Config{})
+		n, _ := newNICWith(t, device.IRQModeMSI, Config{})
 		n.WriteReg(CTRL_EXT, CTRL_EXT_IAME)
 		n.WriteReg(IAM, ICR_RXT0)
 		n.WriteReg(IMS, ICR_RXT0|ICR_TXDW)
@@ -76,7 +78,7 @@ func TestICRReadClearRules(t *testing.T) {
 		}
 	})
 	t.Run("write 1 clears, OTHER clears its causes", func(t *testing.T) {
-		n, _ := newNICWith(t, IRQModeMSIX, Config{})
+		n, _ := newNICWith(t, device.IRQModeMSIX, Config{})
 		n.WriteReg(IMS, ICR_TXQ0)
 		n.WriteReg(ICS, ICR_LSC|ICR_RXO|ICR_TXDW)
 		n.WriteReg(ICR, ICR_TXDW)
@@ -91,7 +93,7 @@ func TestICRReadClearRules(t *testing.T) {
 }
 
 func TestMSIXRouting(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSIX, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSIX, Config{})
 	n.WriteReg(IVAR, 0x800A0908)
 	n.WriteReg(EIAC, ICR_RXQ0|ICR_TXQ0)
 	n.WriteReg(IMS, ICR_RXQ0|ICR_TXQ0|ICR_OTHER|ICR_LSC)
@@ -151,7 +153,7 @@ func TestMSIXRouting(t *testing.T) {
 }
 
 func TestMSIEdgeAndThrottle(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{})
 	n.WriteReg(IMS, ICR_TXDW|ICR_RXT0)
 	n.mu.Lock()
 	n.raise(ICR_TXDW)
@@ -181,7 +183,7 @@ func TestMSIEdgeAndThrottle(t *testing.T) {
 }
 
 func TestRXDelayTimersAndFPD(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeINTx, Config{})
+	n, irq := newNICWith(t, device.IRQModeINTx, Config{})
 	n.WriteReg(IMS, ICR_RXT0|ICR_LSC)
 	// RDTR = 0xFFFF units (~67 ms): the cause waits.
 	n.WriteReg(RDTR, 0xFFFF)
@@ -226,7 +228,7 @@ func TestRXDelayTimersAndFPD(t *testing.T) {
 }
 
 func TestTXDelayOnlyWithIDE(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{})
 	n.WriteReg(IMS, ICR_TXDW)
 	n.WriteReg(TIDV, 0xFFFF)
 	n.mu.Lock()
@@ -247,7 +249,7 @@ func TestTXDelayOnlyWithIDE(t *testing.T) {
 		t.Fatal("cause without IDE was delayed")
 	}
 	// MSI-X ignores the delay timers even with IDE.
-	n2, irq2 := newNICWith(t, IRQModeMSIX, Config{})
+	n2, irq2 := newNICWith(t, device.IRQModeMSIX, Config{})
 	n2.WriteReg(IVAR, 0x800A0908)
 	n2.WriteReg(IMS, ICR_TXQ0)
 	n2.WriteReg(TIDV, 0xFFFF)
@@ -262,7 +264,7 @@ func TestTXDelayOnlyWithIDE(t *testing.T) {
 // TestModeSwitchWhileDelayed: switching to MSI-X while a delay timer runs
 // must neither crash nor lose the cause.
 func TestModeSwitchWhileDelayed(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{})
 	n.WriteReg(IMS, ICR_RXT0|ICR_RXQ0)
 	n.WriteReg(IVAR, 0x800A0908)
 	n.WriteReg(RDTR, 200)
@@ -270,7 +272,7 @@ func TestModeSwitchWhileDelayed(t *testing.T) {
 	n.mu.Lock()
 	n.raiseRX(ICR_RXT0 | ICR_RXQ0)
 	irq.mu.Lock()
-	irq.mode = IRQModeMSIX
+	irq.mode = device.IRQModeMSIX
 	irq.mu.Unlock()
 	n.irqModeChanged()
 	n.mu.Unlock()
@@ -284,7 +286,7 @@ func TestModeSwitchWhileDelayed(t *testing.T) {
 // enable mask, an ICS of RXSEQ must produce an MSI, or the driver falls
 // back to INTx.
 func TestLinuxMSISelfTest(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{})
 	n.ReadReg(ICR)
 	n.WriteReg(IMS, ICR_RXT0|ICR_TXDW|ICR_RXDMT0|ICR_RXSEQ|ICR_LSC)
 	n.WriteReg(ICS, ICR_RXSEQ)
@@ -300,7 +302,7 @@ func TestLinuxMSISelfTest(t *testing.T) {
 // re-enables only OTHER and LSC: an RXO left in ICR must not swallow a
 // later LSC.
 func TestMSIXOtherCausesSignalEach(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSIX, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSIX, Config{})
 	n.WriteReg(IVAR, 0x800A0908)
 	n.WriteReg(IAM, ^uint32(eiacMask)|ICR_OTHER)
 	n.WriteReg(CTRL_EXT, CTRL_EXT_EIAME|CTRL_EXT_PBA_CLR)
@@ -332,7 +334,7 @@ func TestMSIXOtherCausesSignalEach(t *testing.T) {
 // BenchmarkRaiseMSIX is the per-frame interrupt path in MSI-X mode: cause,
 // IVAR routing, EIAC auto-clear.
 func BenchmarkRaiseMSIX(b *testing.B) {
-	n, _ := newNICWith(b, IRQModeMSIX, Config{})
+	n, _ := newNICWith(b, device.IRQModeMSIX, Config{})
 	n.WriteReg(IVAR, 0x800A0908)
 	n.WriteReg(EIAC, ICR_RXQ0|ICR_TXQ0)
 	n.WriteReg(IMS, ICR_RXQ0|ICR_TXQ0|ICR_OTHER|ICR_LSC)
@@ -348,7 +350,7 @@ func BenchmarkRaiseMSIX(b *testing.B) {
 // interval runs waits for its end; one that is acknowledged meanwhile does
 // not come at all.
 func TestINTxThrottle(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeINTx, Config{})
+	n, irq := newNICWith(t, device.IRQModeINTx, Config{})
 	n.WriteReg(ITR, 4000)
 	n.WriteReg(IMS, ICR_TXDW)
 	n.mu.Lock()
@@ -378,7 +380,7 @@ func TestINTxThrottle(t *testing.T) {
 
 // TestEITRThrottle: per-vector moderation in MSI-X mode.
 func TestEITRThrottle(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSIX, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSIX, Config{})
 	n.WriteReg(IVAR, 0x800A0908)
 	n.WriteReg(EIAC, ICR_RXQ0|ICR_TXQ0)
 	n.WriteReg(IMS, ICR_RXQ0|ICR_TXQ0)
@@ -403,7 +405,7 @@ func TestEITRThrottle(t *testing.T) {
 // TestIMSFlushesTimers: writing every cause to IMS with
 // INT_TIMERS_CLEAR_ENA delivers what the delay timers hold.
 func TestIMSFlushesTimers(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{})
 	n.WriteReg(CTRL_EXT, CTRL_EXT_INT_TIMERS_CLEAR_ENA)
 	n.WriteReg(RDTR, 0xFFFF)
 	n.mu.Lock()

@@ -318,6 +318,39 @@ func TestINTxThroughEventfd(t *testing.T) {
 	}
 }
 
+// TestINTxDisabledKeepsLevel: in mode None (INTx disabled, no MSI or
+// MSI-X) the NIC keeps the line's level as in INTx mode: the status bit
+// and INT_ASSERTED show it, the function holds the signal back, and
+// enabling INTx again delivers it.
+func TestINTxDisabledKeepsLevel(t *testing.T) {
+	n := newPCINIC(t)
+	fd := newEfd(t)
+	err := n.SetIRQs(device.SetIRQs{Index: device.IRQINTx, Start: 0, Count: 1,
+		Action: device.IRQActionTrigger, Data: device.IRQDataEventFD, FDs: []*os.File{fd.file}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgWrite(t, n, device.CfgCommand, 2, uint32(device.CmdMemory|device.CmdINTxDisable))
+	if m := n.pci.fn.IRQMode(); m != device.IRQModeNone {
+		t.Fatalf("mode %v with INTx disabled", m)
+	}
+	barWrite(t, n, 0, IMS, ICR_TXDW)
+	barWrite(t, n, 0, ICS, ICR_TXDW)
+	if c := fd.count(t); c != 0 {
+		t.Fatalf("disabled INTx signalled %d times", c)
+	}
+	if st := cfgRead(t, n, device.CfgStatus, 2); st&uint32(device.StatusInterrupt) == 0 {
+		t.Fatal("status interrupt bit not set with INTx disabled")
+	}
+	cfgWrite(t, n, device.CfgCommand, 2, uint32(device.CmdMemory))
+	if c := fd.count(t); c != 1 {
+		t.Fatalf("INTx signalled %d times once enabled", c)
+	}
+	if barRead(t, n, 0, ICR)&ICR_INT_ASSERTED == 0 {
+		t.Fatal("ICR lacks INT_ASSERTED")
+	}
+}
+
 func TestDeviceReset(t *testing.T) {
 	n := newPCINIC(t)
 	barWrite(t, n, 0, RDBAL0, 0x1000)

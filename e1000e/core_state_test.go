@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"e1000e-vfu/device"
 )
 
 // coreState bundles the core's sections for the round-trip tests.
@@ -60,7 +62,7 @@ func roundTrip(t *testing.T, s coreState) coreState {
 }
 
 func TestCoreStateRoundTrip(t *testing.T) {
-	src, _ := newNICWith(t, IRQModeMSIX, Config{AutonegDelay: 5 * time.Second})
+	src, _ := newNICWith(t, device.IRQModeMSIX, Config{AutonegDelay: 5 * time.Second})
 	d := driver{t, src}
 	src.WriteReg(RDBAL0, 0x10000)
 	src.WriteReg(MTA+4*7, 0xF0F0)
@@ -92,7 +94,7 @@ func TestCoreStateRoundTrip(t *testing.T) {
 		t.Fatalf("NVM diff %v", st.NVM.Words)
 	}
 
-	dst, _ := newNICWith(t, IRQModeMSIX, Config{AutonegDelay: 5 * time.Second})
+	dst, _ := newNICWith(t, device.IRQModeMSIX, Config{AutonegDelay: 5 * time.Second})
 	dst.HoldTimers()
 	restoreCore(dst, &st)
 	again := roundTrip(t, saveCore(dst))
@@ -113,7 +115,7 @@ func TestCoreStateRoundTrip(t *testing.T) {
 }
 
 func TestCoreStateRejectsBadInput(t *testing.T) {
-	n, _ := newNICWith(t, IRQModeMSI, Config{})
+	n, _ := newNICWith(t, device.IRQModeMSI, Config{})
 	good := saveCore(n)
 	cases := []struct {
 		name   string
@@ -161,7 +163,7 @@ func TestCoreStateRejectsBadInput(t *testing.T) {
 // TestHeldTimersDoNotFire: a held (quiesced) NIC raises nothing from its
 // timers; releasing them delivers what was due.
 func TestHeldTimersDoNotFire(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{})
 	n.WriteReg(IMS, ICR_RXT0)
 	n.WriteReg(RDTR, 1000) // about 1 ms
 	n.mu.Lock()

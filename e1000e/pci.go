@@ -127,18 +127,10 @@ func (n *NIC) pciInit(ownIRQ bool) error {
 // pciIRQ delivers interrupts through the function's eventfd table.
 type pciIRQ struct{ fn *device.Function }
 
-func (p pciIRQ) Mode() IRQMode {
-	switch p.fn.IRQMode() {
-	case device.IRQModeMSIX:
-		return IRQModeMSIX
-	case device.IRQModeMSI:
-		return IRQModeMSI
-	}
-	return IRQModeINTx
-}
-func (p pciIRQ) MSIX(v int)         { p.fn.IRQs.MSIX(uint32(v)) }
-func (p pciIRQ) MSI()               { p.fn.IRQs.MSI(0) }
-func (p pciIRQ) SetINTx(level bool) { p.fn.SetINTx(level) }
+func (p pciIRQ) Mode() device.IRQMode { return p.fn.IRQMode() }
+func (p pciIRQ) MSIX(v int)           { p.fn.IRQs.MSIX(uint32(v)) }
+func (p pciIRQ) MSI()                 { p.fn.IRQs.MSI(0) }
+func (p pciIRQ) SetINTx(level bool)   { p.fn.SetINTx(level) }
 
 // ClearMSIXPending clears a vector's pending bit (PBACLR, PBA_CLR).
 func (p pciIRQ) ClearMSIXPending(v int) { p.fn.IRQs.ClearPending(device.IRQMSIX, uint32(v)) }
