@@ -208,6 +208,24 @@ func TestBARAccess(t *testing.T) {
 	if err := n.WriteRegion(0, 0, make([]byte, 3)); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("3-byte write: %v", err)
 	}
+	// Accesses beyond a register BAR, or wrapping around, are refused.
+	for _, c := range []struct {
+		bar  int
+		off  uint64
+		size int
+	}{{0, bar0Size, 4}, {0, ^uint64(3), 4}, {2, bar2Size - 2, 4}, {2, bar2Size, 1}} {
+		if err := n.ReadRegion(c.bar, c.off, make([]byte, c.size)); !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("BAR%d read at %#x size %d: %v", c.bar, c.off, c.size, err)
+		}
+		if err := n.WriteRegion(c.bar, c.off, make([]byte, c.size)); !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("BAR%d write at %#x size %d: %v", c.bar, c.off, c.size, err)
+		}
+	}
+	// The MSI-X table in BAR3 keeps what the guest writes.
+	barWrite(t, n, 3, msixTableOff+device.MSIXEntrySize+4, 0xFEE01234)
+	if v := barRead(t, n, 3, msixTableOff+device.MSIXEntrySize+4); v != 0xFEE01234 {
+		t.Fatalf("MSI-X table entry 1 reads %#x", v)
+	}
 }
 
 func TestBusMasterGatesDMA(t *testing.T) {
