@@ -166,7 +166,8 @@ func TestPHYAccess(t *testing.T) {
 }
 
 func TestLinkAndAutoneg(t *testing.T) {
-	n, irq := newNICWith(t, device.IRQModeINTx, Config{AutonegDelay: 2 * time.Millisecond})
+	clk := newFakeClock()
+	n, irq := newNICWith(t, device.IRQModeINTx, Config{AutonegDelay: 2 * time.Millisecond, TimerClock: clk})
 	d := driver{t, n}
 	n.WriteReg(IMS, ICR_LSC)
 	n.SetLink(false)
@@ -182,12 +183,19 @@ func TestLinkAndAutoneg(t *testing.T) {
 	}
 	// Restarting autonegotiation without carrier does not bring the link up.
 	d.writePHY(phyBMCR, 0x1140|bmcrRestartAN)
-	time.Sleep(10 * time.Millisecond)
+	clk.advance(time.Second)
 	if n.LinkUp() {
 		t.Fatal("link up without carrier")
 	}
 	n.SetLink(true)
-	waitFor(t, "link up", n.LinkUp)
+	clk.advance(2*time.Millisecond - 1)
+	if n.LinkUp() {
+		t.Fatal("link up before autonegotiation ended")
+	}
+	clk.advance(1)
+	if !n.LinkUp() {
+		t.Fatal("link not up when autonegotiation ended")
+	}
 	if n.ReadReg(ICR)&ICR_LSC == 0 {
 		t.Fatal("no LSC on link up")
 	}

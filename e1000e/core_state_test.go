@@ -163,7 +163,8 @@ func TestCoreStateRejectsBadInput(t *testing.T) {
 // TestHeldTimersDoNotFire: a held (quiesced) NIC raises nothing from its
 // timers; releasing them delivers what was due.
 func TestHeldTimersDoNotFire(t *testing.T) {
-	n, irq := newNICWith(t, device.IRQModeMSI, Config{})
+	clk := newFakeClock()
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{TimerClock: clk})
 	n.WriteReg(IMS, ICR_RXT0)
 	n.WriteReg(RDTR, 1000) // about 1 ms
 	n.mu.Lock()
@@ -172,10 +173,18 @@ func TestHeldTimersDoNotFire(t *testing.T) {
 		t.hold()
 	}
 	n.mu.Unlock()
-	time.Sleep(5 * time.Millisecond)
+	clk.advance(time.Second)
 	if irq.snapshot().msi != 0 {
 		t.Fatal("held timer fired")
 	}
+	// The timer runs on with the time it had left.
 	n.ReleaseTimers()
-	waitFor(t, "released timer", func() bool { return irq.snapshot().msi == 1 })
+	clk.advance(1000*delayUnit - 1)
+	if irq.snapshot().msi != 0 {
+		t.Fatal("released timer fired early")
+	}
+	clk.advance(1)
+	if irq.snapshot().msi != 1 {
+		t.Fatal("released timer did not fire")
+	}
 }
