@@ -3,22 +3,13 @@ package e1000e
 import (
 	"testing"
 	"time"
-)
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-}
+	"e1000e-vfu/device"
+)
 
 func TestICRReadClearRules(t *testing.T) {
 	t.Run("IMS zero clears", func(t *testing.T) {
-		n, _ := newNICWith(t, IRQModeINTx, Config{})
+		n, _ := newNICWith(t, device.IRQModeINTx, Config{})
 		n.WriteReg(ICS, ICR_TXDW|ICR_RXT0)
 		if got := n.ReadReg(ICR); got != ICR_TXDW|ICR_RXT0|ICR_INT_ASSERTED {
 			t.Fatalf("ICR = %#x", got)
@@ -28,7 +19,7 @@ func TestICRReadClearRules(t *testing.T) {
 		}
 	})
 	t.Run("masked causes clear too", func(t *testing.T) {
-		n, irq := newNICWith(t, IRQModeINTx, Config{})
+		n, irq := newNICWith(t, device.IRQModeINTx, Config{})
 		n.WriteReg(IMS, ICR_LSC)
 		n.WriteReg(ICS, ICR_TXDW)
 		if irq.snapshot().intx {
@@ -42,7 +33,7 @@ func TestICRReadClearRules(t *testing.T) {
 		}
 	})
 	t.Run("asserted clears and lowers INTx", func(t *testing.T) {
-		n, irq := newNICWith(t, IRQModeINTx, Config{})
+		n, irq := newNICWith(t, device.IRQModeINTx, Config{})
 		n.WriteReg(IMS, ICR_TXDW)
 		n.WriteReg(ICS, ICR_TXDW|ICR_RXT0)
 		if s := irq.snapshot(); !s.intx || s.rises != 1 {
@@ -65,7 +56,7 @@ func TestICRReadClearRules(t *testing.T) {
 		}
 	})
 	t.Run("IAME auto-masks", func(t *testing.T) {
-		n, _ := newNICWith(t, IRQModeMSI, Config{})
+		n, _ := newNICWith(t, device.IRQModeMSI, Config{})
 		n.WriteReg(CTRL_EXT, CTRL_EXT_IAME)
 		n.WriteReg(IAM, ICR_RXT0)
 		n.WriteReg(IMS, ICR_RXT0|ICR_TXDW)
@@ -76,7 +67,7 @@ func TestICRReadClearRules(t *testing.T) {
 		}
 	})
 	t.Run("write 1 clears, OTHER clears its causes", func(t *testing.T) {
-		n, _ := newNICWith(t, IRQModeMSIX, Config{})
+		n, _ := newNICWith(t, device.IRQModeMSIX, Config{})
 		n.WriteReg(IMS, ICR_TXQ0)
 		n.WriteReg(ICS, ICR_LSC|ICR_RXO|ICR_TXDW)
 		n.WriteReg(ICR, ICR_TXDW)
@@ -91,7 +82,7 @@ func TestICRReadClearRules(t *testing.T) {
 }
 
 func TestMSIXRouting(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSIX, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSIX, Config{})
 	n.WriteReg(IVAR, 0x800A0908)
 	n.WriteReg(EIAC, ICR_RXQ0|ICR_TXQ0)
 	n.WriteReg(IMS, ICR_RXQ0|ICR_TXQ0|ICR_OTHER|ICR_LSC)
@@ -151,7 +142,8 @@ func TestMSIXRouting(t *testing.T) {
 }
 
 func TestMSIEdgeAndThrottle(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	clk := newFakeClock()
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{TimerClock: clk})
 	n.WriteReg(IMS, ICR_TXDW|ICR_RXT0)
 	n.mu.Lock()
 	n.raise(ICR_TXDW)
@@ -162,26 +154,29 @@ func TestMSIEdgeAndThrottle(t *testing.T) {
 	}
 	n.ReadReg(ICR)
 	// ITR of 4000 x 256 ns = 1.024 ms: the second cause waits for it.
-	// One critical section, so the interval cannot end in between.
 	n.WriteReg(ITR, 4000)
 	n.mu.Lock()
 	n.raise(ICR_RXT0)
 	n.readICR()
 	n.raise(ICR_TXDW)
-	early := irq.snapshot().msi // the timer needs n.mu to fire
 	n.mu.Unlock()
-	if early != 2 {
+	clk.advance(4000*itrUnit - 1)
+	if early := irq.snapshot().msi; early != 2 {
 		t.Fatalf("throttled MSI sent early: %d", early)
 	}
-	waitFor(t, "throttled MSI", func() bool { return irq.snapshot().msi == 3 })
-	time.Sleep(5 * time.Millisecond)
+	clk.advance(1)
+	if irq.snapshot().msi != 3 {
+		t.Fatalf("throttled MSI not sent when the interval ended: %d", irq.snapshot().msi)
+	}
+	clk.advance(time.Second)
 	if irq.snapshot().msi != 3 {
 		t.Fatalf("throttle timer fired more than once: %d", irq.snapshot().msi)
 	}
 }
 
 func TestRXDelayTimersAndFPD(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeINTx, Config{})
+	clk := newFakeClock()
+	n, irq := newNICWith(t, device.IRQModeINTx, Config{TimerClock: clk})
 	n.WriteReg(IMS, ICR_RXT0|ICR_LSC)
 	// RDTR = 0xFFFF units (~67 ms): the cause waits.
 	n.WriteReg(RDTR, 0xFFFF)
@@ -207,9 +202,16 @@ func TestRXDelayTimersAndFPD(t *testing.T) {
 	n.mu.Lock()
 	n.raiseRX(ICR_RXT0)
 	n.mu.Unlock()
-	waitFor(t, "RDTR expiry", func() bool { return irq.snapshot().rises == 2 })
+	clk.advance(50*delayUnit - 1)
+	if s := irq.snapshot(); s.rises != 1 || s.intx {
+		t.Fatalf("RDTR fired early: rises %d intx %v", s.rises, s.intx)
+	}
+	clk.advance(1)
+	if irq.snapshot().rises != 2 {
+		t.Fatalf("RDTR expiry: rises %d", irq.snapshot().rises)
+	}
 	n.ReadReg(ICR)
-	time.Sleep(5 * time.Millisecond)
+	clk.advance(time.Second) // RADV's end among it
 	if s := irq.snapshot(); s.rises != 2 || s.intx {
 		t.Fatalf("delay timer fired again: rises %d intx %v", s.rises, s.intx)
 	}
@@ -226,7 +228,7 @@ func TestRXDelayTimersAndFPD(t *testing.T) {
 }
 
 func TestTXDelayOnlyWithIDE(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{})
 	n.WriteReg(IMS, ICR_TXDW)
 	n.WriteReg(TIDV, 0xFFFF)
 	n.mu.Lock()
@@ -247,7 +249,7 @@ func TestTXDelayOnlyWithIDE(t *testing.T) {
 		t.Fatal("cause without IDE was delayed")
 	}
 	// MSI-X ignores the delay timers even with IDE.
-	n2, irq2 := newNICWith(t, IRQModeMSIX, Config{})
+	n2, irq2 := newNICWith(t, device.IRQModeMSIX, Config{})
 	n2.WriteReg(IVAR, 0x800A0908)
 	n2.WriteReg(IMS, ICR_TXQ0)
 	n2.WriteReg(TIDV, 0xFFFF)
@@ -262,29 +264,32 @@ func TestTXDelayOnlyWithIDE(t *testing.T) {
 // TestModeSwitchWhileDelayed: switching to MSI-X while a delay timer runs
 // must neither crash nor lose the cause.
 func TestModeSwitchWhileDelayed(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	clk := newFakeClock()
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{TimerClock: clk})
 	n.WriteReg(IMS, ICR_RXT0|ICR_RXQ0)
 	n.WriteReg(IVAR, 0x800A0908)
 	n.WriteReg(RDTR, 200)
-	// Switch within the critical section: the timer cannot fire first.
 	n.mu.Lock()
 	n.raiseRX(ICR_RXT0 | ICR_RXQ0)
 	irq.mu.Lock()
-	irq.mode = IRQModeMSIX
+	irq.mode = device.IRQModeMSIX
 	irq.mu.Unlock()
 	n.irqModeChanged()
 	n.mu.Unlock()
 	if irq.snapshot().msi != 0 {
 		t.Fatal("delayed cause delivered before its timer")
 	}
-	waitFor(t, "delayed cause after mode switch", func() bool { return irq.snapshot().msix[0] == 1 })
+	clk.advance(200 * delayUnit)
+	if irq.snapshot().msix[0] != 1 {
+		t.Fatal("delayed cause lost over the mode switch")
+	}
 }
 
 // TestLinuxMSISelfTest replays e1000_test_msi_interrupt: with the normal
 // enable mask, an ICS of RXSEQ must produce an MSI, or the driver falls
 // back to INTx.
 func TestLinuxMSISelfTest(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{})
 	n.ReadReg(ICR)
 	n.WriteReg(IMS, ICR_RXT0|ICR_TXDW|ICR_RXDMT0|ICR_RXSEQ|ICR_LSC)
 	n.WriteReg(ICS, ICR_RXSEQ)
@@ -300,7 +305,7 @@ func TestLinuxMSISelfTest(t *testing.T) {
 // re-enables only OTHER and LSC: an RXO left in ICR must not swallow a
 // later LSC.
 func TestMSIXOtherCausesSignalEach(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSIX, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSIX, Config{})
 	n.WriteReg(IVAR, 0x800A0908)
 	n.WriteReg(IAM, ^uint32(eiacMask)|ICR_OTHER)
 	n.WriteReg(CTRL_EXT, CTRL_EXT_EIAME|CTRL_EXT_PBA_CLR)
@@ -332,7 +337,7 @@ func TestMSIXOtherCausesSignalEach(t *testing.T) {
 // BenchmarkRaiseMSIX is the per-frame interrupt path in MSI-X mode: cause,
 // IVAR routing, EIAC auto-clear.
 func BenchmarkRaiseMSIX(b *testing.B) {
-	n, _ := newNICWith(b, IRQModeMSIX, Config{})
+	n, _ := newNICWith(b, device.IRQModeMSIX, Config{})
 	n.WriteReg(IVAR, 0x800A0908)
 	n.WriteReg(EIAC, ICR_RXQ0|ICR_TXQ0)
 	n.WriteReg(IMS, ICR_RXQ0|ICR_TXQ0|ICR_OTHER|ICR_LSC)
@@ -348,7 +353,8 @@ func BenchmarkRaiseMSIX(b *testing.B) {
 // interval runs waits for its end; one that is acknowledged meanwhile does
 // not come at all.
 func TestINTxThrottle(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeINTx, Config{})
+	clk := newFakeClock()
+	n, irq := newNICWith(t, device.IRQModeINTx, Config{TimerClock: clk})
 	n.WriteReg(ITR, 4000)
 	n.WriteReg(IMS, ICR_TXDW)
 	n.mu.Lock()
@@ -360,25 +366,26 @@ func TestINTxThrottle(t *testing.T) {
 	if held.rises != 1 || held.intx {
 		t.Fatalf("rises %d intx %v inside the interval", held.rises, held.intx)
 	}
-	waitFor(t, "throttled INTx", func() bool { return irq.snapshot().rises == 2 })
+	clk.advance(4000 * itrUnit)
+	if s := irq.snapshot(); s.rises != 2 || !s.intx {
+		t.Fatalf("throttled INTx: rises %d intx %v when the interval ended", s.rises, s.intx)
+	}
 
 	n.mu.Lock()
 	n.readICR()
-	n.raise(ICR_TXDW) // asserts if the interval ended, which restarts it
-	n.readICR()
-	n.raise(ICR_TXDW) // held back: an interval runs now
+	n.raise(ICR_TXDW) // held back: the assertion started a new interval
 	n.readICR()       // and acknowledged before it ends
-	rises := irq.snapshot().rises
 	n.mu.Unlock()
-	time.Sleep(10 * time.Millisecond)
-	if s := irq.snapshot(); s.rises != rises || s.intx {
-		t.Fatalf("stale INTx assertion: rises %d (was %d) intx %v", s.rises, rises, s.intx)
+	clk.advance(time.Second)
+	if s := irq.snapshot(); s.rises != 2 || s.intx {
+		t.Fatalf("stale INTx assertion: rises %d (was 2) intx %v", s.rises, s.intx)
 	}
 }
 
 // TestEITRThrottle: per-vector moderation in MSI-X mode.
 func TestEITRThrottle(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSIX, Config{})
+	clk := newFakeClock()
+	n, irq := newNICWith(t, device.IRQModeMSIX, Config{TimerClock: clk})
 	n.WriteReg(IVAR, 0x800A0908)
 	n.WriteReg(EIAC, ICR_RXQ0|ICR_TXQ0)
 	n.WriteReg(IMS, ICR_RXQ0|ICR_TXQ0)
@@ -393,8 +400,11 @@ func TestEITRThrottle(t *testing.T) {
 	if early.msix[0] != 1 || early.msix[1] != 1 {
 		t.Fatalf("vectors %v inside the interval", early.msix)
 	}
-	waitFor(t, "throttled vector 0", func() bool { return irq.snapshot().msix[0] == 2 })
-	time.Sleep(5 * time.Millisecond)
+	clk.advance(4000 * itrUnit)
+	if s := irq.snapshot(); s.msix[0] != 2 {
+		t.Fatalf("vector 0 fired %d times when its interval ended", s.msix[0])
+	}
+	clk.advance(time.Second)
 	if s := irq.snapshot(); s.msix[0] != 2 {
 		t.Fatalf("vector 0 fired %d times", s.msix[0])
 	}
@@ -403,7 +413,7 @@ func TestEITRThrottle(t *testing.T) {
 // TestIMSFlushesTimers: writing every cause to IMS with
 // INT_TIMERS_CLEAR_ENA delivers what the delay timers hold.
 func TestIMSFlushesTimers(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{})
 	n.WriteReg(CTRL_EXT, CTRL_EXT_INT_TIMERS_CLEAR_ENA)
 	n.WriteReg(RDTR, 0xFFFF)
 	n.mu.Lock()

@@ -1,11 +1,15 @@
 package e1000e
 
-import "testing"
+import (
+	"testing"
+
+	"e1000e-vfu/device"
+)
 
 // QEMU's own e1000e test programs MSI-X without EIAC: every RX and TX
 // write-back must still send its vector's message, not only the first.
 func TestMSIXQueueCausesSignalWithoutEIAC(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSIX, Config{})
+	n, irq := newNICWith(t, device.IRQModeMSIX, Config{})
 	n.WriteReg(IVAR, 0x80000908)
 	n.WriteReg(IMS, ICR_RXQ0|ICR_TXQ0|ICR_OTHER|ICR_LSC)
 	for i := 1; i <= 3; i++ {
@@ -20,7 +24,7 @@ func TestMSIXQueueCausesSignalWithoutEIAC(t *testing.T) {
 }
 
 func TestRegisterResetValuesThatDriversRelyOn(t *testing.T) {
-	n, _ := newNICWith(t, IRQModeMSIX, Config{})
+	n, _ := newNICWith(t, device.IRQModeMSIX, Config{})
 	if got := n.ReadReg(VET); got != 0x8100 {
 		t.Errorf("VET = %#x, want 0x8100", got)
 	}

@@ -208,6 +208,24 @@ func TestBARAccess(t *testing.T) {
 	if err := n.WriteRegion(0, 0, make([]byte, 3)); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("3-byte write: %v", err)
 	}
+	// Accesses beyond a register BAR, or wrapping around, are refused.
+	for _, c := range []struct {
+		bar  int
+		off  uint64
+		size int
+	}{{0, bar0Size, 4}, {0, ^uint64(3), 4}, {2, bar2Size - 2, 4}, {2, bar2Size, 1}} {
+		if err := n.ReadRegion(c.bar, c.off, make([]byte, c.size)); !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("BAR%d read at %#x size %d: %v", c.bar, c.off, c.size, err)
+		}
+		if err := n.WriteRegion(c.bar, c.off, make([]byte, c.size)); !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("BAR%d write at %#x size %d: %v", c.bar, c.off, c.size, err)
+		}
+	}
+	// The MSI-X table in BAR3 keeps what the guest writes.
+	barWrite(t, n, 3, msixTableOff+device.MSIXEntrySize+4, 0xFEE01234)
+	if v := barRead(t, n, 3, msixTableOff+device.MSIXEntrySize+4); v != 0xFEE01234 {
+		t.Fatalf("MSI-X table entry 1 reads %#x", v)
+	}
 }
 
 func TestBusMasterGatesDMA(t *testing.T) {
@@ -315,6 +333,39 @@ func TestINTxThroughEventfd(t *testing.T) {
 	}
 	if st := cfgRead(t, n, device.CfgStatus, 2); st&uint32(device.StatusInterrupt) != 0 {
 		t.Fatal("status interrupt bit still set after ICR read")
+	}
+}
+
+// TestINTxDisabledKeepsLevel: in mode None (INTx disabled, no MSI or
+// MSI-X) the NIC keeps the line's level as in INTx mode: the status bit
+// and INT_ASSERTED show it, the function holds the signal back, and
+// enabling INTx again delivers it.
+func TestINTxDisabledKeepsLevel(t *testing.T) {
+	n := newPCINIC(t)
+	fd := newEfd(t)
+	err := n.SetIRQs(device.SetIRQs{Index: device.IRQINTx, Start: 0, Count: 1,
+		Action: device.IRQActionTrigger, Data: device.IRQDataEventFD, FDs: []*os.File{fd.file}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgWrite(t, n, device.CfgCommand, 2, uint32(device.CmdMemory|device.CmdINTxDisable))
+	if m := n.pci.fn.IRQMode(); m != device.IRQModeNone {
+		t.Fatalf("mode %v with INTx disabled", m)
+	}
+	barWrite(t, n, 0, IMS, ICR_TXDW)
+	barWrite(t, n, 0, ICS, ICR_TXDW)
+	if c := fd.count(t); c != 0 {
+		t.Fatalf("disabled INTx signalled %d times", c)
+	}
+	if st := cfgRead(t, n, device.CfgStatus, 2); st&uint32(device.StatusInterrupt) == 0 {
+		t.Fatal("status interrupt bit not set with INTx disabled")
+	}
+	cfgWrite(t, n, device.CfgCommand, 2, uint32(device.CmdMemory))
+	if c := fd.count(t); c != 1 {
+		t.Fatalf("INTx signalled %d times once enabled", c)
+	}
+	if barRead(t, n, 0, ICR)&ICR_INT_ASSERTED == 0 {
+		t.Fatal("ICR lacks INT_ASSERTED")
 	}
 }
 

@@ -3,6 +3,8 @@ package e1000e
 import (
 	"testing"
 	"time"
+
+	"e1000e-vfu/device"
 )
 
 func TestStatsClearOnRead(t *testing.T) {
@@ -125,7 +127,7 @@ func TestSWSMSemaphore(t *testing.T) {
 }
 
 func TestPHYAccess(t *testing.T) {
-	n, _ := newNICWith(t, IRQModeINTx, Config{})
+	n, _ := newNICWith(t, device.IRQModeINTx, Config{})
 	d := driver{t, n}
 	// Wrong PHY address: ERROR.
 	n.WriteReg(MDIC, 2<<mdicPHYShift|MDIC_OP_READ)
@@ -164,7 +166,8 @@ func TestPHYAccess(t *testing.T) {
 }
 
 func TestLinkAndAutoneg(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeINTx, Config{AutonegDelay: 2 * time.Millisecond})
+	clk := newFakeClock()
+	n, irq := newNICWith(t, device.IRQModeINTx, Config{AutonegDelay: 2 * time.Millisecond, TimerClock: clk})
 	d := driver{t, n}
 	n.WriteReg(IMS, ICR_LSC)
 	n.SetLink(false)
@@ -180,12 +183,19 @@ func TestLinkAndAutoneg(t *testing.T) {
 	}
 	// Restarting autonegotiation without carrier does not bring the link up.
 	d.writePHY(phyBMCR, 0x1140|bmcrRestartAN)
-	time.Sleep(10 * time.Millisecond)
+	clk.advance(time.Second)
 	if n.LinkUp() {
 		t.Fatal("link up without carrier")
 	}
 	n.SetLink(true)
-	waitFor(t, "link up", n.LinkUp)
+	clk.advance(2*time.Millisecond - 1)
+	if n.LinkUp() {
+		t.Fatal("link up before autonegotiation ended")
+	}
+	clk.advance(1)
+	if !n.LinkUp() {
+		t.Fatal("link not up when autonegotiation ended")
+	}
 	if n.ReadReg(ICR)&ICR_LSC == 0 {
 		t.Fatal("no LSC on link up")
 	}
@@ -223,7 +233,7 @@ func FuzzRegisterWrites(f *testing.F) {
 	f.Add([]byte{0x20, 0x28, 0x00, 0x00, 0xff, 0xff, 0x00, 0x80, 0x00, 0xc0}) // RDTR FPD
 	f.Add([]byte{0x14, 0x00, 0x00, 0x00, 0x01, 0x10, 0x00, 0x00})             // EERD
 	f.Fuzz(func(t *testing.T, data []byte) {
-		n, err := New(Config{AutonegDelay: time.Millisecond, Interrupter: &fakeIRQ{mode: IRQMode(len(data) % 3)}})
+		n, err := New(Config{AutonegDelay: time.Millisecond, Interrupter: &fakeIRQ{mode: device.IRQMode(len(data) % 4)}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"e1000e-vfu/device"
 )
 
 // coreState bundles the core's sections for the round-trip tests.
@@ -60,7 +62,7 @@ func roundTrip(t *testing.T, s coreState) coreState {
 }
 
 func TestCoreStateRoundTrip(t *testing.T) {
-	src, _ := newNICWith(t, IRQModeMSIX, Config{AutonegDelay: 5 * time.Second})
+	src, _ := newNICWith(t, device.IRQModeMSIX, Config{AutonegDelay: 5 * time.Second})
 	d := driver{t, src}
 	src.WriteReg(RDBAL0, 0x10000)
 	src.WriteReg(MTA+4*7, 0xF0F0)
@@ -92,7 +94,7 @@ func TestCoreStateRoundTrip(t *testing.T) {
 		t.Fatalf("NVM diff %v", st.NVM.Words)
 	}
 
-	dst, _ := newNICWith(t, IRQModeMSIX, Config{AutonegDelay: 5 * time.Second})
+	dst, _ := newNICWith(t, device.IRQModeMSIX, Config{AutonegDelay: 5 * time.Second})
 	dst.HoldTimers()
 	restoreCore(dst, &st)
 	again := roundTrip(t, saveCore(dst))
@@ -113,7 +115,7 @@ func TestCoreStateRoundTrip(t *testing.T) {
 }
 
 func TestCoreStateRejectsBadInput(t *testing.T) {
-	n, _ := newNICWith(t, IRQModeMSI, Config{})
+	n, _ := newNICWith(t, device.IRQModeMSI, Config{})
 	good := saveCore(n)
 	cases := []struct {
 		name   string
@@ -161,7 +163,8 @@ func TestCoreStateRejectsBadInput(t *testing.T) {
 // TestHeldTimersDoNotFire: a held (quiesced) NIC raises nothing from its
 // timers; releasing them delivers what was due.
 func TestHeldTimersDoNotFire(t *testing.T) {
-	n, irq := newNICWith(t, IRQModeMSI, Config{})
+	clk := newFakeClock()
+	n, irq := newNICWith(t, device.IRQModeMSI, Config{TimerClock: clk})
 	n.WriteReg(IMS, ICR_RXT0)
 	n.WriteReg(RDTR, 1000) // about 1 ms
 	n.mu.Lock()
@@ -170,10 +173,18 @@ func TestHeldTimersDoNotFire(t *testing.T) {
 		t.hold()
 	}
 	n.mu.Unlock()
-	time.Sleep(5 * time.Millisecond)
+	clk.advance(time.Second)
 	if irq.snapshot().msi != 0 {
 		t.Fatal("held timer fired")
 	}
+	// The timer runs on with the time it had left.
 	n.ReleaseTimers()
-	waitFor(t, "released timer", func() bool { return irq.snapshot().msi == 1 })
+	clk.advance(1000*delayUnit - 1)
+	if irq.snapshot().msi != 0 {
+		t.Fatal("released timer fired early")
+	}
+	clk.advance(1)
+	if irq.snapshot().msi != 1 {
+		t.Fatal("released timer did not fire")
+	}
 }

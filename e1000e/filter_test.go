@@ -3,6 +3,8 @@ package e1000e
 import (
 	"encoding/binary"
 	"testing"
+
+	"e1000e-vfu/device"
 )
 
 // mapRegs is a register file for the pure filter and RSS functions.
@@ -130,7 +132,7 @@ func TestFilterOnNIC(t *testing.T) {
 		size   int
 		accept bool
 	}{{0, true}, {16, false}} {
-		r := newRig(t, IRQModeMSIX, Config{RXFilterSize: c.size})
+		r := newRig(t, device.IRQModeMSIX, Config{RXFilterSize: c.size})
 		r.w(RCTL, RCTL_EN|rctlBAM) // no promiscuous modes
 		idx := r.rxTail
 		r.pushRX(1)

@@ -1,23 +1,19 @@
 package e1000e
 
-import "time"
+import (
+	"time"
 
-// IRQMode is how the function signals interrupts, as configured in its PCI
-// configuration space.
-type IRQMode uint8
-
-// Interrupt modes.
-const (
-	IRQModeINTx IRQMode = iota
-	IRQModeMSI
-	IRQModeMSIX
+	"e1000e-vfu/device"
 )
 
 // Interrupter delivers the NIC's interrupts. The NIC calls it with its
 // mutex held, so an implementation must not call back into the NIC.
 type Interrupter interface {
-	// Mode is the interrupt mode the guest enabled.
-	Mode() IRQMode
+	// Mode is the interrupt mode the guest enabled. In IRQModeNone (INTx
+	// disabled in the command register, neither MSI nor MSI-X enabled)
+	// the NIC works as in INTx mode: it keeps the line's level, and
+	// calls SetINTx, which must not signal while INTx is disabled.
+	Mode() device.IRQMode
 	// MSIX signals vector (0-4); a masked vector becomes pending.
 	MSIX(vector int)
 	// MSI signals the single MSI vector.
@@ -41,8 +37,8 @@ type intrState struct {
 	signalled uint32
 	// delayed are causes held back by the RX/TX delay timers.
 	delayed uint32
-	intx    bool    // current INTx level
-	mode    IRQMode // the mode irqModeChanged last saw
+	intx    bool           // current INTx level
+	mode    device.IRQMode // the mode irqModeChanged last saw
 
 	// A message that comes while its throttling interval runs is sent when
 	// the interval ends.
@@ -144,7 +140,7 @@ func (n *NIC) raise(causes uint32) {
 	}
 	n.stopDelayTimers()
 	n.mac[ICR>>2] |= causes &^ ICR_INT_ASSERTED
-	if n.irq.Mode() == IRQModeMSIX {
+	if n.irq.Mode() == device.IRQModeMSIX {
 		// Every raise of a queue cause sends its vector's message, as on
 		// QEMU's model, even when the driver does not auto-clear the
 		// cause with EIAC (QEMU's own e1000e test does not). OTHER still
@@ -158,7 +154,7 @@ func (n *NIC) raise(causes uint32) {
 // the receive delay timers run. The delays apply in INTx and MSI modes only,
 // as on QEMU's model: Linux programs them for those modes.
 func (n *NIC) raiseRX(causes uint32) {
-	if causes == 0 || n.irq.Mode() == IRQModeMSIX {
+	if causes == 0 || n.irq.Mode() == device.IRQModeMSIX {
 		n.raise(causes)
 		return
 	}
@@ -188,7 +184,7 @@ func (n *NIC) raiseRX(causes uint32) {
 // raiseTX raises transmit causes; with ide (the descriptor's interrupt
 // delay enable) TXDW/TXQE/TXQn wait for TIDV, bounded by TADV.
 func (n *NIC) raiseTX(causes uint32, ide bool) {
-	if causes == 0 || !ide || n.irq.Mode() == IRQModeMSIX {
+	if causes == 0 || !ide || n.irq.Mode() == device.IRQModeMSIX {
 		n.raise(causes)
 		return
 	}
@@ -215,7 +211,7 @@ func (n *NIC) delayFired() { n.raise(0) }
 func (n *NIC) updateIRQ() {
 	mode := n.irq.Mode()
 	icr := n.mac[ICR>>2]
-	if mode == IRQModeMSIX && icr&icrOtherCauses != 0 {
+	if mode == device.IRQModeMSIX && icr&icrOtherCauses != 0 {
 		icr |= ICR_OTHER
 	}
 	ims := n.mac[IMS>>2]
@@ -223,10 +219,10 @@ func (n *NIC) updateIRQ() {
 	n.mac[ICR>>2] = withAsserted(icr)
 
 	switch mode {
-	case IRQModeMSIX, IRQModeMSI:
+	case device.IRQModeMSIX, device.IRQModeMSI:
 		n.setINTx(false)
 		edge := causes
-		if mode == IRQModeMSIX && ims&ICR_OTHER != 0 {
+		if mode == device.IRQModeMSIX && ims&ICR_OTHER != 0 {
 			// Each cause OTHER summarises counts on its own, so a new
 			// LSC signals even while an older RXO keeps OTHER set.
 			edge |= icr & icrOtherCauses
@@ -237,7 +233,7 @@ func (n *NIC) updateIRQ() {
 			break
 		}
 		n.intr.signalled |= fresh
-		if mode == IRQModeMSIX {
+		if mode == device.IRQModeMSIX {
 			if fresh&icrOtherCauses != 0 {
 				fresh |= ICR_OTHER
 			}
@@ -246,6 +242,10 @@ func (n *NIC) updateIRQ() {
 			n.sendMSI()
 		}
 	default:
+		// INTx, and None as well: with INTx disabled the level is still
+		// kept (ICR's INT_ASSERTED, the Interrupt Status bit, which PCI
+		// keeps regardless of Interrupt Disable); the function holds the
+		// signal back until the guest enables INTx again.
 		if causes == 0 {
 			n.setINTx(false)
 		} else if !n.intr.intx && !n.throttle(n.timers.itr, &n.intr.itrPending, ITR) {
@@ -303,10 +303,10 @@ func (n *NIC) itrFired() {
 	}
 	n.intr.itrPending = false
 	switch n.irq.Mode() {
-	case IRQModeMSI:
+	case device.IRQModeMSI:
 		n.throttle(n.timers.itr, &n.intr.itrPending, ITR)
 		n.sendMSI()
-	case IRQModeINTx:
+	case device.IRQModeINTx, device.IRQModeNone: // None keeps the level too (updateIRQ)
 		if n.mac[ICR>>2]&n.mac[IMS>>2]&^ICR_INT_ASSERTED != 0 && !n.intr.intx {
 			n.throttle(n.timers.itr, &n.intr.itrPending, ITR)
 			n.setINTx(true)
@@ -320,7 +320,7 @@ func (n *NIC) eitrFired(v int) {
 		return
 	}
 	n.intr.eitrPending[v] = false
-	if n.irq.Mode() != IRQModeMSIX {
+	if n.irq.Mode() != device.IRQModeMSIX {
 		return
 	}
 	n.throttle(n.timers.eitr[v], &n.intr.eitrPending[v], EITR0+4*uint32(v))
@@ -452,7 +452,7 @@ func (n *NIC) writeIMS(v uint32) {
 			n.intr.unacked &^= 1 << vec
 		}
 	}
-	if valid&eiacMask != 0 && n.mac[CTRL_EXT>>2]&CTRL_EXT_PBA_CLR != 0 && n.irq.Mode() == IRQModeMSIX {
+	if valid&eiacMask != 0 && n.mac[CTRL_EXT>>2]&CTRL_EXT_PBA_CLR != 0 && n.irq.Mode() == device.IRQModeMSIX {
 		for _, mc := range msixCauses {
 			if valid&mc.cause != 0 {
 				if vec := n.msixVector(mc.cause); vec >= 0 {
@@ -475,6 +475,8 @@ func (n *NIC) writeIMS(v uint32) {
 func (n *NIC) irqModeChanged() {
 	// Only a real change of mechanism forgets what was signalled: a mask
 	// toggle is the function's business (it delivers pending vectors).
+	// Between None and INTx there is nothing to forget: only MSI and
+	// MSI-X record messages.
 	if m := n.irq.Mode(); m != n.intr.mode {
 		n.intr.mode = m
 		n.intr.signalled = 0

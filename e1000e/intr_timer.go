@@ -2,12 +2,35 @@ package e1000e
 
 import "time"
 
+// TimerClock makes the NIC's interrupt, moderation and autonegotiation
+// timers. Tests substitute one they step by hand, so that no test depends
+// on how fast a busy machine runs.
+type TimerClock interface {
+	Now() time.Time
+	// AfterFunc calls f once d has passed, as time.AfterFunc does; f takes
+	// the NIC's mutex, so the clock must not call it with that held.
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a timer a TimerClock made; *time.Timer is one.
+type Timer interface {
+	Reset(d time.Duration) bool
+	Stop() bool
+}
+
+// realClock is the TimerClock of the time package.
+type realClock struct{}
+
+func (realClock) Now() time.Time                            { return time.Now() }
+func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
 // nicTimer is a one-shot timer whose callback runs with n.mu held. A
 // callback that fires late for an earlier arming, or after stop, finds the
 // timer re-armed or stopped and does nothing: time.Timer cannot recall a
 // callback already waiting for the mutex.
 type nicTimer struct {
-	t       *time.Timer
+	clock   TimerClock
+	t       Timer
 	due     time.Time
 	running bool
 	fire    func()
@@ -20,14 +43,14 @@ type nicTimer struct {
 
 // newTimer makes a stopped timer that calls fire with n.mu held.
 func (n *NIC) newTimer(fire func()) *nicTimer {
-	nt := &nicTimer{fire: fire}
-	nt.t = time.AfterFunc(time.Hour, func() {
+	nt := &nicTimer{clock: n.clock, fire: fire}
+	nt.t = n.clock.AfterFunc(time.Hour, func() {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		if n.closed || !nt.running || nt.held {
 			return
 		}
-		if rem := time.Until(nt.due); rem > 0 {
+		if rem := nt.due.Sub(nt.clock.Now()); rem > 0 {
 			nt.t.Reset(rem)
 			return
 		}
@@ -46,7 +69,7 @@ func (t *nicTimer) arm(d time.Duration) {
 		t.running = true
 		return
 	}
-	t.due = time.Now().Add(d)
+	t.due = t.clock.Now().Add(d)
 	t.running = true
 	t.t.Reset(d)
 }
@@ -68,7 +91,7 @@ func (t *nicTimer) remaining() time.Duration {
 	case t.held:
 		return t.left
 	}
-	return max(time.Until(t.due), 0)
+	return max(t.due.Sub(t.clock.Now()), 0)
 }
 
 // hold pauses the timer, keeping the time left.

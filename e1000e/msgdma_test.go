@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"e1000e-vfu/device"
 )
 
 // Guest memory reached by messages to the client (vfio-user memory shared
@@ -101,7 +103,7 @@ func rxTestFrame(seq byte) []byte {
 // itself, nor does the worker with n.mu held; all of it is done by the
 // worker.
 func TestMessagedMemoryOnlyFromWorkerWithoutLock(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	h := useHandWorker(r.n)
 	r.pushRX(8)
 	m := useMsgMem(r)
@@ -139,7 +141,7 @@ func TestMessagedMemoryOnlyFromWorkerWithoutLock(t *testing.T) {
 // While a message waits for its reply, register accesses are answered;
 // the frame is written once the reply comes.
 func TestRegisterReadWhileMessagePending(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.pushRX(8)
 	m := useMsgMem(r)
 	m.setGate(true)
@@ -224,7 +226,7 @@ func gatedStepAfter(t *testing.T, h *handWorker, m *msgMem, pass int) (release f
 // stays, the frame stays in the FIFO the state carries), nothing more is
 // written; Resume writes it once.
 func TestMessagedRXQuiesceMidFrame(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	h := useHandWorker(r.n)
 	r.pushRX(8)
 	m := useMsgMem(r)
@@ -261,7 +263,7 @@ func TestMessagedRXQuiesceMidFrame(t *testing.T) {
 // A reset while a transmit message waits: the engine stops without
 // touching the reset ring; nothing is sent.
 func TestMessagedTXResetMidPacket(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	h := useHandWorker(r.n)
 	m := useMsgMem(r)
 	frame := bytes.Repeat([]byte{0x11}, 80)
@@ -281,7 +283,7 @@ func TestMessagedTXResetMidPacket(t *testing.T) {
 // Quiesce while a transmit message waits: the packet is not sent and TDH
 // stays at it; Resume sends it once.
 func TestMessagedTXQuiesceMidPacket(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	h := useHandWorker(r.n)
 	m := useMsgMem(r)
 	frame := bytes.Repeat([]byte{0x22}, 80)
@@ -310,7 +312,7 @@ func TestMessagedTXQuiesceMidPacket(t *testing.T) {
 // it was at TDH, not the one the step's own context descriptor has just
 // loaded: the step's descriptors are in flight and are read again.
 func TestMessagedTXStateMidPacket(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	h := useHandWorker(r.n)
 	m := useMsgMem(r)
 	frame := bytes.Repeat([]byte{0x33}, 80)

@@ -73,6 +73,7 @@ type NIC struct {
 	irq    Interrupter
 	intr   intrState
 	timers timerSet
+	clock  TimerClock // makes the timers
 
 	linkUp       bool // carrier from the backend or the administrator
 	autoneg      *nicTimer
@@ -128,6 +129,9 @@ type Config struct {
 	// AnnounceClock times the announcement's rounds; nil is the real
 	// clock. Tests set their own.
 	AnnounceClock announce.Clock
+	// TimerClock times the interrupt delay, moderation and
+	// autonegotiation timers; nil is the real clock. Tests set their own.
+	TimerClock TimerClock
 }
 
 // defaultMAC is the address used when Config.MAC is nil.
@@ -142,7 +146,11 @@ func New(cfg Config) (*NIC, error) {
 		hideMSIX:     cfg.HideMSIX,
 		autonegDelay: cfg.AutonegDelay,
 		irq:          cfg.Interrupter,
+		clock:        cfg.TimerClock,
 		linkUp:       true,
+	}
+	if n.clock == nil {
+		n.clock = realClock{}
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"e1000e-vfu/device"
 )
 
 // Offloads are checked by an independent parser: gopacket decodes every
@@ -153,7 +155,7 @@ func ipv4ChecksumValid(t *testing.T, ip *layers.IPv4) bool {
 }
 
 func testTSO(t *testing.T, v6 bool) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	payload := make([]byte, 65000)
 	for i := range payload {
 		payload[i] = byte(i*7 + i>>8)
@@ -236,7 +238,7 @@ func TestTSOIPv6(t *testing.T) { testTSO(t, true) }
 
 func TestChecksumOffload(t *testing.T) {
 	for _, v6 := range []bool{false, true} {
-		r := newRig(t, IRQModeMSIX, Config{})
+		r := newRig(t, device.IRQModeMSIX, Config{})
 		frame := buildTCP(t, v6, 5, "P", []byte("some payload of odd length"))
 		asCsumOffload(frame, v6)
 		c := tsoContext(v6, 0, 0)
@@ -268,7 +270,7 @@ func TestChecksumOffload(t *testing.T) {
 }
 
 func TestLegacyChecksumInsertion(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	frame := buildTCP(t, false, 9, "", []byte("legacy"))
 	binary.BigEndian.PutUint16(frame[50:], pseudoPartial(frame, false, len(frame)-34))
 	r.mem.put(dpTxBuf, frame)
@@ -286,7 +288,7 @@ func TestLegacyChecksumInsertion(t *testing.T) {
 }
 
 func TestVLANInsertAndStrip(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.w(CTRL, r.rd(CTRL)|CTRL_VME)
 	frame := buildTCP(t, false, 1, "", []byte("tagged"))
 	r.sendFragmented(frame, 2048, 0, 0, txdCmdVLE, 0x6123, nil)
@@ -319,7 +321,7 @@ func TestVLANInsertAndStrip(t *testing.T) {
 }
 
 func TestRXChecksumStatus(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.w(RXCSUM, rxcsumIPOFL|rxcsumTUOFL)
 	good := buildTCP(t, false, 3, "", []byte("checked"))
 	bad := append([]byte(nil), good...)
@@ -416,7 +418,7 @@ func TestRSSToeplitzVectors(t *testing.T) {
 }
 
 func TestRSSInWriteBack(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.w(MRQC, mrqcEnableRSS|mrqcFieldIPv4|mrqcFieldTCPIPv4)
 	// Linux sets RXCSUM.PCSD with RSS; stored raw so the test does not
 	// depend on the register's write mask.
@@ -449,7 +451,7 @@ func TestRSSInWriteBack(t *testing.T) {
 // Every TSO segment carries the VLAN tag of the EOP descriptor, inserted
 // after the checksums (which do not cover it).
 func TestTSOWithVLAN(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.w(CTRL, r.rd(CTRL)|CTRL_VME)
 	payload := make([]byte, 10000)
 	for i := range payload {
@@ -485,7 +487,7 @@ func TestTSOWithVLAN(t *testing.T) {
 // the receive side verifies: the two halves agree.
 func TestTSOLoopbackChecksums(t *testing.T) {
 	for _, v6 := range []bool{false, true} {
-		r := newRig(t, IRQModeMSIX, Config{})
+		r := newRig(t, device.IRQModeMSIX, Config{})
 		r.w(RCTL, r.rd(RCTL)|rctlLBMMAC|rctlSECRC)
 		r.w(RXCSUM, rxcsumIPOFL|rxcsumTUOFL)
 		r.pushRX(50)

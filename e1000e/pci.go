@@ -82,13 +82,9 @@ func (n *NIC) pciInit(ownIRQ bool) error {
 	}
 	fn := device.NewFunction(cs)
 	fn.IRQs.SetLogger(n.log) // signals dropped on a client's full eventfd
-	if err := fn.SetBARHandler(0, device.RegionFuncs{Read: n.readBAR0, Write: n.writeBAR0}); err != nil {
-		return err
-	}
-	if err := fn.SetBARHandler(2, device.RegionFuncs{Read: n.readBAR2, Write: n.writeBAR2}); err != nil {
-		return err
-	}
-	// BAR1 (flash) and the rest of BAR3 have no handler: they read as zero.
+	// The function has no BAR handlers: ReadRegion and WriteRegion serve
+	// the register BARs (0 and 2) themselves. BAR1 (flash) and the rest
+	// of BAR3 read as zero.
 
 	// Bus Master gates DMA; turning it on retries what waited for it.
 	cs.SetCommandHook(func(_, cmd uint16) {
@@ -127,18 +123,10 @@ func (n *NIC) pciInit(ownIRQ bool) error {
 // pciIRQ delivers interrupts through the function's eventfd table.
 type pciIRQ struct{ fn *device.Function }
 
-func (p pciIRQ) Mode() IRQMode {
-	switch p.fn.IRQMode() {
-	case device.IRQModeMSIX:
-		return IRQModeMSIX
-	case device.IRQModeMSI:
-		return IRQModeMSI
-	}
-	return IRQModeINTx
-}
-func (p pciIRQ) MSIX(v int)         { p.fn.IRQs.MSIX(uint32(v)) }
-func (p pciIRQ) MSI()               { p.fn.IRQs.MSI(0) }
-func (p pciIRQ) SetINTx(level bool) { p.fn.SetINTx(level) }
+func (p pciIRQ) Mode() device.IRQMode { return p.fn.IRQMode() }
+func (p pciIRQ) MSIX(v int)           { p.fn.IRQs.MSIX(uint32(v)) }
+func (p pciIRQ) MSI()                 { p.fn.IRQs.MSI(0) }
+func (p pciIRQ) SetINTx(level bool)   { p.fn.SetINTx(level) }
 
 // ClearMSIXPending clears a vector's pending bit (PBACLR, PBA_CLR).
 func (p pciIRQ) ClearMSIXPending(v int) { p.fn.IRQs.ClearPending(device.IRQMSIX, uint32(v)) }
@@ -146,14 +134,50 @@ func (p pciIRQ) ClearMSIXPending(v int) { p.fn.IRQs.ClearPending(device.IRQMSIX,
 // Info describes the regions and IRQs.
 func (n *NIC) Info() device.Info { return n.pci.fn.Info() }
 
-// ReadRegion serves a read of config space or a BAR.
+// ReadRegion serves a read of config space or a BAR. Register accesses
+// (BAR0, and BAR2's I/O window) go straight to the NIC; the function serves
+// the rest: config space, the MSI-X table and PBA in BAR3, and BAR1.
 func (n *NIC) ReadRegion(index int, offset uint64, p []byte) error {
+	switch index {
+	case device.RegionBAR0:
+		if err := checkBAR(0, bar0Size, offset, len(p)); err != nil {
+			return err
+		}
+		return n.readBAR0(offset, p)
+	case device.RegionBAR2:
+		if err := checkBAR(2, bar2Size, offset, len(p)); err != nil {
+			return err
+		}
+		return n.readBAR2(offset, p)
+	}
 	return n.pci.fn.ReadRegion(index, offset, p)
 }
 
-// WriteRegion serves a write of config space or a BAR.
+// WriteRegion serves a write of config space or a BAR, as ReadRegion
+// divides them.
 func (n *NIC) WriteRegion(index int, offset uint64, p []byte) error {
+	switch index {
+	case device.RegionBAR0:
+		if err := checkBAR(0, bar0Size, offset, len(p)); err != nil {
+			return err
+		}
+		return n.writeBAR0(offset, p)
+	case device.RegionBAR2:
+		if err := checkBAR(2, bar2Size, offset, len(p)); err != nil {
+			return err
+		}
+		return n.writeBAR2(offset, p)
+	}
 	return n.pci.fn.WriteRegion(index, offset, p)
+}
+
+// checkBAR refuses an access that does not lie within the size bytes of a
+// register BAR.
+func checkBAR(bar int, size, off uint64, n int) error {
+	if off > size || uint64(n) > size-off {
+		return fmt.Errorf("e1000e: BAR%d access at %#x size %d beyond its %#x bytes: %w", bar, off, n, size, syscall.EINVAL)
+	}
+	return nil
 }
 
 // SetIRQs applies the client's eventfds and masks.

@@ -5,13 +5,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"e1000e-vfu/device"
 )
 
 // fakeIRQ records deliveries. It is called with the NIC's mutex held, so
 // it has its own lock for the test goroutine to read it.
 type fakeIRQ struct {
 	mu      sync.Mutex
-	mode    IRQMode
+	mode    device.IRQMode
 	msix    [numMSIXVecs]int
 	msi     int
 	intx    bool
@@ -19,9 +21,9 @@ type fakeIRQ struct {
 	cleared [numMSIXVecs]int
 }
 
-func (f *fakeIRQ) Mode() IRQMode { f.mu.Lock(); defer f.mu.Unlock(); return f.mode }
-func (f *fakeIRQ) MSIX(v int)    { f.mu.Lock(); f.msix[v]++; f.mu.Unlock() }
-func (f *fakeIRQ) MSI()          { f.mu.Lock(); f.msi++; f.mu.Unlock() }
+func (f *fakeIRQ) Mode() device.IRQMode { f.mu.Lock(); defer f.mu.Unlock(); return f.mode }
+func (f *fakeIRQ) MSIX(v int)           { f.mu.Lock(); f.msix[v]++; f.mu.Unlock() }
+func (f *fakeIRQ) MSI()                 { f.mu.Lock(); f.msi++; f.mu.Unlock() }
 func (f *fakeIRQ) SetINTx(l bool) {
 	f.mu.Lock()
 	if l && !f.intx {
@@ -38,7 +40,7 @@ func (f *fakeIRQ) snapshot() fakeIRQ {
 	return fakeIRQ{mode: f.mode, msix: f.msix, msi: f.msi, intx: f.intx, rises: f.rises, cleared: f.cleared}
 }
 
-func newNICWith(t testing.TB, mode IRQMode, cfg Config) (*NIC, *fakeIRQ) {
+func newNICWith(t testing.TB, mode device.IRQMode, cfg Config) (*NIC, *fakeIRQ) {
 	t.Helper()
 	irq := &fakeIRQ{mode: mode}
 	cfg.Interrupter = irq
@@ -131,7 +133,8 @@ func TestLinuxProbeAndOpen(t *testing.T) {
 	mac := []byte{0x02, 0x11, 0x22, 0x33, 0x44, 0x55}
 	// Autonegotiation must outlast the register sequence that follows its
 	// restart, as QEMU's 500 ms does.
-	n, irq := newNICWith(t, IRQModeMSIX, Config{MAC: mac, RXFilterSize: -1, AutonegDelay: 300 * time.Millisecond})
+	clk := newFakeClock()
+	n, irq := newNICWith(t, device.IRQModeMSIX, Config{MAC: mac, RXFilterSize: -1, AutonegDelay: 300 * time.Millisecond, TimerClock: clk})
 	d := driver{t, n}
 
 	// e1000_init_nvm_params_82571: an EEPROM (not flash) of 64 words.
@@ -255,10 +258,7 @@ func TestLinuxProbeAndOpen(t *testing.T) {
 	}
 
 	// Autonegotiation completes: link up, LSC on the "other" vector 2.
-	deadline := time.Now().Add(5 * time.Second)
-	for irq.snapshot().msix[2] == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	clk.advance(300 * time.Millisecond)
 	if irq.snapshot().msix[2] != 1 {
 		t.Fatalf("LSC: vector 2 fired %d times, want 1", irq.snapshot().msix[2])
 	}

@@ -1,5 +1,7 @@
 package e1000e
 
+import "e1000e-vfu/device"
+
 // readReg performs a guest read of the BAR0 dword at off. Unknown offsets
 // read as zero. Called with n.mu held.
 func (n *NIC) readReg(off uint32) uint32 {
@@ -109,7 +111,7 @@ func (n *NIC) writeReg(off, v uint32) {
 		}
 	case wrPBACLR:
 		n.mac[c] = masked
-		if n.irq.Mode() == IRQModeMSIX {
+		if n.irq.Mode() == device.IRQModeMSIX {
 			for vec := 0; vec < numMSIXVecs; vec++ {
 				if masked&(1<<vec) != 0 {
 					n.irq.ClearMSIXPending(vec)

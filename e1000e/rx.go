@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+
+	"e1000e-vfu/device"
 )
 
 // Receive. A frame from the backend (or from loopback) is filtered on
@@ -428,7 +430,7 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 	n.countFrame(w[:dataLen], &rxCounters)
 
 	var causes uint32
-	if n.irq.Mode() == IRQModeMSIX {
+	if n.irq.Mode() == device.IRQModeMSIX {
 		causes = ICR_RXQ0
 	} else {
 		causes = ICR_RXT0

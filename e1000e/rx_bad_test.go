@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"testing"
+
+	"e1000e-vfu/device"
 )
 
 // Receive formats, long packets, overrun, and the receive-side bad inputs
@@ -40,7 +42,7 @@ func serviceableRX(t *testing.T, r *dpRig) {
 // CVE-2020-28916: descriptors with buffer address 0 are consumed without a
 // write, and the walk ends.
 func TestRXBufferAddressZero(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.w(RCTL, r.rd(RCTL)|rctlLPE)
 	zero := make([]byte, rxDescSize)
 	for i := 0; i < 8; i++ {
@@ -66,7 +68,7 @@ func TestRXBufferAddressZero(t *testing.T) {
 
 // (2017 fix): RDT beyond the ring.
 func TestRXTailBeyondRing(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.w(RDT0, 0xFFFF)
 	r.n.Receive(testFrame(64, 2))
 	if h := r.rd(RDH0); h != 0 {
@@ -82,7 +84,7 @@ func TestRXTailBeyondRing(t *testing.T) {
 // RX overrun: frames wait in a bounded backlog, RXO is raised, and beyond
 // the backlog frames are missed (MPC).
 func TestRXOverrunBacklog(t *testing.T) {
-	r := newRig(t, IRQModeINTx, Config{})
+	r := newRig(t, device.IRQModeINTx, Config{})
 	for i := 0; i < rxBacklogMax+10; i++ {
 		r.n.Receive(testFrame(64, byte(i)))
 	}
@@ -116,7 +118,7 @@ func TestRXOverrunBacklog(t *testing.T) {
 // Long packets span several descriptors; only the last has EOP; the FCS is
 // appended unless RCTL.SECRC.
 func TestRXLongPacket(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	f := testFrame(9000, 3)
 	r.pushRX(8)
 	r.n.Receive(f)
@@ -156,7 +158,7 @@ func TestRXLongPacket(t *testing.T) {
 
 // Legacy descriptors (RFCTL.EXTEN clear): status byte at 12, errors at 13.
 func TestRXLegacyDescriptor(t *testing.T) {
-	r := newRig(t, IRQModeINTx, Config{})
+	r := newRig(t, device.IRQModeINTx, Config{})
 	r.w(RFCTL, 0)
 	r.w(RXCSUM, rxcsumIPOFL|rxcsumTUOFL)
 	r.w(CTRL, r.rd(CTRL)|CTRL_VME)
@@ -189,7 +191,7 @@ func TestRXLegacyDescriptor(t *testing.T) {
 // Packet split: two ring slots per 32-byte descriptor, the header in
 // buffer 0, the payload in buffers 1-3; no buffer is written past its size.
 func TestRXPacketSplit(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.w(RFCTL, rfctlEXTEN)
 	r.w(RCTL, r.rd(RCTL)|rctlDTYPPS|rctlLPE|rctlSECRC)
 	r.w(PSRCTL, 2|1<<8|1<<16|1<<24) // 256 B header buffer, three 1 KiB buffers
@@ -246,7 +248,7 @@ func TestRXPacketSplit(t *testing.T) {
 // LP#1879531: IPv6 extension headers with RSS must not read out of bounds:
 // truncated and overlong chains.
 func TestRXIPv6ExtensionHeaders(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.w(MRQC, mrqcEnableRSS|mrqcFieldIPv6|mrqcFieldIPv6Ex|mrqcFieldTCPIPv6|mrqcFieldTCPv6)
 	r.w(RXCSUM, rxcsumIPOFL|rxcsumTUOFL)
 	base := buildTCP(t, true, 1, "", []byte("v6"))
@@ -285,7 +287,7 @@ func TestRXIPv6ExtensionHeaders(t *testing.T) {
 
 // RXDMT0 is raised when the free descriptors fall to the threshold.
 func TestRXDescriptorMinimumThreshold(t *testing.T) {
-	r := newRig(t, IRQModeINTx, Config{})
+	r := newRig(t, device.IRQModeINTx, Config{})
 	r.w(RCTL, r.rd(RCTL)|1<<rctlRDMTSSh) // a quarter of the ring: 64 slots
 	r.pushRX(70)
 	for i := 0; i < 5; i++ {
@@ -302,7 +304,7 @@ func TestRXDescriptorMinimumThreshold(t *testing.T) {
 
 // Bus Master off: frames wait; on enable the core kicks RX.
 func TestRXWaitsForBusMaster(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.pushRX(1)
 	r.n.mu.Lock()
 	r.n.busMasterOn = false
@@ -322,7 +324,7 @@ func TestRXWaitsForBusMaster(t *testing.T) {
 
 // Without link, frames from the backend are lost; with link back they flow.
 func TestRXNeedsLink(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.pushRX(1)
 	r.n.SetLink(false)
 	r.n.Receive(testFrame(64, 6))
@@ -347,7 +349,7 @@ func TestRXNeedsLink(t *testing.T) {
 // A frame that arrives while older ones wait goes after them, and its
 // arrival drains them when descriptors are free.
 func TestRXBacklogOrder(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.n.Receive(testFrame(64, 10))
 	r.n.Receive(testFrame(64, 11))
 	r.mem.put(dpRxRing, make([]byte, 3*rxDescSize))
@@ -373,7 +375,7 @@ func TestRXBacklogOrder(t *testing.T) {
 // While quiesced for migration, frames wait without touching registers or
 // guest memory; after Resume they are delivered.
 func TestRXQuiesced(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.pushRX(4)
 	r.n.Quiesce()
 	r.n.Receive(testFrame(64, 1))

@@ -3,13 +3,15 @@ package e1000e
 import (
 	"sync"
 	"testing"
+
+	"e1000e-vfu/device"
 )
 
 // Frames from the backend goroutine race with the guest's doorbells and
 // register accesses; the NIC's mutex serialises them. Run with -race. The
 // guest side reposts what it consumed, as a driver's cleanup does.
 func TestConcurrentTXAndRX(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.w(RCTL, r.rd(RCTL)|rctlSECRC)
 	r.pushRX(dpRingDescs - 1)
 	const frames = 2000

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"sync/atomic"
 	"testing"
+
+	"e1000e-vfu/device"
 )
 
 // countingMem counts guest memory accesses so the fuzz target can bound the
@@ -52,7 +54,7 @@ func FuzzDatapath(f *testing.F) {
 		var c [16]byte
 		copy(c[:], ctl)
 		descs := ctl[min(len(ctl), 16):]
-		r := newRig(t, IRQModeMSIX, Config{})
+		r := newRig(t, device.IRQModeMSIX, Config{})
 		mem := &countingMem{dpMem: r.mem}
 		r.n.mu.Lock()
 		r.n.mem = mem

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"testing"
+
+	"e1000e-vfu/device"
 )
 
 // These tests replay QEMU's own e1000e test (tests/qtest/e1000e-test.c with
@@ -77,7 +79,7 @@ func qemuTestRX(t *testing.T, r *dpRig, round int) {
 }
 
 func TestQEMUProcedureTX(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	qemuTestTX(t, r, 0)
 	if r.stat(GPTC) != 1 || r.stat(TPT) != 1 || r.stat(GOTCL) != 68 || r.stat(PTC127) != 1 {
 		t.Errorf("TX stats GPTC %d TPT %d GOTC %d PTC127 %d, want 1 1 68 1",
@@ -86,7 +88,7 @@ func TestQEMUProcedureTX(t *testing.T) {
 }
 
 func TestQEMUProcedureRX(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	qemuTestRX(t, r, 0)
 	if r.stat(GPRC) != 1 || r.stat(TPR) != 1 || r.stat(GORCL) != 64 || r.stat(PRC64) != 1 {
 		t.Errorf("RX stats GPRC %d TPR %d GORC %d PRC64 %d, want 1 1 64 1",
@@ -98,7 +100,7 @@ func TestQEMUProcedureRX(t *testing.T) {
 }
 
 func TestQEMUProcedureMultipleTransfers(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	const rounds = 4096 // the ring of 256 descriptors wraps 16 times
 	for i := 0; i < rounds; i++ {
 		qemuTestTX(t, r, i)

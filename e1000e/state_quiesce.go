@@ -40,7 +40,7 @@ type quietIRQ struct {
 	held  *heldIRQ
 }
 
-func (q quietIRQ) Mode() IRQMode { return q.inner.Mode() }
+func (q quietIRQ) Mode() device.IRQMode { return q.inner.Mode() }
 func (q quietIRQ) MSIX(v int) {
 	if v >= 0 && v < numMSIXVecs {
 		q.held.msix |= 1 << v
@@ -78,9 +78,9 @@ func (n *NIC) Quiesce() {
 	// intrState.unacked): Resume, here or on a destination, sends them
 	// again.
 	switch n.irq.Mode() {
-	case IRQModeMSIX:
+	case device.IRQModeMSIX:
 		n.mig.held.msix |= n.unackedMapped()
-	case IRQModeMSI:
+	case device.IRQModeMSI:
 		n.mig.held.msi = n.mig.held.msi || n.intr.unackedMSI
 	}
 	n.mig.inner = n.irq

@@ -3,6 +3,8 @@ package e1000e
 import (
 	"encoding/binary"
 	"errors"
+
+	"e1000e-vfu/device"
 )
 
 // Transmit. A packet is processed only once its EOP descriptor is inside
@@ -240,7 +242,7 @@ func (n *NIC) txRun() {
 
 // txDoneCause is the cause a descriptor write-back raises.
 func (n *NIC) txDoneCause() uint32 {
-	if n.irq.Mode() == IRQModeMSIX {
+	if n.irq.Mode() == device.IRQModeMSIX {
 		return ICR_TXQ0
 	}
 	return ICR_TXDW

@@ -3,6 +3,8 @@ package e1000e
 import (
 	"bytes"
 	"testing"
+
+	"e1000e-vfu/device"
 )
 
 // The bad inputs that bit QEMU's model (the digest's table), on the
@@ -23,7 +25,7 @@ func serviceableTX(t *testing.T, r *dpRig) {
 }
 
 func TestTXTailBeyondRing(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.mem.put(dpTxBuf, make([]byte, 64))
 	r.queueTX(txDataDesc(dpTxBuf, 64, txdCmdEOP|txdCmdRS, 0, 0))
 	r.w(TDT0, dpRingDescs+5) // beyond the ring
@@ -41,7 +43,7 @@ func TestTXTailBeyondRing(t *testing.T) {
 }
 
 func TestTXHeadBeyondRing(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.w(TDH0, 0xFFFF)
 	r.w(TDT0, 3)
 	if n := len(r.be.take()); n != 0 {
@@ -54,7 +56,7 @@ func TestTXHeadBeyondRing(t *testing.T) {
 
 // CVE-2016-6834: TSO with MSS 0 must not loop on zero-length segments.
 func TestTSOMSSZero(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	frame := buildTCP(t, false, 1, "", make([]byte, 3000))
 	asTSO(frame, false)
 	r.sendFragmented(frame, 4096, txdCmdTSE, txdPoptsIXSM|txdPoptsTXSM, 0, 0,
@@ -73,7 +75,7 @@ func TestTSOMSSZero(t *testing.T) {
 
 // CVE-2020-27617: TSO on a frame that is neither IPv4 nor IPv6.
 func TestTSONonIP(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	frame := make([]byte, 4000)
 	copy(frame, dpDstMAC)
 	copy(frame[6:], dpSrcMAC)
@@ -100,7 +102,7 @@ func TestTSONonIP(t *testing.T) {
 
 // CVE-2020-16092: more than 64 data descriptors without EOP.
 func TestTXTooManyFragments(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.mem.put(dpTxBuf, make([]byte, 16))
 	var descs [][]byte
 	for i := 0; i < 100; i++ {
@@ -128,7 +130,7 @@ func TestTXTooManyFragments(t *testing.T) {
 
 // A packet whose EOP is not yet in the ring waits; nothing is consumed.
 func TestTXPartialPacketWaits(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	frame := bytes.Repeat([]byte{1, 2, 3, 4}, 100)
 	r.mem.put(dpTxBuf, frame)
 	r.pushTX(txDataDesc(dpTxBuf, 200, txdCmdRS, 0, 0))
@@ -146,7 +148,7 @@ func TestTXPartialPacketWaits(t *testing.T) {
 // or at nothing. DMA only reaches guest RAM through GuestMemory, so such an
 // address is an error that drops the packet.
 func TestTXBufferUnmapped(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.pushTX(txDataDesc(0xFEBC0000, 64, txdCmdEOP|txdCmdRS, 0, 0)) // a typical BAR0 address
 	r.pushTX(txDataDesc(^uint64(0)-8, 64, txdCmdEOP|txdCmdRS, 0, 0))
 	if n := len(r.be.take()); n != 0 {
@@ -168,7 +170,7 @@ func TestTXBufferUnmapped(t *testing.T) {
 // field, a TCP header shorter than 20 bytes, and offsets past the end.
 // 2026: a sub-60-byte frame with IP checksum insertion.
 func TestTXChecksumShortPackets(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.w(TCTL, r.rd(TCTL)|tctlPSP)
 	for _, c := range []struct {
 		name string
@@ -206,7 +208,7 @@ func TestTXChecksumShortPackets(t *testing.T) {
 // CVE-2021-3416: loopback must not recurse; frames go to the receive ring
 // and not to the backend.
 func TestLoopbackNoRecursion(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.w(RCTL, r.rd(RCTL)|rctlLBMMAC)
 	r.pushRX(8)
 	frame := bytes.Repeat([]byte{0x33}, 100)
@@ -229,7 +231,7 @@ func TestLoopbackNoRecursion(t *testing.T) {
 // The TX walk is bounded by the ring: a ring full of context descriptors
 // is consumed in one turn.
 func TestTXRingOfContexts(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	var descs [][]byte
 	for i := 0; i < dpRingDescs-1; i++ {
 		descs = append(descs, txContextDesc(txContext{mss: i}, txdCmdRS))

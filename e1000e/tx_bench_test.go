@@ -3,6 +3,8 @@ package e1000e
 import (
 	"encoding/binary"
 	"testing"
+
+	"e1000e-vfu/device"
 )
 
 // Per-frame cost of the datapath, and proof that the steady state does not
@@ -17,7 +19,7 @@ type txBench struct {
 }
 
 func newTXBench(tb testing.TB, frame []byte, ctx []byte, firstCmd uint32, popts byte) *txBench {
-	r := newRig(tb, IRQModeMSIX, Config{})
+	r := newRig(tb, device.IRQModeMSIX, Config{})
 	r.be.count = true
 	r.mem.put(dpTxBuf, frame)
 	b := &txBench{r: r}
@@ -56,7 +58,7 @@ type rxBench struct {
 }
 
 func newRXBench(tb testing.TB, frame []byte) *rxBench {
-	r := newRig(tb, IRQModeMSIX, Config{})
+	r := newRig(tb, device.IRQModeMSIX, Config{})
 	r.w(RCTL, r.rd(RCTL)|rctlLPE|rctlBSEX|1<<rctlBSIZESh) // 16 KiB buffers
 	return &rxBench{r: r, frame: frame}
 }

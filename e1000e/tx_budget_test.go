@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"e1000e-vfu/device"
 )
 
 // One TX doorbell does at most a budget of work; the rest continues on the
@@ -119,7 +121,7 @@ func finish(t *testing.T, h *handWorker, limit int) int {
 }
 
 func TestTXDoorbellBudgetFrames(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.be.count = true
 	h := useHandWorker(r.n)
 	const total = 2000
@@ -156,7 +158,7 @@ func TestTXDoorbellBudgetFrames(t *testing.T) {
 }
 
 func TestTXDoorbellBudgetTinyMSS(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.be.count = true
 	h := useHandWorker(r.n)
 	const pkts = 40
@@ -196,7 +198,7 @@ func TestTXDoorbellBudgetTinyMSS(t *testing.T) {
 // The worker also runs for real: everything is sent, with no test turning
 // the crank.
 func TestTXDoorbellBudgetWorker(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.be.count = true
 	const pkts = 60
 	descs, segs := ringOfTinyMSS(t, r, pkts)
@@ -218,7 +220,7 @@ func TestTXDoorbellBudgetWorker(t *testing.T) {
 // Quiesce between two turns stops transmit at a packet boundary, with the
 // rest of the ring in flight; Resume sends the rest, each packet once.
 func TestTXQuiesceDuringContinuation(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.be.count = true
 	h := useHandWorker(r.n)
 	const perPkt = 3
@@ -259,7 +261,7 @@ func TestTXQuiesceDuringContinuation(t *testing.T) {
 
 // A TSO context asking for less than txMinMSS is segmented at txMinMSS.
 func TestTSOMinMSS(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	payload := make([]byte, 300)
 	for i := range payload {
 		payload[i] = byte(i)
@@ -287,7 +289,7 @@ func TestTSOMinMSS(t *testing.T) {
 // the worker keeps working through rings of 64 KiB TSO packets at MSS 1:
 // the lock is free between turns, so a read waits for one turn at most.
 func BenchmarkRegReadDuringHostileTX(b *testing.B) {
-	r := newRig(b, IRQModeMSIX, Config{})
+	r := newRig(b, device.IRQModeMSIX, Config{})
 	r.be.count = true
 	const pkts = 200
 	descs, _ := ringOfTinyMSS(b, r, pkts)

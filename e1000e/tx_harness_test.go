@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"e1000e-vfu/device"
 	"e1000e-vfu/device/netdev"
 )
 
@@ -112,15 +113,15 @@ func (b *dpBackend) take() [][]byte {
 // dpIRQ records interrupt deliveries.
 type dpIRQ struct {
 	mu   sync.Mutex
-	mode IRQMode
+	mode device.IRQMode
 	msix [numMSIXVecs]int
 	msi  int
 	intx bool
 }
 
-func (f *dpIRQ) Mode() IRQMode { f.mu.Lock(); defer f.mu.Unlock(); return f.mode }
-func (f *dpIRQ) MSIX(v int)    { f.mu.Lock(); f.msix[v]++; f.mu.Unlock() }
-func (f *dpIRQ) MSI()          { f.mu.Lock(); f.msi++; f.mu.Unlock() }
+func (f *dpIRQ) Mode() device.IRQMode { f.mu.Lock(); defer f.mu.Unlock(); return f.mode }
+func (f *dpIRQ) MSIX(v int)           { f.mu.Lock(); f.msix[v]++; f.mu.Unlock() }
+func (f *dpIRQ) MSI()                 { f.mu.Lock(); f.msi++; f.mu.Unlock() }
 func (f *dpIRQ) SetINTx(l bool) {
 	f.mu.Lock()
 	f.intx = l
@@ -140,7 +141,7 @@ type dpRig struct {
 	txTail, rxTail uint32
 }
 
-func newRig(t testing.TB, mode IRQMode, cfg Config) *dpRig {
+func newRig(t testing.TB, mode device.IRQMode, cfg Config) *dpRig {
 	t.Helper()
 	r := &dpRig{t: t, mem: &dpMem{b: make([]byte, dpMemSize)}, be: &dpBackend{}, irq: &dpIRQ{mode: mode}}
 	cfg.Backend = r.be

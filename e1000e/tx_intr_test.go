@@ -1,6 +1,10 @@
 package e1000e
 
-import "testing"
+import (
+	"testing"
+
+	"e1000e-vfu/device"
+)
 
 // The causes the datapath raises and how it hands them to the core's
 // moderation: descriptors with IDE wait for TIDV, frames for RDTR, and a
@@ -13,7 +17,7 @@ func rawICR(r *dpRig) uint32 {
 }
 
 func TestTXInterruptDelay(t *testing.T) {
-	r := newRig(t, IRQModeINTx, Config{})
+	r := newRig(t, device.IRQModeINTx, Config{})
 	r.w(TIDV, 0xFFFF)
 	r.mem.put(dpTxBuf, testFrame(64, 1))
 	r.pushTX(txDataDesc(dpTxBuf, 64, txdCmdEOP|txdCmdRS|txdCmdIDE, 0, 0))
@@ -37,7 +41,7 @@ func TestTXInterruptDelay(t *testing.T) {
 }
 
 func TestTXNoWriteBackWithoutRS(t *testing.T) {
-	r := newRig(t, IRQModeINTx, Config{})
+	r := newRig(t, device.IRQModeINTx, Config{})
 	r.w(IVAR, 0) // no write-back on every descriptor
 	r.mem.put(dpTxBuf, testFrame(64, 1))
 	r.pushTX(txDataDesc(dpTxBuf, 64, txdCmdEOP, 0, 0))
@@ -54,7 +58,7 @@ func TestTXNoWriteBackWithoutRS(t *testing.T) {
 }
 
 func TestRXInterruptDelay(t *testing.T) {
-	r := newRig(t, IRQModeINTx, Config{})
+	r := newRig(t, device.IRQModeINTx, Config{})
 	r.w(RDTR, 0xFFFF)
 	r.pushRX(2)
 	r.n.Receive(testFrame(64, 1))
@@ -71,7 +75,7 @@ func TestRXInterruptDelay(t *testing.T) {
 }
 
 func TestMSIXQueueCauses(t *testing.T) {
-	r := newRig(t, IRQModeMSIX, Config{})
+	r := newRig(t, device.IRQModeMSIX, Config{})
 	r.mem.put(dpTxBuf, testFrame(64, 1))
 	r.pushTX(txDataDesc(dpTxBuf, 64, txdCmdEOP|txdCmdRS, 0, 0))
 	r.pushRX(1)
@@ -87,7 +91,7 @@ func TestMSIXQueueCauses(t *testing.T) {
 
 // A doorbell that completes nothing must not release delayed causes.
 func TestTXIdleDoorbellKeepsDelay(t *testing.T) {
-	r := newRig(t, IRQModeINTx, Config{})
+	r := newRig(t, device.IRQModeINTx, Config{})
 	r.w(TIDV, 0xFFFF)
 	r.mem.put(dpTxBuf, testFrame(64, 1))
 	r.pushTX(txDataDesc(dpTxBuf, 64, txdCmdEOP|txdCmdRS|txdCmdIDE, 0, 0))
