@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,7 +47,6 @@ type Conn struct {
 	nextID      atomic.Uint32
 	pmu         sync.Mutex
 	pending     map[uint16]*dmaWaiter
-	handlerG    atomic.Int64 // goroutine running a handler, while fd-less maps exist
 	dmaTimeouts atomic.Uint64
 
 	// Duplicates of the client's interrupt (trigger) eventfds by index and
@@ -257,10 +255,6 @@ func (c *Conn) call(m *message) error {
 	if len(m.fds) > MaxMsgFDs {
 		return fmt.Errorf("%s with %d fds, at most %d: %w", cmd, len(m.fds), MaxMsgFDs, syscall.EINVAL)
 	}
-	if c.dma.noFD.Load() > 0 {
-		c.handlerG.Store(goid())
-		defer c.handlerG.Store(0)
-	}
 	return handlers[cmd](c, m)
 }
 
@@ -283,25 +277,4 @@ func noFDs(m *message) error {
 		return fmt.Errorf("%s carries %d unexpected fds: %w", m.hdr.Command, len(m.fds), syscall.EINVAL)
 	}
 	return nil
-}
-
-// goid is the id of the calling goroutine. It is read only while the client
-// has mapped memory without fd, to refuse message DMA from a handler (which
-// would wait for a reply that the same goroutine has to read).
-func goid() int64 {
-	var buf [64]byte
-	b := buf[:runtime.Stack(buf[:], false)]
-	// "goroutine 123 [running]:"
-	const prefix = "goroutine "
-	if len(b) <= len(prefix) {
-		return -1
-	}
-	var id int64
-	for _, ch := range b[len(prefix):] {
-		if ch < '0' || ch > '9' {
-			break
-		}
-		id = id*10 + int64(ch-'0')
-	}
-	return id
 }

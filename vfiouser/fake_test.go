@@ -198,6 +198,17 @@ func (d *fakeDevice) mem0() device.GuestMemory {
 	return d.guest
 }
 
+// worker is the guest memory as the device's own goroutines reach it: the
+// accessor that may send message DMA (DMATable.Worker).
+func (d *fakeDevice) worker(t testing.TB) device.GuestMemory {
+	t.Helper()
+	w, ok := d.mem0().(interface{ Worker() device.GuestMemory })
+	if !ok {
+		t.Fatal("the device's guest memory has no Worker accessor")
+	}
+	return w.Worker()
+}
+
 // fakeMigDevice adds migration v2 to fakeDevice: the saved state is the
 // contents of BAR0.
 type fakeMigDevice struct {
