@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -162,14 +163,23 @@ func (c *Conn) teardown() {
 // it). It returns io.EOF when the client closed the socket at a message
 // boundary, and another error when the stream cannot be parsed further; in
 // both cases the connection is done.
+//
+// A panic while handling the message is a bug, never the client's error: it
+// is logged with its stack at error level, counted in Server.Panics, and
+// ends the connection (the error is one IsPanic recognises) rather than
+// being answered like a bad request.
 func (c *Conn) Step() (err error) {
 	defer func() {
 		if r := recover(); r != nil {
+			c.srv.panics.Add(1)
+			c.log.Error("vfio-user: panic while handling a message; closing the connection",
+				"cmd", c.cur.hdr.Command, "panic", r, "stack", string(debug.Stack()))
 			err = fmt.Errorf("%w: %w: %v", errStream, errPanic, r)
 		}
 	}()
 	// Each pass consumes one message from the socket.
 	m := &c.cur
+	m.hdr = Header{} // so a panic while reading names no earlier command
 	for {
 		*m, err = c.rd.next(c.maxMsg)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -90,7 +91,14 @@ type Server struct {
 
 	mu     sync.Mutex
 	active *Conn
+
+	panics atomic.Uint64 // see Panics
 }
+
+// Panics counts the panics recovered while handling clients' messages.
+// Each is a bug of the server or the device, not the client's doing: it
+// was logged with its stack at error level and ended its connection.
+func (s *Server) Panics() uint64 { return s.panics.Load() }
 
 // NewServer returns a server for dev.
 func NewServer(dev device.Device, opts Options) *Server {
