@@ -20,7 +20,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -100,6 +102,10 @@ type Status struct {
 	// found live: what stays when the process's resident size does not
 	// shrink at once.
 	HeapLiveBytes uint64 `json:"heap_live_bytes,omitempty"`
+	// Panics counts the panics the server recovered (the target's own,
+	// and the control socket's, which the Server adds): each is a bug,
+	// logged with its stack, that closed the connection it happened on.
+	Panics uint64 `json:"panics,omitempty"`
 }
 
 // Limits of the protocol.
@@ -125,7 +131,14 @@ type Server struct {
 	// AllowUID, when not nil, says which peer user ids may connect; by
 	// default the server's own effective uid and root may.
 	AllowUID func(uid uint32) bool
+
+	panics atomic.Uint64 // see Panics
 }
+
+// Panics counts the panics recovered while running commands. Each is a bug
+// of the target or the server: it was logged with its stack at error level
+// and closed its connection. query-status adds it to the target's count.
+func (s *Server) Panics() uint64 { return s.panics.Load() }
 
 // Listen creates the control socket at path, readable and writable only by
 // its owner (0600). An existing socket nobody listens on (connecting to it
@@ -279,10 +292,13 @@ func (s *Server) serveConn(c *net.UnixConn, log *slog.Logger) {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		rep := s.handle(line, log)
+		rep, panicked := s.handle(line, log)
 		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if err := writeReply(c, rep); err != nil {
 			log.Debug("control: write", "err", err)
+			return
+		}
+		if panicked {
 			return
 		}
 	}
@@ -322,28 +338,31 @@ func writeReply(w io.Writer, r reply) error {
 	return err
 }
 
-// handle decodes and runs one request. A panic in the target becomes an
-// error reply: no request takes the process down.
-func (s *Server) handle(line []byte, log *slog.Logger) (rep reply) {
+// handle decodes and runs one request. A panic is a bug, not the
+// request's fault: no request takes the process down, but the panic is
+// logged with its stack, counted (Panics), and answered with an internal
+// error after which the connection is closed (panicked).
+func (s *Server) handle(line []byte, log *slog.Logger) (rep reply, panicked bool) {
 	req, err := DecodeRequest(line)
 	rep.ID = req.ID
 	if err != nil {
 		rep.Error = err.Error()
-		return rep
+		return rep, false
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			log.Error("control: command panicked", "cmd", req.Cmd, "panic", p)
-			rep = reply{ID: req.ID, Error: "internal error in " + req.Cmd}
+			s.panics.Add(1)
+			log.Error("control: command panicked; closing the connection", "cmd", req.Cmd, "panic", p, "stack", string(debug.Stack()))
+			rep, panicked = reply{ID: req.ID, Error: "internal error in " + req.Cmd}, true
 		}
 	}()
 	res, err := s.run(req)
 	if err != nil {
 		rep.Error = err.Error()
-		return rep
+		return rep, false
 	}
 	rep.OK, rep.Result = true, res
-	return rep
+	return rep, false
 }
 
 // StatsResult is the result of query-stats. Announce is present when the
@@ -389,11 +408,12 @@ func (s *Server) run(req Request) (any, error) {
 		}
 		return LinkResult{LinkUp: t.LinkUp()}, nil
 	case CmdQueryStatus:
-		sr, ok := t.(StatusReporter)
-		if !ok {
-			return Status{State: "unknown"}, nil
+		st := Status{State: "unknown"}
+		if sr, ok := t.(StatusReporter); ok {
+			st = sr.Status()
 		}
-		return sr.Status(), nil
+		st.Panics += s.Panics()
+		return st, nil
 	case CmdAnnounce:
 		a, ok := t.(Announcer)
 		if !ok {

@@ -66,8 +66,27 @@ func newTarget(t *testing.T, version int) *fakeTarget {
 }
 
 // start serves tgt on a fresh socket and returns its path; the server is
-// stopped, and its return checked, when the test ends.
+// stopped, and its return checked, when the test ends. The test fails if
+// the server recovered a panic.
 func start(t *testing.T, srv *Server) string {
+	t.Helper()
+	failOnPanics(t, srv)
+	return serve(t, srv)
+}
+
+// failOnPanics fails the test if srv recovered a panic by the time the test
+// ends. Registered before the cleanup that stops srv, it runs after it.
+func failOnPanics(t *testing.T, srv *Server) {
+	t.Cleanup(func() {
+		if n := srv.Panics(); n != 0 {
+			t.Errorf("the control server recovered %d panics: a bug (the stack is in the log)", n)
+		}
+	})
+}
+
+// serve is start for a test that provokes panics on purpose and counts
+// them itself.
+func serve(t *testing.T, srv *Server) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "c.sock")
 	ln, err := Listen(path)
@@ -273,15 +292,26 @@ func TestOverlongRequestClosesTheConnection(t *testing.T) {
 	}
 }
 
-func TestPanickingTargetGivesAnErrorReply(t *testing.T) {
+// A panic in the target is a bug: the request gets an internal error, the
+// connection is closed, the server goes on, and query-status counts it.
+func TestPanickingTargetClosesTheConnection(t *testing.T) {
 	tgt := newTarget(t, 2)
 	tgt.panics = true
-	c := dial(t, start(t, &Server{Target: tgt}))
+	srv := &Server{Target: tgt}
+	path := serve(t, srv) // the panic is expected: no failOnPanics
+	c := dial(t, path)
 	if rep := c.send(t, `{"cmd":"query-config"}`); rep["ok"] != false || rep["error"] != "internal error in query-config" {
 		t.Errorf("reply %v", rep)
 	}
-	if rep := c.send(t, `{"cmd":"query-stats"}`); rep["ok"] != true {
-		t.Errorf("after the panic: %v", rep)
+	if _, err := c.r.ReadByte(); err == nil {
+		t.Error("connection still open after a panic")
+	}
+	if n := srv.Panics(); n != 1 {
+		t.Errorf("Panics() = %d, want 1", n)
+	}
+	c = dial(t, path)
+	if rep := c.send(t, `{"cmd":"query-status"}`); asJSON(t, rep["result"]) != `{"panics":1,"state":"unknown"}` {
+		t.Errorf("query-status after the panic: %v", rep)
 	}
 }
 
@@ -327,7 +357,9 @@ func TestShutdownClosesConnections(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&Server{Target: newTarget(t, 2)}).Serve(ctx, ln) }()
+	srv := &Server{Target: newTarget(t, 2)}
+	failOnPanics(t, srv)
+	go func() { done <- srv.Serve(ctx, ln) }()
 	c := dial(t, path)
 	if rep := c.send(t, `{"cmd":"query-stats"}`); rep["ok"] != true {
 		t.Fatal(rep)

@@ -52,6 +52,17 @@ type workState struct {
 	idle     *sync.Cond
 
 	msg messaged // n.mem when it can say whether it needs messages, else nil
+	// worker is the memory the worker uses for accesses that may be
+	// messages: n.mem's workerMemory accessor, else n.mem.
+	worker device.GuestMemory
+}
+
+// workerMemory is guest memory that gives the device's own goroutines an
+// accessor of their own, the only one that may wait for the client (the
+// vfio-user server refuses message DMA through the memory a request
+// handler reaches).
+type workerMemory interface {
+	Worker() device.GuestMemory
 }
 
 func (n *NIC) initWork() {
@@ -96,6 +107,10 @@ func (n *NIC) runWork() {
 func (n *NIC) setMem(mem device.GuestMemory) {
 	n.mem = mem
 	n.work.msg, _ = mem.(messaged)
+	n.work.worker = mem
+	if w, ok := mem.(workerMemory); ok {
+		n.work.worker = w.Worker()
+	}
 	n.work.gen++
 }
 
@@ -125,6 +140,7 @@ func (n *NIC) dmaAccess(addr uint64, p []byte, write bool, gen uint64, tx bool) 
 		}
 		return mem.Read(addr, p)
 	}
+	mem = n.work.worker
 	n.work.inFlight++
 	n.mu.Unlock()
 	var err error

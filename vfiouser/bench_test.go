@@ -57,7 +57,7 @@ func negotiatedPair(tb testing.TB) (*Conn, int) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := NewServer(newFakeDevice(tb), Options{Logger: slog.New(slog.DiscardHandler)})
+	srv := newServer(tb, newFakeDevice(tb), Options{Logger: slog.New(slog.DiscardHandler)})
 	conn, err := srv.NewConn(fds[0])
 	if err != nil {
 		tb.Fatal(err)

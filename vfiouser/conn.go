@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,7 +48,6 @@ type Conn struct {
 	nextID      atomic.Uint32
 	pmu         sync.Mutex
 	pending     map[uint16]*dmaWaiter
-	handlerG    atomic.Int64 // goroutine running a handler, while fd-less maps exist
 	dmaTimeouts atomic.Uint64
 
 	// Duplicates of the client's interrupt (trigger) eventfds by index and
@@ -164,14 +163,23 @@ func (c *Conn) teardown() {
 // it). It returns io.EOF when the client closed the socket at a message
 // boundary, and another error when the stream cannot be parsed further; in
 // both cases the connection is done.
+//
+// A panic while handling the message is a bug, never the client's error: it
+// is logged with its stack at error level, counted in Server.Panics, and
+// ends the connection (the error is one IsPanic recognises) rather than
+// being answered like a bad request.
 func (c *Conn) Step() (err error) {
 	defer func() {
 		if r := recover(); r != nil {
+			c.srv.panics.Add(1)
+			c.log.Error("vfio-user: panic while handling a message; closing the connection",
+				"cmd", c.cur.hdr.Command, "panic", r, "stack", string(debug.Stack()))
 			err = fmt.Errorf("%w: %w: %v", errStream, errPanic, r)
 		}
 	}()
 	// Each pass consumes one message from the socket.
 	m := &c.cur
+	m.hdr = Header{} // so a panic while reading names no earlier command
 	for {
 		*m, err = c.rd.next(c.maxMsg)
 		if err != nil {
@@ -257,10 +265,6 @@ func (c *Conn) call(m *message) error {
 	if len(m.fds) > MaxMsgFDs {
 		return fmt.Errorf("%s with %d fds, at most %d: %w", cmd, len(m.fds), MaxMsgFDs, syscall.EINVAL)
 	}
-	if c.dma.noFD.Load() > 0 {
-		c.handlerG.Store(goid())
-		defer c.handlerG.Store(0)
-	}
 	return handlers[cmd](c, m)
 }
 
@@ -283,25 +287,4 @@ func noFDs(m *message) error {
 		return fmt.Errorf("%s carries %d unexpected fds: %w", m.hdr.Command, len(m.fds), syscall.EINVAL)
 	}
 	return nil
-}
-
-// goid is the id of the calling goroutine. It is read only while the client
-// has mapped memory without fd, to refuse message DMA from a handler (which
-// would wait for a reply that the same goroutine has to read).
-func goid() int64 {
-	var buf [64]byte
-	b := buf[:runtime.Stack(buf[:], false)]
-	// "goroutine 123 [running]:"
-	const prefix = "goroutine "
-	if len(b) <= len(prefix) {
-		return -1
-	}
-	var id int64
-	for _, ch := range b[len(prefix):] {
-		if ch < '0' || ch > '9' {
-			break
-		}
-		id = id*10 + int64(ch-'0')
-	}
-	return id
 }

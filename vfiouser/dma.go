@@ -72,7 +72,7 @@ type messenger interface {
 // Accesses hold the read lock while they copy, so DMA_UNMAP (which takes the
 // write lock) waits for in-flight accesses and never unmaps memory that is in
 // use. Ranges mapped without a file descriptor are reached through
-// DMA_READ/DMA_WRITE messages, outside the lock.
+// DMA_READ/DMA_WRITE messages, outside the lock, and only through Worker.
 type DMATable struct {
 	limits DMALimits
 
@@ -246,10 +246,31 @@ func (t *DMATable) Read(addr uint64, p []byte) error { return t.access(addr, p, 
 // dirty logging is on.
 func (t *DMATable) Write(addr uint64, p []byte) error { return t.access(addr, p, true) }
 
-// access walks the mappings that cover [addr, addr+len(p)), which may be
-// several adjacent ones. Each step consumes at least one byte of a mapping,
-// so the loop runs at most once per mapping.
+// Worker is the accessor of this table for the device's own goroutines:
+// the only one through which an access to memory mapped without fd is sent
+// to the client as DMA_READ/DMA_WRITE, to wait for its reply. The table
+// itself, which the device is given in Connect and which code running in a
+// request handler reaches, refuses such an access at once with EDEADLK (see
+// msgdma.go for why a handler must never wait for the client).
+func (t *DMATable) Worker() device.GuestMemory { return dmaWorker{t} }
+
+// dmaWorker is the table as the device's own goroutines reach it.
+type dmaWorker struct{ t *DMATable }
+
+func (w dmaWorker) Read(addr uint64, p []byte) error  { return w.t.reach(addr, p, false, true) }
+func (w dmaWorker) Write(addr uint64, p []byte) error { return w.t.reach(addr, p, true, true) }
+
+// access reaches guest memory without ever waiting for the client.
 func (t *DMATable) access(addr uint64, p []byte, write bool) error {
+	return t.reach(addr, p, write, false)
+}
+
+// reach walks the mappings that cover [addr, addr+len(p)), which may be
+// several adjacent ones. Each step consumes at least one byte of a mapping,
+// so the loop runs at most once per mapping. Ranges mapped without fd are
+// reached by message only when mayWait says the caller is one of the
+// device's own goroutines.
+func (t *DMATable) reach(addr uint64, p []byte, write, mayWait bool) error {
 	if addr+uint64(len(p)) < addr {
 		return fmt.Errorf("guest memory: [%#x+%#x] wraps: %w", addr, len(p), syscall.EFAULT)
 	}
@@ -290,6 +311,10 @@ func (t *DMATable) access(addr uint64, p []byte, write bool) error {
 				return fmt.Errorf("guest memory: %#x: %w", addr, err)
 			}
 		} else {
+			if !mayWait {
+				t.mu.RUnlock()
+				return fmt.Errorf("guest memory: %#x is mapped without fd: only the device's own goroutines reach it, by message (DMATable.Worker): %w", addr, syscall.EDEADLK)
+			}
 			msg := t.msg
 			if write && r.dirty != nil {
 				markDirty(r.dirty, off, n)

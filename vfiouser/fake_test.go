@@ -198,6 +198,17 @@ func (d *fakeDevice) mem0() device.GuestMemory {
 	return d.guest
 }
 
+// worker is the guest memory as the device's own goroutines reach it: the
+// accessor that may send message DMA (DMATable.Worker).
+func (d *fakeDevice) worker(t testing.TB) device.GuestMemory {
+	t.Helper()
+	w, ok := d.mem0().(interface{ Worker() device.GuestMemory })
+	if !ok {
+		t.Fatal("the device's guest memory has no Worker accessor")
+	}
+	return w.Worker()
+}
+
 // fakeMigDevice adds migration v2 to fakeDevice: the saved state is the
 // contents of BAR0.
 type fakeMigDevice struct {
@@ -307,15 +318,36 @@ func checkFDs(t *testing.T) {
 	})
 }
 
+// newServer is NewServer for a test that expects no panic: it fails the
+// test if the server recovered one by the time the test ends (cleanups run
+// last-registered first, so after those that end its connections). A test
+// that provokes a panic on purpose calls NewServer and counts them itself.
+func newServer(t testing.TB, dev device.Device, opts Options) *Server {
+	t.Helper()
+	srv := NewServer(dev, opts)
+	t.Cleanup(func() {
+		if n := srv.Panics(); n != 0 {
+			t.Errorf("the server recovered %d panics: a bug (the stack is in the log)", n)
+		}
+	})
+	return srv
+}
+
 // pair connects a Conn for dev to a Client over a socketpair. With serve,
-// the conn runs Serve in a goroutine; without, the test steps it.
+// the conn runs Serve in a goroutine; without, the test steps it. The test
+// fails if handling a message panicked.
 func pair(t testing.TB, dev device.Device, serve bool, opts Options) (*Server, *Conn, *Client) {
+	t.Helper()
+	return pairWith(t, newServer(t, dev, opts), serve)
+}
+
+// pairWith connects a Conn of srv to a Client over a socketpair.
+func pairWith(t testing.TB, srv *Server, serve bool) (*Server, *Conn, *Client) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(dev, opts)
 	conn, err := srv.NewConn(fds[0])
 	if err != nil {
 		t.Fatal(err)

@@ -146,3 +146,42 @@ func TestFeatureLoggingStartRefusesFinePages(t *testing.T) {
 		t.Fatalf("start at 4 KiB after a refusal: %d %v", pg, err)
 	}
 }
+
+// TestFeatureTable walks every feature number a probe can name and
+// compares the server's answers with what the specification's features
+// the server documents (README) offer: GET and SET as listed, migration
+// features only for a device that migrates, nothing else.
+func TestFeatureTable(t *testing.T) {
+	type methods struct{ get, set bool }
+	offered := map[uint32]methods{
+		FeatMigration:       {get: true},
+		FeatMigDeviceState:  {get: true, set: true},
+		FeatDMALoggingStart: {set: true},
+		FeatDMALoggingStop:  {set: true},
+		FeatDMALoggingRep:   {get: true},
+		FeatMigDataSize:     {get: true},
+	}
+	migration := map[uint32]bool{FeatMigration: true, FeatMigDeviceState: true, FeatMigDataSize: true}
+	for _, migrates := range []bool{false, true} {
+		var dev device.Device = newFakeDevice(t)
+		if migrates {
+			dev = &fakeMigDevice{fakeDevice: newFakeDevice(t), state: device.MigRunning}
+		}
+		_, cl := negotiated(t, dev)
+		for feat := uint32(0); feat < 64; feat++ {
+			want := offered[feat]
+			if migration[feat] && !migrates {
+				want = methods{}
+			}
+			for _, m := range []struct {
+				flag uint32
+				want bool
+			}{{FeatureGet, want.get}, {FeatureSet, want.set}} {
+				ok, err := cl.ProbeFeature(feat, m.flag)
+				if err != nil || ok != m.want {
+					t.Errorf("migrates %v: probe of feature %d with %#x: %v %v, want %v", migrates, feat, m.flag, ok, err, m.want)
+				}
+			}
+		}
+	}
+}

@@ -137,7 +137,7 @@ func FuzzDispatch(f *testing.F) {
 			t.Fatal(err)
 		}
 		dev := &fakeMigDevice{fakeDevice: newFakeDevice(t)}
-		srv := NewServer(dev, Options{Logger: slog.New(slog.DiscardHandler)})
+		srv := newServer(t, dev, Options{Logger: slog.New(slog.DiscardHandler)})
 		conn, err := srv.NewConn(fds[0])
 		if err != nil {
 			t.Fatal(err)

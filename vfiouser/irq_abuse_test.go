@@ -56,7 +56,7 @@ func serveAbuse(t *testing.T, dev device.Device, opts Options) *abuseServer {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &abuseServer{srv: NewServer(dev, opts), ln: ln, served: make(chan error, 1)}
+	s := &abuseServer{srv: newServer(t, dev, opts), ln: ln, served: make(chan error, 1)}
 	go func() { s.served <- s.srv.Serve(ln) }()
 	return s
 }

@@ -63,7 +63,7 @@ func TestOneClientAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	dev := newFakeDevice(t)
-	srv := NewServer(dev, Options{HandoverWait: time.Second})
+	srv := newServer(t, dev, Options{HandoverWait: time.Second})
 	served := make(chan error)
 	go func() { served <- srv.Serve(ln) }()
 	defer func() {

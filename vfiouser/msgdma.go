@@ -16,10 +16,11 @@ import (
 // while it waits for a register read. Two rules follow, so that no reply of
 // ours ever depends on a message DMA completing:
 //
-//   - A request's handler never sends message DMA: from the goroutine that
-//     serves the connection such a call fails at once with EDEADLK (the
-//     handler's goroutine is recorded while fd-less maps exist; goroutines
-//     have no other identity in Go).
+//   - A request's handler never sends message DMA. The table the device is
+//     given in Connect, which is what code running in a handler reaches,
+//     refuses an access to memory mapped without fd at once with EDEADLK,
+//     from whichever goroutine. Only the accessor DMATable.Worker sends
+//     messages and waits, and a device hands it to its own goroutines alone.
 //   - A device sends message DMA only from goroutines of its own and never
 //     while holding a lock that a handler may wait for (e1000e lets its
 //     lock go around each such access). Messaged tells it when an access
@@ -45,17 +46,14 @@ type dmaWaiter struct {
 }
 
 // dmaRead and dmaWrite reach guest memory that the client mapped without
-// fd, in chunks of at most max_data_xfer_size. They must not be called from
-// the goroutine that handles client messages: the reply could never be
-// read, and QEMU would itself wait for our reply meanwhile. Such calls fail
-// at once with EDEADLK.
+// fd, in chunks of at most max_data_xfer_size. Only DMATable.Worker calls
+// them, from the device's own goroutines: from the goroutine that handles
+// client messages the reply could never be read, and QEMU would itself wait
+// for our reply meanwhile.
 func (c *Conn) dmaRead(addr uint64, p []byte) error  { return c.dmaChunks(CmdDMARead, addr, p) }
 func (c *Conn) dmaWrite(addr uint64, p []byte) error { return c.dmaChunks(CmdDMAWrite, addr, p) }
 
 func (c *Conn) dmaChunks(cmd Command, addr uint64, p []byte) error {
-	if g := c.handlerG.Load(); g != 0 && g == goid() {
-		return fmt.Errorf("%s from within a request handler: %w", cmd, syscall.EDEADLK)
-	}
 	chunk := int(c.maxXfer)
 	for len(p) > 0 {
 		n := min(len(p), chunk)

@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"e1000e-vfu/device"
 )
 
 // TestClientHoldsDMAWhileWaiting: with HoldDMAWhileWaiting, as QEMU under
@@ -27,7 +29,7 @@ func TestClientHoldsDMAWhileWaiting(t *testing.T) {
 			defer cl.memMu.RUnlock()
 			return string(guest[:2]) == "zz"
 		}
-		g := dev.mem0()
+		g := dev.worker(t)
 		dmaDone := make(chan error, 1)
 		servedInCall := make(chan bool, 1)
 		dev.mu.Lock()
@@ -80,7 +82,7 @@ func TestTeardownWakesDMAWaiters(t *testing.T) {
 	if _, err := cl.Call(CmdDMAMap, p[:], nil); err != nil {
 		t.Fatal(err)
 	}
-	g := dev.mem0()
+	g := dev.worker(t)
 	res := make(chan error, 1)
 	go func() { res <- g.Read(0, make([]byte, 4)) }()
 	// Let the request go out before the end, so the waiter is pending.
@@ -105,5 +107,64 @@ func TestTeardownWakesDMAWaiters(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a DMA waiter outlived its connection")
+	}
+}
+
+// TestMessageDMAOnlyThroughWorker: the table a device is given refuses
+// memory mapped without fd at once, from any goroutine, and sends nothing;
+// only its Worker accessor sends message DMA. Both reach fd-backed memory.
+func TestMessageDMAOnlyThroughWorker(t *testing.T) {
+	dev := newFakeDevice(t)
+	_, conn, cl := pair(t, dev, true, Options{})
+	if _, err := cl.Negotiate(nil); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := NewMemory(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	copy(mem.Data, "fd")
+	if err := cl.Map(0x3f000, mem, 0, 4096, DMAFlagRead|DMAFlagWrite); err != nil {
+		t.Fatal(err)
+	}
+	guest := make([]byte, 4096)
+	copy(guest, "msg")
+	if err := cl.MapMessage(0x40000, guest, DMAFlagRead|DMAFlagWrite); err != nil {
+		t.Fatal(err)
+	}
+	table, worker := dev.mem0(), dev.worker(t)
+
+	for name, err := range map[string]error{
+		"read":                table.Read(0x40000, make([]byte, 3)),
+		"write":               table.Write(0x40000, []byte("no")),
+		"read across the two": table.Read(0x3fffe, make([]byte, 4)),
+	} {
+		if !errors.Is(err, syscall.EDEADLK) {
+			t.Errorf("%s of memory mapped without fd through the table: %v, want EDEADLK", name, err)
+		}
+	}
+	conn.pmu.Lock()
+	pending := len(conn.pending)
+	conn.pmu.Unlock()
+	if pending != 0 {
+		t.Fatalf("%d DMA messages pending after refused accesses", pending)
+	}
+	cl.memMu.RLock()
+	untouched := string(guest[:3]) == "msg"
+	cl.memMu.RUnlock()
+	if !untouched {
+		t.Fatal("a refused write reached the client's memory")
+	}
+
+	for name, g := range map[string]device.GuestMemory{"table": table, "worker": worker} {
+		got := make([]byte, 2)
+		if err := g.Read(0x3f000, got); err != nil || string(got) != "fd" {
+			t.Errorf("%s: fd-backed read: %q %v", name, got, err)
+		}
+	}
+	got := make([]byte, 5)
+	if err := worker.Read(0x3fffe, got); err != nil || string(got) != "\x00\x00msg" {
+		t.Fatalf("worker read across the two mappings: %q %v", got, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -91,7 +92,14 @@ type Server struct {
 
 	mu     sync.Mutex
 	active *Conn
+
+	panics atomic.Uint64 // see Panics
 }
+
+// Panics counts the panics recovered while handling clients' messages.
+// Each is a bug of the server or the device, not the client's doing: it
+// was logged with its stack at error level and ended its connection.
+func (s *Server) Panics() uint64 { return s.panics.Load() }
 
 // NewServer returns a server for dev.
 func NewServer(dev device.Device, opts Options) *Server {

@@ -179,6 +179,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	// asked (--dma-fd any): see vfiouser's checkDMAFile.
 	s.vfu = vfiouser.NewServer(s.watch.served(), vfiouser.Options{Logger: log,
 		DMALimits: vfiouser.DMALimits{AnyFile: cfg.DMAFD == "any"}})
+	s.target.vfu = s.vfu
 	ln, err := vfiouser.Listen(cfg.Socket)
 	if err != nil {
 		return nil, fmt.Errorf("--socket: %w", err)

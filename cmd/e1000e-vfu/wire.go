@@ -13,6 +13,7 @@ import (
 	"e1000e-vfu/device"
 	"e1000e-vfu/device/model"
 	"e1000e-vfu/e1000e"
+	"e1000e-vfu/vfiouser"
 )
 
 // clientWatch wraps the served device to know whether a client is
@@ -93,6 +94,7 @@ type nicTarget struct {
 	nic   *e1000e.NIC
 	cfg   model.Config
 	watch *clientWatch
+	vfu   *vfiouser.Server // for its panic count; nil until it is made
 }
 
 var (
@@ -128,11 +130,14 @@ func (t *nicTarget) SetLink(up bool) error {
 
 // Status is "running" while a client (QEMU) is served and "waiting" while
 // none is; a migration state other than running is reported beside it, and
-// the server's goroutine count with it.
+// the server's goroutine count and the vfio-user server's panics with it.
 func (t *nicTarget) Status() control.Status {
 	s := control.Status{State: "waiting", Goroutines: runtime.NumGoroutine(), HeapLiveBytes: heapLive()}
 	if t.watch.connected() {
 		s.State = "running"
+	}
+	if t.vfu != nil {
+		s.Panics = t.vfu.Panics()
 	}
 	if m, ok := t.watch.Device.(device.Migratable); ok {
 		if st := m.MigrationState(); st != device.MigRunning {
