@@ -241,6 +241,40 @@ func TestValidateOnly(t *testing.T) {
 	}
 }
 
+// --validate-only opens no socket, so it needs no --socket; serving still
+// does.
+func TestValidateOnlyNeedsNoSocket(t *testing.T) {
+	for _, tc := range []struct {
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"", nil, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nhide-msix=false\nrx-filter-size=16\n"},
+		{"", []string{"--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}` + "\n"},
+		{"", []string{"--json", "--mac", "52:54:00:12:34:56"},
+			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2,"mac":"52:54:00:12:34:56"}` + "\n"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"02:e1:0e:00:00:01"}`, []string{"--json", "--config", "-"},
+			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:00:00:01"}` + "\n"},
+		{"", []string{"--control", filepath.Join(t.TempDir(), "c.sock")}, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nhide-msix=false\nrx-filter-size=16\n"},
+	} {
+		r := runBinary(t, tc.stdin, append([]string{"serve", "--validate-only"}, tc.args...)...)
+		if r.code != 0 || r.stdout != tc.want || r.stderr != "" {
+			t.Errorf("%v: %+v, want exit 0 and %q", tc.args, r, tc.want)
+		}
+	}
+	// What would fail when serving still fails without a socket.
+	r := runBinary(t, "", "serve", "--validate-only", "--param", "rx-filter-size=99")
+	if r.code != 2 || r.stderr != "e1000e-vfu serve: --param rx-filter-size=99 out of range 0..16\n" {
+		t.Errorf("bad parameter without a socket: %+v", r)
+	}
+	for _, args := range [][]string{{"serve"}, {"serve", "--json"}, {"serve", "--mac", "52:54:00:12:34:56"}} {
+		r := runBinary(t, "", args...)
+		if r.code != 2 || !strings.HasPrefix(r.stderr, "e1000e-vfu serve: --socket is required") {
+			t.Errorf("%v: %+v, want exit 2 and --socket is required", args, r)
+		}
+	}
+}
+
 func TestDescribeGolden(t *testing.T) {
 	r := runBinary(t, "", "describe")
 	if r.code != 0 || r.stderr != "" {
