@@ -35,8 +35,9 @@ func (v Value) MarshalJSON() ([]byte, error) {
 }
 
 // valueFromJSON converts a decoded JSON value: booleans, integers that fit
-// in int64, and strings; strings become String values (Enum once compared
-// with a parameter of that type).
+// in int64, and strings. It does not know the parameter, so a string
+// becomes a String value; Param.Convert makes it an Enum value where the
+// parameter is one.
 func valueFromJSON(name string, raw json.RawMessage) (Value, error) {
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
@@ -66,7 +67,8 @@ func valueFromJSON(name string, raw json.RawMessage) (Value, error) {
 }
 
 // as converts a value decoded from JSON to type t where the JSON form
-// cannot tell them apart (a string may be an enum value).
+// cannot tell them apart (a string may be an enum value). Only
+// Param.Convert calls it, so that every list is read the same way.
 func (v Value) as(t Type) Value {
 	if t == Enum && v.Type == String {
 		return EnumValue(v.Str)
