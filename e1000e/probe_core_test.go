@@ -241,6 +241,7 @@ func TestLinuxProbeAndOpen(t *testing.T) {
 	d.w(CTRL_EXT, d.r(CTRL_EXT)|CTRL_EXT_DRV_LOAD)
 
 	// e1000_configure_msix and e1000_irq_enable.
+	//lint:ignore SA4016 each entry is valid bit|vector, vector 0 included, as the driver writes them
 	ivar := uint32(0x8|0) | (0x8|1)<<8 | (0x8|2)<<16 | IVAR_INT_ON_ALL_WB
 	d.w(IVAR, ivar)
 	d.w(IAM, ^uint32(eiacMask)|ICR_OTHER)

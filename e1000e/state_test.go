@@ -80,6 +80,7 @@ func busyNIC(t testing.TB, filters int) *NIC {
 	// A PHY write (page 2 register 0x10) and an NVM word.
 	w(MDIC, 0x16<<mdicRegShift|phyAddr<<mdicPHYShift|MDIC_OP_WRITE|2)
 	w(MDIC, 0x10<<mdicRegShift|phyAddr<<mdicPHYShift|MDIC_OP_WRITE|0x0099)
+	//lint:ignore SA4016 the data field is written as 0 (page 0) like the page 2 select above
 	w(MDIC, 0x16<<mdicRegShift|phyAddr<<mdicPHYShift|MDIC_OP_WRITE|0)
 	w(EEWR, 0x30<<eerdAddrShift|0xbeef<<eerdDataShift|EERD_START)
 	n.mu.Lock()

@@ -11,8 +11,8 @@ import (
 
 // chunkedLoad feeds stream to a fresh resuming machine in writes of chunk
 // bytes, then loads it (RESUMING→STOP). It returns the offset of the byte
-// whose write failed (-1 if none), the load's error and the device.
-func chunkedLoad(stream []byte, chunk int, lim Limits) (int, error, *fakeDev) {
+// whose write failed (-1 if none), the device and the load's error.
+func chunkedLoad(stream []byte, chunk int, lim Limits) (int, *fakeDev, error) {
 	d := newFakeDev(0, true)
 	m := NewMachine(d, Options{Limits: lim})
 	if err := m.SetMigrationState(sResuming); err != nil {
@@ -26,7 +26,7 @@ func chunkedLoad(stream []byte, chunk int, lim Limits) (int, error, *fakeDev) {
 			break
 		}
 	}
-	return failedAt, m.SetMigrationState(sStop), d
+	return failedAt, d, m.SetMigrationState(sStop)
 }
 
 // A stream delivered in writes of any size, down to one byte, loads
@@ -46,7 +46,7 @@ func TestIncomingChunkingLoadsTheSame(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err, whole := chunkedLoad(good, len(good), Limits{})
+	_, whole, err := chunkedLoad(good, len(good), Limits{})
 	if err != nil {
 		t.Fatalf("load in one write: %v", err)
 	}
@@ -54,7 +54,7 @@ func TestIncomingChunkingLoadsTheSame(t *testing.T) {
 		t.Fatal("load in one write lost state")
 	}
 	for _, chunk := range []int{1, 2, 7, 64, 1000, len(good) - 1} {
-		at, err, d := chunkedLoad(good, chunk, Limits{})
+		at, d, err := chunkedLoad(good, chunk, Limits{})
 		if at >= 0 || err != nil {
 			t.Fatalf("writes of %d bytes: write at %d failed, load: %v", chunk, at, err)
 		}
@@ -79,7 +79,7 @@ func TestIncomingChunkingLoadsTheSame(t *testing.T) {
 		{"unknown tag", badTag, sec, "unknown record tag"},
 	} {
 		for _, chunk := range []int{1, 3, 64} {
-			at, err, d := chunkedLoad(tc.stream, chunk, Limits{})
+			at, d, err := chunkedLoad(tc.stream, chunk, Limits{})
 			if want := min(tc.at/chunk*chunk+chunk, len(tc.stream)) - 1; at != want {
 				t.Errorf("%s in writes of %d: write ending at %d refused, want %d", tc.name, chunk, at, want)
 			}
@@ -87,7 +87,7 @@ func TestIncomingChunkingLoadsTheSame(t *testing.T) {
 				t.Errorf("%s in writes of %d: loaded (%d applies)", tc.name, chunk, d.applyCalls)
 			}
 		}
-		if _, err, _ := chunkedLoad(tc.stream, len(tc.stream), Limits{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, _, err := chunkedLoad(tc.stream, len(tc.stream), Limits{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s in one write: load error %v, want %q", tc.name, err, tc.want)
 		}
 	}
@@ -115,7 +115,7 @@ func TestIncomingRefusedAtTheRecordOverTheLimit(t *testing.T) {
 	hdr := len(manyRecords(t, 0))
 	rec := len(manyRecords(t, 1)) - hdr
 	stream := manyRecords(t, 100_000)
-	at, err, _ := chunkedLoad(stream, 64, Limits{})
+	at, _, err := chunkedLoad(stream, 64, Limits{})
 	tooMany := hdr + lim.MaxSections*rec + rec - 1 // the last byte of section MaxSections+1's length
 	if want := tooMany/64*64 + 63; at != want {
 		t.Fatalf("%d sections in writes of 64 bytes: write ending at %d refused, want %d", 100_000, at, want)
@@ -154,7 +154,7 @@ func FuzzIncomingChunked(f *testing.F) {
 		if chunk == 0 {
 			n = max(len(stream), 1)
 		}
-		_, err, d := chunkedLoad(stream, n, Limits{})
+		_, d, err := chunkedLoad(stream, n, Limits{})
 		werr := Load(stream, newFakeDev(0, true), Limits{}, nil)
 		if (err == nil) != (werr == nil) {
 			t.Fatalf("writes of %d bytes: load %v; whole-stream Load: %v", n, err, werr)

@@ -121,12 +121,12 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"", []string{"serve", "--socket", sock, "--announce", "delay=1s"}, `--announce unknown key "delay"`},
 		{"", []string{"serve", "--socket", sock, "--config", "-", "--version", "1"}, "--config cannot be combined with --version or --param"},
 		{"", []string{"serve", "--socket", sock, "--config", missing}, "--config open " + missing},
-		{"", []string{"serve", "--socket", sock, "--config", notJSON}, "--config source configuration: invalid character"},
+		{"", []string{"serve", "--socket", sock, "--config", notJSON}, "--config source configuration: not valid JSON at byte 1: invalid character"},
 		{`{"model":"qemu.org/devices/e1000e","params":{}}`, []string{"serve", "--socket", sock, "--config", "-"}, "model qemu.org/devices/e1000e is not implemented here"},
 		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"02:e1:0e:00:00:01"}`, []string{"serve", "--socket", sock, "--config", "-", "--mac", "02:e1:0e:00:00:02"},
 			"e1000e-vfu serve: --mac 02:e1:0e:00:00:02 differs from the mac 02:e1:0e:00:00:01 in --config"},
 		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"ff:ff:ff:ff:ff:ff"}`, []string{"serve", "--socket", sock, "--config", "-"}, "--config source configuration: mac ff:ff:ff:ff:ff:ff: a multicast address"},
-		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":40,"foo":1}}`, []string{"serve", "--socket", sock, "--config", "-"}, "unknown parameter foo; rx-filter-size=40 out of range 0..16"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":40,"foo":1}}`, []string{"serve", "--socket", sock, "--config", "-"}, "unknown parameter foo (known: hide-msix, rx-filter-size); rx-filter-size=40 out of range 0..16"},
 		// describe
 		{"", []string{"describe", "now"}, `e1000e-vfu describe: unexpected argument "now"`},
 		{"", []string{"describe", "--json"}, "flag provided but not defined: -json"},
@@ -146,7 +146,7 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"", []string{"check", "--dest", "-", "--source-param", "foo"}, `--source-param "foo": want name=value`},
 		{"", []string{"check", "--dest", missing, "--source-version", "1"}, "--dest open " + missing},
 		{"{}", []string{"check", "--dest", "-", "--source-version", "1"}, "--dest description: no models"},
-		{"nope", []string{"check", "--dest", "-", "--source-version", "1"}, "--dest description: invalid character"},
+		{"nope", []string{"check", "--dest", "-", "--source-version", "1"}, "--dest description: not valid JSON at byte 2: invalid character"},
 		// version
 		{"", []string{"version", "x"}, `e1000e-vfu version: unexpected argument "x"`},
 	} {
@@ -241,6 +241,40 @@ func TestValidateOnly(t *testing.T) {
 	}
 }
 
+// --validate-only opens no socket, so it needs no --socket; serving still
+// does.
+func TestValidateOnlyNeedsNoSocket(t *testing.T) {
+	for _, tc := range []struct {
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"", nil, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nhide-msix=false\nrx-filter-size=16\n"},
+		{"", []string{"--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}` + "\n"},
+		{"", []string{"--json", "--mac", "52:54:00:12:34:56"},
+			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2,"mac":"52:54:00:12:34:56"}` + "\n"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"02:e1:0e:00:00:01"}`, []string{"--json", "--config", "-"},
+			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:00:00:01"}` + "\n"},
+		{"", []string{"--control", filepath.Join(t.TempDir(), "c.sock")}, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nhide-msix=false\nrx-filter-size=16\n"},
+	} {
+		r := runBinary(t, tc.stdin, append([]string{"serve", "--validate-only"}, tc.args...)...)
+		if r.code != 0 || r.stdout != tc.want || r.stderr != "" {
+			t.Errorf("%v: %+v, want exit 0 and %q", tc.args, r, tc.want)
+		}
+	}
+	// What would fail when serving still fails without a socket.
+	r := runBinary(t, "", "serve", "--validate-only", "--param", "rx-filter-size=99")
+	if r.code != 2 || r.stderr != "e1000e-vfu serve: --param rx-filter-size=99 out of range 0..16\n" {
+		t.Errorf("bad parameter without a socket: %+v", r)
+	}
+	for _, args := range [][]string{{"serve"}, {"serve", "--json"}, {"serve", "--mac", "52:54:00:12:34:56"}} {
+		r := runBinary(t, "", args...)
+		if r.code != 2 || !strings.HasPrefix(r.stderr, "e1000e-vfu serve: --socket is required") {
+			t.Errorf("%v: %+v, want exit 2 and --socket is required", args, r)
+		}
+	}
+}
+
 func TestDescribeGolden(t *testing.T) {
 	r := runBinary(t, "", "describe")
 	if r.code != 0 || r.stderr != "" {
@@ -283,16 +317,23 @@ func TestCheck(t *testing.T) {
 			"model mismatch: source is e1000e-vfu.dev/devices/e1000e-82574l, destination offers qemu.org/devices/e1000e\n"},
 		{"v1 source into v2-capable destination", "", []string{"--source-version", "1", "--dest", own}, 0, "compatible\n"},
 		{"v2 source against v1-only", "", []string{"--source", srcV2, "--dest", v1only}, 1,
-			"unknown parameter rx-filter-size: the destination does not know it\n"},
+			"destination: unknown parameter rx-filter-size (known: none)\n"},
 		{"v2-capable started as version 1 against v1-only", "", []string{"--source-version", "1", "--dest", v1only}, 0, "compatible\n"},
 		{"override back to the old value", "", []string{"--source-version", "2", "--source-param", "rx-filter-size=0", "--dest", v1only}, 0, "compatible\n"},
 		{"in range", "", []string{"--source", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":8}}`, "--dest", own}, 0, "compatible\n"},
 		{"out of range, with every failure", "", []string{"--source",
 			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":99,"foo":true}}`, "--dest", own}, 1,
-			"unknown parameter foo: the destination does not know it\nrx-filter-size=99 not allowed by the destination (allowed: 0..16)\n"},
+			"destination: unknown parameter foo (known: hide-msix, rx-filter-size)\ndestination: rx-filter-size=99 out of range 0..16\n"},
 		{"destination parameter without off value", "", []string{"--source-version", "2", "--dest",
 			filepath.Join("..", "..", "device", "model", "testdata", "no-off-value.json")}, 1,
-			"parameter queues: not in the source list and the destination cannot turn it off (no off value)\n"},
+			"destination: parameter queues: not in the source's list, and it has no off value to take instead\n"},
+		// A source list is JSON, where an enum value is a string: the check
+		// reads it as the destination's enum, as a destination started with
+		// the list would.
+		{"enum value", "", []string{"--source", `{"model":"example.org/devices/every-type","params":{"enum":"slow"}}`, "--dest",
+			filepath.Join("..", "..", "device", "model", "testdata", "every-type.json")}, 0, "compatible\n"},
+		{"string where an integer is expected", "", []string{"--source", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":"16"}}`, "--dest", own}, 1,
+			"destination: rx-filter-size=\"16\": a string, but rx-filter-size takes an integer in 0..16\n"},
 		{"same configuration", "", []string{"--source", srcMAC, "--dest-config", srcMAC}, 0, "compatible\n"},
 		{"destination without mac", "", []string{"--source", srcMAC, "--dest-config", srcV2}, 0, "compatible\n"},
 		{"source without mac", "", []string{"--source-version", "2", "--dest-config", dstOtherMAC}, 0, "compatible\n"},
@@ -302,7 +343,7 @@ func TestCheck(t *testing.T) {
 			"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n" +
 				"source runs rx-filter-size=16, destination rx-filter-size=0\n"},
 		{"description and configuration together", "", []string{"--source", srcMAC, "--dest", v1only, "--dest-config", dstOtherMAC}, 1,
-			"unknown parameter rx-filter-size: the destination does not know it\n" +
+			"destination: unknown parameter rx-filter-size (known: none)\n" +
 				"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n"},
 		{"other model", "", []string{"--source", srcMAC, "--dest-config", `{"model":"qemu.org/devices/e1000e","params":{}}`}, 1,
 			"model mismatch: source runs e1000e-vfu.dev/devices/e1000e-82574l, destination qemu.org/devices/e1000e\n"},

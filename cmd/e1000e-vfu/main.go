@@ -1,6 +1,8 @@
 // Command e1000e-vfu serves an emulated Intel 82574L (e1000e) NIC over
-// vfio-user, describes the device models it implements, and checks whether
-// a source device's configuration can migrate to a destination.
+// vfio-user, describes the device models it implements, checks whether a
+// source device's configuration can migrate to a destination, talks to a
+// running server's control socket, and drives a live migration between two
+// QEMUs.
 //
 // Every command follows one exit-status rule (see usage and README.md):
 // 0 success, 1 incompatible, 2 bad usage or input, 3 a migration that

@@ -62,10 +62,12 @@ type Config struct {
 }
 
 const serveHead = `e1000e-vfu serve --socket PATH [flags]
+e1000e-vfu serve --validate-only [--json] [flags]
 
 Serves one emulated 82574L on the vfio-user socket PATH until SIGINT or
 SIGTERM. Everything is checked before anything starts: a bad flag or value
-exits with status 2 and one line naming it.
+exits with status 2 and one line naming it. --validate-only does the checks
+and prints the configuration, opening nothing, so it needs no --socket.
 
 The device model's configuration is a version (default: the latest) plus
 --param overrides, later ones winning; or, with --config, exactly a source's
@@ -90,7 +92,7 @@ func parseServe(e env, args []string) (Config, error) {
 		configFile, announceSpec        string
 		params                          listFlag
 	)
-	fs.StringVar(&cfg.Socket, "socket", "", "vfio-user socket `PATH` to listen on (required)")
+	fs.StringVar(&cfg.Socket, "socket", "", "vfio-user socket `PATH` to listen on (required, except with --validate-only)")
 	fs.StringVar(&mac, "mac", "", "the NIC's `MAC` address (default: 02:e1:0e plus 3 bytes derived from the socket path)")
 	fs.StringVar(&netdevSpec, "netdev", "none", "network backend `SPEC` in QEMU's -netdev syntax: none, tap[,ifname=NAME], stream,path=PATH[,server=on], stream,host=H,port=P[,server=on], dgram,local=H:P,remote=H:P, ... (see device/netdev/README.md)")
 	fs.StringVar(&cfg.PCAP, "pcap", "", "write every frame to pcap `FILE`")
@@ -110,17 +112,21 @@ func parseServe(e env, args []string) (Config, error) {
 	}
 	given := setFlags(fs)
 
-	if cfg.Socket == "" {
+	// --validate-only opens no socket, so it needs none; one given is
+	// still checked, as the server would.
+	if cfg.Socket == "" && !cfg.ValidateOnly {
 		return Config{}, usagef("--socket is required (see e1000e-vfu serve --help)")
 	}
-	if err := checkSocketPath(cfg.Socket); err != nil {
-		return Config{}, usagef("--socket %s", err)
+	if cfg.Socket != "" {
+		if err := checkSocketPath(cfg.Socket); err != nil {
+			return Config{}, usagef("--socket %s", err)
+		}
 	}
 	if cfg.Control != "" {
 		if err := checkSocketPath(cfg.Control); err != nil {
 			return Config{}, usagef("--control %s", err)
 		}
-		if samePath(cfg.Control, cfg.Socket) {
+		if cfg.Socket != "" && samePath(cfg.Control, cfg.Socket) {
 			return Config{}, usagef("--control %s: the same path as --socket", cfg.Control)
 		}
 	}
@@ -153,10 +159,15 @@ func parseServe(e env, args []string) (Config, error) {
 		return Config{}, usagef("--announce %s", err)
 	}
 
-	if mac == "" {
+	// Without a socket (--validate-only) there is no path to derive an
+	// address from, and a derived one is never printed anyway.
+	switch {
+	case mac != "":
+		if cfg.MAC, err = model.ParseMAC(mac); err != nil {
+			return Config{}, usagef("--mac %s", err)
+		}
+	case cfg.Socket != "":
 		cfg.MAC = defaultMAC(cfg.Socket)
-	} else if cfg.MAC, err = model.ParseMAC(mac); err != nil {
-		return Config{}, usagef("--mac %s", err)
 	}
 	cfg.MACFixed = mac != ""
 	cfg.NetdevSpec = netdevSpec

@@ -172,9 +172,6 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		s.ctlLn = ln
 	}
 
-	// QEMU, the client this program serves, lays out DMA_READ/DMA_WRITE
-	// with a 32-bit count, not as the specification does; the layout only
-	// matters for guest memory mapped without an fd.
 	// Guest memory backed by files other than shared memory only when
 	// asked (--dma-fd any): see vfiouser's checkDMAFile.
 	s.vfu = vfiouser.NewServer(s.watch.served(), vfiouser.Options{Logger: log,

@@ -39,39 +39,10 @@ func Check(src Source, dest []*Model) []Problem {
 		}
 		return []Problem{{Msg: fmt.Sprintf("model mismatch: source is %s, destination offers %s", src.Model, offered)}}
 	}
-	var probs []Problem
-	listed := make(map[string]bool, len(src.Params))
-	for _, a := range src.Params {
-		if listed[a.Name] {
-			probs = append(probs, Problem{Param: a.Name,
-				Msg: fmt.Sprintf("parameter %s listed twice by the source", a.Name)})
-			continue
-		}
-		listed[a.Name] = true
-		p := m.Param(a.Name)
-		if p == nil {
-			probs = append(probs, Problem{Param: a.Name,
-				Msg: fmt.Sprintf("unknown parameter %s: the destination does not know it", a.Name)})
-			continue
-		}
-		v := a.Value.as(p.Type)
-		if v.Type != p.Type {
-			probs = append(probs, Problem{Param: a.Name,
-				Msg: fmt.Sprintf("%s=%s: the destination wants a %v", a.Name, a.Value, p.Type)})
-			continue
-		}
-		if !p.Allows(v) {
-			probs = append(probs, Problem{Param: a.Name,
-				Msg: fmt.Sprintf("%s=%s not allowed by the destination (allowed: %s)", a.Name, v, p.AllowedString())})
-		}
+	_, probs := m.fromList(src.Params)
+	for i := range probs {
+		probs[i].Msg = "destination: " + probs[i].Msg
 	}
-	for _, p := range m.Params {
-		if !listed[p.Name] && p.Off == nil {
-			probs = append(probs, Problem{Param: p.Name,
-				Msg: fmt.Sprintf("parameter %s: not in the source list and the destination cannot turn it off (no off value)", p.Name)})
-		}
-	}
-	slices.SortStableFunc(probs, func(a, b Problem) int { return strings.Compare(a.Param, b.Param) })
 	return probs
 }
 
@@ -87,38 +58,21 @@ func (c Config) Matches(src Source) []Problem {
 	if src.Model != c.Model.Name {
 		return []Problem{{Msg: fmt.Sprintf("model mismatch: the state is for %s, this device is %s", src.Model, c.Model.Name)}}
 	}
-	own := make(map[string]Value)
-	for _, a := range c.SourceList() {
-		own[a.Name] = a.Value
+	theirs, probs := c.Model.fromList(src.Params)
+	for i := range probs {
+		probs[i].Msg = "source: " + probs[i].Msg
 	}
-	var probs []Problem
-	seen := make(map[string]bool, len(src.Params))
-	for _, a := range src.Params {
-		if seen[a.Name] {
-			probs = append(probs, Problem{Param: a.Name, Msg: fmt.Sprintf("parameter %s listed twice by the source", a.Name)})
+	bad := make(map[string]bool, len(probs))
+	for _, p := range probs {
+		bad[p.Param] = true
+	}
+	for _, p := range c.Model.Params {
+		if bad[p.Name] {
 			continue
 		}
-		seen[a.Name] = true
-		p := c.Model.Param(a.Name)
-		if p == nil {
-			probs = append(probs, Problem{Param: a.Name, Msg: fmt.Sprintf("unknown parameter %s", a.Name)})
-			continue
-		}
-		v := a.Value.as(p.Type)
-		mine, ok := c.Values[a.Name]
-		if !ok || mine != v {
-			probs = append(probs, Problem{Param: a.Name,
-				Msg: fmt.Sprintf("source runs %s=%s, this device %s=%s", a.Name, a.Value, a.Name, mine)})
-		}
-	}
-	for name, v := range own {
-		if !seen[name] {
-			off := "its off value"
-			if p := c.Model.Param(name); p != nil && p.Off != nil {
-				off = p.Off.String()
-			}
-			probs = append(probs, Problem{Param: name,
-				Msg: fmt.Sprintf("source runs %s=%s, this device %s=%s", name, off, name, v)})
+		if v, mine := theirs[p.Name], c.Values[p.Name]; v != mine {
+			probs = append(probs, Problem{Param: p.Name,
+				Msg: fmt.Sprintf("source runs %s=%s, this device %s=%s", p.Name, v, p.Name, mine)})
 		}
 	}
 	slices.SortStableFunc(probs, func(a, b Problem) int { return strings.Compare(a.Param, b.Param) })
@@ -185,7 +139,7 @@ func compareLists(src, dst Source) []Problem {
 		case !ok:
 			probs = append(probs, Problem{Param: a.Name,
 				Msg: fmt.Sprintf("source runs %s=%s, the destination does not list %s", a.Name, a.Value, a.Name)})
-		case v != a.Value:
+		case v.jsonText() != a.Value.jsonText():
 			probs = append(probs, Problem{Param: a.Name,
 				Msg: fmt.Sprintf("source runs %s=%s, destination %s=%s", a.Name, a.Value, a.Name, v)})
 		}

@@ -103,17 +103,17 @@ func TestCheckValueRange(t *testing.T) {
 	}
 	out := Source{Model: E1000EName, Params: []Assignment{{RXFilterSize, IntValue(99)}}}
 	ps := Check(out, dest)
-	if len(ps) != 1 || ps[0].Msg != "rx-filter-size=99 not allowed by the destination (allowed: 0..16)" {
+	if len(ps) != 1 || ps[0].Msg != "destination: rx-filter-size=99 out of range 0..16" {
 		t.Errorf("99: %q", messages(ps))
 	}
 	// A destination with a narrower range refuses what the source runs.
 	narrow := thisProgram(t)
 	narrow[0].Param(RXFilterSize).Ranges = []Range{{0, 8}}
-	if ps := Check(source(t, 2), narrow); len(ps) != 1 || !strings.Contains(ps[0].Msg, "rx-filter-size=16 not allowed") {
+	if ps := Check(source(t, 2), narrow); len(ps) != 1 || ps[0].Msg != "destination: rx-filter-size=16 out of range 0..8" {
 		t.Errorf("narrow destination: %q", messages(ps))
 	}
 	wrongType := Source{Model: E1000EName, Params: []Assignment{{RXFilterSize, StringValue("16")}}}
-	if ps := Check(wrongType, dest); len(ps) != 1 || !strings.Contains(ps[0].Msg, "wants a int") {
+	if ps := Check(wrongType, dest); len(ps) != 1 || ps[0].Msg != `destination: rx-filter-size="16": a string, but rx-filter-size takes an integer in 0..16` {
 		t.Errorf("string for int: %q", messages(ps))
 	}
 }
@@ -171,7 +171,7 @@ func TestMatches(t *testing.T) {
 		t.Errorf("other model: %q", messages(ps))
 	}
 	bad := Source{Model: E1000EName, Params: []Assignment{{"foo", IntValue(1)}}}
-	if ps := v1.Matches(bad); len(ps) != 1 || ps[0].Msg != "unknown parameter foo" {
+	if ps := v1.Matches(bad); len(ps) != 1 || ps[0].Msg != "source: unknown parameter foo (known: hide-msix, rx-filter-size)" {
 		t.Errorf("unknown parameter: %q", messages(ps))
 	}
 }
@@ -208,7 +208,7 @@ func TestCompare(t *testing.T) {
 		{"other model", source(t, 2), Source{Model: "qemu.org/devices/e1000e"},
 			"model mismatch: source runs " + E1000EName + ", destination qemu.org/devices/e1000e\n"},
 		{"destination list unknown here", source(t, 2), Source{Model: E1000EName, Params: []Assignment{{"foo", IntValue(1)}}},
-			"destination configuration: unknown parameter foo\n"},
+			"destination configuration: unknown parameter foo (known: hide-msix, rx-filter-size)\n"},
 		{"a model unknown here, literally", Source{Model: "x.org/m", Params: []Assignment{{"p", IntValue(1)}, {"q", BoolValue(true)}}},
 			Source{Model: "x.org/m", Params: []Assignment{{"p", IntValue(2)}, {"r", StringValue("s")}}},
 			"source runs p=1, destination p=2\nsource runs q=true, the destination does not list q\ndestination runs r=s, the source does not list r\n"},
@@ -224,5 +224,69 @@ func TestCompare(t *testing.T) {
 	// The description has no MAC: Check does not look at it.
 	if ps := Check(withMAC(t, source(t, 2), a), thisProgram(t)); len(ps) != 0 {
 		t.Errorf("Check with a MAC: %q", messages(ps))
+	}
+}
+
+// A source list arrives as JSON, which has no enum type: the value of an
+// enum parameter is a string. Check and ResolveList read it through one
+// conversion, so for every parameter type a value the check accepts is a
+// value a destination starts with, and a value it refuses is refused by
+// ResolveList in the same words.
+func TestCheckAndResolveListAgreeOnEveryType(t *testing.T) {
+	models := mustLoad("testdata/every-type.json")
+	m := models[0]
+	decode := func(t *testing.T, params string) Source {
+		t.Helper()
+		src, err := DecodeSource(strings.NewReader(`{"model":"example.org/devices/every-type","params":` + params + `}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src
+	}
+	for _, tc := range []struct {
+		params string
+		name   string
+		want   Value
+	}{
+		{`{"bool":true}`, "bool", BoolValue(true)},
+		{`{"int":8}`, "int", IntValue(8)},
+		{`{"string":"anything"}`, "string", StringValue("anything")},
+		{`{"enum":"slow"}`, "enum", EnumValue("slow")},
+	} {
+		src := decode(t, tc.params)
+		if ps := Check(src, models); len(ps) != 0 {
+			t.Errorf("%s: Check refused: %q", tc.params, messages(ps))
+			continue
+		}
+		c, err := m.ResolveList(src.Params)
+		if err != nil {
+			t.Errorf("%s: the check accepted it, ResolveList did not: %v", tc.params, err)
+			continue
+		}
+		if got, _ := c.Value(tc.name); got != tc.want {
+			t.Errorf("%s: %s runs %#v, want %#v", tc.params, tc.name, got, tc.want)
+		}
+		// The device started from the list takes a state announcing it.
+		if ps := c.Matches(src); len(ps) != 0 {
+			t.Errorf("%s: Matches refused its own list: %q", tc.params, messages(ps))
+		}
+	}
+	for _, tc := range []struct{ params, want string }{
+		{`{"bool":1}`, "bool=1: an integer, but bool takes true or false"},
+		{`{"bool":"true"}`, `bool="true": a string, but bool takes true or false`},
+		{`{"int":"8"}`, `int="8": a string, but int takes an integer in 0..8`},
+		{`{"int":9}`, "int=9 out of range 0..8"},
+		{`{"string":false}`, "string=false: a boolean, but string takes a string"},
+		{`{"enum":2}`, "enum=2: an integer, but enum takes one of none, fast, slow"},
+		{`{"enum":"medium"}`, "enum=medium not allowed (allowed: none, fast, slow)"},
+	} {
+		src := decode(t, tc.params)
+		ps := Check(src, models)
+		if len(ps) != 1 || ps[0].Msg != "destination: "+tc.want {
+			t.Errorf("%s: Check says %q, want %q", tc.params, messages(ps), "destination: "+tc.want)
+		}
+		if _, err := m.ResolveList(src.Params); err == nil || err.Error() != tc.want {
+			t.Errorf("%s: ResolveList says %v, want %q", tc.params, err, tc.want)
+		}
 	}
 }

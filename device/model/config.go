@@ -110,33 +110,15 @@ func (m *Model) Resolve(version int, settings []Setting) (Config, error) {
 // source's list (rule 8): every parameter not listed takes its off value, so
 // the destination behaves exactly as the source does. A parameter without
 // an off value must be listed. Version is set to the newest version whose
-// set equals the result, 0 when none does.
+// set equals the result, 0 when none does. It reports every problem, in
+// parameter name order.
 func (m *Model) ResolveList(list []Assignment) (Config, error) {
-	values := make(map[string]Value, len(m.Params))
-	for _, p := range m.Params {
-		if p.Off != nil {
-			values[p.Name] = *p.Off
+	values, probs := m.fromList(list)
+	if len(probs) > 0 {
+		errs := make([]error, len(probs))
+		for i, p := range probs {
+			errs[i] = errors.New(p.Msg)
 		}
-	}
-	var errs []error
-	for _, a := range list {
-		p := m.Param(a.Name)
-		if p == nil {
-			errs = append(errs, fmt.Errorf("unknown parameter %s", a.Name))
-			continue
-		}
-		if err := p.check(a.Value); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		values[a.Name] = a.Value
-	}
-	for _, p := range m.Params {
-		if _, ok := values[p.Name]; !ok {
-			errs = append(errs, fmt.Errorf("parameter %s has no off value and is not listed", p.Name))
-		}
-	}
-	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
 	c := Config{Model: m, Values: values}
@@ -147,6 +129,49 @@ func (m *Model) ResolveList(list []Assignment) (Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// fromList is the one reading of a source's list against m: every listed
+// value goes through Param.Convert, every parameter not listed takes its
+// off value. Check, ResolveList and Matches all read lists through it, so
+// a list the check accepts is a list a destination starts with. values is
+// complete only when there is no problem; problems are in name order.
+func (m *Model) fromList(list []Assignment) (map[string]Value, []Problem) {
+	values := make(map[string]Value, len(m.Params))
+	for _, p := range m.Params {
+		if p.Off != nil {
+			values[p.Name] = *p.Off
+		}
+	}
+	var probs []Problem
+	listed := make(map[string]bool, len(list))
+	for _, a := range list {
+		if listed[a.Name] {
+			probs = append(probs, Problem{Param: a.Name, Msg: fmt.Sprintf("parameter %s listed twice", a.Name)})
+			continue
+		}
+		listed[a.Name] = true
+		p := m.Param(a.Name)
+		if p == nil {
+			probs = append(probs, Problem{Param: a.Name,
+				Msg: fmt.Sprintf("unknown parameter %s (known: %s)", a.Name, m.paramNames())})
+			continue
+		}
+		v, err := p.Convert(a.Value)
+		if err != nil {
+			probs = append(probs, Problem{Param: a.Name, Msg: err.Error()})
+			continue
+		}
+		values[a.Name] = v
+	}
+	for _, p := range m.Params {
+		if !listed[p.Name] && p.Off == nil {
+			probs = append(probs, Problem{Param: p.Name,
+				Msg: fmt.Sprintf("parameter %s: not in the source's list, and it has no off value to take instead", p.Name)})
+		}
+	}
+	slices.SortStableFunc(probs, func(a, b Problem) int { return strings.Compare(a.Param, b.Param) })
+	return values, probs
 }
 
 func (m *Model) apply(values map[string]Value, settings []Setting) error {
@@ -164,7 +189,11 @@ func (m *Model) apply(values map[string]Value, settings []Setting) error {
 	return nil
 }
 
+// paramNames lists the parameters for messages, "none" when there are none.
 func (m *Model) paramNames() string {
+	if len(m.Params) == 0 {
+		return "none"
+	}
 	names := make([]string, len(m.Params))
 	for i, p := range m.Params {
 		names[i] = p.Name

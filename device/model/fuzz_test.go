@@ -59,13 +59,25 @@ func FuzzDecodeSource(f *testing.F) {
 	f.Add([]byte(`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{}}`))
 	f.Add([]byte(`{"model":"a.b/c","params":{"x":true,"y":"s","z":-3}}`))
 	f.Add([]byte(`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:01:02:03"}`))
-	dest := All()
+	f.Add([]byte(`{"model":"example.org/devices/every-type","params":{"bool":true,"enum":"slow","int":3,"string":"x"}}`))
+	f.Add([]byte(`{"model":"example.org/devices/every-type","params":{"enum":"medium","int":"3"}}`))
+	dest := append(All(), mustLoad("testdata/every-type.json")...)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := DecodeSource(bytes.NewReader(data))
 		if err != nil {
 			return
 		}
-		_ = Check(s, dest)
+		// What the check accepts, a destination starts with.
+		if ps := Check(s, dest); len(ps) == 0 {
+			for _, m := range dest {
+				if m.Name != s.Model {
+					continue
+				}
+				if _, err := m.ResolveList(s.Params); err != nil {
+					t.Fatalf("the check accepts %s, ResolveList refuses it: %v", data, err)
+				}
+			}
+		}
 		b, err := s.MarshalJSON()
 		if err != nil {
 			t.Fatalf("decoded source does not encode: %v", err)

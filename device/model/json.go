@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,22 +35,26 @@ func (v Value) MarshalJSON() ([]byte, error) {
 }
 
 // valueFromJSON converts a decoded JSON value: booleans, integers that fit
-// in int64, and strings; strings become String values (Enum once compared
-// with a parameter of that type).
+// in int64, and strings. It does not know the parameter, so a string
+// becomes a String value; Param.Convert makes it an Enum value where the
+// parameter is one.
 func valueFromJSON(name string, raw json.RawMessage) (Value, error) {
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
 	var x any
 	if err := d.Decode(&x); err != nil {
-		return Value{}, fmt.Errorf("%s: %w", name, err)
+		return Value{}, fmt.Errorf("%s: %w", name, jsonError(err))
 	}
 	switch x := x.(type) {
 	case bool:
 		return BoolValue(x), nil
 	case json.Number:
 		i, err := strconv.ParseInt(x.String(), 10, 64)
+		if errors.Is(err, strconv.ErrRange) {
+			return Value{}, fmt.Errorf("%s=%s: an integer beyond the 64-bit range", name, x)
+		}
 		if err != nil {
-			return Value{}, fmt.Errorf("%s=%s: not an integer in the 64-bit range", name, x)
+			return Value{}, fmt.Errorf("%s=%s: not an integer", name, x)
 		}
 		return IntValue(i), nil
 	case string:
@@ -62,7 +67,8 @@ func valueFromJSON(name string, raw json.RawMessage) (Value, error) {
 }
 
 // as converts a value decoded from JSON to type t where the JSON form
-// cannot tell them apart (a string may be an enum value).
+// cannot tell them apart (a string may be an enum value). Only
+// Param.Convert calls it, so that every list is read the same way.
 func (v Value) as(t Type) Value {
 	if t == Enum && v.Type == String {
 		return EnumValue(v.Str)
@@ -349,8 +355,11 @@ func modelFromJSON(name string, mj modelJSON) (*Model, error) {
 			if err != nil {
 				return nil, fmt.Errorf("model %s: version %d: %w", name, n, err)
 			}
+			// An unknown parameter is kept as it is, for Validate to name.
 			if p := m.Param(pn); p != nil {
-				val = val.as(p.Type)
+				if val, err = p.Convert(val); err != nil {
+					return nil, fmt.Errorf("model %s: version %d: %w", name, n, err)
+				}
 			}
 			v.Values[pn] = val
 		}
@@ -376,19 +385,7 @@ func paramFromJSON(name string, pj paramJSON) (Param, error) {
 	if len(pj.InitValue) == 0 {
 		return Param{}, fmt.Errorf("parameter %s: no init_value", name)
 	}
-	init, err := valueFromJSON(name, pj.InitValue)
-	if err != nil {
-		return Param{}, fmt.Errorf("parameter %s: init_value: %w", name, err)
-	}
-	p.Init = init.as(t)
-	if len(pj.OffValue) > 0 {
-		off, err := valueFromJSON(name, pj.OffValue)
-		if err != nil {
-			return Param{}, fmt.Errorf("parameter %s: off_value: %w", name, err)
-		}
-		off = off.as(t)
-		p.Off = &off
-	}
+	// The allowed values first: Convert checks init and off against them.
 	if len(pj.AllowedValues) > 0 {
 		switch t {
 		case Int:
@@ -410,8 +407,25 @@ func paramFromJSON(name string, pj paramJSON) (Param, error) {
 			return Param{}, fmt.Errorf("parameter %s: allowed_values on a %v parameter", name, t)
 		}
 	}
-	if err := validateParam(&p); err != nil {
+	if err := validateDomain(&p); err != nil {
 		return Param{}, err
+	}
+	init, err := valueFromJSON(name, pj.InitValue)
+	if err != nil {
+		return Param{}, fmt.Errorf("parameter %s: init_value: %w", name, err)
+	}
+	if p.Init, err = p.Convert(init); err != nil {
+		return Param{}, fmt.Errorf("parameter %s: init_value: %w", name, err)
+	}
+	if len(pj.OffValue) > 0 {
+		off, err := valueFromJSON(name, pj.OffValue)
+		if err != nil {
+			return Param{}, fmt.Errorf("parameter %s: off_value: %w", name, err)
+		}
+		if off, err = p.Convert(off); err != nil {
+			return Param{}, fmt.Errorf("parameter %s: off_value: %w", name, err)
+		}
+		p.Off = &off
 	}
 	return p, nil
 }
@@ -434,10 +448,93 @@ func strictUnmarshal(data []byte, v any) error {
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {
-		return err
+		return jsonError(err)
 	}
 	if _, err := d.Token(); err != io.EOF {
 		return errors.New("trailing data after the JSON value")
 	}
 	return nil
+}
+
+// jsonError says what is wrong with a document in the words of JSON rather
+// than of the Go types it is decoded into: encoding/json names those ("Go
+// value of type model.rangeJSON"), which mean nothing to whoever wrote the
+// document.
+func jsonError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		// Value is the JSON kind, with the number when it is one
+		// ("number 1.5").
+		msg := fmt.Sprintf("%s where %s is expected", jsonKind(typeErr.Value), jsonWanted(typeErr.Type))
+		if typeErr.Field != "" {
+			msg = typeErr.Field + ": " + msg
+		}
+		return errors.New(msg)
+	case errors.As(err, &syntaxErr):
+		return fmt.Errorf("not valid JSON at byte %d: %s", syntaxErr.Offset, strings.TrimPrefix(syntaxErr.Error(), "json: "))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("not valid JSON: it ends too early")
+	case errors.Is(err, io.EOF):
+		return errors.New("empty: no JSON value")
+	}
+	// The decoder's other errors ("json: unknown field \"x\"") carry no Go
+	// type; only the package's prefix goes.
+	return errors.New(strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// jsonKind turns encoding/json's name for what it found into a phrase.
+func jsonKind(v string) string {
+	switch {
+	case v == "array":
+		return "a list"
+	case v == "object":
+		return "an object"
+	case v == "bool":
+		return "a boolean"
+	case v == "string":
+		return "a string"
+	case v == "number":
+		return "a number"
+	case strings.HasPrefix(v, "number "):
+		return "the number " + strings.TrimPrefix(v, "number ")
+	}
+	return v
+}
+
+// jsonWanted describes, as JSON, what a Go type of this package's JSON
+// shapes decodes from.
+func jsonWanted(t reflect.Type) string {
+	if t == nil {
+		return "another value"
+	}
+	if t == reflect.TypeFor[rangeJSON]() {
+		return `a range {"min": N, "max": N}`
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		switch t.Elem() {
+		case reflect.TypeFor[byte]():
+			// json.RawMessage takes any value.
+			return "a JSON value"
+		case reflect.TypeFor[rangeJSON]():
+			return `a list of ranges {"min": N, "max": N}`
+		case reflect.TypeFor[string]():
+			return "a list of strings"
+		}
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Pointer:
+		return jsonWanted(t.Elem())
+	}
+	return "another value"
 }

@@ -181,11 +181,26 @@ func (p *Param) Parse(text string) (Value, error) {
 	return v, nil
 }
 
+// Convert turns a value as a source list or a description carries it into
+// a value of p's type, and checks that p allows it. JSON has booleans,
+// integers and strings, and a string is an enum value when the parameter is
+// an enum. It is the one conversion every list goes through: Check,
+// ResolveList and Matches all call it, so a value the check accepts is a
+// value a destination starts with. Errors name the parameter and the value
+// as the list wrote it.
+func (p *Param) Convert(v Value) (Value, error) {
+	v = v.as(p.Type)
+	if err := p.check(v); err != nil {
+		return Value{}, err
+	}
+	return v, nil
+}
+
 // check returns an error naming the parameter and value when p does not
 // allow v.
 func (p *Param) check(v Value) error {
 	if v.Type != p.Type {
-		return fmt.Errorf("%s=%s: a %v value where a %v is expected", p.Name, v, v.Type, p.Type)
+		return fmt.Errorf("%s=%s: %s, but %s takes %s", p.Name, v.jsonText(), v.kind(), p.Name, p.takes())
 	}
 	if p.Allows(v) {
 		return nil
@@ -194,6 +209,48 @@ func (p *Param) check(v Value) error {
 		return fmt.Errorf("%s=%s out of range %s", p.Name, v, p.AllowedString())
 	}
 	return fmt.Errorf("%s=%s not allowed (allowed: %s)", p.Name, v, p.AllowedString())
+}
+
+// kind names the sort of value v is, in the words of its JSON form, where
+// a string and an enum value look the same.
+func (v Value) kind() string {
+	switch v.Type {
+	case Bool:
+		return "a boolean"
+	case Int:
+		return "an integer"
+	case String, Enum:
+		return "a string"
+	}
+	return "an invalid value"
+}
+
+// jsonText is v as a list writes it: a string quoted, so that "16" and 16
+// read differently in a message.
+func (v Value) jsonText() string {
+	b, err := v.MarshalJSON()
+	if err != nil {
+		return v.String()
+	}
+	return string(b)
+}
+
+// takes describes the values p accepts, for messages.
+func (p *Param) takes() string {
+	switch p.Type {
+	case Bool:
+		return "true or false"
+	case Int:
+		if len(p.Ranges) == 0 {
+			return "an integer"
+		}
+		return "an integer in " + p.AllowedString()
+	case String:
+		return "a string"
+	case Enum:
+		return "one of " + p.AllowedString()
+	}
+	return "no value (its type is invalid)"
 }
 
 // Version is a complete parameter set under a number.
@@ -345,6 +402,23 @@ func (m *Model) Validate() error {
 }
 
 func validateParam(p *Param) error {
+	if err := validateDomain(p); err != nil {
+		return err
+	}
+	if err := p.check(p.Init); err != nil {
+		return fmt.Errorf("initial value: %w", err)
+	}
+	if p.Off != nil {
+		if err := p.check(*p.Off); err != nil {
+			return fmt.Errorf("off value: %w", err)
+		}
+	}
+	return nil
+}
+
+// validateDomain checks what p's values are checked against: its name,
+// type and allowed values.
+func validateDomain(p *Param) error {
 	if err := validateParamName(p.Name); err != nil {
 		return err
 	}
@@ -376,14 +450,6 @@ func validateParam(p *Param) error {
 		}
 	} else if len(p.Enum) > 0 {
 		return fmt.Errorf("parameter %s: enum values on a %v parameter", p.Name, p.Type)
-	}
-	if err := p.check(p.Init); err != nil {
-		return fmt.Errorf("initial value: %w", err)
-	}
-	if p.Off != nil {
-		if err := p.check(*p.Off); err != nil {
-			return fmt.Errorf("off value: %w", err)
-		}
 	}
 	return nil
 }

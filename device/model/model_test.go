@@ -197,7 +197,7 @@ func TestResolveList(t *testing.T) {
 		t.Errorf("ResolveList with two bad entries: %v", err)
 	}
 	if _, err := modelWithoutOff().ResolveList(nil); err == nil ||
-		!strings.Contains(err.Error(), "queues has no off value") {
+		err.Error() != "parameter queues: not in the source's list, and it has no off value to take instead" {
 		t.Errorf("ResolveList without a parameter that cannot be off: %v", err)
 	}
 }
@@ -265,7 +265,7 @@ func TestDescribeRoundTrip(t *testing.T) {
 
 func TestDecodeDescriptionRefusesBadInput(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
-		{``, "EOF"},
+		{``, "description: empty: no JSON value"},
 		{`{}`, "no models"},
 		{`{"models":{}} {}`, "trailing data"},
 		{`{"models":{},"extra":1}`, "unknown field"},
@@ -281,11 +281,29 @@ func TestDecodeDescriptionRefusesBadInput(t *testing.T) {
 		{`{"models":{"x.org/m":{"latest_version":1,"params":{"p":{"type":"int","init_value":5,"allowed_values":[{"min":0,"max":3}],"description":""}},"versions":{"1":{"p":1}}}}}`, "out of range"},
 		{`{"models":{"x.org/m":{"latest_version":1,"params":{"p":{"type":"bool","init_value":true,"allowed_values":[true],"description":""}},"versions":{"1":{"p":true}}}}}`, "allowed_values on a bool"},
 		{`{"models":{"x.org/m":{"latest_version":1,"params":{"p":{"type":"int","init_value":1,"description":""}},"versions":{"1":{}}}}}`, "does not set p"},
-		{`{"models":{"x.org/m":{"latest_version":1,"params":{"p":{"type":"int","init_value":1,"description":""}},"versions":{"1":{"p":"x"}}}}}`, "a string value where a int"},
+		{`{"models":{"x.org/m":{"latest_version":1,"params":{"p":{"type":"int","init_value":1,"description":""}},"versions":{"1":{"p":"x"}}}}}`, `version 1: p="x": a string, but p takes an integer`},
+		// The document's words, not the Go types it decodes into.
+		{`{"models":{"x.org/m":{"latest_version":1,"params":{"p":{"type":"int","init_value":1,"allowed_values":["x"],"description":""}},"versions":{"1":{"p":1}}}}}`,
+			`parameter p: allowed_values: a string where a range {"min": N, "max": N} is expected`},
+		{`{"models":{"x.org/m":{"latest_version":1,"params":{"p":{"type":"int","init_value":1,"allowed_values":{"min":0},"description":""}},"versions":{"1":{"p":1}}}}}`,
+			`parameter p: allowed_values: an object where a list of ranges {"min": N, "max": N} is expected`},
+		{`{"models":{"x.org/m":{"latest_version":1,"params":{"p":{"type":"int","init_value":1,"allowed_values":[{"min":"0","max":1}],"description":""}},"versions":{"1":{"p":1}}}}}`,
+			"allowed_values: min: a string where an integer is expected"},
+		{`{"models":{"x.org/m":{"latest_version":1,"params":{"p":{"type":"enum","init_value":"a","allowed_values":[1],"description":""}},"versions":{"1":{"p":"a"}}}}}`,
+			"allowed_values: a number where a string is expected"},
+		{`{"models":[]}`, "description: models: a list where an object is expected"},
+		{`{"models":}`, "description: not valid JSON at byte 11: invalid character '}' looking for beginning of value"},
+		{`{"models":`, "description: not valid JSON: it ends too early"},
+		{`{"models":{"x.org/m":{"latest_version":1,"params":{"p":{"type":"enum","init_value":1,"allowed_values":["a"],"description":""}},"versions":{"1":{"p":"a"}}}}}`,
+			"init_value: p=1: an integer, but p takes one of a"},
 	} {
 		_, err := DecodeDescription(strings.NewReader(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("DecodeDescription(%s) = %v, want it to mention %q", tc.in, err, tc.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "Go ") || strings.Contains(err.Error(), "json:") ||
+			strings.Contains(err.Error(), " a int")) {
+			t.Errorf("DecodeDescription(%s): %q speaks of the implementation", tc.in, err)
 		}
 	}
 	big := `{"models":{` + strings.Repeat(" ", MaxDescriptionJSON) + `}}`
@@ -327,7 +345,7 @@ func TestSourceJSON(t *testing.T) {
 		{`{"model":"a.b/c","params":{"p":null}}`, "boolean, an integer or a string"},
 		{`{"model":"a.b/c","params":{"p":[1]}}`, "boolean, an integer or a string"},
 		{`{"model":"a.b/c","params":{"p":1e3}}`, "not an integer"},
-		{`{"model":"a.b/c","params":{"p":99999999999999999999}}`, "not an integer"},
+		{`{"model":"a.b/c","params":{"p":99999999999999999999}}`, "p=99999999999999999999: an integer beyond the 64-bit range"},
 		{`{"model":"a.b/c","params":{"P Q":1}}`, "only a-z"},
 		{`{"model":"a.b/c","params":{},"version":-1}`, "version -1"},
 		{`{"model":"a.b/c","params":{},"mac":""}`, `mac "": not a 48-bit MAC address`},
@@ -335,11 +353,15 @@ func TestSourceJSON(t *testing.T) {
 		{`{"model":"a.b/c","params":{},"mac":"00:00:00:00:00:00:00:00"}`, "not a 48-bit MAC address"},
 		{`{"model":"a.b/c","params":{},"mac":"01:00:5e:00:00:01"}`, "a multicast address"},
 		{`{"model":"a.b/c","params":{},"mac":"00:00:00:00:00:00"}`, "the all-zero address"},
-		{`{"model":"a.b/c","params":{},"mac":2}`, "cannot unmarshal"},
+		{`{"model":"a.b/c","params":{},"mac":2}`, "source configuration: mac: a number where a string is expected"},
+		{`{"model":"a.b/c","params":[]}`, "source configuration: params: a list where an object is expected"},
 	} {
 		_, err := DecodeSource(strings.NewReader(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("DecodeSource(%s) = %v, want it to mention %q", tc.in, err, tc.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "Go ") || strings.Contains(err.Error(), "json:")) {
+			t.Errorf("DecodeSource(%s): %q speaks of the implementation", tc.in, err)
 		}
 	}
 }
