@@ -99,10 +99,6 @@ const (
 	rxdStatIPIDV = 0x200 // extended: IP identification valid
 	rxdStatUDPV  = 0x400 // extended: UDP checksum valid
 
-	// Legacy error byte.
-	rxdErrTCPE = 0x20
-	rxdErrIPE  = 0x40
-
 	// Extended error bits in status_error.
 	rxdExtErrTCPE = 0x20000000
 	rxdExtErrIPE  = 0x40000000
@@ -115,8 +111,6 @@ const (
 // rxLegacyDesc is one 16-byte legacy receive descriptor: the guest writes the
 // buffer address, the device writes back the rest.
 type rxLegacyDesc []byte
-
-func (d rxLegacyDesc) addr() uint64 { return binary.LittleEndian.Uint64(d[0:]) }
 
 // writeBack fills the write-back fields except the status, which the caller
 // writes last with setStatus.
@@ -133,8 +127,6 @@ func (d rxLegacyDesc) setStatus(s byte) { d[12] = s }
 // the guest gives the buffer address at 0; the write-back format overlays
 // MRQ/RSS at 0, the status and errors at 8, the length at 12, the VLAN at 14.
 type rxExtDesc []byte
-
-func (d rxExtDesc) addr() uint64 { return binary.LittleEndian.Uint64(d[0:]) }
 
 // writeBack fills everything but the status_error word. hiDword is the RSS
 // hash, or the IP id and packet checksum when RSS is off.

@@ -245,17 +245,3 @@ func l4ChecksumOK(frame []byte, p *pktInfo) (ok, zeroUDP bool) {
 	l4 := frame[p.l4Off:end]
 	return csumFold(csumAdd(pseudoSum(frame, p, len(l4)), l4)) == 0xFFFF, false
 }
-
-// insertVLAN writes into dst the frame with an 802.1Q tag (ether type vet,
-// control information tci) inserted after the MAC addresses, and returns the
-// new length. dst must have room for len(frame)+4 bytes; a frame shorter than
-// the two MAC addresses is copied unchanged.
-func insertVLAN(dst, frame []byte, vet, tci uint16) int {
-	if len(frame) < 12 {
-		return copy(dst, frame)
-	}
-	copy(dst[:12], frame[:12])
-	binary.BigEndian.PutUint16(dst[12:], vet)
-	binary.BigEndian.PutUint16(dst[14:], tci)
-	return 16 + copy(dst[16:], frame[12:])
-}

@@ -184,9 +184,8 @@ func (d *fakeDev) state() fakeState {
 }
 
 type fakeLoader struct {
-	d    *fakeDev
-	st   fakeState
-	seen map[string]bool
+	d  *fakeDev
+	st fakeState
 }
 
 func (l *fakeLoader) DecodeSection(s Section) error {

@@ -79,9 +79,6 @@ func StartLoad(n int) (*Load, error) {
 	return l, nil
 }
 
-// Active reports whether hogs run.
-func (l *Load) Active() bool { return l != nil && len(l.cmds) > 0 }
-
 // Stop kills the hogs and waits for them.
 func (l *Load) Stop() {
 	if l == nil {

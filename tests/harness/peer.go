@@ -20,14 +20,6 @@ type Transfer struct {
 	Seconds float64
 }
 
-// Mbps is the transfer's rate in megabits per second.
-func (x Transfer) Mbps() float64 {
-	if x.Seconds <= 0 {
-		return 0
-	}
-	return float64(x.Bytes) * 8 / x.Seconds / 1e6
-}
-
 // SinkOnce accepts one connection on l, reads it to EOF while hashing, then
 // closes it. It gives up after timeout.
 func SinkOnce(l net.Listener, timeout time.Duration) (Transfer, error) {

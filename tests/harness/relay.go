@@ -31,13 +31,9 @@ type Relay struct {
 // maxFrame bounds a frame from the stream; a longer length is a framing error.
 const maxFrame = 65536 + 64
 
-// StartRelay opens TAP tapName inside ns and connects to the stream socket at
-// path (retrying until timeout, as the NIC side may still be starting).
-func StartRelay(ns *NetNS, tapName, path string, timeout time.Duration) (*Relay, error) {
-	return StartVLANRelay(ns, tapName, path, 0, timeout)
-}
-
-// StartVLANRelay is StartRelay with an 802.1Q tag: frames from the TAP get
+// StartVLANRelay opens TAP tapName inside ns and connects to the stream
+// socket at path (retrying until timeout, as the NIC side may still be
+// starting). A vid other than 0 adds an 802.1Q tag: frames from the TAP get
 // tag vid on their way to the NIC, frames from the NIC lose it on their way
 // to the TAP, and NIC frames without that tag are dropped. The namespace's
 // kernel then talks to a guest VLAN sub-interface with no VLAN support of

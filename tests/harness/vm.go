@@ -328,9 +328,6 @@ func (vm *VM) Exited() bool {
 	}
 }
 
-// ExitedC is closed when QEMU exits.
-func (vm *VM) ExitedC() <-chan struct{} { return vm.exited }
-
 // Pid is QEMU's process id.
 func (vm *VM) Pid() int { return vm.cmd.Process.Pid }
 
