@@ -63,8 +63,6 @@ type Function struct {
 	msix      MSIXInfo
 	tableMu   sync.Mutex
 	table     []byte // the MSI-X table, kept for clients that access it
-	memMu     sync.Mutex
-	mem       GuestMemory
 	irqCounts [NumIRQIndexes]uint32
 }
 
@@ -300,26 +298,13 @@ func (f *Function) SetINTx(level bool) {
 // IRQMode says which interrupt mechanism the configuration selects.
 func (f *Function) IRQMode() IRQMode { return f.Config.IRQMode() }
 
-// Connect keeps the client's guest memory; devices that embed Function
-// usually wrap it.
-func (f *Function) Connect(mem GuestMemory) {
-	f.memMu.Lock()
-	f.mem = mem
-	f.memMu.Unlock()
-}
+// Connect does nothing: the function itself never reaches guest memory
+// (config space, the MSI-X table and interrupts need none); a device that
+// embeds it keeps the memory its datapath uses.
+func (f *Function) Connect(GuestMemory) {}
 
-// Memory returns the guest memory given to Connect, nil when disconnected.
-func (f *Function) Memory() GuestMemory {
-	f.memMu.Lock()
-	defer f.memMu.Unlock()
-	return f.mem
-}
-
-// Disconnect forgets the guest memory and releases the client's eventfds.
+// Disconnect releases the client's eventfds.
 func (f *Function) Disconnect() {
-	f.memMu.Lock()
-	f.mem = nil
-	f.memMu.Unlock()
 	f.IRQs.Close()
 }
 

@@ -197,7 +197,6 @@ func (n *NIC) Reset() error {
 
 // Connect gives the NIC the new client's guest memory.
 func (n *NIC) Connect(mem device.GuestMemory) {
-	n.pci.fn.Connect(mem)
 	n.mu.Lock()
 	n.setMem(mem)
 	n.mu.Unlock()

@@ -403,9 +403,6 @@ func (t *DMATable) StopLogging() {
 	}
 }
 
-// Logging says whether dirty logging is on.
-func (t *DMATable) Logging() bool { return t.logging.Load() }
-
 // BitmapBytes is the size of a bitmap of length bytes at pageSize: whole
 // u64 words, one bit per page.
 func BitmapBytes(length, pageSize uint64) uint64 {

@@ -366,32 +366,3 @@ func TestDirtyLogging(t *testing.T) {
 }
 
 var _ device.GuestMemory = (*DMATable)(nil)
-
-func TestDMAScatterGather(t *testing.T) {
-	mem, err := NewMemory(4 * 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
-	tab := NewDMATable(DefaultDMALimits)
-	defer tab.UnmapAll()
-	if err := tab.Map(DMAMap{Flags: 3, Addr: 0x8000, Size: 4 * 4096}, mem.FD()); err != nil {
-		t.Fatal(err)
-	}
-	sg := []Fragment{{0x8000 + 10, 3}, {0x8000 + 4096, 2}, {0x8000 + 9000, 100}}
-	n, err := tab.WriteSG(sg, []byte("abcdefg"))
-	if err != nil || n != 7 {
-		t.Fatalf("write sg: %d %v", n, err)
-	}
-	if string(mem.Data[10:13]) != "abc" || string(mem.Data[4096:4098]) != "de" || string(mem.Data[9000:9002]) != "fg" {
-		t.Fatal("fragments not written in order")
-	}
-	got := make([]byte, 200)
-	n, err = tab.ReadSG(sg, got)
-	if err != nil || n != 105 || string(got[:7]) != "abcdefg" {
-		t.Fatalf("read sg: %d %v %q", n, err, got[:7])
-	}
-	if _, err := tab.ReadSG([]Fragment{{0x8000, 1}, {0x100, 4}}, got); !errors.Is(err, syscall.EFAULT) {
-		t.Fatalf("unmapped fragment: %v", err)
-	}
-}
