@@ -7,15 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"e1000e-vfu/control"
 	"e1000e-vfu/device"
 	"e1000e-vfu/e1000e"
+	"e1000e-vfu/tests/harness"
 	"e1000e-vfu/vfiouser"
 )
 
@@ -218,35 +216,6 @@ type procStats struct {
 }
 
 func readProc(pid int) (procStats, error) {
-	var s procStats
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return s, err
-	}
-	s.fds = len(ents)
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return s, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		n, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch k {
-		case "Threads":
-			s.threads = int(n)
-		case "VmRSS":
-			s.rss = n << 10 // kB
-		}
-	}
-	return s, nil
+	c, err := harness.ReadProcCounts(pid)
+	return procStats{fds: c.FDs, threads: c.Threads, rss: c.RSSKiB << 10}, err
 }

@@ -5,9 +5,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -51,7 +49,7 @@ func newHotplugRig(t *testing.T, ctx context.Context, o hotplugOpts) *hotplugRig
 	t.Helper()
 	dir := harness.TestDir(t)
 	r := &hotplugRig{t: t, ctx: ctx, ns: netns(t, 0)}
-	srv, err := harness.StartServer(ctx, harness.ServerConfig{Bin: server(t), Dir: filepath.Join(dir, "srv"),
+	srv, err := harness.StartServer(ctx, harness.ServerConfig{Bin: suite.ServerBin, Dir: filepath.Join(dir, "srv"),
 		NetNS: r.ns, Netdev: "tap,ifname=tap0", Args: o.serverArgs, Env: o.serverEnv})
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +277,7 @@ func TestHotplugCycles(t *testing.T) {
 	defer cancel()
 	// Frequent collections (GOGC=5) keep the server's reported live heap
 	// fresh from cycle to cycle.
-	r := newHotplugRig(t, ctx, hotplugOpts{qemu: migQEMU(t).Command, serverEnv: []string{"GOGC=5"}})
+	r := newHotplugRig(t, ctx, hotplugOpts{qemu: suite.MigQEMU(t).Command, serverEnv: []string{"GOGC=5"}})
 	const cycles = 10
 	var base harness.ProcCounts
 	var baseG int
@@ -338,7 +336,7 @@ func TestHotplugCycles(t *testing.T) {
 func TestHotplugNoAck(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	r := newHotplugRig(t, ctx, hotplugOpts{qemu: migQEMU(t).Command, coldPlug: true, kernelArgs: "pcie_ports=compat",
+	r := newHotplugRig(t, ctx, hotplugOpts{qemu: suite.MigQEMU(t).Command, coldPlug: true, kernelArgs: "pcie_ports=compat",
 		qemuArgs: []string{"-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"}})
 	r.g.upEth0(guestIP + "/24")
 	r.waitServer("running")
@@ -360,22 +358,4 @@ func TestHotplugNoAck(t *testing.T) {
 	t.Logf("unacknowledged device_del: QEMU running, NIC kept, 2 MiB host→guest at %.1f Mbit/s", res.Mbps())
 	r.vm.Stop()
 	r.waitServer("waiting")
-}
-
-var (
-	migQEMUOnce sync.Once
-	migQEMUVal  *harness.MigQEMU
-	migQEMUErr  error
-)
-
-// migQEMU builds (once per run, cached) the patched QEMU.
-func migQEMU(t *testing.T) *harness.MigQEMU {
-	t.Helper()
-	migQEMUOnce.Do(func() {
-		migQEMUVal, migQEMUErr = harness.BuildMigQEMU(context.Background(), repo, os.Stderr)
-	})
-	if migQEMUErr != nil {
-		t.Fatal(fmt.Errorf("the patched QEMU: %w", migQEMUErr))
-	}
-	return migQEMUVal
 }

@@ -13,53 +13,13 @@ import (
 	"e1000e-vfu/tests/harness"
 )
 
-// Shared by every test of the run: the prepared cache, the initramfs with a
-// freshly built agent, and the server binary.
-var (
-	repo      string
-	cache     *harness.Cache
-	initramfs string
-)
+// suite is what every test of the run shares: the prepared cache, the
+// initramfs with a freshly built agent, the server binary and the patched
+// QEMU (built on first use).
+var suite harness.Suite
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "integration tests need root (network namespaces, TAP, the prepared root)")
-		return 1
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
-	defer cancel()
-	var err error
-	if repo, err = harness.RepoRoot(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	start := time.Now()
-	if cache, err = harness.Prepare(ctx, repo, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	fmt.Fprintf(os.Stderr, "cache %s ready in %v (%s, kernel %s)\n", cache.Dir, time.Since(start).Round(time.Second), cache.QEMUVersion, cache.KernelRelease)
-	dir, err := os.MkdirTemp("", "e1000e-vfu-it-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if initramfs, err = cache.BuildInitramfs(ctx, repo, dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	load, err := harness.StartLoadFromEnv(func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) })
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer load.Stop()
-	return m.Run()
+	os.Exit(harness.RunSuite(m, "integration tests", 40*time.Minute, &suite))
 }
 
 // netns creates a namespace named after the test with tap0 at 10.0.2.2/24.
@@ -90,8 +50,8 @@ const (
 // console and QEMU's stderr if the test failed.
 func startVM(t *testing.T, ctx context.Context, cfg harness.VMConfig) *harness.VM {
 	t.Helper()
-	cfg.Cache = cache
-	cfg.Initramfs = initramfs
+	cfg.Cache = suite.Cache
+	cfg.Initramfs = suite.Initramfs
 	if cfg.Dir == "" {
 		cfg.Dir = filepath.Join(harness.TestDir(t), "vm")
 	}

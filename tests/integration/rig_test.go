@@ -46,24 +46,6 @@ type rigOpts struct {
 	vlan       uint16 // with backendStream: the relay tags and untags this VLAN
 }
 
-var (
-	serverOnce sync.Once
-	serverBin  string
-	serverErr  error
-)
-
-// server builds bin/e1000e-vfu once per run (or takes E1000E_VFU_SERVER).
-func server(t *testing.T) string {
-	t.Helper()
-	serverOnce.Do(func() {
-		serverBin, serverErr = harness.BuildServer(context.Background(), repo)
-	})
-	if serverErr != nil {
-		t.Fatal(serverErr)
-	}
-	return serverBin
-}
-
 func newRig(t *testing.T, ctx context.Context, kind string, o rigOpts) *rig {
 	t.Helper()
 	if o.backend == "" {
@@ -84,7 +66,7 @@ func newRig(t *testing.T, ctx context.Context, kind string, o rigOpts) *rig {
 			cfg.NIC.Netdev = "stream,id=n0,server=on,addr.type=unix,addr.path=" + r.stream
 		}
 	case harness.VFIOUser:
-		sc := harness.ServerConfig{Bin: server(t), Dir: filepath.Join(r.dir, "srv")}
+		sc := harness.ServerConfig{Bin: suite.ServerBin, Dir: filepath.Join(r.dir, "srv")}
 		switch o.backend {
 		case backendTAP:
 			sc.NetNS = r.ns

@@ -24,7 +24,7 @@ func TestMigrateStockQEMULosesDevice(t *testing.T) {
 	r.checkDevice()
 	dst := r.dest(nil)
 	res := r.migrate(dst, "--dst-control", dst.srv.Control)
-	changed := fmt.Sprintf("stock QEMU %s now behaves differently: update this test, tests/migration/README.md and the harness's notes", cache.QEMUVersion)
+	changed := fmt.Sprintf("stock QEMU %s now behaves differently: update this test, tests/migration/README.md and the harness's notes", suite.Cache.QEMUVersion)
 	if res.code != 0 {
 		t.Fatalf("%s: the migration no longer \"completes\" (exit %d):\n%s", changed, res.code, res.out)
 	}

@@ -20,7 +20,7 @@ func TestMigrateDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "run", "./tests/demo", "-mib", "8")
-	cmd.Dir = repo
+	cmd.Dir = suite.Repo
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

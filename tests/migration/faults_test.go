@@ -38,7 +38,7 @@ func TestMigrateFaults(t *testing.T) {
 		// source (this program's), so the migration starts and only the
 		// destination server can refuse: at the stream's header.
 		{name: "device stream refused", serverArgs: []string{"--version", "1"}, wantInLog: "rx-filter-size",
-			check: []string{"--dest-describe", filepath.Join(repo, "cmd", "e1000e-vfu", "testdata", "describe.golden")}},
+			check: []string{"--dest-describe", filepath.Join(suite.Repo, "cmd", "e1000e-vfu", "testdata", "describe.golden")}},
 	} {
 		t.Logf("--- %s", fault.name)
 		dst := r.dest(fault.serverArgs)

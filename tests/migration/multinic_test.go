@@ -64,7 +64,7 @@ func (m *multiNIC) nics(r *rig, s *side, incoming bool) []harness.NIC {
 		args = append(m.sourceConfig(), args...)
 	}
 	srv, err := harness.StartServer(m.ctx, harness.ServerConfig{
-		Bin: serverBin, Dir: filepath.Join(r.dir, s.name+"-net2"), Netdev: "tap,ifname=" + tap,
+		Bin: suite.ServerBin, Dir: filepath.Join(r.dir, s.name+"-net2"), Netdev: "tap,ifname=" + tap,
 		NetNS: m.net2.Host[s.host], Args: args,
 	})
 	if err != nil {

@@ -127,7 +127,7 @@ func (r *rig) startSide(serverArgs []string, incoming bool) *side {
 		return r.startBuiltinSide(s, incoming)
 	}
 	srv, err := harness.StartServer(r.ctx, harness.ServerConfig{
-		Bin: serverBin, Dir: s.dir, Netdev: "tap,ifname=" + s.tap, NetNS: r.hosts.Host[s.host],
+		Bin: suite.ServerBin, Dir: s.dir, Netdev: "tap,ifname=" + s.tap, NetNS: r.hosts.Host[s.host],
 		Args: serverArgs,
 	})
 	if err != nil {
@@ -141,7 +141,7 @@ func (r *rig) startSide(serverArgs []string, incoming bool) *side {
 		srv.Stop()
 	})
 	cfg := harness.VMConfig{
-		Cache: cache, Initramfs: initramfs, Dir: filepath.Join(s.dir, "vm"),
+		Cache: suite.Cache, Initramfs: suite.Initramfs, Dir: filepath.Join(s.dir, "vm"),
 		NIC:    harness.NIC{Kind: harness.VFIOUser, Socket: srv.Socket},
 		NetNS:  r.hosts.Host[s.host],
 		Agent2: true, ExtraQMP: true,
@@ -154,7 +154,7 @@ func (r *rig) startSide(serverArgs []string, incoming bool) *side {
 		cfg.DeviceProps = map[string]any{"bus": r.rootPort}
 	}
 	if !r.stock {
-		cfg.QEMU = patchedQEMU(r.t).Command
+		cfg.QEMU = suite.MigQEMU(r.t).Command
 	}
 	return r.startVM(s, cfg, incoming)
 }
@@ -167,11 +167,11 @@ func (r *rig) startBuiltinSide(s *side, incoming bool) *side {
 		r.t.Fatal(err)
 	}
 	cfg := harness.VMConfig{
-		Cache: cache, Initramfs: initramfs, Dir: filepath.Join(s.dir, "vm"),
+		Cache: suite.Cache, Initramfs: suite.Initramfs, Dir: filepath.Join(s.dir, "vm"),
 		NIC: harness.NIC{Kind: harness.BuiltinE1000E,
 			Netdev: "tap,id=n0,ifname=" + s.tap + ",script=no,downscript=no"},
 		NetNS:  r.hosts.Host[s.host],
-		Agent2: true, ExtraQMP: true, QEMU: patchedQEMU(r.t).Command,
+		Agent2: true, ExtraQMP: true, QEMU: suite.MigQEMU(r.t).Command,
 	}
 	return r.startVM(s, cfg, incoming)
 }
@@ -260,7 +260,7 @@ func (r *rig) migrate(dst *side, extra ...string) migResult {
 	}, extra...)
 	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, serverBin, args...)
+	cmd := exec.CommandContext(ctx, suite.ServerBin, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()

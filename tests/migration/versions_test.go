@@ -20,7 +20,7 @@ func TestMigrateRefusesV1OnlyDestination(t *testing.T) {
 	defer cancel()
 	r := newRig(t, ctx, rigOpts{})
 	dst := r.dest([]string{"--version", "1"})
-	v1only := filepath.Join(repo, "cmd", "e1000e-vfu", "testdata", "v1-only.json")
+	v1only := filepath.Join(suite.Repo, "cmd", "e1000e-vfu", "testdata", "v1-only.json")
 	res := r.migrate(dst, "--dest-describe", v1only)
 	if res.code != 1 || !strings.Contains(res.out, "rx-filter-size") {
 		t.Fatalf("migrate to a version-1-only destination: exit %d, want 1 naming rx-filter-size:\n%s", res.code, res.out)
