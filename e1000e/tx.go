@@ -111,8 +111,15 @@ type txPacketOpts struct {
 // whether the rest of an oversized packet is being discarded. Buffers are
 // allocated on first use and reused for every packet.
 type txState struct {
-	ctx     txContext
-	discard bool
+	// ctx and discard are as they stand at TDH: what a state saves, and
+	// what reset and load set. A step works on copies (stepCtx,
+	// stepDiscard) and commits them with TDH, so a step stopped half way
+	// leaves nothing to undo, and one that waits for a message while a
+	// reset or load replaces them cannot put them back.
+	ctx         txContext
+	discard     bool
+	stepCtx     txContext
+	stepDiscard bool
 
 	buf  []byte // the gathered packet at txHeadroom
 	seg  []byte // one TSO segment at txHeadroom
@@ -131,11 +138,6 @@ type txState struct {
 	// budget.
 	busy, kicked          bool
 	turnFrames, turnBytes int
-	// headCtx and headDiscard are ctx and discard as they were at TDH,
-	// before the step under way: what a state saved meanwhile holds,
-	// since the step's packet is still in flight.
-	headCtx     txContext
-	headDiscard bool
 }
 
 func (t *txState) ensureBuffers() {
@@ -219,6 +221,7 @@ func (n *NIC) txRun() {
 		descs += (next + r.size - r.head) % r.size
 		r.head = next
 		n.setReg(TDH0, next)
+		t.ctx, t.discard = t.stepCtx, t.stepDiscard
 		causes |= c
 		ide = ide || i
 	}
@@ -259,8 +262,9 @@ func (n *NIC) txDMA(addr uint64, p []byte, write bool, gen uint64) error {
 // of the write-backs and whether one asked for a delayed interrupt, with
 // txDone; txWait when nothing can be done yet (the packet's end is not in
 // the ring, or a descriptor cannot be read); txStale when the engine must
-// stop (errStale), having restored what it changed when the ring itself is
-// unchanged, so the packet is done again from its first descriptor.
+// stop (errStale). It works on copies of the context and the discard flag,
+// which the caller commits with TDH on txDone: otherwise the packet is done
+// again from its first descriptor.
 func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide bool, st txStatus) {
 	t := &n.tx
 	var (
@@ -270,27 +274,25 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 		pktLen int
 		eop    bool
 	)
-	t.headCtx, t.headDiscard = t.ctx, t.discard
+	t.stepCtx, t.stepDiscard = t.ctx, t.discard
 	dropped0 := t.dropped
 	stale := func() (uint32, uint32, bool, txStatus) {
-		if n.work.gen == gen {
-			t.ctx, t.discard, t.dropped = t.headCtx, t.headDiscard, dropped0
-		}
+		t.dropped = dropped0
 		return r.head, 0, false, txStale
 	}
 	everyWB := n.reg(IVAR)&IVAR_INT_ON_ALL_WB != 0
 	i := r.head
 	for steps := 0; ; steps++ {
 		if i == r.tail || steps >= txMaxScan {
-			if !t.discard && ndata <= txMaxDataDescs && steps < txMaxScan {
+			if !t.stepDiscard && ndata <= txMaxDataDescs && steps < txMaxScan {
 				return r.head, 0, false, txWait // wait for the rest
 			}
 			// Too many descriptors without an end: drop what we have
 			// and keep discarding up to the next EOP.
-			if !t.discard {
+			if !t.stepDiscard {
 				t.dropped++
 			}
-			t.discard = true
+			t.stepDiscard = true
 			break
 		}
 		d := txDesc(t.desc[:])
@@ -300,6 +302,7 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 			}
 			// Nothing is consumed: the next doorbell retries.
 			n.log.Debug("e1000e: tx descriptor read", "index", i, "err", err)
+			t.dropped = dropped0
 			return r.head, 0, false, txWait
 		}
 		idx := i
@@ -314,8 +317,8 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 			nwb++
 		}
 		if d.isContext() {
-			t.ctx.load(d)
-			if ndata == 0 && !t.discard {
+			t.stepCtx.load(d)
+			if ndata == 0 && !t.stepDiscard {
 				break // a context descriptor on its own
 			}
 			continue
@@ -335,20 +338,20 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 			}
 		}
 		ndata++
-		if ndata > txMaxDataDescs && !t.discard {
-			t.discard = true
+		if ndata > txMaxDataDescs && !t.stepDiscard {
+			t.stepDiscard = true
 			t.dropped++
 		}
-		if !t.discard && length > 0 {
+		if !t.stepDiscard && length > 0 {
 			if pktLen+length > txMaxPacket {
-				t.discard = true
+				t.stepDiscard = true
 				t.dropped++
 			} else if err := n.txDMA(d.addr(), t.buf[txHeadroom+pktLen:txHeadroom+pktLen+length], false, gen); err != nil {
 				if errors.Is(err, errStale) {
 					return stale()
 				}
 				n.log.Debug("e1000e: tx buffer read", "addr", d.addr(), "len", length, "err", err)
-				t.discard = true
+				t.stepDiscard = true
 				t.dropped++
 			} else {
 				pktLen += length
@@ -362,10 +365,10 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 		}
 	}
 	if eop {
-		if !t.discard && pktLen > 0 {
+		if !t.stepDiscard && pktLen > 0 {
 			n.txPacket(&opts, pktLen)
 		}
-		t.discard = false
+		t.stepDiscard = false
 	}
 	for k := 0; k < nwb; k++ {
 		w := &t.wb[k]
@@ -390,7 +393,7 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 func (n *NIC) txPacket(o *txPacketOpts, pktLen int) {
 	t := &n.tx
 	pkt := t.buf[txHeadroom : txHeadroom+pktLen]
-	c := &t.ctx
+	c := &t.stepCtx
 	if o.tse && c.tse {
 		n.txTSO(o, pkt)
 		return
@@ -440,7 +443,7 @@ func tsoUsable(pkt []byte, c *txContext, popts byte, vet uint16) bool {
 // a copy of the headers fixed up for its place in the stream.
 func (n *NIC) txTSO(o *txPacketOpts, pkt []byte) {
 	t := &n.tx
-	c := &t.ctx
+	c := &t.stepCtx
 	if !tsoUsable(pkt, c, o.popts, n.vet()) {
 		t.dropped++
 		n.addStat(TSCTFC, 1)
