@@ -140,6 +140,11 @@ func (n *NIC) dmaAccess(addr uint64, p []byte, write bool, gen uint64, tx bool) 
 		}
 		return mem.Read(addr, p)
 	}
+	if tx {
+		// Whoever takes n.mu meanwhile (Quiesce, a state save) finds
+		// every committed packet's interrupt raised.
+		n.txFlushCauses()
+	}
 	mem = n.work.worker
 	n.work.inFlight++
 	n.mu.Unlock()

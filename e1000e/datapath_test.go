@@ -16,6 +16,65 @@ import (
 // txVec is the MSI-X vector of transmit queue 0 in the rig (dpIVAR).
 const txVec = 1
 
+// Quiesce while a later packet of the turn waits for a message: the
+// packets committed before had their interrupt raised before the lock was
+// let go, so nothing changes once quiesced (registers, held interrupts),
+// and the interrupt is in the state (held, as not yet handled) for the
+// destination. The packet in flight goes out once after Resume.
+func TestMessagedTXNoInterruptAfterQuiesce(t *testing.T) {
+	r := newRig(t, device.IRQModeMSIX, Config{})
+	h := useHandWorker(r.n)
+	m := useMsgMem(r)
+	frame := bytes.Repeat([]byte{0x22}, 80)
+	r.mem.put(dpTxBuf, frame)
+	// Packet 1: one descriptor (read desc, read buf, write-back = 3
+	// accesses). Packet 2: its descriptor read waits.
+	r.pushTX(txDataDesc(dpTxBuf, 80, txdCmdEOP|txdCmdRS, 0, 0), txDataDesc(dpTxBuf, 80, txdCmdEOP|txdCmdRS, 0, 0))
+	release := gatedStepAfter(t, h, m, 3)
+	r.n.Quiesce()
+	r.n.mu.Lock()
+	macBefore := r.n.mac
+	heldBefore := r.n.mig.held
+	r.n.mu.Unlock()
+	sentBefore := r.irq.vec(txVec)
+	release()
+	r.n.mu.Lock()
+	macAfter := r.n.mac
+	heldAfter := r.n.mig.held
+	r.n.mu.Unlock()
+	for i := range macBefore {
+		if macBefore[i] != macAfter[i] {
+			t.Errorf("register %#x changed while quiesced: %#x -> %#x", i*4, macBefore[i], macAfter[i])
+		}
+	}
+	if heldBefore != heldAfter {
+		t.Errorf("held interrupts changed while quiesced: %+v -> %+v", heldBefore, heldAfter)
+	}
+	if sentBefore != 1 || heldBefore.msix&(1<<txVec) == 0 {
+		t.Errorf("packet 1's interrupt: sent %d times before Quiesce, held %+v; want sent and held", sentBefore, heldBefore)
+	}
+	if r.irq.vec(txVec) != sentBefore {
+		t.Error("an interrupt was sent while quiesced")
+	}
+	if got := r.be.take(); len(got) != 1 {
+		t.Fatalf("%d frames before Resume, want packet 1", len(got))
+	}
+	if hd := r.rd(TDH0); hd != 1 {
+		t.Fatalf("TDH %d, want packet 2 in flight", hd)
+	}
+	r.n.Resume()
+	finish(t, h, 10)
+	if got := r.be.take(); len(got) != 1 {
+		t.Fatalf("%d frames after Resume, want packet 2 once", len(got))
+	}
+	if hd := r.rd(TDH0); hd != 2 {
+		t.Fatalf("TDH %d after Resume", hd)
+	}
+	if r.irq.vec(txVec) <= sentBefore {
+		t.Error("no interrupt after Resume")
+	}
+}
+
 // A state saved while a step waits, after a reset, holds the reset
 // context, not the one in force when the step began; after a load, the
 // loaded one.

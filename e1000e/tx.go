@@ -138,6 +138,13 @@ type txState struct {
 	// budget.
 	busy, kicked          bool
 	turnFrames, turnBytes int
+	// causes (and ide, whether a write-back asked for a delayed
+	// interrupt) are the interrupt causes of the packets committed and
+	// not raised yet. They are raised before n.mu is let go, so no one
+	// who takes it (Quiesce, a state save) sees a packet done without
+	// its interrupt.
+	causes uint32
+	ide    bool
 }
 
 func (t *txState) ensureBuffers() {
@@ -198,11 +205,7 @@ func (n *NIC) txRun() {
 	t.busy = true
 	t.turnFrames, t.turnBytes = 0, 0
 	gen := n.work.gen
-	var (
-		causes uint32
-		ide    bool
-		st     = txDone
-	)
+	st := txDone
 	// Every step consumes at least one descriptor or stops, so the walk
 	// ends within one turn of the ring, and sooner at the budget, which
 	// is checked between packets.
@@ -212,18 +215,11 @@ func (n *NIC) txRun() {
 			n.schedule()
 			break
 		}
-		var next, c uint32
-		var i bool
-		next, c, i, st = n.txStep(&r, gen)
-		if st != txDone {
+		head := r.head
+		if st = n.txStep(&r, gen); st != txDone {
 			break
 		}
-		descs += (next + r.size - r.head) % r.size
-		r.head = next
-		n.setReg(TDH0, next)
-		t.ctx, t.discard = t.stepCtx, t.stepDiscard
-		causes |= c
-		ide = ide || i
+		descs += (r.head + r.size - head) % r.size
 	}
 	t.busy = false
 	if t.kicked {
@@ -231,16 +227,23 @@ func (n *NIC) txRun() {
 		t.kicked = false
 		n.schedule()
 	}
-	if st == txStale && n.work.gen != gen {
-		return // the ring or the device changed under the engine
+	// A stopped step raises nothing: the causes of the packets committed
+	// before it were raised before n.mu was let go, and the NIC may be
+	// quiesced by now.
+	if st != txStale && r.head == r.tail {
+		t.causes |= ICR_TXQE
 	}
-	if r.head == r.tail {
-		causes |= ICR_TXQE
+	n.txFlushCauses()
+}
+
+// txFlushCauses raises the causes of committed packets. Raising nothing
+// would still release causes the delay timers hold, so it does not.
+func (n *NIC) txFlushCauses() {
+	t := &n.tx
+	if t.causes != 0 {
+		n.raiseTX(t.causes, t.ide)
 	}
-	// Raising nothing would still release causes the delay timers hold.
-	if causes != 0 {
-		n.raiseTX(causes, ide)
-	}
+	t.causes, t.ide = 0, false
 }
 
 // txDoneCause is the cause a descriptor write-back raises.
@@ -258,14 +261,14 @@ func (n *NIC) txDMA(addr uint64, p []byte, write bool, gen uint64) error {
 }
 
 // txStep handles what starts at r.head: a lone context descriptor, or a
-// whole packet up to its EOP descriptor. It returns the new head, the causes
-// of the write-backs and whether one asked for a delayed interrupt, with
-// txDone; txWait when nothing can be done yet (the packet's end is not in
-// the ring, or a descriptor cannot be read); txStale when the engine must
-// stop (errStale). It works on copies of the context and the discard flag,
-// which the caller commits with TDH on txDone: otherwise the packet is done
-// again from its first descriptor.
-func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide bool, st txStatus) {
+// whole packet up to its EOP descriptor, and commits it: TDH, the context,
+// and the causes of its write-backs. It returns txDone, with r.head moved;
+// txWait when nothing can be done yet (the packet's end is not in the ring,
+// or a descriptor cannot be read); txStale when the engine must stop
+// (errStale), having committed nothing (it works on copies of the context
+// and the discard flag), so the packet is done again from its first
+// descriptor.
+func (n *NIC) txStep(r *txRing, gen uint64) txStatus {
 	t := &n.tx
 	var (
 		opts   txPacketOpts
@@ -276,16 +279,16 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 	)
 	t.stepCtx, t.stepDiscard = t.ctx, t.discard
 	dropped0 := t.dropped
-	stale := func() (uint32, uint32, bool, txStatus) {
+	stale := func() txStatus {
 		t.dropped = dropped0
-		return r.head, 0, false, txStale
+		return txStale
 	}
 	everyWB := n.reg(IVAR)&IVAR_INT_ON_ALL_WB != 0
 	i := r.head
 	for steps := 0; ; steps++ {
 		if i == r.tail || steps >= txMaxScan {
 			if !t.stepDiscard && ndata <= txMaxDataDescs && steps < txMaxScan {
-				return r.head, 0, false, txWait // wait for the rest
+				return txWait // wait for the rest
 			}
 			// Too many descriptors without an end: drop what we have
 			// and keep discarding up to the next EOP.
@@ -303,7 +306,7 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 			// Nothing is consumed: the next doorbell retries.
 			n.log.Debug("e1000e: tx descriptor read", "index", i, "err", err)
 			t.dropped = dropped0
-			return r.head, 0, false, txWait
+			return txWait
 		}
 		idx := i
 		i = (i + 1) % r.size
@@ -370,6 +373,8 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 		}
 		t.stepDiscard = false
 	}
+	var causes uint32
+	ide := false
 	for k := 0; k < nwb; k++ {
 		w := &t.wb[k]
 		binary.LittleEndian.PutUint32(t.status[:], w.upper)
@@ -385,7 +390,13 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 		causes |= n.txDoneCause()
 		ide = w.ide
 	}
-	return i, causes, ide, txDone
+	// Commit, with n.mu held since the last write-back.
+	r.head = i
+	n.setReg(TDH0, i)
+	t.ctx, t.discard = t.stepCtx, t.stepDiscard
+	t.causes |= causes
+	t.ide = t.ide || ide
+	return txDone
 }
 
 // txPacket applies the offloads to the gathered packet and sends it, as
@@ -572,5 +583,6 @@ func (n *NIC) resetRings() {
 	n.work.gen++
 	n.tx.ctx = txContext{}
 	n.tx.discard = false
+	n.tx.causes, n.tx.ide = 0, false
 	n.rx.reset()
 }
