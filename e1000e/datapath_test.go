@@ -16,6 +16,143 @@ import (
 // txVec is the MSI-X vector of transmit queue 0 in the rig (dpIVAR).
 const txVec = 1
 
+// A receive register written while a transmit write-back waits (Linux
+// rewrites RCTL on every receive-mode change) does not stop transmit: the
+// packet is committed once, and the next doorbell sends only the next one.
+func TestMessagedTXNotStoppedByRXRegisterWrite(t *testing.T) {
+	r := newRig(t, device.IRQModeMSIX, Config{})
+	h := useHandWorker(r.n)
+	m := useMsgMem(r)
+	frame := bytes.Repeat([]byte{0x44}, 80)
+	r.mem.put(dpTxBuf, frame)
+	r.pushTX(txDataDesc(dpTxBuf, len(frame), txdCmdEOP|txdCmdRS, 0, 0))
+	// desc read, buffer read pass; the write-back waits.
+	release := gatedStepAfter(t, h, m, 2)
+	r.w(RCTL, r.rd(RCTL)) // an rx-mode change: same value written again
+	r.w(RCTL, r.rd(RCTL)^rctlUPE)
+	r.w(RDT0, r.rd(RDT0))
+	release()
+	finish(t, h, 10)
+	sent := len(r.be.take())
+	if hd, tl := r.rd(TDH0), r.rd(TDT0); hd != tl {
+		t.Errorf("transmit stalled: TDH %d TDT %d with no worker turn left (sent %d)", hd, tl, sent)
+	}
+	// The guest's next doorbell (another packet) sends only that one.
+	r.pushTX(txDataDesc(dpTxBuf, len(frame), txdCmdEOP|txdCmdRS, 0, 0))
+	finish(t, h, 10)
+	sent += len(r.be.take())
+	if sent != 2 {
+		t.Errorf("%d frames for 2 packets", sent)
+	}
+}
+
+// Nor does a transmit register stop receive.
+func TestMessagedRXNotStoppedByTXRegisterWrite(t *testing.T) {
+	r := newRig(t, device.IRQModeMSIX, Config{})
+	h := useHandWorker(r.n)
+	r.pushRX(8)
+	m := useMsgMem(r)
+	r.n.Receive(rxTestFrame(3))
+	release := gatedStep(t, h, m) // the descriptor read waits
+	r.w(TDLEN0, dpRingBytes/2)
+	r.w(TDBAL0, dpTxRing+0x1000)
+	before, _ := m.counts()
+	release()
+	// Written in one go: descriptor read, buffer, write-back body and
+	// status.
+	if after, _ := m.counts(); after-before != 3 {
+		t.Errorf("%d more accesses after the message: the frame was started over", after-before)
+	}
+	if hd := r.rd(RDH0); hd != 1 {
+		t.Fatalf("RDH %d, want the frame delivered", hd)
+	}
+	if n := finish(t, h, 10); n != 0 {
+		t.Errorf("%d more worker turns", n)
+	}
+}
+
+// A step stopped by a change of its own ring, which leaves the ring as it
+// was, is taken up again by the worker at once: the ring does not stall
+// until the guest's next doorbell, and the packet goes out once.
+func TestMessagedTXStaleStepResumes(t *testing.T) {
+	r := newRig(t, device.IRQModeMSIX, Config{})
+	h := useHandWorker(r.n)
+	m := useMsgMem(r)
+	frame := bytes.Repeat([]byte{0x55}, 80)
+	r.mem.put(dpTxBuf, frame)
+	r.pushTX(txDataDesc(dpTxBuf, len(frame), txdCmdEOP|txdCmdRS, 0, 0))
+	release := gatedStep(t, h, m) // the descriptor read waits
+	r.w(TDLEN0, dpRingBytes/2)
+	r.w(TDLEN0, dpRingBytes)
+	release()
+	if h.waiting() == 0 {
+		t.Fatal("a stopped step left no worker turn")
+	}
+	finish(t, h, 10)
+	if got := r.be.take(); len(got) != 1 || !bytes.Equal(got[0], frame) {
+		t.Fatalf("%d frames, want the packet once", len(got))
+	}
+	if hd, tl := r.rd(TDH0), r.rd(TDT0); hd != tl {
+		t.Fatalf("TDH %d TDT %d", hd, tl)
+	}
+	if r.irq.vec(txVec) == 0 {
+		t.Error("no transmit interrupt")
+	}
+}
+
+// The same for receive: the frame stays first in the FIFO and the worker
+// writes it again at once.
+func TestMessagedRXStaleFrameResumes(t *testing.T) {
+	r := newRig(t, device.IRQModeMSIX, Config{})
+	h := useHandWorker(r.n)
+	r.pushRX(8)
+	m := useMsgMem(r)
+	r.n.Receive(rxTestFrame(4))
+	release := gatedStep(t, h, m)
+	r.w(RDLEN0, dpRingBytes/2)
+	r.w(RDLEN0, dpRingBytes)
+	release()
+	if hd := r.rd(RDH0); hd != 0 {
+		t.Fatalf("RDH %d: a frame stopped half way was committed", hd)
+	}
+	if h.waiting() == 0 {
+		t.Fatal("a stopped frame left no worker turn")
+	}
+	finish(t, h, 10)
+	if hd := r.rd(RDH0); hd != 1 {
+		t.Fatalf("RDH %d, want the frame delivered once", hd)
+	}
+	if got := r.mem.get(r.rxBufAddr(0), 114); !bytes.Equal(got, rxTestFrame(4)) {
+		t.Fatal("frame not in its buffer")
+	}
+}
+
+// Transmit disabled while a packet's write-back waits: the frame is out,
+// so the write-backs finish and the packet is committed, and enabling
+// transmit again does not send it twice.
+func TestMessagedTXDisableDuringWriteBack(t *testing.T) {
+	r := newRig(t, device.IRQModeMSIX, Config{})
+	h := useHandWorker(r.n)
+	m := useMsgMem(r)
+	frame := bytes.Repeat([]byte{0x66}, 80)
+	r.mem.put(dpTxBuf, frame)
+	r.pushTX(txDataDesc(dpTxBuf, len(frame), txdCmdEOP|txdCmdRS, 0, 0))
+	release := gatedStepAfter(t, h, m, 2) // the write-back waits
+	r.w(TCTL, 0)
+	release()
+	if hd := r.rd(TDH0); hd != 1 {
+		t.Fatalf("TDH %d: a packet sent was not committed", hd)
+	}
+	if r.txDesc(0)[12]&txdStatDD == 0 {
+		t.Error("descriptor not written back")
+	}
+	r.w(TCTL, TCTL_EN)
+	finish(t, h, 10)
+	if got := r.be.take(); len(got) != 1 {
+		t.Fatalf("%d frames, want 1", len(got))
+	}
+}
+
 // Quiesce while a later packet of the turn waits for a message: the
 // packets committed before had their interrupt raised before the lock was
 // let go, so nothing changes once quiesced (registers, held interrupts),
@@ -72,6 +209,39 @@ func TestMessagedTXNoInterruptAfterQuiesce(t *testing.T) {
 	}
 	if r.irq.vec(txVec) <= sentBefore {
 		t.Error("no interrupt after Resume")
+	}
+}
+
+// Quiesce while a packet's write-back waits, then Resume: the packet was
+// not committed (its descriptors are in flight in the state), so it goes
+// out again; this is the one case where a frame is sent twice, as the
+// real part may resend a packet it was stopped in the middle of.
+func TestMessagedTXQuiesceDuringWriteBack(t *testing.T) {
+	r := newRig(t, device.IRQModeMSIX, Config{})
+	h := useHandWorker(r.n)
+	m := useMsgMem(r)
+	frame := bytes.Repeat([]byte{0x77}, 80)
+	r.mem.put(dpTxBuf, frame)
+	r.pushTX(txDataDesc(dpTxBuf, len(frame), txdCmdEOP|txdCmdRS, 0, 0))
+	release := gatedStepAfter(t, h, m, 2)
+	r.n.Quiesce()
+	release()
+	r.n.mu.Lock()
+	in, ok := r.n.saveTXInflight()
+	r.n.mu.Unlock()
+	if !ok || in.Head != 0 || in.Count != 1 {
+		t.Fatalf("in flight %+v, want the packet", in)
+	}
+	r.n.Resume()
+	finish(t, h, 10)
+	if got := r.be.take(); len(got) != 2 {
+		t.Errorf("%d frames, want the packet twice (sent, stopped, sent again)", len(got))
+	}
+	if hd := r.rd(TDH0); hd != 1 {
+		t.Fatalf("TDH %d after Resume, want 1", hd)
+	}
+	if r.txDesc(0)[12]&txdStatDD == 0 {
+		t.Error("descriptor not written back")
 	}
 }
 

@@ -188,7 +188,7 @@ func (n *NIC) kickTX() {
 // does nothing when transmit is disabled, DMA is not allowed, or the ring
 // registers are inconsistent (a tail beyond the ring).
 func (n *NIC) txRun() {
-	if n.reg(TCTL)&TCTL_EN == 0 || !n.busMaster() {
+	if !n.txRunnable() {
 		return
 	}
 	r := txRing{
@@ -204,7 +204,7 @@ func (n *NIC) txRun() {
 	t.ensureBuffers()
 	t.busy = true
 	t.turnFrames, t.turnBytes = 0, 0
-	gen := n.work.gen
+	gen := n.work.gen[engTX]
 	st := txDone
 	// Every step consumes at least one descriptor or stops, so the walk
 	// ends within one turn of the ring, and sooner at the budget, which
@@ -227,13 +227,24 @@ func (n *NIC) txRun() {
 		t.kicked = false
 		n.schedule()
 	}
-	// A stopped step raises nothing: the causes of the packets committed
-	// before it were raised before n.mu was let go, and the NIC may be
-	// quiesced by now.
-	if st != txStale && r.head == r.tail {
+	if st == txStale {
+		// Nothing of the step is committed, and it raises nothing: the
+		// causes of the packets committed before it were raised before
+		// n.mu was let go, and the NIC may be quiesced by now. When the
+		// ring can still be worked on, the worker does it again now:
+		// nothing else would (the guest's next doorbell may never come).
+		if n.txRunnable() {
+			n.schedule()
+		}
+	} else if r.head == r.tail {
 		t.causes |= ICR_TXQE
 	}
 	n.txFlushCauses()
+}
+
+// txRunnable reports whether transmit may work on its ring at all.
+func (n *NIC) txRunnable() bool {
+	return n.reg(TCTL)&TCTL_EN != 0 && n.busMaster() && !n.closed
 }
 
 // txFlushCauses raises the causes of committed packets. Raising nothing
@@ -255,9 +266,15 @@ func (n *NIC) txDoneCause() uint32 {
 }
 
 // txDMA reads or writes guest memory for the transmit engine (see
-// dmaAccess).
+// dmaAccess). Reads (descriptors, buffers) also stop when transmit was
+// disabled meanwhile: the packet waits at TDH. Writes are the write-backs
+// of a packet already sent, which finish while its ring is the same.
 func (n *NIC) txDMA(addr uint64, p []byte, write bool, gen uint64) error {
-	return n.dmaAccess(addr, p, write, gen, true)
+	err := n.dmaAccess(addr, p, write, engTX, gen)
+	if !write && err == nil && n.reg(TCTL)&TCTL_EN == 0 {
+		return errStale
+	}
+	return err
 }
 
 // txStep handles what starts at r.head: a lone context descriptor, or a
@@ -268,6 +285,16 @@ func (n *NIC) txDMA(addr uint64, p []byte, write bool, gen uint64) error {
 // (errStale), having committed nothing (it works on copies of the context
 // and the discard flag), so the packet is done again from its first
 // descriptor.
+//
+// A step can go stale after its frames went out, while it writes the
+// descriptors back. It goes stale only when the ring itself was changed
+// meanwhile (its registers, reset, load, guest memory, Bus Master) or the
+// NIC was quiesced: not for a receive register, nor for transmit being
+// disabled, after which it finishes the write-backs. Its frames go out
+// again only if the same ring is worked on again after that, that is after
+// a Quiesce and Resume (here or on a migration's destination), or with Bus
+// Master turned off and on during the message: where the real part, reset
+// or stopped half way through a packet, may resend one too.
 func (n *NIC) txStep(r *txRing, gen uint64) txStatus {
 	t := &n.tx
 	var (
@@ -380,8 +407,8 @@ func (n *NIC) txStep(r *txRing, gen uint64) txStatus {
 		binary.LittleEndian.PutUint32(t.status[:], w.upper)
 		if err := n.txDMA(r.base+uint64(w.idx)*txDescSize+12, t.status[:], true, gen); err != nil {
 			if errors.Is(err, errStale) {
-				// The frames are out; done again, they go out twice,
-				// which the network tolerates, rather than never.
+				// The ring is not the one the frames came from, or
+				// the NIC is quiesced: see above.
 				return stale()
 			}
 			n.log.Debug("e1000e: tx write-back", "index", w.idx, "err", err)
@@ -580,7 +607,7 @@ func sizeBucket(first uint32, size uint64) uint32 {
 // resetRings drops ring runtime state on device reset. Called with n.mu held.
 // Buffers are kept for reuse.
 func (n *NIC) resetRings() {
-	n.work.gen++
+	n.datapathChanged()
 	n.tx.ctx = txContext{}
 	n.tx.discard = false
 	n.tx.causes, n.tx.ide = 0, false
