@@ -38,7 +38,10 @@ const (
 // doorbell, and then each turn of the worker, does at most this much before
 // it lets n.mu go; the worker carries on with the rest. The budget is
 // checked between packets, so a turn ends at the first packet boundary
-// past it (one packet adds at most txMaxSegments frames).
+// past it (one packet adds at most txMaxSegments frames). Frames count
+// those emitted and each packet dropped; bytes count those gathered from
+// the guest and those emitted, so a packet read in full and then dropped
+// (a TSO packet whose context cannot segment it) is work too.
 //
 // 256 frames fill a TAP device's default queue (txqueuelen 1000) a quarter
 // of the way and cost well under a millisecond to emit; 1 MiB is 8 ms of a
@@ -134,9 +137,10 @@ type txState struct {
 
 	// busy is set while an engine runs (it may let n.mu go for guest
 	// memory messages); kicked records a kick that came meanwhile.
-	// turnFrames and turnBytes count what this turn emitted, against the
-	// budget.
-	busy, kicked          bool
+	busy, kicked bool
+	// turnFrames and turnBytes count this turn's work against the budget:
+	// frames emitted and packets dropped, bytes gathered from the guest
+	// and bytes emitted.
 	turnFrames, turnBytes int
 	// causes (and ide, whether a write-back asked for a delayed
 	// interrupt) are the interrupt causes of the packets committed and
@@ -394,11 +398,18 @@ func (n *NIC) txStep(r *txRing, gen uint64) txStatus {
 			break
 		}
 	}
+	// The budget counts the bytes gathered, and a dropped packet as a
+	// frame, so that packets read in full and then dropped (a TSO packet
+	// with an unusable context) cannot make a turn unbounded work.
+	t.turnBytes += pktLen
 	if eop {
 		if !t.stepDiscard && pktLen > 0 {
 			n.txPacket(&opts, pktLen)
 		}
 		t.stepDiscard = false
+	}
+	if t.dropped != dropped0 {
+		t.turnFrames++
 	}
 	var causes uint32
 	ide := false
