@@ -3,6 +3,7 @@ package e1000e
 import (
 	"errors"
 	"sync"
+	"syscall"
 
 	"e1000e-vfu/device"
 )
@@ -143,23 +144,34 @@ func (n *NIC) memMessaged() bool {
 // errStale is returned by a datapath access after which the engine must
 // stop, commit nothing, and let the worker take the work up again: n.mu was
 // let go during a message and the ring, the memory or the device's state
-// changed meanwhile.
+// changed meanwhile, or guest memory turned out to need messages.
 var errStale = errors.New("e1000e: datapath changed during a guest memory message")
 
 // dmaAccess reads or writes guest memory for engine eng (engTX, engRX),
 // called with n.mu held. Memory that may need messages is accessed through
 // the worker's accessor without n.mu, and the engine's view (gen) is
 // checked once it is taken back.
+//
+// Other memory is accessed with n.mu held, through n.mem, which never waits
+// for the client: memory the client maps without fd after memMessaged was
+// asked is refused there at once with EDEADLK (vfiouser's DMATable), and
+// that is errStale too, so the worker, which may wait, does the access.
 func (n *NIC) dmaAccess(addr uint64, p []byte, write bool, eng int, gen uint64) error {
 	mem := n.mem
 	if mem == nil {
 		return errStale
 	}
 	if !n.memMessaged() {
+		var err error
 		if write {
-			return mem.Write(addr, p)
+			err = mem.Write(addr, p)
+		} else {
+			err = mem.Read(addr, p)
 		}
-		return mem.Read(addr, p)
+		if errors.Is(err, syscall.EDEADLK) {
+			return errStale
+		}
+		return err
 	}
 	if eng == engTX {
 		// Whoever takes n.mu meanwhile (Quiesce, a state save) finds

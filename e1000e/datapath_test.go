@@ -2,6 +2,9 @@ package e1000e
 
 import (
 	"bytes"
+	"fmt"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"e1000e-vfu/device"
@@ -306,5 +309,99 @@ func TestMessagedTXSavedContextAfterLoad(t *testing.T) {
 	r.n.mu.Unlock()
 	if mss != 1234 {
 		t.Errorf("context MSS %d after the step ended, want the loaded 1234", mss)
+	}
+}
+
+// lateMsgMem is guest memory that the client maps without fd just after
+// the NIC asked whether it needs messages: Messaged says no until an
+// access through the table finds the new mapping, which the table refuses
+// at once with EDEADLK (vfiouser's DMATable does so for memory without fd:
+// only its Worker accessor sends messages and waits). From then on
+// Messaged says yes.
+type lateMsgMem struct {
+	worker   *msgMem
+	messaged atomic.Bool
+	refused  atomic.Int32
+}
+
+func (m *lateMsgMem) Messaged() bool                    { return m.messaged.Load() }
+func (m *lateMsgMem) Worker() device.GuestMemory        { return m.worker }
+func (m *lateMsgMem) Read(addr uint64, _ []byte) error  { return m.refuse(addr) }
+func (m *lateMsgMem) Write(addr uint64, _ []byte) error { return m.refuse(addr) }
+
+func (m *lateMsgMem) refuse(addr uint64) error {
+	m.messaged.Store(true)
+	m.refused.Add(1)
+	return fmt.Errorf("guest memory: %#x is mapped without fd: %w", addr, syscall.EDEADLK)
+}
+
+func useLateMsgMem(r *dpRig) *lateMsgMem {
+	m := &lateMsgMem{worker: &msgMem{dpMem: r.mem, n: r.n}}
+	r.n.mu.Lock()
+	r.n.setMem(m)
+	r.n.mu.Unlock()
+	return m
+}
+
+// A doorbell that finds guest memory needing messages only on its first
+// access (refused at once, never waited for with n.mu held) leaves the
+// packet to the worker, which sends it once without the lock.
+func TestTXMemoryTurnedMessagedGoesToWorker(t *testing.T) {
+	r := newRig(t, device.IRQModeMSIX, Config{})
+	h := useHandWorker(r.n)
+	m := useLateMsgMem(r)
+	frame := bytes.Repeat([]byte{0x88}, 80)
+	r.mem.put(dpTxBuf, frame)
+	r.pushTX(txDataDesc(dpTxBuf, len(frame), txdCmdEOP|txdCmdRS, 0, 0))
+	if m.refused.Load() != 1 {
+		t.Fatalf("%d accesses refused, want the doorbell's first", m.refused.Load())
+	}
+	if got := r.be.take(); len(got) != 0 {
+		t.Fatalf("%d frames sent by the doorbell", len(got))
+	}
+	if h.waiting() != 1 {
+		t.Fatalf("%d worker turns, want 1", h.waiting())
+	}
+	finish(t, h, 10)
+	if got := r.be.take(); len(got) != 1 || !bytes.Equal(got[0], frame) {
+		t.Fatalf("%d frames, want the packet once", len(got))
+	}
+	if hd, tl := r.rd(TDH0), r.rd(TDT0); hd != tl {
+		t.Fatalf("TDH %d TDT %d", hd, tl)
+	}
+	if a, under := m.worker.counts(); a == 0 || under != 0 {
+		t.Fatalf("worker: %d accesses, %d with the lock held", a, under)
+	}
+	if r.irq.vec(txVec) == 0 {
+		t.Error("no transmit interrupt")
+	}
+}
+
+// The same for a frame from the backend: it waits in the FIFO, not
+// counted as missed, and the worker writes it.
+func TestRXMemoryTurnedMessagedGoesToWorker(t *testing.T) {
+	r := newRig(t, device.IRQModeMSIX, Config{})
+	h := useHandWorker(r.n)
+	r.pushRX(8)
+	m := useLateMsgMem(r)
+	r.n.Receive(rxTestFrame(9))
+	if m.refused.Load() != 1 {
+		t.Fatalf("%d accesses refused, want the first", m.refused.Load())
+	}
+	if hd := r.rd(RDH0); hd != 0 {
+		t.Fatalf("RDH %d before the worker ran", hd)
+	}
+	finish(t, h, 10)
+	if hd := r.rd(RDH0); hd != 1 {
+		t.Fatalf("RDH %d, want the frame delivered", hd)
+	}
+	if got := r.mem.get(r.rxBufAddr(0), 114); !bytes.Equal(got, rxTestFrame(9)) {
+		t.Fatal("frame not in its buffer")
+	}
+	if mpc, rnbc := r.stat(MPC), r.stat(RNBC); mpc != 0 || rnbc != 0 {
+		t.Errorf("MPC %d RNBC %d for a frame that was delivered", mpc, rnbc)
+	}
+	if _, under := m.worker.counts(); under != 0 {
+		t.Fatalf("%d worker accesses with the lock held", under)
 	}
 }

@@ -130,8 +130,19 @@ func (n *NIC) receiveLocked(frame []byte) {
 	if n.rx.blN > 0 {
 		n.kickRX() // older frames go first
 	}
-	if n.rx.blN == 0 && n.rxDeliver(frame) == rxDone {
-		return
+	if n.rx.blN == 0 {
+		switch n.rxDeliver(frame) {
+		case rxDone:
+			return
+		case rxStale:
+			// Guest memory turned out to need messages: the worker
+			// writes the frame.
+			if !n.rxEnqueue(frame) && !quiet {
+				n.addStat(MPC, 1)
+			}
+			n.schedule()
+			return
+		}
 	}
 	// No descriptors for it now: keep it, in order, if there is room.
 	if !quiet {
