@@ -3,6 +3,7 @@ package e1000e
 import (
 	"errors"
 	"sync"
+	"syscall"
 
 	"e1000e-vfu/device"
 )
@@ -22,7 +23,13 @@ import (
 //     answers the message only once it has our answer to its own request.
 //     An engine lets n.mu go for each such access and, on taking it back,
 //     checks that what it worked on still holds (dpValid); if not, it stops
-//     where it is without committing, and what it did is done again later.
+//     where it is without committing, and what it did is done again later:
+//     on a turn of the worker scheduled at once when the engine can still
+//     run (a stopped engine with nothing to wake it would stall its ring).
+//   - Each engine has a generation of its own (work.gen), so that a write
+//     to the other engine's registers does not stop it: only its own ring
+//     registers, and what changes both (reset, state load, guest memory,
+//     Bus Master, Quiesce, Close), do.
 //
 // The worker is a goroutine started for each turn (so none lingers on an
 // idle NIC); at most one runs at a time.
@@ -43,9 +50,10 @@ type workState struct {
 	spawn func(func())
 	run   func() // n.runWork, bound once so a turn does not allocate it
 
-	// gen changes whenever what a running engine relies on may have
-	// changed: ring registers, reset, state load, guest memory.
-	gen uint64
+	// gen[e] changes whenever what engine e relies on may have changed:
+	// its ring registers (ringChanged), and for both engines reset, state
+	// load, guest memory, Bus Master, Quiesce and Close (datapathChanged).
+	gen [2]uint64
 	// inFlight counts guest memory accesses made without n.mu; idle is
 	// signalled when it drops to zero (Disconnect waits for that).
 	inFlight int
@@ -56,6 +64,12 @@ type workState struct {
 	// messages: n.mem's workerMemory accessor, else n.mem.
 	worker device.GuestMemory
 }
+
+// The engines, indexing workState.gen.
+const (
+	engTX = iota
+	engRX
+)
 
 // workerMemory is guest memory that gives the device's own goroutines an
 // accessor of their own, the only one that may wait for the client (the
@@ -111,7 +125,14 @@ func (n *NIC) setMem(mem device.GuestMemory) {
 	if w, ok := mem.(workerMemory); ok {
 		n.work.worker = w.Worker()
 	}
-	n.work.gen++
+	n.datapathChanged()
+}
+
+// datapathChanged stops both engines at their next guest memory access:
+// what they work on is no longer what they read. Called with n.mu held.
+func (n *NIC) datapathChanged() {
+	n.work.gen[engTX]++
+	n.work.gen[engRX]++
 }
 
 // memMessaged reports whether guest memory may need messages to the
@@ -121,24 +142,41 @@ func (n *NIC) memMessaged() bool {
 }
 
 // errStale is returned by a datapath access after which the engine must
-// stop: n.mu was let go during a message and the ring, the memory or the
-// device's state changed meanwhile.
+// stop, commit nothing, and let the worker take the work up again: n.mu was
+// let go during a message and the ring, the memory or the device's state
+// changed meanwhile, or guest memory turned out to need messages.
 var errStale = errors.New("e1000e: datapath changed during a guest memory message")
 
-// dmaAccess reads or writes guest memory for the transmit (tx) or receive
-// engine, called with n.mu held. Memory that may need messages is accessed
-// without n.mu, and the engine's view (gen) is checked once it is taken
-// back.
-func (n *NIC) dmaAccess(addr uint64, p []byte, write bool, gen uint64, tx bool) error {
+// dmaAccess reads or writes guest memory for engine eng (engTX, engRX),
+// called with n.mu held. Memory that may need messages is accessed through
+// the worker's accessor without n.mu, and the engine's view (gen) is
+// checked once it is taken back.
+//
+// Other memory is accessed with n.mu held, through n.mem, which never waits
+// for the client: memory the client maps without fd after memMessaged was
+// asked is refused there at once with EDEADLK (vfiouser's DMATable), and
+// that is errStale too, so the worker, which may wait, does the access.
+func (n *NIC) dmaAccess(addr uint64, p []byte, write bool, eng int, gen uint64) error {
 	mem := n.mem
 	if mem == nil {
 		return errStale
 	}
 	if !n.memMessaged() {
+		var err error
 		if write {
-			return mem.Write(addr, p)
+			err = mem.Write(addr, p)
+		} else {
+			err = mem.Read(addr, p)
 		}
-		return mem.Read(addr, p)
+		if errors.Is(err, syscall.EDEADLK) {
+			return errStale
+		}
+		return err
+	}
+	if eng == engTX {
+		// Whoever takes n.mu meanwhile (Quiesce, a state save) finds
+		// every committed packet's interrupt raised.
+		n.txFlushCauses()
 	}
 	mem = n.work.worker
 	n.work.inFlight++
@@ -154,7 +192,7 @@ func (n *NIC) dmaAccess(addr uint64, p []byte, write bool, gen uint64, tx bool) 
 	if n.work.inFlight == 0 {
 		n.work.idle.Broadcast()
 	}
-	if tx && !n.txValid(gen) || !tx && !n.rxValid(gen) {
+	if !n.dpValid(eng, gen) {
 		return errStale
 	}
 	return err
@@ -169,21 +207,33 @@ func (n *NIC) waitIdle() {
 	}
 }
 
-// dpValid is what both engines need to go on after n.mu was let go: the
-// same rings and memory, DMA allowed, the NIC open.
-func (n *NIC) dpValid(gen uint64) bool {
-	return n.work.gen == gen && n.busMaster() && !n.closed
+// dpValid is what an engine needs to go on after n.mu was let go: the
+// same rings and memory (its generation), DMA allowed, the NIC open.
+func (n *NIC) dpValid(eng int, gen uint64) bool {
+	return n.work.gen[eng] == gen && n.busMaster() && !n.closed
 }
 
-// txValid and rxValid add that the engine's direction is enabled.
-func (n *NIC) txValid(gen uint64) bool { return n.dpValid(gen) && n.reg(TCTL)&TCTL_EN != 0 }
-func (n *NIC) rxValid(gen uint64) bool { return n.dpValid(gen) && n.reg(RCTL)&RCTL_EN != 0 }
+// rctlLayout are the RCTL bits that decide how a frame is written to the
+// ring; the rest (filters, enable) are read before a frame's delivery
+// starts, or checked on their own.
+const rctlLayout = rctlBSIZE | rctlBSEX | rctlDTYPMask | rctlSECRC
 
-// ringChanged records a write to a register an engine relies on.
-func (n *NIC) ringChanged(off uint32) {
+// ringChanged records a guest write of v over old to a register an engine
+// relies on: only a change stops the engine, and only that engine. (Linux
+// rewrites RCTL on every receive-mode change, with its layout unchanged.)
+func (n *NIC) ringChanged(off, old, v uint32) {
 	switch off {
-	case TDBAL0, TDBAH0, TDLEN0, TDH0,
-		RDBAL0, RDBAH0, RDLEN0, RDH0, RCTL, RFCTL, PSRCTL:
-		n.work.gen++
+	case TDBAL0, TDBAH0, TDLEN0, TDH0:
+		if v != old {
+			n.work.gen[engTX]++
+		}
+	case RDBAL0, RDBAH0, RDLEN0, RDH0, RFCTL, PSRCTL:
+		if v != old {
+			n.work.gen[engRX]++
+		}
+	case RCTL:
+		if (v^old)&rctlLayout != 0 {
+			n.work.gen[engRX]++
+		}
 	}
 }

@@ -214,6 +214,7 @@ func (n *NIC) MAC() net.HardwareAddr {
 func (n *NIC) Close() error {
 	n.mu.Lock()
 	n.closed = true
+	n.datapathChanged()
 	n.stopAllTimers()
 	n.autoneg.stop()
 	n.mu.Unlock()

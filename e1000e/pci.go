@@ -93,6 +93,11 @@ func (n *NIC) pciInit(ownIRQ bool) error {
 		on := cmd&device.CmdBusMaster != 0
 		was := n.busMasterOn
 		n.busMasterOn = on
+		if on != was {
+			// An access waiting for a message must not go on as if
+			// DMA had been allowed all along.
+			n.datapathChanged()
+		}
 		if on && !was && !n.closed {
 			n.kickRX()
 			n.kickTX()

@@ -47,7 +47,7 @@ func (n *NIC) writeReg(off, v uint32) {
 	old := n.mac[c]
 	masked := old&^row.wmask | v&row.wmask
 	masked &^= v & row.w1c
-	n.ringChanged(uint32(c) << 2)
+	n.ringChanged(uint32(c)<<2, old, masked)
 
 	switch row.wr {
 	case wrPlain:

@@ -130,8 +130,19 @@ func (n *NIC) receiveLocked(frame []byte) {
 	if n.rx.blN > 0 {
 		n.kickRX() // older frames go first
 	}
-	if n.rx.blN == 0 && n.rxDeliver(frame) == rxDone {
-		return
+	if n.rx.blN == 0 {
+		switch n.rxDeliver(frame) {
+		case rxDone:
+			return
+		case rxStale:
+			// Guest memory turned out to need messages: the worker
+			// writes the frame.
+			if !n.rxEnqueue(frame) && !quiet {
+				n.addStat(MPC, 1)
+			}
+			n.schedule()
+			return
+		}
 	}
 	// No descriptors for it now: keep it, in order, if there is room.
 	if !quiet {
@@ -180,7 +191,16 @@ func (n *NIC) rxDrain() {
 			n.schedule()
 			return
 		}
-		if n.rxDeliver(n.rx.backlog[n.rx.blHead]) != rxDone {
+		switch n.rxDeliver(n.rx.backlog[n.rx.blHead]) {
+		case rxWait:
+			return
+		case rxStale:
+			// The frame stays first in the backlog. When the ring can
+			// still take it, the worker writes it again now: nothing
+			// else would until the next frame or RDT write.
+			if n.rxRunnable() {
+				n.schedule()
+			}
 			return
 		}
 		n.rx.blHead = (n.rx.blHead + 1) % rxBacklogMax
@@ -188,10 +208,20 @@ func (n *NIC) rxDrain() {
 	}
 }
 
+// rxRunnable reports whether receive may write to its ring at all.
+func (n *NIC) rxRunnable() bool {
+	return n.reg(RCTL)&RCTL_EN != 0 && n.busMaster() && !n.closed
+}
+
 // rxDMA reads or writes guest memory for the receive engine (see
-// dmaAccess).
+// dmaAccess). It also stops when receive was disabled meanwhile: the frame
+// waits, RDH not moved.
 func (n *NIC) rxDMA(addr uint64, p []byte, write bool, gen uint64) error {
-	return n.dmaAccess(addr, p, write, gen, false)
+	err := n.dmaAccess(addr, p, write, engRX, gen)
+	if err == nil && n.reg(RCTL)&RCTL_EN == 0 {
+		return errStale
+	}
+	return err
 }
 
 // rxEnd ends a frame's delivery: a kick that came meanwhile gets the
@@ -352,7 +382,7 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 
 	rx.busy = true
 	defer n.rxEnd()
-	gen := n.work.gen
+	gen := n.work.gen[engRX]
 
 	status, hiDword, mrq := n.rxMetadata(w[:dataLen], &p)
 	if vp {

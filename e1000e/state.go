@@ -332,11 +332,9 @@ func (n *NIC) saveRings(first uint32) *ringsState {
 func (n *NIC) saveTXInflight() (txInflightState, bool) {
 	size := n.reg(TDLEN0) / txDescSize
 	head, tail := n.reg(TDH0), n.reg(TDT0)
-	discard := n.tx.discard
-	if n.tx.busy { // a step is under way without n.mu: its packet is in flight
-		discard = n.tx.headDiscard
-	}
-	s := txInflightState{Head: head, Discard: discard, Descs: []descSpan{}}
+	// A step under way without n.mu has committed nothing: ctx and
+	// discard are still as they stand at TDH.
+	s := txInflightState{Head: head, Discard: n.tx.discard, Descs: []descSpan{}}
 	if size > 0 && head < size && tail < size {
 		s.Count = (tail + size - head) % size
 		base := uint64(n.reg(TDBAH0))<<32 | uint64(n.reg(TDBAL0))
@@ -347,9 +345,6 @@ func (n *NIC) saveTXInflight() (txInflightState, bool) {
 
 func (n *NIC) saveTXContext() *txContextState {
 	c := &n.tx.ctx
-	if n.tx.busy {
-		c = &n.tx.headCtx
-	}
 	return &txContextState{
 		IPCSS: c.ipcss, IPCSO: c.ipcso, IPCSE: c.ipcse,
 		TUCSS: c.tucss, TUCSO: c.tucso, TUCSE: c.tucse,

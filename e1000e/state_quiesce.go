@@ -68,6 +68,9 @@ func (n *NIC) Quiesce() {
 		return
 	}
 	n.mig.quiesced = true
+	// An engine waiting for a message stops when it comes, committing
+	// nothing (its packet or frame is in the state, in flight).
+	n.datapathChanged()
 	// A stopped NIC's announcement would point the switch back at a host
 	// the guest is leaving.
 	n.ann.Cancel()

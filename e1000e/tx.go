@@ -38,7 +38,10 @@ const (
 // doorbell, and then each turn of the worker, does at most this much before
 // it lets n.mu go; the worker carries on with the rest. The budget is
 // checked between packets, so a turn ends at the first packet boundary
-// past it (one packet adds at most txMaxSegments frames).
+// past it (one packet adds at most txMaxSegments frames). Frames count
+// those emitted and each packet dropped; bytes count those gathered from
+// the guest and those emitted, so a packet read in full and then dropped
+// (a TSO packet whose context cannot segment it) is work too.
 //
 // 256 frames fill a TAP device's default queue (txqueuelen 1000) a quarter
 // of the way and cost well under a millisecond to emit; 1 MiB is 8 ms of a
@@ -111,8 +114,15 @@ type txPacketOpts struct {
 // whether the rest of an oversized packet is being discarded. Buffers are
 // allocated on first use and reused for every packet.
 type txState struct {
-	ctx     txContext
-	discard bool
+	// ctx and discard are as they stand at TDH: what a state saves, and
+	// what reset and load set. A step works on copies (stepCtx,
+	// stepDiscard) and commits them with TDH, so a step stopped half way
+	// leaves nothing to undo, and one that waits for a message while a
+	// reset or load replaces them cannot put them back.
+	ctx         txContext
+	discard     bool
+	stepCtx     txContext
+	stepDiscard bool
 
 	buf  []byte // the gathered packet at txHeadroom
 	seg  []byte // one TSO segment at txHeadroom
@@ -127,15 +137,18 @@ type txState struct {
 
 	// busy is set while an engine runs (it may let n.mu go for guest
 	// memory messages); kicked records a kick that came meanwhile.
-	// turnFrames and turnBytes count what this turn emitted, against the
-	// budget.
-	busy, kicked          bool
+	busy, kicked bool
+	// turnFrames and turnBytes count this turn's work against the budget:
+	// frames emitted and packets dropped, bytes gathered from the guest
+	// and bytes emitted.
 	turnFrames, turnBytes int
-	// headCtx and headDiscard are ctx and discard as they were at TDH,
-	// before the step under way: what a state saved meanwhile holds,
-	// since the step's packet is still in flight.
-	headCtx     txContext
-	headDiscard bool
+	// causes (and ide, whether a write-back asked for a delayed
+	// interrupt) are the interrupt causes of the packets committed and
+	// not raised yet. They are raised before n.mu is let go, so no one
+	// who takes it (Quiesce, a state save) sees a packet done without
+	// its interrupt.
+	causes uint32
+	ide    bool
 }
 
 func (t *txState) ensureBuffers() {
@@ -179,7 +192,7 @@ func (n *NIC) kickTX() {
 // does nothing when transmit is disabled, DMA is not allowed, or the ring
 // registers are inconsistent (a tail beyond the ring).
 func (n *NIC) txRun() {
-	if n.reg(TCTL)&TCTL_EN == 0 || !n.busMaster() {
+	if !n.txRunnable() {
 		return
 	}
 	r := txRing{
@@ -195,12 +208,8 @@ func (n *NIC) txRun() {
 	t.ensureBuffers()
 	t.busy = true
 	t.turnFrames, t.turnBytes = 0, 0
-	gen := n.work.gen
-	var (
-		causes uint32
-		ide    bool
-		st     = txDone
-	)
+	gen := n.work.gen[engTX]
+	st := txDone
 	// Every step consumes at least one descriptor or stops, so the walk
 	// ends within one turn of the ring, and sooner at the budget, which
 	// is checked between packets.
@@ -210,17 +219,11 @@ func (n *NIC) txRun() {
 			n.schedule()
 			break
 		}
-		var next, c uint32
-		var i bool
-		next, c, i, st = n.txStep(&r, gen)
-		if st != txDone {
+		head := r.head
+		if st = n.txStep(&r, gen); st != txDone {
 			break
 		}
-		descs += (next + r.size - r.head) % r.size
-		r.head = next
-		n.setReg(TDH0, next)
-		causes |= c
-		ide = ide || i
+		descs += (r.head + r.size - head) % r.size
 	}
 	t.busy = false
 	if t.kicked {
@@ -228,16 +231,34 @@ func (n *NIC) txRun() {
 		t.kicked = false
 		n.schedule()
 	}
-	if st == txStale && n.work.gen != gen {
-		return // the ring or the device changed under the engine
+	if st == txStale {
+		// Nothing of the step is committed, and it raises nothing: the
+		// causes of the packets committed before it were raised before
+		// n.mu was let go, and the NIC may be quiesced by now. When the
+		// ring can still be worked on, the worker does it again now:
+		// nothing else would (the guest's next doorbell may never come).
+		if n.txRunnable() {
+			n.schedule()
+		}
+	} else if r.head == r.tail {
+		t.causes |= ICR_TXQE
 	}
-	if r.head == r.tail {
-		causes |= ICR_TXQE
+	n.txFlushCauses()
+}
+
+// txRunnable reports whether transmit may work on its ring at all.
+func (n *NIC) txRunnable() bool {
+	return n.reg(TCTL)&TCTL_EN != 0 && n.busMaster() && !n.closed
+}
+
+// txFlushCauses raises the causes of committed packets. Raising nothing
+// would still release causes the delay timers hold, so it does not.
+func (n *NIC) txFlushCauses() {
+	t := &n.tx
+	if t.causes != 0 {
+		n.raiseTX(t.causes, t.ide)
 	}
-	// Raising nothing would still release causes the delay timers hold.
-	if causes != 0 {
-		n.raiseTX(causes, ide)
-	}
+	t.causes, t.ide = 0, false
 }
 
 // txDoneCause is the cause a descriptor write-back raises.
@@ -249,19 +270,36 @@ func (n *NIC) txDoneCause() uint32 {
 }
 
 // txDMA reads or writes guest memory for the transmit engine (see
-// dmaAccess).
+// dmaAccess). Reads (descriptors, buffers) also stop when transmit was
+// disabled meanwhile: the packet waits at TDH. Writes are the write-backs
+// of a packet already sent, which finish while its ring is the same.
 func (n *NIC) txDMA(addr uint64, p []byte, write bool, gen uint64) error {
-	return n.dmaAccess(addr, p, write, gen, true)
+	err := n.dmaAccess(addr, p, write, engTX, gen)
+	if !write && err == nil && n.reg(TCTL)&TCTL_EN == 0 {
+		return errStale
+	}
+	return err
 }
 
 // txStep handles what starts at r.head: a lone context descriptor, or a
-// whole packet up to its EOP descriptor. It returns the new head, the causes
-// of the write-backs and whether one asked for a delayed interrupt, with
-// txDone; txWait when nothing can be done yet (the packet's end is not in
-// the ring, or a descriptor cannot be read); txStale when the engine must
-// stop (errStale), having restored what it changed when the ring itself is
-// unchanged, so the packet is done again from its first descriptor.
-func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide bool, st txStatus) {
+// whole packet up to its EOP descriptor, and commits it: TDH, the context,
+// and the causes of its write-backs. It returns txDone, with r.head moved;
+// txWait when nothing can be done yet (the packet's end is not in the ring,
+// or a descriptor cannot be read); txStale when the engine must stop
+// (errStale), having committed nothing (it works on copies of the context
+// and the discard flag), so the packet is done again from its first
+// descriptor.
+//
+// A step can go stale after its frames went out, while it writes the
+// descriptors back. It goes stale only when the ring itself was changed
+// meanwhile (its registers, reset, load, guest memory, Bus Master) or the
+// NIC was quiesced: not for a receive register, nor for transmit being
+// disabled, after which it finishes the write-backs. Its frames go out
+// again only if the same ring is worked on again after that, that is after
+// a Quiesce and Resume (here or on a migration's destination), or with Bus
+// Master turned off and on during the message: where the real part, reset
+// or stopped half way through a packet, may resend one too.
+func (n *NIC) txStep(r *txRing, gen uint64) txStatus {
 	t := &n.tx
 	var (
 		opts   txPacketOpts
@@ -270,27 +308,25 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 		pktLen int
 		eop    bool
 	)
-	t.headCtx, t.headDiscard = t.ctx, t.discard
+	t.stepCtx, t.stepDiscard = t.ctx, t.discard
 	dropped0 := t.dropped
-	stale := func() (uint32, uint32, bool, txStatus) {
-		if n.work.gen == gen {
-			t.ctx, t.discard, t.dropped = t.headCtx, t.headDiscard, dropped0
-		}
-		return r.head, 0, false, txStale
+	stale := func() txStatus {
+		t.dropped = dropped0
+		return txStale
 	}
 	everyWB := n.reg(IVAR)&IVAR_INT_ON_ALL_WB != 0
 	i := r.head
 	for steps := 0; ; steps++ {
 		if i == r.tail || steps >= txMaxScan {
-			if !t.discard && ndata <= txMaxDataDescs && steps < txMaxScan {
-				return r.head, 0, false, txWait // wait for the rest
+			if !t.stepDiscard && ndata <= txMaxDataDescs && steps < txMaxScan {
+				return txWait // wait for the rest
 			}
 			// Too many descriptors without an end: drop what we have
 			// and keep discarding up to the next EOP.
-			if !t.discard {
+			if !t.stepDiscard {
 				t.dropped++
 			}
-			t.discard = true
+			t.stepDiscard = true
 			break
 		}
 		d := txDesc(t.desc[:])
@@ -300,7 +336,8 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 			}
 			// Nothing is consumed: the next doorbell retries.
 			n.log.Debug("e1000e: tx descriptor read", "index", i, "err", err)
-			return r.head, 0, false, txWait
+			t.dropped = dropped0
+			return txWait
 		}
 		idx := i
 		i = (i + 1) % r.size
@@ -314,8 +351,8 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 			nwb++
 		}
 		if d.isContext() {
-			t.ctx.load(d)
-			if ndata == 0 && !t.discard {
+			t.stepCtx.load(d)
+			if ndata == 0 && !t.stepDiscard {
 				break // a context descriptor on its own
 			}
 			continue
@@ -335,20 +372,20 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 			}
 		}
 		ndata++
-		if ndata > txMaxDataDescs && !t.discard {
-			t.discard = true
+		if ndata > txMaxDataDescs && !t.stepDiscard {
+			t.stepDiscard = true
 			t.dropped++
 		}
-		if !t.discard && length > 0 {
+		if !t.stepDiscard && length > 0 {
 			if pktLen+length > txMaxPacket {
-				t.discard = true
+				t.stepDiscard = true
 				t.dropped++
 			} else if err := n.txDMA(d.addr(), t.buf[txHeadroom+pktLen:txHeadroom+pktLen+length], false, gen); err != nil {
 				if errors.Is(err, errStale) {
 					return stale()
 				}
 				n.log.Debug("e1000e: tx buffer read", "addr", d.addr(), "len", length, "err", err)
-				t.discard = true
+				t.stepDiscard = true
 				t.dropped++
 			} else {
 				pktLen += length
@@ -361,19 +398,28 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 			break
 		}
 	}
+	// The budget counts the bytes gathered, and a dropped packet as a
+	// frame, so that packets read in full and then dropped (a TSO packet
+	// with an unusable context) cannot make a turn unbounded work.
+	t.turnBytes += pktLen
 	if eop {
-		if !t.discard && pktLen > 0 {
+		if !t.stepDiscard && pktLen > 0 {
 			n.txPacket(&opts, pktLen)
 		}
-		t.discard = false
+		t.stepDiscard = false
 	}
+	if t.dropped != dropped0 {
+		t.turnFrames++
+	}
+	var causes uint32
+	ide := false
 	for k := 0; k < nwb; k++ {
 		w := &t.wb[k]
 		binary.LittleEndian.PutUint32(t.status[:], w.upper)
 		if err := n.txDMA(r.base+uint64(w.idx)*txDescSize+12, t.status[:], true, gen); err != nil {
 			if errors.Is(err, errStale) {
-				// The frames are out; done again, they go out twice,
-				// which the network tolerates, rather than never.
+				// The ring is not the one the frames came from, or
+				// the NIC is quiesced: see above.
 				return stale()
 			}
 			n.log.Debug("e1000e: tx write-back", "index", w.idx, "err", err)
@@ -382,7 +428,13 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 		causes |= n.txDoneCause()
 		ide = w.ide
 	}
-	return i, causes, ide, txDone
+	// Commit, with n.mu held since the last write-back.
+	r.head = i
+	n.setReg(TDH0, i)
+	t.ctx, t.discard = t.stepCtx, t.stepDiscard
+	t.causes |= causes
+	t.ide = t.ide || ide
+	return txDone
 }
 
 // txPacket applies the offloads to the gathered packet and sends it, as
@@ -390,7 +442,7 @@ func (n *NIC) txStep(r *txRing, gen uint64) (next uint32, causes uint32, ide boo
 func (n *NIC) txPacket(o *txPacketOpts, pktLen int) {
 	t := &n.tx
 	pkt := t.buf[txHeadroom : txHeadroom+pktLen]
-	c := &t.ctx
+	c := &t.stepCtx
 	if o.tse && c.tse {
 		n.txTSO(o, pkt)
 		return
@@ -440,7 +492,7 @@ func tsoUsable(pkt []byte, c *txContext, popts byte, vet uint16) bool {
 // a copy of the headers fixed up for its place in the stream.
 func (n *NIC) txTSO(o *txPacketOpts, pkt []byte) {
 	t := &n.tx
-	c := &t.ctx
+	c := &t.stepCtx
 	if !tsoUsable(pkt, c, o.popts, n.vet()) {
 		t.dropped++
 		n.addStat(TSCTFC, 1)
@@ -566,8 +618,9 @@ func sizeBucket(first uint32, size uint64) uint32 {
 // resetRings drops ring runtime state on device reset. Called with n.mu held.
 // Buffers are kept for reuse.
 func (n *NIC) resetRings() {
-	n.work.gen++
+	n.datapathChanged()
 	n.tx.ctx = txContext{}
 	n.tx.discard = false
+	n.tx.causes, n.tx.ide = 0, false
 	n.rx.reset()
 }
