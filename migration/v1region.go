@@ -97,8 +97,15 @@ func NewV1Region(m *Machine, areaSize int) (*V1Region, error) {
 	return r, nil
 }
 
-// Close unmaps the data area and closes the memfd.
+// errV1Closed answers an access to a region whose device is gone.
+var errV1Closed = fmt.Errorf("migration: the v1 region is closed: %w", syscall.ENODEV)
+
+// Close unmaps the data area and closes the memfd. It takes the machine's
+// lock, as the region's accesses do, so no access copies from an area being
+// unmapped; accesses after it fail with ENODEV.
 func (r *V1Region) Close() error {
+	r.m.mu.Lock()
+	defer r.m.mu.Unlock()
 	var err error
 	if r.area != nil {
 		err = unix.Munmap(r.area)
@@ -147,6 +154,9 @@ func (r *V1Region) inArea(off uint64, n int) (int, bool) {
 func (r *V1Region) ReadRegion(off uint64, p []byte) error {
 	r.m.mu.Lock()
 	defer r.m.mu.Unlock()
+	if r.area == nil {
+		return errV1Closed
+	}
 	if rel, ok := r.inArea(off, len(p)); ok {
 		copy(p, r.area[rel:])
 		return nil
@@ -182,6 +192,9 @@ func (r *V1Region) ReadRegion(off uint64, p []byte) error {
 func (r *V1Region) WriteRegion(off uint64, p []byte) error {
 	r.m.mu.Lock()
 	defer r.m.mu.Unlock()
+	if r.area == nil {
+		return errV1Closed
+	}
 	if rel, ok := r.inArea(off, len(p)); ok {
 		if r.m.state != sResuming {
 			return errInval("data written outside resuming")

@@ -362,3 +362,29 @@ func TestV1ResetMidSave(t *testing.T) {
 		t.Fatal("save after reset differs")
 	}
 }
+
+// TestV1RegionClosedAccessRefused: accesses after Close get ENODEV, not a
+// copy from an unmapped area, and Close races no access (run with -race).
+func TestV1RegionClosedAccessRefused(t *testing.T) {
+	_, r := newV1(t, newFakeDev(1, true), 0, Limits{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p := make([]byte, 8)
+		for range 1000 {
+			if err := r.ReadRegion(v1OffSize, p); err != nil {
+				return
+			}
+		}
+	}()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if err := r.ReadRegion(V1DataOffset, make([]byte, 8)); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("read after Close: %v, want ENODEV", err)
+	}
+	if err := r.WriteRegion(v1OffState, make([]byte, 4)); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("write after Close: %v, want ENODEV", err)
+	}
+}
