@@ -461,7 +461,7 @@ func (n *NIC) writeIMS(v uint32) {
 			}
 		}
 	}
-	if valid == imsValid && n.mac[CTRL_EXT>>2]&CTRL_EXT_INT_TIMERS_CLEAR_ENA != 0 {
+	if valid&imsCauses == imsCauses && n.mac[CTRL_EXT>>2]&CTRL_EXT_INT_TIMERS_CLEAR_ENA != 0 {
 		n.mac[ICR>>2] |= n.intr.delayed
 		n.intr.delayed = 0
 		n.stopDelayTimers()

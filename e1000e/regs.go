@@ -232,12 +232,22 @@ const (
 	// icrOtherCauses are summarised by ICR_OTHER in MSI-X mode.
 	icrOtherCauses = ICR_LSC | ICR_RXO | ICR_MDAC | ICR_SRPD | ICR_ACK | ICR_MNG
 
-	// imsValid are the causes IMS can enable. RXSEQ is among them because
-	// Linux's MSI self-test fires it through ICS and falls back to INTx when
-	// no interrupt arrives.
-	imsValid = ICR_TXDW | ICR_TXQE | ICR_LSC | ICR_RXSEQ | ICR_RXDMT0 | ICR_RXO |
+	// imsCauses are the named causes: enabling all of them at once is
+	// what CTRL_EXT.INT_TIMERS_CLEAR_ENA watches for. RXSEQ is among them
+	// because Linux's MSI self-test fires it through ICS and falls back to
+	// INTx when no interrupt arrives.
+	imsCauses = ICR_TXDW | ICR_TXQE | ICR_LSC | ICR_RXSEQ | ICR_RXDMT0 | ICR_RXO |
 		ICR_RXT0 | ICR_MDAC | ICR_TXD_LOW | ICR_SRPD | ICR_ACK | ICR_MNG |
 		ICR_RXQ0 | ICR_RXQ1 | ICR_TXQ0 | ICR_TXQ1 | ICR_OTHER
+
+	// icrLowCauses are bits 0-9, which Linux's interrupt self-test forces
+	// one by one through ICS and expects to be latched in ICR, enabled by
+	// IMS and delivered: the 82574L implements each of them, bits 5 and 8
+	// (no cause of their own) included.
+	icrLowCauses = 0x000003FF
+
+	// imsValid are the bits IMS can enable.
+	imsValid = imsCauses | icrLowCauses
 
 	// eiacMask are the causes EIAC can auto-clear (the MSI-X causes).
 	eiacMask = ICR_RXQ0 | ICR_RXQ1 | ICR_TXQ0 | ICR_TXQ1 | ICR_OTHER

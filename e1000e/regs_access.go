@@ -45,7 +45,8 @@ func (n *NIC) writeReg(off, v uint32) {
 	row := &regTable[r-1]
 	c := regIdx.canon[d]
 	old := n.mac[c]
-	masked := old&^row.wmask | v&row.wmask
+	wmask := row.maskAt(uint32(c) - row.off>>2)
+	masked := old&^wmask | v&wmask
 	masked &^= v & row.w1c
 	n.ringChanged(uint32(c)<<2, old, masked)
 

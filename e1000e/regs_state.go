@@ -97,7 +97,7 @@ func checkRegValue(r *regRow, v uint32) error {
 	}
 	switch r.wr {
 	case wrPlain:
-		if fixed := ^(r.wmask | r.w1c); v&fixed != r.reset&fixed {
+		if fixed := ^(r.wmask | r.wmaskOdd | r.w1c | r.legacy); v&fixed != r.reset&fixed {
 			return bad("read-only bits differ from the hardware's")
 		}
 	case wrCTRL:
@@ -125,12 +125,22 @@ func checkRegValue(r *regRow, v uint32) error {
 func (n *NIC) restoreRegisters(s *RegistersState) {
 	for name, v := range s.Regs {
 		r, _ := rowByName(name)
-		n.mac[r.off/4] = v
+		n.mac[r.off/4] = r.dropLegacy(0, v)
 	}
 	for name, a := range s.Arrays {
 		r, _ := rowByName(name)
-		copy(n.mac[r.off/4:r.off/4+r.n], a)
+		for i, v := range a[:r.n] {
+			n.mac[r.off/4+uint32(i)] = r.dropLegacy(uint32(i), v)
+		}
 	}
+}
+
+// dropLegacy returns v, a value for dword i of the row from a migration
+// stream, with the bits an older server kept but the part does not
+// implement put back to their reset values.
+func (r *regRow) dropLegacy(i, v uint32) uint32 {
+	drop := r.legacy &^ r.maskAt(i)
+	return v&^drop | r.reset&drop
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -49,11 +49,27 @@ type regRow struct {
 	n     uint32 // dwords covered; arrays have more than one
 	reset uint32 // value after reset (every dword of an array)
 	wmask uint32 // bits a plain write stores
-	w1c   uint32 // bits a written 1 clears
-	rc    bool   // a read clears the register (statistics)
-	rd    readHook
-	wr    writeHook
-	keep  bool // survives a software reset (CTRL.RST)
+	// wmaskOdd, when not zero, is the mask of the odd dwords of an array
+	// of register pairs (RAH in RAL/RAH); wmask is then the even dwords'.
+	wmaskOdd uint32
+	// legacy are bits an older server stored although the 82574L does
+	// not implement them: a migration stream may carry them, and a load
+	// drops them (they read back as the part returns them) instead of
+	// refusing the stream.
+	legacy uint32
+	w1c    uint32 // bits a written 1 clears
+	rc     bool   // a read clears the register (statistics)
+	rd     readHook
+	wr     writeHook
+	keep   bool // survives a software reset (CTRL.RST)
+}
+
+// maskAt returns the write mask of dword i of the row.
+func (r *regRow) maskAt(i uint32) uint32 {
+	if r.wmaskOdd != 0 && i&1 == 1 {
+		return r.wmaskOdd
+	}
+	return r.wmask
 }
 
 // regAlias maps a legacy offset range onto the canonical registers.
@@ -100,6 +116,9 @@ const (
 	gcrRO       = 0x06800000 // L1 entry latency bits: read only
 	gcrReset    = 0x00000200 | gcrRO
 	itrMask     = 0x0000FFFF
+	tipgMask    = 0x3FFFFFFF // IPGT, IPGR1, IPGR2; bits 30-31 reserved
+	txcwMask    = 0xC000FFFF // TxConfigWord, TxConfig (bit 30), ANE (bit 31)
+	rahMask     = 0x8003FFFF // address bits 47:32, ASEL (17:16), AV (31)
 	dlenMask    = 0x000FFF80
 	dbalMask    = 0xFFFFFFF0
 	ringIdxMask = 0x0000FFFF
@@ -132,11 +151,11 @@ func buildRegTable() []regRow {
 		{name: "EITR", off: EITR0, n: numMSIXVecs, wmask: itrMask},
 		regHook("RCTL", RCTL, 0, 0x7FFFFFFE, rdPlain, wrRCTL),
 		plainReg("FCTTV", FCTTV, 0, 0xFFFF),
-		plainReg("TXCW", TXCW, 0, allBits),
+		{name: "TXCW", off: TXCW, n: 1, wmask: txcwMask, legacy: ^uint32(txcwMask)},
 		regRO("RXCW", RXCW, 0),
 		regHook("TCTL", TCTL, 0, allBits, rdPlain, wrTCTL),
 		plainReg("TCTL_EXT", TCTL_EXT, 0, allBits),
-		plainReg("TIPG", TIPG, 0x8|0x8<<10|0x6<<20, allBits),
+		{name: "TIPG", off: TIPG, n: 1, reset: 0x8 | 0x8<<10 | 0x6<<20, wmask: tipgMask, legacy: ^uint32(tipgMask)},
 		plainReg("AIT", AIT, 0, 0xFFFF),
 		plainReg("LEDCTL", LEDCTL, 0x00068302, allBits),
 		plainReg("EXTCNF_CTRL", EXTCNF_CTRL, 0x8, allBits),
@@ -232,10 +251,9 @@ func buildRegTable() []regRow {
 		plainReg("RFCTL", RFCTL, 0, allBits),
 		regArray("MAVTV", MAVTV0, 4, 0xFFFF),
 		regArray("MTA", MTA, 128, allBits),
-		// RAL(n) and RAH(n) alternate; RAH keeps its address, ASEL and AV
-		// bits, which the per-dword mask below cannot express, so the
-		// array stores all bits and the RX filter reads only what it needs.
-		regArray("RA", RA, 2*numRA, allBits),
+		// RAL(n) and RAH(n) alternate: RAL keeps all bits, RAH only its
+		// address, ASEL and AV bits (Linux's register test checks it).
+		regRow{name: "RA", off: RA, n: 2 * numRA, wmask: allBits, wmaskOdd: rahMask, legacy: ^uint32(rahMask)},
 		regArray("VFTA", VFTA, 128, allBits),
 		plainReg("WUC", WUC, 0, allBits),
 		plainReg("WUFC", WUFC, 0, allBits),

@@ -420,7 +420,9 @@ func (l *nicLoader) applyLocked() {
 		}
 		for _, e := range l.filters.RA {
 			n.mac[RA>>2+2*int(e.Index)] = e.Low
-			n.mac[RA>>2+2*int(e.Index)+1] = e.High
+			// RAH keeps only the bits the part implements; an older
+			// server kept them all.
+			n.mac[RA>>2+2*int(e.Index)+1] = e.High & rahMask
 		}
 	}
 
