@@ -21,6 +21,9 @@
 //	                      (data: received, first, last, lost, max_gap_ms,
 //	                      gap_end_ms, tail_ms; see the agent)
 //	ethtool IFACE [FEATURE on|off]  offloads rx, tx, sg, tso (data: state)
+//	selftest IFACE        the driver's offline self-test (ethtool -t IFACE
+//	                      offline); data: names, results (one per test,
+//	                      0 = pass), failed
 //	mcast IFACE GROUP:PORT N   join GROUP on IFACE, wait for N datagrams
 //	wait-link IFACE up|down
 //

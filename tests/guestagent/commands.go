@@ -45,6 +45,8 @@ func run(req Request) Reply {
 		err = cmdMcast(ctx, req.Args, &rep)
 	case "ethtool":
 		err = cmdEthtool(req.Args, &rep)
+	case "selftest":
+		err = cmdSelftest(req.Args, &rep)
 	case "wait-link":
 		err = cmdWaitLink(ctx, req.Args, &rep)
 	default:

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"encoding/binary"
 	"fmt"
+	"runtime"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -77,6 +80,89 @@ func cmdEthtool(args []string, rep *Reply) error {
 	}
 	if (v != 0) != (on != 0) {
 		return fmt.Errorf("ethtool %s %s is still %v", args[0], args[1], v != 0)
+	}
+	return nil
+}
+
+// ethtool commands and layouts of include/uapi/linux/ethtool.h used by the
+// self-test.
+const (
+	ethtoolGDrvInfo  = 0x03 // ETHTOOL_GDRVINFO
+	ethtoolTest      = 0x1a // ETHTOOL_TEST
+	ethtoolGStrings  = 0x1b // ETHTOOL_GSTRINGS
+	ethSSTest        = 0    // ETH_SS_TEST
+	ethGStringLen    = 32   // ETH_GSTRING_LEN
+	ethTestFlOffline = 1    // ETH_TEST_FL_OFFLINE
+	ethTestFlFailed  = 2    // ETH_TEST_FL_FAILED
+	drvInfoSize      = 196  // struct ethtool_drvinfo
+	drvInfoTestLen   = 184  // offset of testinfo_len
+	maxSelfTests     = 64   // bound on testinfo_len from the driver
+)
+
+// ethtoolIoctl calls SIOCETHTOOL with buf as the command's structure; buf
+// starts with the command number and the kernel writes its answer into it.
+func ethtoolIoctl(iface string, buf []byte) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var ifr [40]byte
+	if len(iface) >= unix.IFNAMSIZ {
+		return fmt.Errorf("interface name %q too long", iface)
+	}
+	copy(ifr[:], iface)
+	*(*uintptr)(unsafe.Pointer(&ifr[unix.IFNAMSIZ])) = uintptr(unsafe.Pointer(&buf[0]))
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr[0])))
+	runtime.KeepAlive(buf)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// cmdSelftest: IFACE runs the driver's offline self-test, as
+// `ethtool -t IFACE offline` does (busybox has no ethtool), and reports
+// each test's name and result (0 = pass) and whether any failed.
+func cmdSelftest(args []string, rep *Reply) error {
+	if err := nargs(args, 1); err != nil {
+		return err
+	}
+	iface := args[0]
+	info := make([]byte, drvInfoSize)
+	binary.LittleEndian.PutUint32(info, ethtoolGDrvInfo)
+	if err := ethtoolIoctl(iface, info); err != nil {
+		return fmt.Errorf("ETHTOOL_GDRVINFO %s: %w", iface, err)
+	}
+	n := int(binary.LittleEndian.Uint32(info[drvInfoTestLen:]))
+	if n == 0 || n > maxSelfTests {
+		return fmt.Errorf("%s: driver reports %d self-tests", iface, n)
+	}
+	strs := make([]byte, 12+n*ethGStringLen)
+	binary.LittleEndian.PutUint32(strs[0:], ethtoolGStrings)
+	binary.LittleEndian.PutUint32(strs[4:], ethSSTest)
+	binary.LittleEndian.PutUint32(strs[8:], uint32(n))
+	if err := ethtoolIoctl(iface, strs); err != nil {
+		return fmt.Errorf("ETHTOOL_GSTRINGS %s: %w", iface, err)
+	}
+	test := make([]byte, 16+8*n)
+	binary.LittleEndian.PutUint32(test[0:], ethtoolTest)
+	binary.LittleEndian.PutUint32(test[4:], ethTestFlOffline)
+	binary.LittleEndian.PutUint32(test[12:], uint32(n))
+	if err := ethtoolIoctl(iface, test); err != nil {
+		return fmt.Errorf("ETHTOOL_TEST %s: %w", iface, err)
+	}
+	names := make([]string, n)
+	results := make([]uint64, n)
+	for i := range n {
+		s := strs[12+i*ethGStringLen : 12+(i+1)*ethGStringLen]
+		names[i] = strings.TrimRight(string(s), "\x00")
+		results[i] = binary.LittleEndian.Uint64(test[16+8*i:])
+	}
+	rep.Data = map[string]any{
+		"names":   names,
+		"results": results,
+		"failed":  binary.LittleEndian.Uint32(test[4:])&ethTestFlFailed != 0,
 	}
 	return nil
 }

@@ -5,25 +5,43 @@ import (
 	"fmt"
 )
 
-// PCICaps walks a config space's standard capability list and returns
-// offset → capability id, bounded so a looping list cannot hang the test.
-func PCICaps(cfg []byte) (map[int]byte, error) {
-	caps := map[int]byte{}
+// PCICap is one entry of the standard capability list.
+type PCICap struct {
+	Off int
+	ID  byte
+}
+
+// PCICapList walks a config space's standard capability list and returns
+// its entries in list order, bounded so a looping list cannot hang the
+// test.
+func PCICapList(cfg []byte) ([]PCICap, error) {
+	var list []PCICap
 	if len(cfg) < 64 {
-		return caps, fmt.Errorf("config space of %d bytes", len(cfg))
+		return list, fmt.Errorf("config space of %d bytes", len(cfg))
 	}
 	if cfg[6]&0x10 == 0 {
-		return caps, fmt.Errorf("no capability list (status %#x)", cfg[6])
+		return list, fmt.Errorf("no capability list (status %#x)", cfg[6])
 	}
 	off := int(cfg[0x34]) &^ 3
 	for i := 0; off != 0 && i < 48; i++ {
 		if off < 0x40 || off+2 > len(cfg) {
-			return caps, fmt.Errorf("capability pointer %#x out of range", off)
+			return list, fmt.Errorf("capability pointer %#x out of range", off)
 		}
-		caps[off] = cfg[off]
+		list = append(list, PCICap{Off: off, ID: cfg[off]})
 		off = int(cfg[off+1]) &^ 3
 	}
-	return caps, nil
+	return list, nil
+}
+
+// PCICaps walks the standard capability list as PCICapList does and
+// returns offset → capability id.
+func PCICaps(cfg []byte) (map[int]byte, error) {
+	list, err := PCICapList(cfg)
+	caps := make(map[int]byte, len(list))
+	for _, c := range list {
+		caps[c.Off] = c.ID
+	}
+	return caps, err
 }
 
 // PCIExtCaps walks the extended capability list (config space beyond 256

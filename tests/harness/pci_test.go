@@ -23,6 +23,19 @@ func TestPCICaps(t *testing.T) {
 			t.Errorf("cap at %#x = %#x, want %#x", off, caps[off], id)
 		}
 	}
+	list, err := PCICapList(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantList := []PCICap{{0xc8, 1}, {0xd0, 5}, {0xe0, 0x10}, {0xa0, 0x11}}
+	if len(list) != len(wantList) {
+		t.Fatalf("list %v, want %v", list, wantList)
+	}
+	for i := range wantList {
+		if list[i] != wantList[i] {
+			t.Errorf("list[%d] = %v, want %v", i, list[i], wantList[i])
+		}
+	}
 	ext, err := PCIExtCaps(cfg)
 	if err != nil {
 		t.Fatal(err)
