@@ -222,7 +222,10 @@ func Run(ctx context.Context, p Plan) (Summary, error) {
 	if st.Status != "inmigrate" {
 		return Summary{Source: src}, notStarted("destination QEMU is %q, not waiting for an incoming migration (start it with -incoming)", st.Status)
 	}
-	if err := dq.Execute(ctx, "migrate-incoming", map[string]any{"uri": p.URI}, nil); err != nil {
+	// exit-on-error false: a destination whose load fails stays, waiting,
+	// with its migration "failed", which tells that it never ran the guest
+	// (QEMU 9.1 and later); it would otherwise exit and leave no evidence.
+	if err := dq.Execute(ctx, "migrate-incoming", map[string]any{"uri": p.URI, "exit-on-error": false}, nil); err != nil {
 		// A destination started with -incoming URI already listens there.
 		var qe *qmp.Error
 		if !errors.As(err, &qe) || !strings.Contains(strings.ToLower(qe.Desc), "already") {
@@ -270,20 +273,31 @@ func Run(ctx context.Context, p Plan) (Summary, error) {
 		return Summary{Source: src}, failed("migration %s: %s", ms.Status, ms.ErrorDesc)
 	}
 
-	// The destination resumes by itself once the migration completes. If
-	// it never does (its load failed, its QEMU exited), the source, which
-	// QEMU left paused in postmigrate with the guest intact, runs the guest
-	// again, as libvirt does: nothing ran on the destination.
+	// The destination resumes by itself once the migration completes. Only
+	// when it says its load failed (still waiting for a migration, its own
+	// migration "failed") is it certain that the guest never ran there:
+	// then the source, which QEMU left paused in postmigrate with the guest
+	// intact, runs it again, as libvirt does. Anything else (a destination
+	// gone, in another state, or a deadline) leaves the source paused: it
+	// may already run on the destination, and two running copies would
+	// corrupt its disks.
+	const paused = "the guest is paused on the source (postmigrate): resume it there with cont only if the destination never ran it"
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if err := dq.Execute(ctx, "query-status", nil, &st); err != nil {
-			return Summary{Source: src}, resumeSource(sq, failed("destination QEMU after the migration: %w", err))
+			return Summary{Source: src}, failed("destination QEMU after the migration: %w; %s", err, paused)
 		}
 		if st.Running {
 			break
 		}
+		if st.Status == "inmigrate" {
+			var dm migrateStatus
+			if err := dq.Execute(ctx, "query-migrate", nil, &dm); err == nil && dm.Status == "failed" {
+				return Summary{Source: src}, resumeSource(sq, failed("the destination's load failed: %s", dm.ErrorDesc))
+			}
+		}
 		if st.Status != "inmigrate" && st.Status != "finish-migrate" && st.Status != "prelaunch" {
-			return Summary{Source: src}, resumeSource(sq, failed("destination QEMU is %q after the migration", st.Status))
+			return Summary{Source: src}, failed("destination QEMU is %q after the migration; %s", st.Status, paused)
 		}
 		if time.Now().After(deadline) {
 			return Summary{Source: src}, failed("destination QEMU still %q 30 s after the migration", st.Status)
@@ -316,11 +330,15 @@ func Run(ctx context.Context, p Plan) (Summary, error) {
 // cancelMigration asks the source QEMU to cancel its migration, so that it
 // keeps running the guest; it has its own deadline because the caller's
 // has passed.
-// resumeSource runs the guest on the source again after a destination that
-// never ran it failed, if the source is still paused where the migration
-// left it (postmigrate), and says so in the returned error. A destination
-// still on its way ("inmigrate" past the deadline) is left alone: it might
-// yet run the guest.
+func cancelMigration(sq *qmp.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sq.Execute(ctx, "migrate_cancel", nil, nil)
+}
+
+// resumeSource runs the guest on the source again after the destination's
+// load failed, if the source is still paused where the migration left it
+// (postmigrate), and says so in the returned error.
 func resumeSource(sq *qmp.Client, cause error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -337,12 +355,6 @@ func resumeSource(sq *qmp.Client, cause error) error {
 		return fmt.Errorf("%w; resuming the guest on the source failed: %v", cause, err)
 	}
 	return fmt.Errorf("%w; the guest runs on the source again", cause)
-}
-
-func cancelMigration(sq *qmp.Client) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	sq.Execute(ctx, "migrate_cancel", nil, nil)
 }
 
 func describeSource(s model.Source) string {

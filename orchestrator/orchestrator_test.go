@@ -338,17 +338,31 @@ func TestRunCancelledAfterStartIsFailed(t *testing.T) {
 	}
 }
 
-// A destination whose load fails after the source completed (its QEMU
-// leaves incoming and never runs) does not leave the guest paused: the
-// source, in postmigrate, runs it again, and the error says so. A source
-// that is not paused where the migration left it is not touched.
-func TestRunResumesSourceWhenDestinationNeverRuns(t *testing.T) {
-	for _, srcAfter := range []string{"postmigrate", "internal-error"} {
-		dst := &qmptest.QEMU{Status: "inmigrate"}
+// A destination whose load fails after the source completed (it stays
+// waiting, its own migration "failed") does not leave the guest paused: the
+// source, in postmigrate, runs it again, and the error says so. Without
+// that evidence — a destination in a state the guest could have
+// reached by running there — the source stays paused, and so does a source
+// not paused where the migration left it.
+func TestRunResumesSourceOnlyWhenTheDestinationLoadFailed(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		srcAfter  string
+		dstAfter  string
+		dstScript string
+		resume    bool
+	}{
+		{"load failed", "postmigrate", "inmigrate", `{"status":"failed","error-desc":"load of migration failed"}`, true},
+		{"load failed, source not paused", "internal-error", "inmigrate", `{"status":"failed"}`, false},
+		{"destination shut down", "postmigrate", "shutdown", `{"status":"completed"}`, false},
+		{"destination paused", "postmigrate", "paused", `{"status":"completed"}`, false},
+	} {
+		dst := &qmptest.QEMU{Status: "inmigrate", Script: []string{`{}`}}
 		src := &qmptest.QEMU{Status: "running", Running: true, Script: []string{`{"status":"completed","total-time":900}`}}
 		src.OnMigrate = func() {
-			src.Status, src.Running = srcAfter, false // src is locked here
-			dst.SetStatus("shutdown", false)
+			src.Status, src.Running = tc.srcAfter, false // src is locked here
+			dst.SetStatus(tc.dstAfter, false)
+			dst.SetScript(tc.dstScript)
 		}
 		p := Plan{
 			SrcControl: serveControl(t, 2), DstControl: serveControl(t, 2), DstModels: model.All(),
@@ -360,11 +374,14 @@ func TestRunResumesSourceWhenDestinationNeverRuns(t *testing.T) {
 		cancel()
 		var fe *FailedError
 		if !errors.As(err, &fe) {
-			t.Fatalf("source %s: %v, want a FailedError", srcAfter, err)
+			t.Fatalf("%s: %v, want a FailedError", tc.name, err)
 		}
 		resumed := slices.Contains(src.Commands(), "cont")
-		if want := srcAfter == "postmigrate"; resumed != want || strings.Contains(err.Error(), "runs on the source again") != want {
-			t.Errorf("source %s: cont sent %v, error %q", srcAfter, resumed, err)
+		if resumed != tc.resume || strings.Contains(err.Error(), "runs on the source again") != tc.resume {
+			t.Errorf("%s: cont sent %v, error %q", tc.name, resumed, err)
+		}
+		if !tc.resume && tc.srcAfter == "postmigrate" && !strings.Contains(err.Error(), "paused on the source") {
+			t.Errorf("%s: error %q does not say the guest is paused on the source", tc.name, err)
 		}
 	}
 }

@@ -64,6 +64,13 @@ func (q *QEMU) SetStatus(status string, running bool) {
 	q.mu.Unlock()
 }
 
+// SetScript replaces query-migrate's answers with one, repeated.
+func (q *QEMU) SetScript(reply string) {
+	q.mu.Lock()
+	q.Script = []string{reply}
+	q.mu.Unlock()
+}
+
 // Commands lists the commands received, in order.
 func (q *QEMU) Commands() []string {
 	q.mu.Lock()
