@@ -3,6 +3,7 @@ package harness
 import (
 	"bufio"
 	"context"
+	"e1000e-vfu/control"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -177,4 +178,33 @@ func (s *Server) Ctl(ctx context.Context, req map[string]any) (json.RawMessage, 
 		return nil, fmt.Errorf("control %v: %s", req["cmd"], rep.Error)
 	}
 	return rep.Result, nil
+}
+
+// Status is the server's query-status (control.Status: "running" with a
+// client, "waiting" without, its goroutines and live heap).
+func (s *Server) Status(ctx context.Context) (control.Status, error) {
+	var st control.Status
+	raw, err := s.Ctl(ctx, map[string]any{"cmd": "query-status"})
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return st, fmt.Errorf("query-status %s: %w", raw, err)
+	}
+	return st, nil
+}
+
+// WaitState waits up to d for the server's state to become want.
+func (s *Server) WaitState(ctx context.Context, want string, d time.Duration) (control.Status, error) {
+	deadline := time.Now().Add(d)
+	for {
+		st, err := s.Status(ctx)
+		if err != nil || st.State == want {
+			return st, err
+		}
+		if time.Now().After(deadline) {
+			return st, fmt.Errorf("server state %q after %v, want %q", st.State, d, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"e1000e-vfu/control"
 	"e1000e-vfu/tests/harness"
 )
 
@@ -77,22 +78,11 @@ func newHotplugRig(t *testing.T, ctx context.Context, o hotplugOpts) *hotplugRig
 	return r
 }
 
-// serverStatus is the server's query-status.
-type serverStatus struct {
-	State         string `json:"state"` // "running" with a client, "waiting" without
-	Goroutines    int    `json:"goroutines"`
-	HeapLiveBytes uint64 `json:"heap_live_bytes"`
-}
-
-func (r *hotplugRig) status() serverStatus {
+func (r *hotplugRig) status() control.Status {
 	r.t.Helper()
-	raw, err := r.srv.Ctl(r.ctx, map[string]any{"cmd": "query-status"})
+	st, err := r.srv.Status(r.ctx)
 	if err != nil {
 		r.t.Fatal(err)
-	}
-	var st serverStatus
-	if err := json.Unmarshal(raw, &st); err != nil {
-		r.t.Fatalf("query-status %s: %v", raw, err)
 	}
 	return st
 }
@@ -105,18 +95,10 @@ func (r *hotplugRig) serverState() (string, int) {
 }
 
 // waitServer waits up to 15 s for the server's state to become want.
-func (r *hotplugRig) waitServer(want string) int {
+func (r *hotplugRig) waitServer(want string) {
 	r.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		st, n := r.serverState()
-		if st == want {
-			return n
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("server state %q, want %q", st, want)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if _, err := r.srv.WaitState(r.ctx, want, 15*time.Second); err != nil {
+		r.t.Fatal(err)
 	}
 }
 

@@ -4,7 +4,6 @@ package migration
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -60,22 +59,8 @@ func TestMigrateUnplug(t *testing.T) {
 	if st, err := status(ctx, dst.vm); err != nil || st != "running" {
 		t.Fatalf("destination QEMU after device_del: %q, %v", st, err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		raw, err := dst.srv.Ctl(ctx, map[string]any{"cmd": "query-status"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var st struct {
-			State string `json:"state"`
-		}
-		if json.Unmarshal(raw, &st) == nil && st.State == "waiting" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("destination server after device_del: %s, want waiting", raw)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if _, err := dst.srv.WaitState(ctx, "waiting", 15*time.Second); err != nil {
+		t.Fatalf("destination server after device_del: %v", err)
 	}
 	t.Log("device_del after the migration: the guest let the NIC go, QEMU runs on, the server waits for a client")
 }
