@@ -74,13 +74,13 @@ func (v *v1Bench) passMmap() {
 	v.dst = v.dst[:0]
 	var b [8]byte
 	for {
-		v.r.ReadRegion(v1OffPending, b[:])
+		v.r.ReadRegion(V1OffPending, b[:])
 		if binary.LittleEndian.Uint64(b[:]) == 0 {
 			return
 		}
-		v.r.ReadRegion(v1OffDataOff, b[:])
+		v.r.ReadRegion(V1OffDataOffset, b[:])
 		off := binary.LittleEndian.Uint64(b[:]) - V1DataOffset
-		v.r.ReadRegion(v1OffSize, b[:])
+		v.r.ReadRegion(V1OffDataSize, b[:])
 		n := binary.LittleEndian.Uint64(b[:])
 		v.dst = append(v.dst, v.c.mapped[off:off+n]...)
 	}
@@ -95,13 +95,13 @@ func (v *v1Bench) passRead() {
 	v.dst = v.dst[:0]
 	var b [8]byte
 	for {
-		v.r.ReadRegion(v1OffPending, b[:])
+		v.r.ReadRegion(V1OffPending, b[:])
 		if binary.LittleEndian.Uint64(b[:]) == 0 {
 			return
 		}
-		v.r.ReadRegion(v1OffDataOff, b[:])
+		v.r.ReadRegion(V1OffDataOffset, b[:])
 		off := binary.LittleEndian.Uint64(b[:])
-		v.r.ReadRegion(v1OffSize, b[:])
+		v.r.ReadRegion(V1OffDataSize, b[:])
 		n := binary.LittleEndian.Uint64(b[:])
 		for done := uint64(0); done < n; {
 			k := min(n-done, uint64(len(v.reply)))

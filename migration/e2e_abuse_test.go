@@ -17,14 +17,6 @@ import (
 	"e1000e-vfu/vfiouser"
 )
 
-// Offsets of struct vfio_device_migration_info in the v1 region.
-const (
-	v1State   = 0
-	v1Pending = 8
-	v1DataOff = 16
-	v1Size    = 24
-)
-
 // serverCounts are the process's goroutines and open fds.
 func serverCounts(t *testing.T) (int, int) {
 	t.Helper()
@@ -56,7 +48,7 @@ func v1Read(t *testing.T, cl *vfiouser.Client, off uint64) uint64 {
 	t.Helper()
 	b := make([]byte, 8)
 	n := 8
-	if off == v1State {
+	if off == migration.V1OffState {
 		n = 4
 	}
 	if err := cl.ReadRegion(device.RegionMigration, off, b[:n]); err != nil {
@@ -68,7 +60,7 @@ func v1Read(t *testing.T, cl *vfiouser.Client, off uint64) uint64 {
 func v1SetState(t *testing.T, cl *vfiouser.Client, v uint32) {
 	t.Helper()
 	b := binary.LittleEndian.AppendUint32(nil, v)
-	if err := cl.WriteRegion(device.RegionMigration, v1State, b); err != nil {
+	if err := cl.WriteRegion(device.RegionMigration, migration.V1OffState, b); err != nil {
 		t.Fatalf("device_state %d: %v", v, err)
 	}
 }
@@ -80,14 +72,14 @@ func v1Save(t *testing.T, cl *vfiouser.Client) []byte {
 	t.Helper()
 	var out []byte
 	for i := 0; ; i++ {
-		p := v1Read(t, cl, v1Pending)
+		p := v1Read(t, cl, migration.V1OffPending)
 		if p == 0 {
 			return out
 		}
 		if i > 1000 || p > 16<<20 {
 			t.Fatalf("save loop: pending_bytes %#x after %d chunks", p, i)
 		}
-		off, size := v1Read(t, cl, v1DataOff), v1Read(t, cl, v1Size)
+		off, size := v1Read(t, cl, migration.V1OffDataOffset), v1Read(t, cl, migration.V1OffDataSize)
 		if size == 0 || size > p {
 			t.Fatalf("chunk of %d bytes with %d pending", size, p)
 		}
@@ -158,7 +150,7 @@ func TestServedV1StagedChunkAcrossV2(t *testing.T) {
 
 	// v1: stop-and-copy, and stage the first chunk (the whole stream).
 	v1SetState(t, cl, 2)
-	whole := v1Read(t, cl, v1Size)
+	whole := v1Read(t, cl, migration.V1OffDataSize)
 	head := len(mustHead(t, src))
 	if whole <= uint64(head) {
 		t.Fatalf("staged %d bytes, not more than the pre-copy data's %d", whole, head)
@@ -172,7 +164,7 @@ func TestServedV1StagedChunkAcrossV2(t *testing.T) {
 	}
 	// v1 again: pending_bytes is the new save's, and the data is its
 	// header, from the first byte.
-	if p := v1Read(t, cl, v1Pending); p != uint64(head) {
+	if p := v1Read(t, cl, migration.V1OffPending); p != uint64(head) {
 		t.Fatalf("pending_bytes %#x after the v2 state change, want %d", p, head)
 	}
 	pre := v1Save(t, cl)
@@ -198,11 +190,11 @@ func TestServedV1StagedChunkAcrossV2(t *testing.T) {
 		t.Fatal(err)
 	}
 	v1SetState(t, cl, 2)
-	staged := v1Read(t, cl, v1Size)
+	staged := v1Read(t, cl, migration.V1OffDataSize)
 	if n, err := cl.MigDataRead(rest[:10]); err != nil || n != 10 {
 		t.Fatalf("v2 read beside a staged v1 chunk: %d, %v", n, err)
 	}
-	if p := v1Read(t, cl, v1Pending); p != staged-10 {
+	if p := v1Read(t, cl, migration.V1OffPending); p != staged-10 {
 		t.Fatalf("pending_bytes %#x after a v2 read of 10 of %d bytes", p, staged)
 	}
 	if size, err := cl.MigDataSize(); err != nil || size != staged-10 {
@@ -216,7 +208,7 @@ func TestServedV1StagedChunkAcrossV2(t *testing.T) {
 	if _, err := cl.GetInfo(); err != nil {
 		t.Fatalf("fresh client: %v", err)
 	}
-	if st := v1Read(t, cl, v1State); st != 2 {
+	if st := v1Read(t, cl, migration.V1OffState); st != 2 {
 		t.Fatalf("fresh client reads device_state %d, want 2 (saving)", st)
 	}
 	checkCounts(t, g0, fd0)

@@ -237,7 +237,7 @@ func FuzzV1Region(f *testing.F) {
 				_, _ = m.ReadMigrationData(make([]byte, ops[i+2]))
 			case ops[i]&1 == 0:
 				err := r.ReadRegion(off, p)
-				if off == v1OffPending && err == nil && binary.LittleEndian.Uint64(p) > uint64(len(m.out)) {
+				if off == V1OffPending && err == nil && binary.LittleEndian.Uint64(p) > uint64(len(m.out)) {
 					t.Fatalf("pending_bytes %#x with %d bytes saved", binary.LittleEndian.Uint64(p), len(m.out))
 				}
 			default:

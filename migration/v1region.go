@@ -17,11 +17,13 @@ const (
 	V1RegionType    = 3 // VFIO_REGION_TYPE_MIGRATION
 	V1RegionSubtype = 1 // VFIO_REGION_SUBTYPE_MIGRATION
 
-	v1OffState   = 0
-	v1OffPending = 8
-	v1OffDataOff = 16
-	v1OffSize    = 24
-	v1InfoLen    = 32
+	// V1OffState, V1OffPending, V1OffDataOffset and V1OffDataSize are the
+	// fields of struct vfio_device_migration_info at the region's start.
+	V1OffState      = 0
+	V1OffPending    = 8
+	V1OffDataOffset = 16
+	V1OffDataSize   = 24
+	v1InfoLen       = 32
 
 	// V1DataOffset is where the data area starts in the region.
 	V1DataOffset = 4096
@@ -164,18 +166,18 @@ func (r *V1Region) ReadRegion(off uint64, p []byte) error {
 	var v uint64
 	var err error
 	switch {
-	case off == v1OffState && len(p) == 4:
+	case off == V1OffState && len(p) == 4:
 		binary.LittleEndian.PutUint32(p, v1State(r.m.state))
 		return nil
-	case off == v1OffState+4 && len(p) == 4: // reserved
+	case off == V1OffState+4 && len(p) == 4: // reserved
 		clear(p)
 		return nil
-	case off == v1OffPending && len(p) == 8:
+	case off == V1OffPending && len(p) == 8:
 		v, err = r.pending()
-	case off == v1OffDataOff && len(p) == 8:
+	case off == V1OffDataOffset && len(p) == 8:
 		err = r.stage()
 		v = V1DataOffset
-	case off == v1OffSize && len(p) == 8:
+	case off == V1OffDataSize && len(p) == 8:
 		err = r.stage()
 		v = uint64(r.staged)
 	default:
@@ -203,9 +205,9 @@ func (r *V1Region) WriteRegion(off uint64, p []byte) error {
 		return nil
 	}
 	switch {
-	case off == v1OffState && len(p) == 4:
+	case off == V1OffState && len(p) == 4:
 		return r.setState(binary.LittleEndian.Uint32(p))
-	case off == v1OffSize && len(p) == 8:
+	case off == V1OffDataSize && len(p) == 8:
 		n := binary.LittleEndian.Uint64(p)
 		if r.m.state != sResuming {
 			return errInval("data_size written outside resuming")

@@ -60,27 +60,27 @@ func (c *v1Client) write64(off, v uint64) error {
 // setState is vfio_migration_set_state: new = (old & mask) | value.
 func (c *v1Client) setState(mask, value uint32) error {
 	var b [4]byte
-	if err := c.r.ReadRegion(v1OffState, b[:]); err != nil {
+	if err := c.r.ReadRegion(V1OffState, b[:]); err != nil {
 		c.t.Fatal(err)
 	}
 	binary.LittleEndian.PutUint32(b[:], binary.LittleEndian.Uint32(b[:])&mask|value)
-	return c.r.WriteRegion(v1OffState, b[:])
+	return c.r.WriteRegion(V1OffState, b[:])
 }
 
 func (c *v1Client) state() uint32 {
 	var b [4]byte
-	if err := c.r.ReadRegion(v1OffState, b[:]); err != nil {
+	if err := c.r.ReadRegion(V1OffState, b[:]); err != nil {
 		c.t.Fatal(err)
 	}
 	return binary.LittleEndian.Uint32(b[:])
 }
 
-func (c *v1Client) pending() uint64 { return c.read64(v1OffPending) }
+func (c *v1Client) pending() uint64 { return c.read64(V1OffPending) }
 
 // saveBuffer is vfio_save_buffer: one chunk appended to out.
 func (c *v1Client) saveBuffer(out []byte) ([]byte, uint64) {
-	off := c.read64(v1OffDataOff)
-	size := c.read64(v1OffSize)
+	off := c.read64(V1OffDataOffset)
+	size := c.read64(V1OffDataSize)
 	for sz := size; sz > 0; {
 		if c.mapped != nil && off >= V1DataOffset && off-V1DataOffset+sz <= uint64(len(c.mapped)) {
 			rel := off - V1DataOffset
@@ -103,7 +103,7 @@ func (c *v1Client) saveBuffer(out []byte) ([]byte, uint64) {
 // loadBuffer is vfio_load_buffer for one chunk of the source's stream.
 func (c *v1Client) loadBuffer(data []byte) error {
 	for len(data) > 0 {
-		off := c.read64(v1OffDataOff)
+		off := c.read64(V1OffDataOffset)
 		size := min(uint64(len(data)), c.r.Info().Size-off)
 		if c.mapped != nil {
 			copy(c.mapped[off-V1DataOffset:], data[:size])
@@ -116,7 +116,7 @@ func (c *v1Client) loadBuffer(data []byte) error {
 				done += n
 			}
 		}
-		if err := c.write64(v1OffSize, size); err != nil {
+		if err := c.write64(V1OffDataSize, size); err != nil {
 			return err
 		}
 		data = data[size:]
@@ -249,7 +249,7 @@ func TestV1Refusals(t *testing.T) {
 	for _, v := range []uint32{5, 6, 7, 8, 0x101} {
 		var b [4]byte
 		binary.LittleEndian.PutUint32(b[:], v)
-		if err := r.WriteRegion(v1OffState, b[:]); !errors.Is(err, syscall.EINVAL) {
+		if err := r.WriteRegion(V1OffState, b[:]); !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("device_state %d: %v", v, err)
 		}
 	}
@@ -264,10 +264,10 @@ func TestV1Refusals(t *testing.T) {
 			t.Errorf("read %d at %#x: %v", a.n, a.off, err)
 		}
 	}
-	if err := c.write64(v1OffPending, 1); !errors.Is(err, syscall.EINVAL) {
+	if err := c.write64(V1OffPending, 1); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("pending_bytes written: %v", err)
 	}
-	if err := c.write64(v1OffSize, 8); !errors.Is(err, syscall.EINVAL) {
+	if err := c.write64(V1OffDataSize, 8); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("data_size written while running: %v", err)
 	}
 	if err := r.WriteRegion(V1DataOffset, []byte{1}); !errors.Is(err, syscall.EINVAL) {
@@ -279,7 +279,7 @@ func TestV1Refusals(t *testing.T) {
 	if err := c.setState(0, v1Resuming); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.write64(v1OffSize, DefaultV1AreaSize+1); !errors.Is(err, syscall.EINVAL) {
+	if err := c.write64(V1OffDataSize, DefaultV1AreaSize+1); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("data_size beyond the area: %v", err)
 	}
 	// A stream from a device with filters is refused at its header.
@@ -322,12 +322,12 @@ func TestV1LoopAllocs(t *testing.T) {
 	allocs := testing.AllocsPerRun(20, func() {
 		m.outRead = 0
 		for {
-			r.ReadRegion(v1OffPending, b[:])
+			r.ReadRegion(V1OffPending, b[:])
 			if binary.LittleEndian.Uint64(b[:]) == 0 {
 				break
 			}
-			r.ReadRegion(v1OffDataOff, b[:])
-			r.ReadRegion(v1OffSize, b[:])
+			r.ReadRegion(V1OffDataOffset, b[:])
+			r.ReadRegion(V1OffDataSize, b[:])
 		}
 	})
 	if allocs != 0 {
@@ -343,7 +343,7 @@ func TestV1ResetMidSave(t *testing.T) {
 	if err := c.setState(0, v1Saving); err != nil {
 		t.Fatal(err)
 	}
-	if c.pending() == 0 || c.read64(v1OffSize) != 4096 {
+	if c.pending() == 0 || c.read64(V1OffDataSize) != 4096 {
 		t.Fatal("no chunk staged")
 	}
 	m.Reset()
@@ -372,7 +372,7 @@ func TestV1RegionClosedAccessRefused(t *testing.T) {
 		defer close(done)
 		p := make([]byte, 8)
 		for range 1000 {
-			if err := r.ReadRegion(v1OffSize, p); err != nil {
+			if err := r.ReadRegion(V1OffDataSize, p); err != nil {
 				return
 			}
 		}
@@ -384,7 +384,7 @@ func TestV1RegionClosedAccessRefused(t *testing.T) {
 	if err := r.ReadRegion(V1DataOffset, make([]byte, 8)); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("read after Close: %v, want ENODEV", err)
 	}
-	if err := r.WriteRegion(v1OffState, make([]byte, 4)); !errors.Is(err, syscall.ENODEV) {
+	if err := r.WriteRegion(V1OffState, make([]byte, 4)); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("write after Close: %v, want ENODEV", err)
 	}
 }

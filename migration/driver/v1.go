@@ -13,13 +13,9 @@ import (
 	"e1000e-vfu/vfiouser"
 )
 
-// The v1 region's vfio_device_migration_info fields and device_state bits.
+// The v1 region's device_state bits (its fields' offsets are migration's
+// V1Off*).
 const (
-	v1State    = 0
-	v1Pending  = 8
-	v1DataOff  = 16
-	v1DataSize = 24
-
 	v1Running  = 1
 	v1Saving   = 2
 	v1Resuming = 4
@@ -102,7 +98,7 @@ func (r *v1Region) setU64(off, v uint64) error {
 func (r *v1Region) setState(s uint32) error {
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], s)
-	if err := r.c.WriteRegion(device.RegionMigration, v1State, b[:]); err != nil {
+	if err := r.c.WriteRegion(device.RegionMigration, migration.V1OffState, b[:]); err != nil {
 		return fmt.Errorf("v1 device_state %#x: %w", s, err)
 	}
 	return nil
@@ -197,18 +193,18 @@ func (t *v1Transport) transfer() (int, error) {
 	src, dst := t.sr, t.dr
 	total := 0
 	for i := 0; i < maxV1Chunks; i++ {
-		pending, err := src.u64(v1Pending)
+		pending, err := src.u64(migration.V1OffPending)
 		if err != nil {
 			return total, fmt.Errorf("v1 pending_bytes: %w", err)
 		}
 		if pending == 0 {
 			return total, nil
 		}
-		off, err := src.u64(v1DataOff)
+		off, err := src.u64(migration.V1OffDataOffset)
 		if err != nil {
 			return total, fmt.Errorf("v1 data_offset: %w", err)
 		}
-		size, err := src.u64(v1DataSize)
+		size, err := src.u64(migration.V1OffDataSize)
 		if err != nil {
 			return total, fmt.Errorf("v1 data_size: %w", err)
 		}
@@ -222,14 +218,14 @@ func (t *v1Transport) transfer() (int, error) {
 		if err := src.read(off, data); err != nil {
 			return total, fmt.Errorf("v1 data read: %w", err)
 		}
-		doff, err := dst.u64(v1DataOff)
+		doff, err := dst.u64(migration.V1OffDataOffset)
 		if err != nil {
 			return total, fmt.Errorf("v1 destination data_offset: %w", err)
 		}
 		if err := dst.write(doff, data); err != nil {
 			return total, fmt.Errorf("v1 data write: %w", err)
 		}
-		if err := dst.setU64(v1DataSize, size); err != nil {
+		if err := dst.setU64(migration.V1OffDataSize, size); err != nil {
 			return total, fmt.Errorf("v1 destination data_size: %w", err)
 		}
 		total += int(size)
