@@ -106,7 +106,6 @@ func (s *InterruptsState) Validate() error {
 // n.mu held.
 func (n *NIC) restoreInterrupts(s *InterruptsState) {
 	n.mac[ICR>>2] = s.ICR
-	n.mac[ICS>>2] = s.ICR
 	n.mac[IMS>>2] = s.IMS
 	n.mac[IVAR>>2] = s.IVAR
 	n.mac[EIAC>>2] = s.EIAC
