@@ -89,6 +89,12 @@ func (r regRow) then(effect func(n *NIC, v uint32)) regRow {
 	return r
 }
 
+// kept returns the row marked to survive a software reset.
+func (r regRow) kept() regRow {
+	r.keep = true
+	return r
+}
+
 // regAlias maps a legacy offset range onto the canonical registers.
 type regAlias struct {
 	off, to, n uint32
@@ -149,12 +155,6 @@ const (
 	ctrlSelfClearing    = CTRL_RST
 	ctrlExtSelfClearing = CTRL_EXT_ASDCHK | CTRL_EXT_EE_RST
 )
-
-// kept returns the row marked to survive a software reset.
-func (r regRow) kept() regRow {
-	r.keep = true
-	return r
-}
 
 // buildRegTable lists every register of the model, sorted by offset. It is
 // a pure function: the table it returns is never modified.
