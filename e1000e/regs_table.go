@@ -6,8 +6,8 @@ import "errors"
 // model knows about it: where it is, what it holds after reset, which bits
 // the 82574L implements, what a read and a write do, and how it travels in
 // a migration stream and is checked when loaded. Behaviour that needs code
-// is a function named on the row; nothing about a register lives outside
-// its row but that code and its name in regs.go.
+// is a function named on the row, so that the row tells what the register
+// does and where to read the rest.
 type regRow struct {
 	name  string
 	off   uint32 // byte offset of the first dword
