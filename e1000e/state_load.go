@@ -78,9 +78,6 @@ func (l *nicLoader) DecodeSection(s migration.Section) error {
 		err = s.Decode(&l.cfg)
 	case secRegisters:
 		err = s.Decode(&l.regs)
-		if err == nil {
-			err = checkNotInRegisters(&l.regs)
-		}
 	case secNVM:
 		err = s.Decode(&l.nvm)
 	case secPHY:
@@ -169,19 +166,6 @@ func (c *configState) Validate() error {
 	}
 	if len(c.MAC) != 6 || c.MAC[0]&1 != 0 {
 		return fmt.Errorf("MAC %x is not a unicast address", c.MAC)
-	}
-	return nil
-}
-
-// checkNotInRegisters refuses registers that other sections carry.
-func checkNotInRegisters(s *RegistersState) error {
-	for _, name := range notInRegisters {
-		if _, ok := s.Regs[name]; ok {
-			return fmt.Errorf("registers: %s belongs in another section", name)
-		}
-		if _, ok := s.Arrays[name]; ok {
-			return fmt.Errorf("registers: %s belongs in another section", name)
-		}
 	}
 	return nil
 }
