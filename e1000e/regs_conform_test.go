@@ -248,6 +248,10 @@ var partFacts = []struct {
 	// TSYNCTXCTL: ENABLED 4. TSYNCRXCTL: TYPE 1-3, ENABLED 4, SYSCFI 5.
 	{"TSYNCTXCTL", bitsAt(4)},
 	{"TSYNCRXCTL", bitRange(1, 5)},
+	// WUC: APME 0, PME_EN 1, PME_STATUS 2, APMPME 3, SPM 31. WUFC: LNKC,
+	// MAG, EX, MC, BC, ARP, IPV4, IPV6 (0-7), IGNORE_TCO 15, FLX0-3 16-19.
+	{"WUC", bitRange(0, 3) | bitsAt(31)},
+	{"WUFC", bitRange(0, 7) | bitRange(15, 19)},
 }
 
 // bitsAt returns a mask with the numbered bits set.

@@ -176,6 +176,11 @@ const (
 	// frequency bits); VALID (bit 0) is set by a capture, never here.
 	tsyncTXMask = 0x00000010
 	tsyncRXMask = 0x0000003E
+	// Wake-up: WUC's APME, PME_EN, PME_STATUS, APMPME (3:0) and SPM (31);
+	// WUFC's eight packet filters (7:0), IGNORE_TCO (15) and the four
+	// flexible filters (19:16), as the 82571-era shared code defines them.
+	wucMask  = 0x8000000F
+	wufcMask = 0x000F80FF
 
 	// Self-clearing command bits: a write acts on them, a read returns 0.
 	ctrlSelfClearing    = CTRL_RST
@@ -349,8 +354,10 @@ func buildRegTable() []regRow {
 		// rx-filter-size is 0.
 		{name: "RA", off: RA, n: 2 * numRA, mask: allBits, maskOdd: rahMask, legacy: ^uint32(rahMask), home: secFilters},
 		regArray("VFTA", VFTA, 128, allBits),
-		plainReg("WUC", WUC, 0, allBits),
-		plainReg("WUFC", WUFC, 0, allBits),
+		// The wake-up bits the drivers define; the rest reserved (PHY_WAKE
+		// and the FLX4-7 bits are later parts').
+		plainReg("WUC", WUC, 0, wucMask).storedBefore(allBits),
+		plainReg("WUFC", WUFC, 0, wufcMask).storedBefore(allBits),
 		{name: "WUS", off: WUS, n: 1, w1c: allBits, home: secRegisters},
 		// RSS enable and hash fields, as the drivers (and rss.go) use them.
 		plainReg("MRQC", MRQC, 0, mrqcMask).storedBefore(allBits),

@@ -285,7 +285,7 @@ func TestLoadDropsNarrowedBits(t *testing.T) {
 		"CTRL": allBits &^ CTRL_RST, "RCTL": 0x7FFFFFFE, "TCTL": allBits,
 		"TXDCTL": allBits, "TXDCTL1": allBits, "RXDCTL": 0x3F3F3F3F, "RXDCTL1": 0x3F3F3F3F,
 		"RFCTL": allBits, "MRQC": allBits, "LEDCTL": allBits,
-		"TSYNCTXCTL": allBits, "TSYNCRXCTL": allBits,
+		"TSYNCTXCTL": allBits, "TSYNCRXCTL": allBits, "WUC": allBits, "WUFC": allBits,
 	}
 	src := newStateNIC(t, -1)
 	src.mu.Lock()
