@@ -299,9 +299,9 @@ func buildRegTable() []regRow {
 		// TIDV.FPD (bit 31) flushes the pending transmit interrupt and
 		// reads as 0.
 		plainReg("TIDV", TIDV, 0, 0xFFFF).then((*NIC).writeTIDV),
-		// The drivers' thresholds, GRAN and LWTHRESH, and bit 22 which
-		// Linux sets on the 82571 family (COUNT_DESC); 6-7, 14-15, 23
-		// reserved.
+		// The drivers' thresholds, GRAN and LWTHRESH, and bit 22, which
+		// Linux sets on the 82571 family (COUNT_DESC) and FreeBSD's em
+		// writes as 1 ("reserved, must be 1"); 6-7, 14-15, 23 reserved.
 		plainReg("TXDCTL", TXDCTL, 0, txdctlMask).storedBefore(allBits),
 		plainReg("TADV", TADV, 0, 0xFFFF),
 		plainReg("TARC0", TARC0, 0x3|1<<10, 0x7C0007FF),
