@@ -61,7 +61,7 @@ func (n *NIC) writeCTRL(v uint32) {
 		n.log.Debug("e1000e: software reset")
 		n.resetLocked(true)
 		// The reset also ends a GIO master disable and a PHY reset.
-		n.mac[CTRL>>2] = v &^ (CTRL_RST | CTRL_GIO_MASTER_DISABLE | CTRL_PHY_RST)
+		n.mac[CTRL>>2] = v & ctrlMask &^ (CTRL_GIO_MASTER_DISABLE | CTRL_PHY_RST)
 		return
 	}
 	if v&CTRL_PHY_RST != 0 {

@@ -210,9 +210,62 @@ var partFacts = []struct {
 	{"PBACLR", 0x0000001F}, // one bit per MSI-X vector
 	{"RADV", 0x0000FFFF}, {"TADV", 0x0000FFFF}, {"RAID", 0x0000FFFF},
 	{"RDTR", 0x0000FFFF}, {"TIDV", 0x0000FFFF}, // FPD (bit 31) self-clears
-	{"RA", 0xFFFFFFFF},            // RAL; RAH is 0x8003FFFF
-	{"CTRL", allBits &^ CTRL_RST}, // RST self-clears
+	{"RA", 0xFFFFFFFF}, // RAL; RAH is 0x8003FFFF
 	{"CTRL_EXT", allBits &^ (CTRL_EXT_ASDCHK | CTRL_EXT_EE_RST)},
+	// The control registers as the 82571-family drivers define them
+	// (Linux e1000e defines.h and 82571.c, FreeBSD e1000_defines.h),
+	// spelled out bit by bit rather than as the table's constants.
+	// CTRL: FD 0, GIO master disable 2, LRST 3, ASDE 5, SLU 6, ILOS 7,
+	// SPEED 8-9, FRCSPD 11, FRCDPLX 12, SDP0/1 data 18-19, ADVD3WUC 20,
+	// 21, SDP0/1 direction 22-23, RFCE 27, TFCE 28, bit 29 (Linux clears
+	// it on the 82574), VME 30, PHY_RST 31; RST (26) self-clears.
+	{"CTRL", bitsAt(0, 2, 3, 5, 6, 7, 8, 9, 11, 12, 18, 19, 20, 21, 22, 23, 27, 28, 29, 30, 31)},
+	// RCTL: EN 1, SBP 2, UPE 3, MPE 4, LPE 5, LBM 6-7, RDMTS 8-9,
+	// DTYP 10-11, MO 12-13, BAM 15, BSIZE 16-17, VFE 18, CFIEN 19,
+	// CFI 20, DPF 22, PMCF 23, BSEX 25, SECRC 26, FLXBUF 27-30.
+	{"RCTL", bitRange(1, 13) | bitRange(15, 20) | bitsAt(22, 23) | bitRange(25, 30)},
+	// TCTL: EN 1, PSP 3, CT 4-11, COLD 12-21, SWXOFF 22, RTLC 24,
+	// NRTU 25, 26-27, MULR 28, 29-30.
+	{"TCTL", bitsAt(1) | bitRange(3, 22) | bitRange(24, 30)},
+	// TXDCTL: PTHRESH 0-5, HTHRESH 8-13, WTHRESH 16-21, COUNT_DESC 22,
+	// GRAN 24, LWTHRESH 25-31.
+	{"TXDCTL", bitRange(0, 5) | bitRange(8, 13) | bitRange(16, 22) | bitRange(24, 31)},
+	{"TXDCTL1", bitRange(0, 5) | bitRange(8, 13) | bitRange(16, 22) | bitRange(24, 31)},
+	// RXDCTL: PTHRESH 0-5, HTHRESH 8-13, WTHRESH 16-21, GRAN 24.
+	{"RXDCTL", bitRange(0, 5) | bitRange(8, 13) | bitRange(16, 21) | bitsAt(24)},
+	{"RXDCTL1", bitRange(0, 5) | bitRange(8, 13) | bitRange(16, 21) | bitsAt(24)},
+	// RFCTL: ISCSI_DIS 0, ISCSI_DWC 1-5, NFSW_DIS 6, NFSR_DIS 7,
+	// NFS_VER 8-9, IPV6_DIS 10, IPV6_XSUM_DIS 11, ACK_DIS 12,
+	// ACKD_DIS 13, IPFRSP_DIS 14, EXTEN 15, IPV6_EX_DIS 16,
+	// NEW_IPV6_EXT_DIS 17.
+	{"RFCTL", bitRange(0, 17)},
+	// MRQC: multiple receive queues enable 0-1; RSS fields IPv4/TCP 16,
+	// IPv4 17, IPv6/TCP with extensions 18, IPv6 with extensions 19,
+	// IPv6 20, IPv6/TCP 21.
+	{"MRQC", bitRange(0, 1) | bitRange(16, 21)},
+	// LEDCTL: per LED byte MODE 0-3, BLINK_RATE 5, IVRT 6, BLINK 7.
+	{"LEDCTL", 0x01010101 * (bitRange(0, 3) | bitRange(5, 7))},
+	// TSYNCTXCTL: ENABLED 4. TSYNCRXCTL: TYPE 1-3, ENABLED 4, SYSCFI 5.
+	{"TSYNCTXCTL", bitsAt(4)},
+	{"TSYNCRXCTL", bitRange(1, 5)},
+	// WUC: APME 0, PME_EN 1, PME_STATUS 2, APMPME 3, SPM 31. WUFC: LNKC,
+	// MAG, EX, MC, BC, ARP, IPV4, IPV6 (0-7), IGNORE_TCO 15, FLX0-3 16-19.
+	{"WUC", bitRange(0, 3) | bitsAt(31)},
+	{"WUFC", bitRange(0, 7) | bitRange(15, 19)},
+}
+
+// bitsAt returns a mask with the numbered bits set.
+func bitsAt(n ...uint) uint32 {
+	var m uint32
+	for _, b := range n {
+		m |= 1 << b
+	}
+	return m
+}
+
+// bitRange returns a mask with bits lo to hi (inclusive) set.
+func bitRange(lo, hi uint) uint32 {
+	return uint32(1)<<(hi+1) - uint32(1)<<lo
 }
 
 func TestRegPartFacts(t *testing.T) {

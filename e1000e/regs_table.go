@@ -89,6 +89,14 @@ func (r regRow) then(effect func(n *NIC, v uint32)) regRow {
 	return r
 }
 
+// storedBefore returns the row with the bits an older server stored
+// (old) beyond its implemented mask as legacy: a stream from that
+// server still loads, and those bits read back as the part returns them.
+func (r regRow) storedBefore(old uint32) regRow {
+	r.legacy = old &^ r.mask
+	return r
+}
+
 // kept returns the row marked to survive a software reset.
 func (r regRow) kept() regRow {
 	r.keep = true
@@ -151,6 +159,29 @@ const (
 	dlenMask    = 0x000FFF80
 	dbalMask    = 0xFFFFFFF0
 	ringIdxMask = 0x0000FFFF
+	// Bits of the control registers the 82574L implements: the bits the
+	// 82571-family drivers (Linux e1000e, FreeBSD and DPDK e1000 shared
+	// code) define or write for it; the rest are reserved and read as 0.
+	// Bits a driver writes on an 82574 code path stay implemented, named
+	// or not (CTRL bit 29, TXDCTL bit 22).
+	ctrlMask   = 0xF8FC1BED // all but reserved 1, 4, 10, 13-17, 24-25 and RST (26, self-clearing)
+	rctlMask   = 0x7EDFBFFE // reserved 0, 14, 21, 24, 31; FLXBUF 27-30 kept
+	tctlMask   = 0x7F7FFFFA // reserved 0, 2, 23, 31
+	txdctlMask = 0xFF7F3F3F // PTHRESH, HTHRESH, WTHRESH, COUNT_DESC (22), GRAN (24), LWTHRESH (25-31)
+	rxdctlMask = 0x013F3F3F // PTHRESH, HTHRESH, WTHRESH, GRAN (24)
+	rfctlMask  = 0x0003FFFF // iSCSI, NFS, IPv6, ACK, IPFRSP, EXTEN, IPv6 extension header bits 0-17
+	mrqcMask   = 0x003F0003 // MRQ enable (1:0) and the six RSS hash field enables (21:16)
+	ledctlMask = 0xEFEFEFEF // per LED: MODE (3:0), BLINK_RATE (5), IVRT (6), BLINK (7); bit 4 of each reserved
+	// IEEE 1588: the enable bits (and TSYNCRXCTL's type and clock
+	// frequency bits); VALID (bit 0) is set by a capture, never here.
+	tsyncTXMask = 0x00000010
+	tsyncRXMask = 0x0000003E
+	// Wake-up: WUC's APME, PME_EN, PME_STATUS, APMPME (3:0) and SPM (31);
+	// WUFC's eight packet filters (7:0), IGNORE_TCO (15) and the four
+	// flexible filters (19:16), as the 82571-era shared code defines them.
+	wucMask  = 0x8000000F
+	wufcMask = 0x000F80FF
+
 	// Self-clearing command bits: a write acts on them, a read returns 0.
 	ctrlSelfClearing    = CTRL_RST
 	ctrlExtSelfClearing = CTRL_EXT_ASDCHK | CTRL_EXT_EE_RST
@@ -160,8 +191,11 @@ const (
 // a pure function: the table it returns is never modified.
 func buildRegTable() []regRow {
 	t := []regRow{
-		// CTRL.RST resets the device and clears itself.
-		plainReg("CTRL", CTRL, ctrlReset, allBits&^ctrlSelfClearing).then((*NIC).writeCTRL),
+		// CTRL.RST resets the device and clears itself. 82574 drivers
+		// define FD, GIO master disable, LRST, ASDE, SLU, ILOS, speed,
+		// force speed/duplex, the SDP pins, ADVD3WUC, RFCE, TFCE, VME and
+		// PHY_RST, and Linux clears bit 29; the rest reserved.
+		plainReg("CTRL", CTRL, ctrlReset, ctrlMask).storedBefore(allBits &^ ctrlSelfClearing).then((*NIC).writeCTRL),
 		// STATUS is computed from CTRL and the link; a write can only
 		// clear PHYRA (by writing it 0). The link section carries it.
 		{name: "STATUS", off: STATUS, n: 1, reset: statusReset, mask: STATUS_PHYRA,
@@ -198,15 +232,21 @@ func buildRegTable() []regRow {
 		plainReg("IAM", IAM, 0, allBits).carriedBy(secInterrupts),
 		plainReg("IVAR", IVAR, 0, 0x800FFFFF).carriedBy(secInterrupts),
 		regArray("EITR", EITR0, numMSIXVecs, itrMask).carriedBy(secInterrupts),
-		plainReg("RCTL", RCTL, 0, 0x7FFFFFFE).then((*NIC).writeRCTL),
+		// 82574 drivers define EN through SECRC and FLXBUF; 14, 21 and 24
+		// are reserved (Linux's register test leaves them out too).
+		plainReg("RCTL", RCTL, 0, rctlMask).storedBefore(0x7FFFFFFE).then((*NIC).writeRCTL),
 		plainReg("FCTTV", FCTTV, 0, 0xFFFF),
 		{name: "TXCW", off: TXCW, n: 1, mask: txcwMask, legacy: ^uint32(txcwMask), home: secRegisters},
 		constReg("RXCW", RXCW, 0),
-		plainReg("TCTL", TCTL, 0, allBits).then((*NIC).writeTCTL),
+		// EN, PSP, CT, COLD, SWXOFF, RTLC, NRTU; 26-30 kept (the 82571
+		// family's MULR is 28, its neighbours unknown); 0, 2, 23 and 31
+		// reserved as the 8254x manual has them.
+		plainReg("TCTL", TCTL, 0, tctlMask).storedBefore(allBits).then((*NIC).writeTCTL),
 		plainReg("TCTL_EXT", TCTL_EXT, 0, allBits),
 		{name: "TIPG", off: TIPG, n: 1, reset: 0x8 | 0x8<<10 | 0x6<<20, mask: tipgMask, legacy: ^uint32(tipgMask), home: secRegisters},
 		plainReg("AIT", AIT, 0, 0xFFFF),
-		plainReg("LEDCTL", LEDCTL, 0x00068302, allBits),
+		// Four LED bytes as the drivers define them; bit 4 of each reserved.
+		plainReg("LEDCTL", LEDCTL, 0x00068302, ledctlMask).storedBefore(allBits),
 		plainReg("EXTCNF_CTRL", EXTCNF_CTRL, 0x8, allBits),
 		plainReg("EXTCNF_SIZE", EXTCNF_SIZE, 0, allBits),
 		plainReg("POEMB", POEMB, 0x30D, allBits),
@@ -234,14 +274,15 @@ func buildRegTable() []regRow {
 		// reads as 0.
 		plainReg("RDTR", RDTR, 0, 0xFFFF).then((*NIC).writeRDTR),
 		// The 82574 shares RXDCTL between the two queues.
-		plainReg("RXDCTL", RXDCTL, 0x00010000, 0x3F3F3F3F).then((*NIC).writeRXDCTL),
+		// The drivers define PTHRESH, HTHRESH, WTHRESH and GRAN only.
+		plainReg("RXDCTL", RXDCTL, 0x00010000, rxdctlMask).storedBefore(0x3F3F3F3F).then((*NIC).writeRXDCTL),
 		plainReg("RADV", RADV, 0, 0xFFFF),
 		plainReg("RDBAL1", RDBAL1, 0, dbalMask).carriedBy(secRXRing),
 		plainReg("RDBAH1", RDBAH1, 0, allBits).carriedBy(secRXRing),
 		plainReg("RDLEN1", RDLEN1, 0, dlenMask).carriedBy(secRXRing),
 		plainReg("RDH1", RDH1, 0, ringIdxMask).carriedBy(secRXRing),
 		plainReg("RDT1", RDT1, 0, ringIdxMask).carriedBy(secRXRing).then((*NIC).writeRDT),
-		plainReg("RXDCTL1", RXDCTL1, 0x00010000, 0x3F3F3F3F),
+		plainReg("RXDCTL1", RXDCTL1, 0x00010000, rxdctlMask).storedBefore(0x3F3F3F3F), // as RXDCTL
 		plainReg("RSRPD", RSRPD, 0, 0xFFF),
 		plainReg("RAID", RAID, 0, 0xFFFF),
 		plainReg("CPUVEC", CPUVEC, 0, allBits),
@@ -258,7 +299,10 @@ func buildRegTable() []regRow {
 		// TIDV.FPD (bit 31) flushes the pending transmit interrupt and
 		// reads as 0.
 		plainReg("TIDV", TIDV, 0, 0xFFFF).then((*NIC).writeTIDV),
-		plainReg("TXDCTL", TXDCTL, 0, allBits),
+		// The drivers' thresholds, GRAN and LWTHRESH, and bit 22, which
+		// Linux sets on the 82571 family (COUNT_DESC) and FreeBSD's em
+		// writes as 1 ("reserved, must be 1"); 6-7, 14-15, 23 reserved.
+		plainReg("TXDCTL", TXDCTL, 0, txdctlMask).storedBefore(allBits),
 		plainReg("TADV", TADV, 0, 0xFFFF),
 		plainReg("TARC0", TARC0, 0x3|1<<10, 0x7C0007FF),
 		plainReg("TDBAL1", TDBAL1, 0, dbalMask).carriedBy(secTXRing),
@@ -266,7 +310,7 @@ func buildRegTable() []regRow {
 		plainReg("TDLEN1", TDLEN1, 0, dlenMask).carriedBy(secTXRing),
 		plainReg("TDH1", TDH1, 0, ringIdxMask).carriedBy(secTXRing),
 		plainReg("TDT1", TDT1, 0, ringIdxMask).carriedBy(secTXRing).then((*NIC).writeTDT),
-		plainReg("TXDCTL1", TXDCTL1, 0, allBits),
+		plainReg("TXDCTL1", TXDCTL1, 0, txdctlMask).storedBefore(allBits), // as TXDCTL
 		plainReg("TARC1", TARC1, 0x3|1<<10, 0x7C0007FF),
 
 		stat("CRCERRS", CRCERRS), stat("ALGNERRC", ALGNERRC),
@@ -297,7 +341,9 @@ func buildRegTable() []regRow {
 
 		plainReg("RXCSUM", RXCSUM, 0x300, 0x3FFF), // PCSS, IPOFL, TUOFL, CRCOFL, IPPCSE, PCSD
 		plainReg("RLPML", RLPML, 0, 0x3FFF),
-		plainReg("RFCTL", RFCTL, 0, allBits),
+		// The drivers define bits 0-17 for the 82571 family; the rest
+		// reserved (LEF, bit 18, is a later part's).
+		plainReg("RFCTL", RFCTL, 0, rfctlMask).storedBefore(allBits),
 		regArray("MAVTV", MAVTV0, 4, 0xFFFF),
 		// MTA and VFTA travel in "registers", not "filters": the hash
 		// and the VLAN filter work whatever rx-filter-size is.
@@ -308,10 +354,13 @@ func buildRegTable() []regRow {
 		// rx-filter-size is 0.
 		{name: "RA", off: RA, n: 2 * numRA, mask: allBits, maskOdd: rahMask, legacy: ^uint32(rahMask), home: secFilters},
 		regArray("VFTA", VFTA, 128, allBits),
-		plainReg("WUC", WUC, 0, allBits),
-		plainReg("WUFC", WUFC, 0, allBits),
+		// The wake-up bits the drivers define; the rest reserved (PHY_WAKE
+		// and the FLX4-7 bits are later parts').
+		plainReg("WUC", WUC, 0, wucMask).storedBefore(allBits),
+		plainReg("WUFC", WUFC, 0, wufcMask).storedBefore(allBits),
 		{name: "WUS", off: WUS, n: 1, w1c: allBits, home: secRegisters},
-		plainReg("MRQC", MRQC, 0, allBits),
+		// RSS enable and hash fields, as the drivers (and rss.go) use them.
+		plainReg("MRQC", MRQC, 0, mrqcMask).storedBefore(allBits),
 		plainReg("MANC", MANC, 0, allBits),
 		plainReg("MFVAL", MFVAL, 0, allBits),
 		plainReg("IPAV", IPAV, 0, allBits),
@@ -338,10 +387,12 @@ func buildRegTable() []regRow {
 		plainReg("SYSTIML", SYSTIML, 0, allBits),
 		plainReg("SYSTIMH", SYSTIMH, 0, allBits),
 		plainReg("TIMINCA", TIMINCA, 0, allBits),
-		plainReg("TSYNCTXCTL", TSYNCTXCTL, 0, allBits),
+		// ENABLED, which Linux checks reads back; VALID is read only.
+		plainReg("TSYNCTXCTL", TSYNCTXCTL, 0, tsyncTXMask).storedBefore(allBits),
 		plainReg("TXSTMPL", TXSTMPL, 0, allBits),
 		plainReg("TXSTMPH", TXSTMPH, 0, allBits),
-		plainReg("TSYNCRXCTL", TSYNCRXCTL, 0, allBits),
+		// TYPE and ENABLED, which Linux checks read back, and SYSCFI.
+		plainReg("TSYNCRXCTL", TSYNCRXCTL, 0, tsyncRXMask).storedBefore(allBits),
 		plainReg("RXSTMPL", RXSTMPL, 0, allBits),
 		plainReg("RXSTMPH", RXSTMPH, 0, allBits),
 	}
