@@ -234,14 +234,6 @@ func (n *NIC) rxEnd() {
 	}
 }
 
-// rxRing is receive ring 0 as its registers describe it, in 16-byte slots.
-type rxRing struct {
-	base             uint64
-	size, head, tail uint32
-}
-
-func (r *rxRing) free() uint32 { return (r.tail + r.size - r.head) % r.size }
-
 // rxBufSizes are the buffer sizes of one descriptor: one buffer for the
 // legacy and extended formats, four for packet split.
 type rxBufSizes [4]int
@@ -321,13 +313,9 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 	if rctl&RCTL_EN == 0 {
 		return rxWait
 	}
-	r := rxRing{
-		base: uint64(n.reg(RDBAH0))<<32 | uint64(n.reg(RDBAL0)),
-		size: n.reg(RDLEN0) / rxRingSlot,
-		head: n.reg(RDH0),
-		tail: n.reg(RDT0),
-	}
-	if r.size == 0 || r.head >= r.size || r.tail >= r.size {
+	q := rxQueue(0)
+	r := q.view(n)
+	if !r.usable() {
 		return rxWait
 	}
 	rx := &n.rx
@@ -375,7 +363,7 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 		n.addStat(RNBC, 1)
 		return rxDone
 	}
-	freeBefore := r.free()
+	freeBefore := r.avail()
 	if need > int(freeBefore/lay.descSlots) {
 		return rxWait
 	}
@@ -392,7 +380,7 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 	off := 0
 	for k := 0; k < need; k++ {
 		first := k == 0
-		addr := r.base + uint64(r.head)*rxRingSlot
+		addr := r.addr(r.head)
 		d := rx.desc[:descLen]
 		if err := n.rxDMA(addr, d, false, gen); err != nil {
 			if errors.Is(err, errStale) {
@@ -400,7 +388,7 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 			}
 			n.log.Debug("e1000e: rx descriptor read", "index", r.head, "err", err)
 			rx.dropped++
-			n.setReg(RDH0, r.head) // what was written stays consumed
+			q.setHead(n, r.head) // what was written stays consumed
 			return rxDone
 		}
 		var addrs [4]uint64
@@ -456,7 +444,7 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 	// The frame is the guest's once all of it is written: a frame
 	// stopped half way (rxStale) is written again to the same
 	// descriptors.
-	n.setReg(RDH0, r.head)
+	q.setHead(n, r.head)
 	n.countFrame(w[:dataLen], &rxCounters)
 
 	var causes uint32
@@ -465,7 +453,7 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 	} else {
 		causes = ICR_RXT0
 		thr := r.size >> ((rctl&rctlRDMTS)>>rctlRDMTSSh + 1)
-		if after := r.free(); freeBefore > thr && after <= thr {
+		if after := r.avail(); freeBefore > thr && after <= thr {
 			causes |= ICR_RXDMT0
 		}
 	}

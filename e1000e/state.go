@@ -51,17 +51,6 @@ type configState struct {
 	HideMSIX     bool   `msgpack:"hide-msix,omitempty"`
 }
 
-type ringState struct {
-	Base uint64 `msgpack:"base,omitempty"`
-	Len  uint32 `msgpack:"len,omitempty"`
-	Head uint32 `msgpack:"head,omitempty"`
-	Tail uint32 `msgpack:"tail,omitempty"`
-}
-
-type ringsState struct {
-	Queues []ringState `msgpack:"queues"`
-}
-
 // txInflightState describes a packet whose descriptors the NIC has seen
 // but not sent. The NIC consumes a packet's descriptors only once its EOP
 // descriptor is in the ring, so the packet is exactly the Count
@@ -80,20 +69,6 @@ type txInflightState struct {
 type descSpan struct {
 	Addr uint64 `msgpack:"addr"`
 	Len  uint32 `msgpack:"len"`
-}
-
-// inflightSpans is where count descriptors from head lie in a ring of size
-// descriptors at base.
-func inflightSpans(base uint64, size, head, count uint32) []descSpan {
-	if count == 0 {
-		return []descSpan{}
-	}
-	first := min(count, size-head)
-	spans := []descSpan{{Addr: base + uint64(head)*txDescSize, Len: first * txDescSize}}
-	if rest := count - first; rest > 0 {
-		spans = append(spans, descSpan{Addr: base, Len: rest * txDescSize})
-	}
-	return spans
 }
 
 type txContextState struct {
@@ -223,8 +198,8 @@ func (n *NIC) SaveState(w *migration.SectionWriter) error {
 		{secRegisters, &regs},
 		{secPHY, &phy},
 		{secInterrupts, &intr},
-		{secRXRing, n.saveRings(RDBAL0)},
-		{secTXRing, n.saveRings(TDBAL0)},
+		{secRXRing, n.saveRings(rxQueue)},
+		{secTXRing, n.saveRings(txQueue)},
 		{secTXContext, n.saveTXContext()},
 		{secLink, &link},
 		{secPCI, n.savePCI()},
@@ -304,42 +279,14 @@ func (n *NIC) phyReference() *[phyPages][phyRegs]uint16 {
 	return n.mig.phyRef
 }
 
-// ringRegs are the register offsets of a queue relative to its RDBAL/TDBAL.
-const (
-	ringBAH  = 0x04
-	ringLEN  = 0x08
-	ringHead = 0x10
-	ringTail = 0x18
-	queueGap = 0x100
-)
-
-func (n *NIC) saveRings(first uint32) *ringsState {
-	s := &ringsState{Queues: make([]ringState, 2)}
-	for q := range s.Queues {
-		b := first + uint32(q)*queueGap
-		s.Queues[q] = ringState{
-			Base: uint64(n.reg(b+ringBAH))<<32 | uint64(n.reg(b)),
-			Len:  n.reg(b + ringLEN),
-			Head: n.reg(b + ringHead),
-			Tail: n.reg(b + ringTail),
-		}
-	}
-	return s
-}
-
 // saveTXInflight reports the packet the NIC holds between TDH and TDT, if
 // any.
 func (n *NIC) saveTXInflight() (txInflightState, bool) {
-	size := n.reg(TDLEN0) / txDescSize
-	head, tail := n.reg(TDH0), n.reg(TDT0)
+	r := txQueue(0).view(n)
 	// A step under way without n.mu has committed nothing: ctx and
 	// discard are still as they stand at TDH.
-	s := txInflightState{Head: head, Discard: n.tx.discard, Descs: []descSpan{}}
-	if size > 0 && head < size && tail < size {
-		s.Count = (tail + size - head) % size
-		base := uint64(n.reg(TDBAH0))<<32 | uint64(n.reg(TDBAL0))
-		s.Descs = inflightSpans(base, size, head, s.Count)
-	}
+	s := txInflightState{Head: r.head, Count: r.avail(), Discard: n.tx.discard}
+	s.Descs = r.spans(s.Count)
 	return s, s.Count > 0 || s.Discard
 }
 

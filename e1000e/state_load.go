@@ -90,12 +90,12 @@ func (l *nicLoader) DecodeSection(s migration.Section) error {
 	case secRXRing:
 		err = s.Decode(&l.rx)
 		if err == nil {
-			err = l.rx.check(rxRingSlot)
+			err = l.rx.check(rxQueue)
 		}
 	case secTXRing:
 		err = s.Decode(&l.tx)
 		if err == nil {
-			err = l.tx.check(txDescSize)
+			err = l.tx.check(txQueue)
 		}
 	case secTXInflight:
 		l.inflight = &txInflightState{}
@@ -138,15 +138,14 @@ func (l *nicLoader) Validate() error {
 		return fmt.Errorf("e1000e: config: the state is of a NIC with MAC %x, this NIC has %x: start the destination with the source's MAC", l.cfg.MAC, n.perm[:])
 	}
 	if l.inflight != nil {
-		q := l.tx.Queues[0]
-		size := q.Len / txDescSize
-		if l.inflight.Head != q.Head {
-			return fmt.Errorf("e1000e: tx-inflight: head %d, the ring's is %d", l.inflight.Head, q.Head)
+		r := txQueue(0).loaded(l.tx.Queues[0])
+		if l.inflight.Head != r.head {
+			return fmt.Errorf("e1000e: tx-inflight: head %d, the ring's is %d", l.inflight.Head, r.head)
 		}
-		if size > 0 && l.inflight.Count != (q.Tail+size-q.Head)%size || size == 0 && l.inflight.Count != 0 {
-			return fmt.Errorf("e1000e: tx-inflight: %d descriptors, the ring holds %d from its head", l.inflight.Count, (q.Tail+size-q.Head)%max(size, 1))
+		if l.inflight.Count != r.avail() {
+			return fmt.Errorf("e1000e: tx-inflight: %d descriptors, the ring holds %d from its head", l.inflight.Count, r.avail())
 		}
-		want := inflightSpans(q.Base, size, q.Head, l.inflight.Count)
+		want := r.spans(l.inflight.Count)
 		if len(want) != len(l.inflight.Descs) {
 			return fmt.Errorf("e1000e: tx-inflight: %d descriptor spans, the ring gives %d", len(l.inflight.Descs), len(want))
 		}
@@ -181,29 +180,6 @@ func checkNotInRegisters(s *RegistersState) error {
 		}
 		if _, ok := s.Arrays[name]; ok {
 			return fmt.Errorf("registers: %s belongs in another section", name)
-		}
-	}
-	return nil
-}
-
-// check validates both queues of a ring section; slot is the size of the
-// unit head and tail count.
-func (s *ringsState) check(slot uint32) error {
-	if len(s.Queues) != 2 {
-		return fmt.Errorf("%d queues, want 2", len(s.Queues))
-	}
-	for q, r := range s.Queues {
-		if r.Base&0xF != 0 {
-			return fmt.Errorf("queue %d: base %#x not 16-byte aligned", q, r.Base)
-		}
-		if r.Len&^dlenMask != 0 {
-			return fmt.Errorf("queue %d: length %d is not a multiple of 128 up to %d", q, r.Len, dlenMask)
-		}
-		if r.Head > ringIdxMask || r.Tail > ringIdxMask {
-			return fmt.Errorf("queue %d: head %d or tail %d beyond %d", q, r.Head, r.Tail, ringIdxMask)
-		}
-		if size := r.Len / slot; size > 0 && (r.Head >= size || r.Tail >= size) {
-			return fmt.Errorf("queue %d: head %d or tail %d outside a ring of %d", q, r.Head, r.Tail, size)
 		}
 	}
 	return nil
@@ -393,19 +369,8 @@ func (l *nicLoader) applyLocked() {
 	n.restoreLink(&l.link)
 	n.restoreStats(&l.stats)
 
-	for q := 0; q < 2; q++ {
-		for _, rg := range []struct {
-			first uint32
-			r     ringState
-		}{{RDBAL0, l.rx.Queues[q]}, {TDBAL0, l.tx.Queues[q]}} {
-			b := rg.first + uint32(q)*queueGap
-			n.setReg(b, uint32(rg.r.Base))
-			n.setReg(b+ringBAH, uint32(rg.r.Base>>32))
-			n.setReg(b+ringLEN, rg.r.Len)
-			n.setReg(b+ringHead, rg.r.Head)
-			n.setReg(b+ringTail, rg.r.Tail)
-		}
-	}
+	n.restoreRings(rxQueue, &l.rx)
+	n.restoreRings(txQueue, &l.tx)
 	n.tx.discard = l.inflight != nil && l.inflight.Discard
 	c := &l.ctx
 	n.tx.ctx = txContext{

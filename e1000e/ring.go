@@ -1,0 +1,91 @@
+package e1000e
+
+// A descriptor ring is its registers: a base address (BAL, BAH), a length
+// in bytes (LEN), a head (H) and a tail (T), head and tail counting slots
+// of a fixed size. ring names those five registers, so that the engines,
+// the state save, the half-sent packet and the load all read a ring the
+// same way instead of each rebuilding it from register offsets.
+type ring struct {
+	bal, bah, len, head, tail uint32 // BAR0 offsets of the registers
+	slot                      uint32 // bytes of one head or tail step
+}
+
+// A queue's registers sit at fixed offsets from its base-low register, and
+// queue 1's registers 0x100 above queue 0's, for receive and transmit alike.
+const (
+	ringBAH   = 0x04
+	ringLEN   = 0x08
+	ringHead  = 0x10
+	ringTail  = 0x18
+	queueGap  = 0x100
+	numQueues = 2
+)
+
+func queueRing(bal0 uint32, q int, slot uint32) ring {
+	b := bal0 + uint32(q)*queueGap
+	return ring{bal: b, bah: b + ringBAH, len: b + ringLEN, head: b + ringHead, tail: b + ringTail, slot: slot}
+}
+
+// rxQueue is receive queue q; RDH and RDT count 16-byte slots, even for
+// packet split, whose descriptors take two.
+func rxQueue(q int) ring { return queueRing(RDBAL0, q, rxRingSlot) }
+
+// txQueue is transmit queue q.
+func txQueue(q int) ring { return queueRing(TDBAL0, q, txDescSize) }
+
+// view reads the ring's registers. Called with n.mu held.
+func (r ring) view(n *NIC) ringView {
+	return ringView{
+		base: uint64(n.reg(r.bah))<<32 | uint64(n.reg(r.bal)),
+		size: n.reg(r.len) / r.slot,
+		head: n.reg(r.head),
+		tail: n.reg(r.tail),
+		slot: r.slot,
+	}
+}
+
+// setHead moves the ring's head register: the engines' commit.
+func (r ring) setHead(n *NIC, h uint32) { n.setReg(r.head, h) }
+
+// ringView is a ring as its registers stood when read: the engines work on
+// a copy, moving head as they consume, and commit it with setHead.
+type ringView struct {
+	base             uint64
+	size, head, tail uint32 // in slots
+	slot             uint32
+}
+
+// usable reports whether the registers describe a ring the NIC can walk:
+// a non-empty one with head and tail inside it. A guest may write any
+// value to them; the engines do nothing until they agree.
+func (v *ringView) usable() bool {
+	return v.size > 0 && v.head < v.size && v.tail < v.size
+}
+
+// avail is how many slots lie from head up to tail: on a transmit ring
+// the descriptors the guest has handed over and the NIC not yet consumed,
+// on a receive ring the buffers the NIC may fill. 0 for a ring that is not
+// usable.
+func (v *ringView) avail() uint32 {
+	if !v.usable() {
+		return 0
+	}
+	return (v.tail + v.size - v.head) % v.size
+}
+
+// addr is the guest address of slot i.
+func (v *ringView) addr(i uint32) uint64 { return v.base + uint64(i)*uint64(v.slot) }
+
+// spans is where count slots from head lie in guest memory: one run, or
+// two when they wrap around the end of the ring.
+func (v *ringView) spans(count uint32) []descSpan {
+	if count == 0 {
+		return []descSpan{}
+	}
+	first := min(count, v.size-v.head)
+	s := []descSpan{{Addr: v.addr(v.head), Len: first * v.slot}}
+	if rest := count - first; rest > 0 {
+		s = append(s, descSpan{Addr: v.base, Len: rest * v.slot})
+	}
+	return s
+}
