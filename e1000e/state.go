@@ -165,7 +165,7 @@ func (n *NIC) Sections() []migration.SectionSpec {
 
 // SaveConfig implements migration.Stateful.
 func (n *NIC) SaveConfig(w *migration.SectionWriter) error {
-	return putCanonical(w, secConfig, true, &configState{RXFilterSize: n.rxFilter, MAC: n.perm[:], HideMSIX: n.hideMSIX})
+	return w.PutCanonical(secConfig, true, &configState{RXFilterSize: n.rxFilter, MAC: n.perm[:], HideMSIX: n.hideMSIX})
 }
 
 // SaveState implements migration.Stateful. The core's component states
@@ -205,30 +205,30 @@ func (n *NIC) SaveState(w *migration.SectionWriter) error {
 		{secPCI, n.savePCI()},
 	}
 	for _, p := range puts {
-		if err := putCanonical(w, p.name, true, p.v); err != nil {
+		if err := w.PutCanonical(p.name, true, p.v); err != nil {
 			return err
 		}
 	}
 	if nv := n.saveNVM(); len(nv.Words) > 0 {
-		if err := putCanonical(w, secNVM, false, &nv); err != nil {
+		if err := w.PutCanonical(secNVM, false, &nv); err != nil {
 			return err
 		}
 	}
 	if ti, ok := n.saveTXInflight(); ok {
-		if err := putCanonical(w, secTXInflight, true, &ti); err != nil {
+		if err := w.PutCanonical(secTXInflight, true, &ti); err != nil {
 			return err
 		}
 	}
 	if n.rxFilter > 0 {
-		if err := putCanonical(w, secFilters, true, n.saveFilters()); err != nil {
+		if err := w.PutCanonical(secFilters, true, n.saveFilters()); err != nil {
 			return err
 		}
 	}
-	if err := putCanonical(w, secStats, false, &stats); err != nil {
+	if err := w.PutCanonical(secStats, false, &stats); err != nil {
 		return err
 	}
 	if f := n.saveRXFIFO(); len(f.Frames) > 0 {
-		if err := putCanonical(w, secRXFIFO, false, &f); err != nil {
+		if err := w.PutCanonical(secRXFIFO, false, &f); err != nil {
 			return err
 		}
 	}
