@@ -39,12 +39,6 @@ const (
 	secRXFIFO     = "rx-fifo"
 )
 
-type configState struct {
-	RXFilterSize int    `msgpack:"rx-filter-size"`
-	MAC          []byte `msgpack:"mac"`
-	HideMSIX     bool   `msgpack:"hide-msix,omitempty"`
-}
-
 var _ migration.Stateful = (*NIC)(nil)
 
 // Model implements migration.Stateful.
@@ -85,7 +79,7 @@ func (n *NIC) Sections() []migration.SectionSpec {
 
 // SaveConfig implements migration.Stateful.
 func (n *NIC) SaveConfig(w *migration.SectionWriter) error {
-	return w.PutCanonical(secConfig, true, &configState{RXFilterSize: n.rxFilter, MAC: n.perm[:], HideMSIX: n.hideMSIX})
+	return w.PutCanonical(secConfig, true, n.saveConfig())
 }
 
 // SaveState implements migration.Stateful. The core's component states

@@ -1,7 +1,6 @@
 package e1000e
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 
@@ -123,14 +122,8 @@ func (l *nicLoader) DecodeSection(s migration.Section) error {
 // Validate checks what spans sections and what depends on this NIC.
 func (l *nicLoader) Validate() error {
 	n := l.n
-	if l.cfg.RXFilterSize != n.rxFilter {
-		return fmt.Errorf("e1000e: config: rx-filter-size %d, this NIC %d", l.cfg.RXFilterSize, n.rxFilter)
-	}
-	if l.cfg.HideMSIX != n.hideMSIX {
-		return fmt.Errorf("e1000e: config: hide-msix %v, this NIC %v", l.cfg.HideMSIX, n.hideMSIX)
-	}
-	if !bytes.Equal(l.cfg.MAC, n.perm[:]) {
-		return fmt.Errorf("e1000e: config: the state is of a NIC with MAC %x, this NIC has %x: start the destination with the source's MAC", l.cfg.MAC, n.perm[:])
+	if err := n.checkConfig(&l.cfg); err != nil {
+		return err
 	}
 	if l.inflight != nil {
 		if err := l.inflight.checkRing(txQueue(0).loaded(l.tx.Queues[0])); err != nil {
@@ -140,17 +133,6 @@ func (l *nicLoader) Validate() error {
 	var err error
 	l.cfgTarget, l.cfgWrite, err = n.preparePCI(&l.pci)
 	return err
-}
-
-// Validate implements migration.Validator for config.
-func (c *configState) Validate() error {
-	if c.RXFilterSize < 0 || c.RXFilterSize > numRA {
-		return fmt.Errorf("rx-filter-size %d is outside [0, %d]", c.RXFilterSize, numRA)
-	}
-	if len(c.MAC) != 6 || c.MAC[0]&1 != 0 {
-		return fmt.Errorf("MAC %x is not a unicast address", c.MAC)
-	}
-	return nil
 }
 
 // checkNotInRegisters refuses registers that other sections carry.
