@@ -7,7 +7,9 @@ package e1000e
 // same way instead of each rebuilding it from register offsets.
 type ring struct {
 	bal, bah, len, head, tail uint32 // BAR0 offsets of the registers
-	slot                      uint32 // bytes of one head or tail step
+	// slotShift is log2 of the bytes of one head or tail step: a shift,
+	// not a division, on the engines' path.
+	slotShift uint32
 }
 
 // A queue's registers sit at fixed offsets from its base-low register, and
@@ -21,38 +23,41 @@ const (
 	numQueues = 2
 )
 
-func queueRing(bal0 uint32, q int, slot uint32) ring {
+func queueRing(bal0 uint32, q int, slotShift uint32) *ring {
 	b := bal0 + uint32(q)*queueGap
-	return ring{bal: b, bah: b + ringBAH, len: b + ringLEN, head: b + ringHead, tail: b + ringTail, slot: slot}
+	return &ring{bal: b, bah: b + ringBAH, len: b + ringLEN, head: b + ringHead, tail: b + ringTail, slotShift: slotShift}
 }
 
 // rxQueue is receive queue q; RDH and RDT count 16-byte slots, even for
 // packet split, whose descriptors take two.
-func rxQueue(q int) ring { return queueRing(RDBAL0, q, rxRingSlot) }
+func rxQueue(q int) *ring { return queueRing(RDBAL0, q, rxRingSlotShift) }
 
 // txQueue is transmit queue q.
-func txQueue(q int) ring { return queueRing(TDBAL0, q, txDescSize) }
+func txQueue(q int) *ring { return queueRing(TDBAL0, q, txDescShift) }
 
-// view reads the ring's registers. Called with n.mu held.
-func (r ring) view(n *NIC) ringView {
+// view reads the ring's registers. Called with n.mu held. It is small
+// enough to inline, so that reading a ring known at compile time costs no
+// more than reading its registers by name.
+func (r *ring) view(n *NIC) ringView {
+	const m = bar0Size/4 - 1
 	return ringView{
-		base: uint64(n.reg(r.bah))<<32 | uint64(n.reg(r.bal)),
-		size: n.reg(r.len) / r.slot,
-		head: n.reg(r.head),
-		tail: n.reg(r.tail),
-		slot: r.slot,
+		base:      uint64(n.mac[r.bah>>2&m])<<32 | uint64(n.mac[r.bal>>2&m]),
+		size:      n.mac[r.len>>2&m] >> r.slotShift,
+		head:      n.mac[r.head>>2&m],
+		tail:      n.mac[r.tail>>2&m],
+		slotShift: r.slotShift,
 	}
 }
 
 // setHead moves the ring's head register: the engines' commit.
-func (r ring) setHead(n *NIC, h uint32) { n.setReg(r.head, h) }
+func (r *ring) setHead(n *NIC, h uint32) { n.setReg(r.head, h) }
 
 // ringView is a ring as its registers stood when read: the engines work on
 // a copy, moving head as they consume, and commit it with setHead.
 type ringView struct {
 	base             uint64
 	size, head, tail uint32 // in slots
-	slot             uint32
+	slotShift        uint32 // log2 of a slot's bytes
 }
 
 // usable reports whether the registers describe a ring the NIC can walk:
@@ -74,7 +79,7 @@ func (v *ringView) avail() uint32 {
 }
 
 // addr is the guest address of slot i.
-func (v *ringView) addr(i uint32) uint64 { return v.base + uint64(i)*uint64(v.slot) }
+func (v *ringView) addr(i uint32) uint64 { return v.base + uint64(i)<<v.slotShift }
 
 // spans is where count slots from head lie in guest memory: one run, or
 // two when they wrap around the end of the ring.
@@ -83,9 +88,9 @@ func (v *ringView) spans(count uint32) []descSpan {
 		return []descSpan{}
 	}
 	first := min(count, v.size-v.head)
-	s := []descSpan{{Addr: v.addr(v.head), Len: first * v.slot}}
+	s := []descSpan{{Addr: v.addr(v.head), Len: first << v.slotShift}}
 	if rest := count - first; rest > 0 {
-		s = append(s, descSpan{Addr: v.base, Len: rest * v.slot})
+		s = append(s, descSpan{Addr: v.base, Len: rest << v.slotShift})
 	}
 	return s
 }

@@ -19,14 +19,14 @@ type ringsState struct {
 }
 
 // save reads the ring's registers. Called with n.mu held.
-func (r ring) save(n *NIC) ringState {
+func (r *ring) save(n *NIC) ringState {
 	v := r.view(n)
 	return ringState{Base: v.base, Len: n.reg(r.len), Head: v.head, Tail: v.tail}
 }
 
 // restore writes the ring's registers from a checked ringState. Called
 // with n.mu held.
-func (r ring) restore(n *NIC, s ringState) {
+func (r *ring) restore(n *NIC, s ringState) {
 	n.setReg(r.bal, uint32(s.Base))
 	n.setReg(r.bah, uint32(s.Base>>32))
 	n.setReg(r.len, s.Len)
@@ -35,14 +35,14 @@ func (r ring) restore(n *NIC, s ringState) {
 }
 
 // loaded is the ring as the registers saved in s describe it.
-func (r ring) loaded(s ringState) ringView {
-	return ringView{base: s.Base, size: s.Len / r.slot, head: s.Head, tail: s.Tail, slot: r.slot}
+func (r *ring) loaded(s ringState) ringView {
+	return ringView{base: s.Base, size: s.Len >> r.slotShift, head: s.Head, tail: s.Tail, slotShift: r.slotShift}
 }
 
 // check refuses values no guest write could have left in the registers,
 // and a head or tail outside a non-empty ring (an empty ring's are not
 // used until the guest sets its length).
-func (r ring) check(s ringState) error {
+func (r *ring) check(s ringState) error {
 	if s.Base&0xF != 0 {
 		return fmt.Errorf("base %#x not 16-byte aligned", s.Base)
 	}
@@ -59,7 +59,7 @@ func (r ring) check(s ringState) error {
 }
 
 // saveRings saves every queue of one direction. Called with n.mu held.
-func (n *NIC) saveRings(queue func(int) ring) *ringsState {
+func (n *NIC) saveRings(queue func(int) *ring) *ringsState {
 	s := &ringsState{Queues: make([]ringState, numQueues)}
 	for q := range s.Queues {
 		s.Queues[q] = queue(q).save(n)
@@ -68,7 +68,7 @@ func (n *NIC) saveRings(queue func(int) ring) *ringsState {
 }
 
 // check validates every queue of a ring section.
-func (s *ringsState) check(queue func(int) ring) error {
+func (s *ringsState) check(queue func(int) *ring) error {
 	if len(s.Queues) != numQueues {
 		return fmt.Errorf("%d queues, want %d", len(s.Queues), numQueues)
 	}
@@ -82,7 +82,7 @@ func (s *ringsState) check(queue func(int) ring) error {
 
 // restoreRings writes every queue of one direction from a checked
 // section. Called with n.mu held.
-func (n *NIC) restoreRings(queue func(int) ring, s *ringsState) {
+func (n *NIC) restoreRings(queue func(int) *ring, s *ringsState) {
 	for q, r := range s.Queues {
 		queue(q).restore(n, r)
 	}

@@ -11,7 +11,7 @@ func TestRingSpans(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := 0; i < 10000; i++ {
 		size := rng.Uint32N(512) + 1
-		v := ringView{base: 0x10000, size: size, head: rng.Uint32N(size), tail: rng.Uint32N(size), slot: txDescSize}
+		v := ringView{base: 0x10000, size: size, head: rng.Uint32N(size), tail: rng.Uint32N(size), slotShift: txDescShift}
 		count := v.avail()
 		spans := v.spans(count)
 		var total uint32
@@ -23,7 +23,7 @@ func TestRingSpans(t *testing.T) {
 			total += s.Len
 			next = v.base
 		}
-		if total != count*v.slot || len(spans) > 2 || (len(spans) == 2) != (v.head+count > size) {
+		if total != count*txDescSize || len(spans) > 2 || (len(spans) == 2) != (v.head+count > size) {
 			t.Fatalf("ring %+v: %d descriptors in %+v", v, count, spans)
 		}
 	}
@@ -49,7 +49,7 @@ func TestRingUsable(t *testing.T) {
 // Each queue's registers are where the 82574L has them.
 func TestRingRegisters(t *testing.T) {
 	for _, c := range []struct {
-		r    ring
+		r    *ring
 		want [5]uint32
 	}{
 		{rxQueue(0), [5]uint32{RDBAL0, RDBAH0, RDLEN0, RDH0, RDT0}},

@@ -189,8 +189,7 @@ func (n *NIC) txRun() {
 	if !n.txRunnable() {
 		return
 	}
-	q := txQueue(0)
-	r := q.view(n)
+	r := txQueue(0).view(n)
 	if r.avail() == 0 {
 		return
 	}
@@ -210,7 +209,7 @@ func (n *NIC) txRun() {
 			break
 		}
 		head := r.head
-		if st = n.txStep(q, &r, gen); st != txDone {
+		if st = n.txStep(&r, gen); st != txDone {
 			break
 		}
 		descs += (r.head + r.size - head) % r.size
@@ -289,7 +288,7 @@ func (n *NIC) txDMA(addr uint64, p []byte, write bool, gen uint64) error {
 // a Quiesce and Resume (here or on a migration's destination), or with Bus
 // Master turned off and on during the message: where the real part, reset
 // or stopped half way through a packet, may resend one too.
-func (n *NIC) txStep(q ring, r *ringView, gen uint64) txStatus {
+func (n *NIC) txStep(r *ringView, gen uint64) txStatus {
 	t := &n.tx
 	var (
 		opts   txPacketOpts
@@ -420,7 +419,7 @@ func (n *NIC) txStep(q ring, r *ringView, gen uint64) txStatus {
 	}
 	// Commit, with n.mu held since the last write-back.
 	r.head = i
-	q.setHead(n, i)
+	txQueue(0).setHead(n, i)
 	t.ctx, t.discard = t.stepCtx, t.stepDiscard
 	t.causes |= causes
 	t.ide = t.ide || ide
