@@ -35,18 +35,17 @@ func rxQueue(q int) *ring { return queueRing(RDBAL0, q, rxRingSlotShift) }
 // txQueue is transmit queue q.
 func txQueue(q int) *ring { return queueRing(TDBAL0, q, txDescShift) }
 
-// view reads the ring's registers. Called with n.mu held. It is small
-// enough to inline, so that reading a ring known at compile time costs no
-// more than reading its registers by name.
-func (r *ring) view(n *NIC) ringView {
+// view reads the ring's registers into v. Called with n.mu held. It
+// fills v in place, field by field, and is small enough to inline: a
+// ringView built and then copied whole is read back, on the engines' hot
+// path, with wider loads than it was stored with, which stalls the CPU.
+func (r *ring) view(n *NIC, v *ringView) {
 	const m = bar0Size/4 - 1
-	return ringView{
-		base:      uint64(n.mac[r.bah>>2&m])<<32 | uint64(n.mac[r.bal>>2&m]),
-		size:      n.mac[r.len>>2&m] >> r.slotShift,
-		head:      n.mac[r.head>>2&m],
-		tail:      n.mac[r.tail>>2&m],
-		slotShift: r.slotShift,
-	}
+	v.base = uint64(n.mac[r.bah>>2&m])<<32 | uint64(n.mac[r.bal>>2&m])
+	v.size = n.mac[r.len>>2&m] >> r.slotShift
+	v.head = n.mac[r.head>>2&m]
+	v.tail = n.mac[r.tail>>2&m]
+	v.slotShift = r.slotShift
 }
 
 // setHead moves the ring's head register: the engines' commit.

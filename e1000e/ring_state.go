@@ -20,7 +20,8 @@ type ringsState struct {
 
 // save reads the ring's registers. Called with n.mu held.
 func (r *ring) save(n *NIC) ringState {
-	v := r.view(n)
+	var v ringView
+	r.view(n, &v)
 	return ringState{Base: v.base, Len: n.reg(r.len), Head: v.head, Tail: v.tail}
 }
 

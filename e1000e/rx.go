@@ -337,7 +337,8 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 	if rctl&RCTL_EN == 0 {
 		return rxWait
 	}
-	r := rxQueue(0).view(n)
+	var r ringView
+	rxQueue(0).view(n, &r)
 	if !r.usable() {
 		return rxWait
 	}

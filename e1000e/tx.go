@@ -189,8 +189,9 @@ func (n *NIC) txRun() {
 	if !n.txRunnable() {
 		return
 	}
-	r := txQueue(0).view(n)
-	if r.avail() == 0 {
+	var r ringView
+	txQueue(0).view(n, &r)
+	if !r.usable() || r.head == r.tail {
 		return
 	}
 	t := &n.tx

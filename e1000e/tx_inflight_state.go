@@ -27,7 +27,8 @@ type descSpan struct {
 // saveTXInflight reports the packet the NIC holds between TDH and TDT, if
 // any. Called with n.mu held.
 func (n *NIC) saveTXInflight() (txInflightState, bool) {
-	r := txQueue(0).view(n)
+	var r ringView
+	txQueue(0).view(n, &r)
 	// A step under way without n.mu has committed nothing: ctx and
 	// discard are still as they stand at TDH.
 	s := txInflightState{Head: r.head, Count: r.avail(), Discard: n.tx.discard}
