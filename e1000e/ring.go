@@ -23,17 +23,31 @@ const (
 	numQueues = 2
 )
 
-func queueRing(bal0 uint32, q int, slotShift uint32) *ring {
-	b := bal0 + uint32(q)*queueGap
-	return &ring{bal: b, bah: b + ringBAH, len: b + ringLEN, head: b + ringHead, tail: b + ringTail, slotShift: slotShift}
+// ringDir is the queues of one direction: where queue 0's registers
+// start and the slot size they all count in.
+type ringDir struct{ bal0, slotShift uint32 }
+
+// rxRings are the receive queues; RDH and RDT count 16-byte slots, even
+// for packet split, whose descriptors take two.
+func rxRings() ringDir { return ringDir{RDBAL0, rxRingSlotShift} }
+
+// txRings are the transmit queues.
+func txRings() ringDir { return ringDir{TDBAL0, txDescShift} }
+
+// queue is queue q's ring. A pointer, built where it is used (queue is
+// inlined, the ring does not escape): a ring copied whole would be read
+// back with wider loads than it was stored with, which stalls the CPU on
+// the engines' path.
+func (d ringDir) queue(q int) *ring {
+	b := d.bal0 + uint32(q)*queueGap
+	return &ring{bal: b, bah: b + ringBAH, len: b + ringLEN, head: b + ringHead, tail: b + ringTail, slotShift: d.slotShift}
 }
 
-// rxQueue is receive queue q; RDH and RDT count 16-byte slots, even for
-// packet split, whose descriptors take two.
-func rxQueue(q int) *ring { return queueRing(RDBAL0, q, rxRingSlotShift) }
+// rxQueue is receive queue q.
+func rxQueue(q int) *ring { return rxRings().queue(q) }
 
 // txQueue is transmit queue q.
-func txQueue(q int) *ring { return queueRing(TDBAL0, q, txDescShift) }
+func txQueue(q int) *ring { return txRings().queue(q) }
 
 // view reads the ring's registers into v. Called with n.mu held. It
 // fills v in place, field by field, and is small enough to inline: a

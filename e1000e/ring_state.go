@@ -60,21 +60,21 @@ func (r *ring) check(s ringState) error {
 }
 
 // saveRings saves every queue of one direction. Called with n.mu held.
-func (n *NIC) saveRings(queue func(int) *ring) *ringsState {
+func (n *NIC) saveRings(d ringDir) *ringsState {
 	s := &ringsState{Queues: make([]ringState, numQueues)}
 	for q := range s.Queues {
-		s.Queues[q] = queue(q).save(n)
+		s.Queues[q] = d.queue(q).save(n)
 	}
 	return s
 }
 
 // check validates every queue of a ring section.
-func (s *ringsState) check(queue func(int) *ring) error {
+func (s *ringsState) check(d ringDir) error {
 	if len(s.Queues) != numQueues {
 		return fmt.Errorf("%d queues, want %d", len(s.Queues), numQueues)
 	}
 	for q, r := range s.Queues {
-		if err := queue(q).check(r); err != nil {
+		if err := d.queue(q).check(r); err != nil {
 			return fmt.Errorf("queue %d: %w", q, err)
 		}
 	}
@@ -83,8 +83,8 @@ func (s *ringsState) check(queue func(int) *ring) error {
 
 // restoreRings writes every queue of one direction from a checked
 // section. Called with n.mu held.
-func (n *NIC) restoreRings(queue func(int) *ring, s *ringsState) {
+func (n *NIC) restoreRings(d ringDir, s *ringsState) {
 	for q, r := range s.Queues {
-		queue(q).restore(n, r)
+		d.queue(q).restore(n, r)
 	}
 }

@@ -87,12 +87,12 @@ func (l *nicLoader) DecodeSection(s migration.Section) error {
 	case secRXRing:
 		err = s.Decode(&l.rx)
 		if err == nil {
-			err = l.rx.check(rxQueue)
+			err = l.rx.check(rxRings())
 		}
 	case secTXRing:
 		err = s.Decode(&l.tx)
 		if err == nil {
-			err = l.tx.check(txQueue)
+			err = l.tx.check(txRings())
 		}
 	case secTXInflight:
 		l.inflight = &txInflightState{}
@@ -181,8 +181,8 @@ func (l *nicLoader) applyLocked() {
 	n.restoreLink(&l.link)
 	n.restoreStats(&l.stats)
 
-	n.restoreRings(rxQueue, &l.rx)
-	n.restoreRings(txQueue, &l.tx)
+	n.restoreRings(rxRings(), &l.rx)
+	n.restoreRings(txRings(), &l.tx)
 	n.restoreTXInflight(l.inflight)
 	n.restoreTXContext(&l.ctx)
 	n.restoreFilters(l.filters)
