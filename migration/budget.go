@@ -224,9 +224,15 @@ func mapSlot(t reflect.Type) uintptr {
 // strings and binaries (n their length), 'a' for arrays and 'm' for maps
 // (n their count).
 func (w *costWalker) code() (kind byte, n uint64, err error) {
-	h, err := readHead(w.b, w.i)
-	if err != nil {
-		return 0, 0, fmt.Errorf("%w: %w", err, errDecoderStops)
+	var h mpHead
+	ok := false
+	if w.i < len(w.b) {
+		h, ok = shortHead(w.b[w.i])
+	}
+	if !ok {
+		if h, err = readLongHead(w.b, w.i); err != nil {
+			return 0, 0, fmt.Errorf("%w: %w", err, errDecoderStops)
+		}
 	}
 	w.i += h.size
 	if h.n > uint64(len(w.b)-w.i) {

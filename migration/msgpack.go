@@ -30,44 +30,63 @@ type mpHead struct {
 // (application-defined data that no state section uses) and the unused
 // code 0xc1 are refused.
 func readHead(b []byte, i int) (mpHead, error) {
+	if i < len(b) {
+		if h, ok := shortHead(b[i]); ok {
+			return h, nil
+		}
+	}
+	return readLongHead(b, i)
+}
+
+// shortHead reads a one-byte head: a small integer, or a short string,
+// map or array, most of what a state holds. ok is false for the other
+// codes. It inlines, so the walks over a payload try it first and call
+// readHead only for the rest.
+func shortHead(c byte) (h mpHead, ok bool) {
+	switch {
+	case c <= 0x7f, c >= 0xe0:
+		return mpHead{kind: 's', size: 1}, true
+	case c <= 0xbf: // fixmap, fixarray, fixstr
+		return mpHead{kind: "mabb"[(c-0x80)>>4], size: 1, n: uint64(c & (0x0f | (c>>5&1)<<4))}, true
+	}
+	return mpHead{}, false
+}
+
+// readLongHead is readHead for the codes from 0xc0 to 0xdf, and for an
+// object cut off before its head.
+func readLongHead(b []byte, i int) (mpHead, error) {
 	if i >= len(b) {
 		return mpHead{}, fmt.Errorf("msgpack: truncated at byte %d", i)
 	}
 	c := b[i]
 	h := mpHead{size: 1}
 	width := 0
-	switch {
-	case c <= 0x7f, c >= 0xe0, c == 0xc2, c == 0xc3:
+	switch c { // a value switch: a jump table
+	case 0xc2, 0xc3:
 		h.kind = 's'
-	case c == 0xc0:
+	case 0xc0:
 		h.kind = 'n'
-	case c >= 0x80 && c <= 0x8f:
-		h.kind, h.n = 'm', uint64(c&0x0f)
-	case c >= 0x90 && c <= 0x9f:
-		h.kind, h.n = 'a', uint64(c&0x0f)
-	case c >= 0xa0 && c <= 0xbf:
-		h.kind, h.n = 'b', uint64(c&0x1f)
-	case c == 0xcc, c == 0xd0:
+	case 0xcc, 0xd0:
 		h.kind, h.n = 's', 1
-	case c == 0xcd, c == 0xd1:
+	case 0xcd, 0xd1:
 		h.kind, h.n = 's', 2
-	case c == 0xca, c == 0xce, c == 0xd2:
+	case 0xca, 0xce, 0xd2:
 		h.kind, h.n = 's', 4
-	case c == 0xcb, c == 0xcf, c == 0xd3:
+	case 0xcb, 0xcf, 0xd3:
 		h.kind, h.n = 's', 8
-	case c == 0xc4, c == 0xd9: // bin8, str8
+	case 0xc4, 0xd9: // bin8, str8
 		h.kind, width = 'b', 1
-	case c == 0xc5, c == 0xda: // bin16, str16
+	case 0xc5, 0xda: // bin16, str16
 		h.kind, width = 'b', 2
-	case c == 0xc6, c == 0xdb: // bin32, str32
+	case 0xc6, 0xdb: // bin32, str32
 		h.kind, width = 'b', 4
-	case c == 0xdc:
+	case 0xdc:
 		h.kind, width = 'a', 2
-	case c == 0xdd:
+	case 0xdd:
 		h.kind, width = 'a', 4
-	case c == 0xde:
+	case 0xde:
 		h.kind, width = 'm', 2
-	case c == 0xdf:
+	case 0xdf:
 		h.kind, width = 'm', 4
 	default:
 		return mpHead{}, fmt.Errorf("msgpack: unsupported type code %#02x at byte %d", c, i)
@@ -118,9 +137,16 @@ func checkMsgpack(b []byte, maxDepth int) error {
 			break
 		}
 		stack[depth]--
-		h, err := readHead(b, i)
-		if err != nil {
-			return err
+		var h mpHead
+		ok := false
+		if i < len(b) {
+			h, ok = shortHead(b[i])
+		}
+		if !ok {
+			var err error
+			if h, err = readLongHead(b, i); err != nil {
+				return err
+			}
 		}
 		i += h.size
 		left := uint64(len(b) - i)

@@ -218,3 +218,75 @@ func FuzzAppendCanonical(f *testing.F) {
 		}
 	})
 }
+
+// Every type code's head, against the msgpack specification's table.
+func TestReadHeadEveryCode(t *testing.T) {
+	type want struct {
+		kind byte
+		size int
+		n    uint64
+	}
+	spec := func(c byte) (want, bool) {
+		switch {
+		case c <= 0x7f, c >= 0xe0, c == 0xc2, c == 0xc3:
+			return want{'s', 1, 0}, true
+		case c <= 0x8f:
+			return want{'m', 1, uint64(c - 0x80)}, true
+		case c <= 0x9f:
+			return want{'a', 1, uint64(c - 0x90)}, true
+		case c <= 0xbf:
+			return want{'b', 1, uint64(c - 0xa0)}, true
+		case c == 0xc0:
+			return want{'n', 1, 0}, true
+		}
+		switch c {
+		case 0xcc, 0xd0:
+			return want{'s', 1, 1}, true
+		case 0xcd, 0xd1:
+			return want{'s', 1, 2}, true
+		case 0xca, 0xce, 0xd2:
+			return want{'s', 1, 4}, true
+		case 0xcb, 0xcf, 0xd3:
+			return want{'s', 1, 8}, true
+		case 0xc4, 0xd9:
+			return want{'b', 2, 0x01}, true
+		case 0xc5, 0xda:
+			return want{'b', 3, 0x0102}, true
+		case 0xc6, 0xdb:
+			return want{'b', 5, 0x01020304}, true
+		case 0xdc:
+			return want{'a', 3, 0x0102}, true
+		case 0xdd:
+			return want{'a', 5, 0x01020304}, true
+		case 0xde:
+			return want{'m', 3, 0x0102}, true
+		case 0xdf:
+			return want{'m', 5, 0x01020304}, true
+		}
+		return want{}, false // 0xc1 and the extension types
+	}
+	for c := 0; c < 256; c++ {
+		h, err := readHead([]byte{byte(c), 1, 2, 3, 4}, 0)
+		w, ok := spec(byte(c))
+		if !ok {
+			if err == nil {
+				t.Errorf("%#02x: accepted as %+v", c, h)
+			}
+			continue
+		}
+		if err != nil || want(h) != w {
+			t.Errorf("%#02x: %+v, %v; want %+v", c, h, err, w)
+		}
+		if sh, short := shortHead(byte(c)); short && sh != h {
+			t.Errorf("%#02x: shortHead %+v, readHead %+v", c, sh, h)
+		}
+		if w.size > 1 {
+			if _, err := readHead([]byte{byte(c)}, 0); err == nil {
+				t.Errorf("%#02x: length cut off, accepted", c)
+			}
+		}
+	}
+	if _, err := readHead(nil, 0); err == nil {
+		t.Error("no byte at all: accepted")
+	}
+}
