@@ -157,7 +157,7 @@ func TestMSIEdgeAndThrottle(t *testing.T) {
 	n.WriteReg(ITR, 4000)
 	n.mu.Lock()
 	n.raise(ICR_RXT0)
-	n.readICR()
+	n.readReg(ICR)
 	n.raise(ICR_TXDW)
 	n.mu.Unlock()
 	clk.advance(4000*itrUnit - 1)
@@ -359,7 +359,7 @@ func TestINTxThrottle(t *testing.T) {
 	n.WriteReg(IMS, ICR_TXDW)
 	n.mu.Lock()
 	n.raise(ICR_TXDW) // asserts, starts the interval
-	n.readICR()       // deasserts
+	n.readReg(ICR)    // deasserts
 	n.raise(ICR_TXDW) // held back
 	held := irq.snapshot()
 	n.mu.Unlock()
@@ -372,9 +372,9 @@ func TestINTxThrottle(t *testing.T) {
 	}
 
 	n.mu.Lock()
-	n.readICR()
+	n.readReg(ICR)
 	n.raise(ICR_TXDW) // held back: the assertion started a new interval
-	n.readICR()       // and acknowledged before it ends
+	n.readReg(ICR)    // and acknowledged before it ends
 	n.mu.Unlock()
 	clk.advance(time.Second)
 	if s := irq.snapshot(); s.rises != 2 || s.intx {

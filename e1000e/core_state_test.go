@@ -102,7 +102,7 @@ func TestCoreStateRoundTrip(t *testing.T) {
 		t.Fatalf("state changed over save/restore/save:\n%+v\n%+v", st, again)
 	}
 	dd := driver{t, dst}
-	if dst.ReadReg(RDBAL0) != 0x10000 || dst.ReadReg(RA+12) != 0x6655|RAH_AV {
+	if dst.ReadReg(MTA+4*7) != 0xF0F0 || dst.ReadReg(IVAR) != 0x800A0908 {
 		t.Fatal("registers not restored")
 	}
 	dd.writePHY(phyPage, 2)
@@ -123,13 +123,17 @@ func TestCoreStateRejectsBadInput(t *testing.T) {
 		want   string
 	}{
 		{"unknown register", func(s *coreState) { s.Regs.Regs["BOGUS"] = 1 }, "unknown register"},
-		{"stat as register", func(s *coreState) { s.Regs.Regs["GPRC"] = 1 }, "unknown register"},
+		{"stat as register", func(s *coreState) { s.Regs.Regs["GPRC"] = 1 }, "belongs in section stats"},
+		{"constant as register", func(s *coreState) { s.Regs.Regs["FWSM"] = 0 }, "unknown register"},
 		{"short array", func(s *coreState) { s.Regs.Arrays["MTA"] = make([]uint32, 64) }, "has 64 entries"},
-		{"long array", func(s *coreState) { s.Regs.Arrays["RA"] = make([]uint32, 1000) }, "has 1000 entries"},
+		{"long array", func(s *coreState) { s.Regs.Arrays["VFTA"] = make([]uint32, 1000) }, "has 1000 entries"},
+		{"receive addresses", func(s *coreState) { s.Regs.Arrays["RA"] = make([]uint32, 2*numRA) }, "belongs in section filters"},
 		{"read-only bits", func(s *coreState) { s.Regs.Regs["GCR"] = 0 }, "read-only"},
 		{"reset in CTRL", func(s *coreState) { s.Regs.Regs["CTRL"] |= CTRL_RST }, "reset"},
 		{"flash EECD", func(s *coreState) { s.Regs.Regs["EECD"] |= eecdFlash }, "NVM"},
-		{"ring length bits", func(s *coreState) { s.Regs.Regs["RDLEN0"] = 0x7F }, "read-only"},
+		{"ring register", func(s *coreState) { s.Regs.Regs["RDLEN0"] = 0x80 }, "belongs in section rx-ring"},
+		{"unimplemented bits", func(s *coreState) { s.Regs.Regs["PBS"] = 0x40 }, "read-only"},
+		{"self-clearing bits", func(s *coreState) { s.Regs.Regs["CTRL_EXT"] = CTRL_EXT_EE_RST }, "self-clearing"},
 		{"PHY id", func(s *coreState) { s.PHY.Regs["0.02"] = 0x1234 }, "identity"},
 		{"PHY page", func(s *coreState) { s.PHY.Regs["9.10"] = 1 }, "unknown"},
 		{"PHY key", func(s *coreState) { s.PHY.Regs["zz"] = 1 }, "unknown"},

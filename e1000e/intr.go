@@ -207,7 +207,7 @@ func (n *NIC) raiseTX(causes uint32, ide bool) {
 // raised and every delay timer stops.
 func (n *NIC) delayFired() { n.raise(0) }
 
-// updateIRQ recomputes INT_ASSERTED, mirrors ICR into ICS and delivers.
+// updateIRQ recomputes INT_ASSERTED and delivers.
 func (n *NIC) updateIRQ() {
 	mode := n.irq.Mode()
 	icr := n.mac[ICR>>2]
@@ -252,10 +252,8 @@ func (n *NIC) updateIRQ() {
 			n.setINTx(true)
 		}
 	}
-	// EIAC may have cleared causes: keep INT_ASSERTED and ICS consistent.
-	icr = withAsserted(n.mac[ICR>>2])
-	n.mac[ICR>>2] = icr
-	n.mac[ICS>>2] = icr
+	// EIAC may have cleared causes: keep INT_ASSERTED consistent.
+	n.mac[ICR>>2] = withAsserted(n.mac[ICR>>2])
 }
 
 // withAsserted sets INT_ASSERTED when any cause is pending, as QEMU's model
@@ -403,7 +401,7 @@ func (n *NIC) msixVector(cause uint32) int {
 // readICR returns ICR and clears it when no cause is enabled (IMS is 0) or
 // when INT_ASSERTED is set (any cause pending); with CTRL_EXT.IAME the read
 // also masks the IAM causes.
-func (n *NIC) readICR() uint32 {
+func (n *NIC) readICR(uint32) uint32 {
 	icr := n.mac[ICR>>2]
 	n.intr.unackedMSI = false
 	if n.mac[IMS>>2] == 0 {
@@ -418,6 +416,16 @@ func (n *NIC) readICR() uint32 {
 	n.updateIRQ()
 	return icr
 }
+
+// readICS returns ICR without clearing it.
+func (n *NIC) readICS(uint32) uint32 { return n.mac[ICR>>2] }
+
+// writeICS raises the causes written as 1: the table's set has latched
+// them in ICR already, raise delivers them with the delayed ones.
+func (n *NIC) writeICS(v uint32) { n.raise(v & imsValid) }
+
+// writeIMC re-evaluates delivery after the table's clear of IMS bits.
+func (n *NIC) writeIMC(uint32) { n.updateIRQ() }
 
 // writeICR clears the causes written as 1; clearing OTHER clears the
 // causes it summarises.
@@ -434,12 +442,12 @@ func (n *NIC) writeICR(v uint32) {
 	n.updateIRQ()
 }
 
-// writeIMS enables causes. With CTRL_EXT.PBA_CLR, enabling an MSI-X cause
-// clears its vector's pending bit; enabling every cause with
-// INT_TIMERS_CLEAR_ENA fires the delay timers at once.
+// writeIMS runs after the table's set has enabled the causes written as 1
+// in IMS. With CTRL_EXT.PBA_CLR, enabling an MSI-X cause clears its
+// vector's pending bit; enabling every cause with INT_TIMERS_CLEAR_ENA
+// fires the delay timers at once.
 func (n *NIC) writeIMS(v uint32) {
 	valid := v & imsValid
-	n.mac[IMS>>2] |= valid
 	// Every handler ends with this write: only then look up its vectors.
 	for _, mc := range msixCauses {
 		if n.intr.unacked == 0 {

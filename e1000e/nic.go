@@ -66,6 +66,8 @@ type NIC struct {
 	phy [phyPages][phyRegs]uint16
 	nvm [nvmWords]uint16
 
+	regs regFile // the register table, shared by every NIC (regs_table.go)
+
 	perm     [6]byte // the MAC address of the NVM
 	rxFilter int     // exact-match RA entries the RX filter honours
 	hideMSIX bool    // no MSI-X capability (model parameter hide-msix)
@@ -148,6 +150,7 @@ func New(cfg Config) (*NIC, error) {
 		irq:          cfg.Interrupter,
 		clock:        cfg.TimerClock,
 		linkUp:       true,
+		regs:         regFile{rows: regTable, idx: regIdx},
 	}
 	if n.clock == nil {
 		n.clock = realClock{}
@@ -267,8 +270,8 @@ func (n *NIC) resetLocked(soft bool) {
 	n.stopAllTimers()
 	n.autoneg.stop()
 	n.intr = intrState{}
-	for i := range regTable {
-		row := &regTable[i]
+	for i := range n.regs.rows {
+		row := &n.regs.rows[i]
 		if soft && row.keep {
 			continue
 		}

@@ -2,135 +2,59 @@ package e1000e
 
 import "e1000e-vfu/device"
 
-// readReg performs a guest read of the BAR0 dword at off. Unknown offsets
-// read as zero. Called with n.mu held.
+// readReg performs a guest read of the BAR0 dword at off, as its row says.
+// Unknown offsets read as zero. Called with n.mu held.
 func (n *NIC) readReg(off uint32) uint32 {
 	d := (off >> 2) & (bar0Size/4 - 1)
-	r := regIdx.row[d]
+	r := n.regs.idx.row[d]
 	if r == 0 {
 		return 0
 	}
-	row := &regTable[r-1]
-	c := regIdx.canon[d]
-	v := n.mac[c]
-	switch row.rd {
-	case rdStatus:
-		v = n.statusValue()
-	case rdICR:
-		return n.readICR()
-	case rdICS:
-		v = n.mac[ICR>>2]
-	case rdSWSM:
-		n.mac[c] = v | SWSM_SMBI
-	case rdStatHigh:
-		n.mac[c-1] = 0
+	row := &n.regs.rows[r-1]
+	c := uint32(n.regs.idx.canon[d])
+	switch row.read {
+	case readClears:
+		v := n.mac[c]
 		n.mac[c] = 0
-	case rdWriteOnly:
+		return v
+	case readZero:
 		return 0
+	case readFunc:
+		return row.readFn(n, c)
 	}
-	if row.rc {
-		n.mac[c] = 0
-	}
-	return v
+	return n.mac[c]
 }
 
-// writeReg performs a guest write of the BAR0 dword at off. Writes to
-// unknown or read-only offsets are ignored. Called with n.mu held.
+// writeReg performs a guest write of the BAR0 dword at off: the store its
+// row's write kind makes, then the row's effect. Writes to unknown offsets
+// are ignored. Called with n.mu held.
 func (n *NIC) writeReg(off, v uint32) {
 	d := (off >> 2) & (bar0Size/4 - 1)
-	r := regIdx.row[d]
+	r := n.regs.idx.row[d]
 	if r == 0 {
 		return
 	}
-	row := &regTable[r-1]
-	c := regIdx.canon[d]
-	old := n.mac[c]
-	wmask := row.maskAt(uint32(c) - row.off>>2)
-	masked := old&^wmask | v&wmask
-	masked &^= v & row.w1c
-	n.ringChanged(uint32(c)<<2, old, masked)
-
-	switch row.wr {
-	case wrPlain:
-		n.mac[c] = masked
-	case wrReadOnly:
-	case wrCTRL:
-		n.writeCTRL(v)
-	case wrSTATUS:
-		// Only PHYRA can be cleared by software.
-		if v&STATUS_PHYRA == 0 {
-			n.mac[c] &^= STATUS_PHYRA
-		}
-	case wrCTRLExt:
-		// ASDCHK and EE_RST are self-clearing commands.
-		n.mac[c] = v &^ (CTRL_EXT_ASDCHK | CTRL_EXT_EE_RST)
-		if v&CTRL_EXT_EE_RST != 0 {
-			n.loadFromNVM()
-		}
-	case wrEECD:
-		n.writeEECD(v)
-	case wrEERD:
-		n.writeEERD(v)
-	case wrEEWR:
-		n.writeEEWR(v)
-	case wrMDIC:
-		n.writeMDIC(v)
-	case wrICR:
-		n.writeICR(v)
-	case wrICS:
-		n.raise(v)
-	case wrIMS:
-		n.writeIMS(v)
-	case wrIMC:
-		n.mac[IMS>>2] &^= v
-		n.updateIRQ()
-	case wrRCTL:
-		n.mac[c] = masked
-		if masked&RCTL_EN != 0 {
-			n.kickRX()
-		}
-	case wrTCTL:
-		n.mac[c] = masked
-		if masked&TCTL_EN != 0 {
-			n.kickTX()
-		}
-	case wrRDT:
-		n.mac[c] = masked
-		n.kickRX()
-	case wrTDT:
-		n.mac[c] = masked
-		n.kickTX()
-	case wrRDTR:
-		n.mac[c] = masked
-		if v&RDTR_FPD != 0 && n.timers.rdtr.running {
-			n.raise(0)
-		}
-	case wrTIDV:
-		n.mac[c] = masked
-		if v&TIDV_FPD != 0 && n.timers.tidv.running {
-			n.raise(0)
-		}
-	case wrPBACLR:
-		n.mac[c] = masked
-		if n.irq.Mode() == device.IRQModeMSIX {
-			for vec := 0; vec < numMSIXVecs; vec++ {
-				if masked&(1<<vec) != 0 {
-					n.irq.ClearMSIXPending(vec)
-				}
-			}
-		}
-	case wrEITR:
-		n.mac[c] = masked
-	case wrSWSM:
-		n.mac[c] = masked
-	case wrRXDCTL:
-		// The 82574 shares RXDCTL between the two queues.
-		n.mac[c] = masked
-		n.mac[RXDCTL1>>2] = masked
+	row := &n.regs.rows[r-1]
+	c := uint32(n.regs.idx.canon[d])
+	switch row.write {
+	case writeStore:
+		old := n.mac[c]
+		m := row.maskAt(c - row.off>>2)
+		nv := old&^m | v&m
+		nv &^= v & row.w1c
+		n.ringChanged(c<<2, old, nv)
+		n.mac[c] = nv
+	case writeSet:
+		n.mac[row.target>>2] |= v & row.mask
+	case writeClear:
+		n.mac[row.target>>2] &^= v & row.mask
+	}
+	if row.effect != nil {
+		row.effect(n, v)
 	}
 }
 
-// writeCTRL handles a CTRL write: RST resets the device and clears itself,
+// writeCTRL is CTRL's effect: RST resets the device and clears itself,
 // PHY_RST flags the PHY reset for STATUS.PHYRA.
 func (n *NIC) writeCTRL(v uint32) {
 	if v&CTRL_RST != 0 {
@@ -140,14 +64,20 @@ func (n *NIC) writeCTRL(v uint32) {
 		n.mac[CTRL>>2] = v &^ (CTRL_RST | CTRL_GIO_MASTER_DISABLE | CTRL_PHY_RST)
 		return
 	}
-	n.mac[CTRL>>2] = v
 	if v&CTRL_PHY_RST != 0 {
 		n.mac[STATUS>>2] |= STATUS_PHYRA
 	}
 }
 
-// statusValue computes STATUS: stored link bits plus what CTRL implies.
-func (n *NIC) statusValue() uint32 {
+// writeSTATUS is a STATUS write: only PHYRA can be cleared by software.
+func (n *NIC) writeSTATUS(v uint32) {
+	if v&STATUS_PHYRA == 0 {
+		n.mac[STATUS>>2] &^= STATUS_PHYRA
+	}
+}
+
+// readSTATUS computes STATUS: stored link bits plus what CTRL implies.
+func (n *NIC) readSTATUS(uint32) uint32 {
 	ctrl := n.mac[CTRL>>2]
 	v := n.mac[STATUS>>2]
 	if ctrl&CTRL_GIO_MASTER_DISABLE == 0 {
@@ -166,4 +96,70 @@ func (n *NIC) statusValue() uint32 {
 		}
 	}
 	return v&^STATUS_SPEED_MASK | speed
+}
+
+// writeCTRLExt is CTRL_EXT's effect: EE_RST reloads from the NVM.
+func (n *NIC) writeCTRLExt(v uint32) {
+	if v&CTRL_EXT_EE_RST != 0 {
+		n.loadFromNVM()
+	}
+}
+
+// readSWSM takes the SMBI semaphore: the read that finds it clear owns it.
+func (n *NIC) readSWSM(d uint32) uint32 {
+	v := n.mac[d]
+	n.mac[d] = v | SWSM_SMBI
+	return v
+}
+
+// writeRCTL starts receiving when RCTL enables it.
+func (n *NIC) writeRCTL(uint32) {
+	if n.mac[RCTL>>2]&RCTL_EN != 0 {
+		n.kickRX()
+	}
+}
+
+// writeTCTL starts transmitting when TCTL enables it.
+func (n *NIC) writeTCTL(uint32) {
+	if n.mac[TCTL>>2]&TCTL_EN != 0 {
+		n.kickTX()
+	}
+}
+
+// writeRDT is a receive doorbell.
+func (n *NIC) writeRDT(uint32) { n.kickRX() }
+
+// writeTDT is a transmit doorbell.
+func (n *NIC) writeTDT(uint32) { n.kickTX() }
+
+// writeRDTR: FPD raises the causes the receive delay timers hold.
+func (n *NIC) writeRDTR(v uint32) {
+	if v&RDTR_FPD != 0 && n.timers.rdtr.running {
+		n.raise(0)
+	}
+}
+
+// writeTIDV: FPD raises the causes the transmit delay timers hold.
+func (n *NIC) writeTIDV(v uint32) {
+	if v&TIDV_FPD != 0 && n.timers.tidv.running {
+		n.raise(0)
+	}
+}
+
+// writeRXDCTL mirrors RXDCTL into queue 1's: the 82574 shares one.
+func (n *NIC) writeRXDCTL(uint32) {
+	n.mac[RXDCTL1>>2] = n.mac[RXDCTL>>2]
+}
+
+// writePBACLR clears the MSI-X pending bits of the vectors written 1.
+func (n *NIC) writePBACLR(uint32) {
+	if n.irq.Mode() != device.IRQModeMSIX {
+		return
+	}
+	clr := n.mac[PBACLR>>2]
+	for vec := 0; vec < numMSIXVecs; vec++ {
+		if clr&(1<<vec) != 0 {
+			n.irq.ClearMSIXPending(vec)
+		}
+	}
 }

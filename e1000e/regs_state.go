@@ -5,48 +5,22 @@ import (
 	"sort"
 )
 
-// RegistersState is the MAC registers that hold state, by register name:
-// single registers in Regs, arrays (MTA, RA, VFTA, RETA, RSSRK, ...) in
-// Arrays. Statistics, interrupt registers (InterruptsState), STATUS
-// (LinkState) and read-only registers are not in it.
+// RegistersState is the MAC registers whose rows the registers section
+// carries (home secRegisters), by register name: single registers in Regs,
+// arrays (MTA, VFTA, RETA, RSSRK, ...) in Arrays. The rings, interrupts,
+// STATUS, receive addresses and statistics travel in sections of their
+// own; constants and computed registers in none.
 type RegistersState struct {
 	Regs   map[string]uint32   `msgpack:"regs"`
 	Arrays map[string][]uint32 `msgpack:"arrays"`
 }
 
-// inRegistersState says whether a table row belongs to RegistersState.
-func inRegistersState(r *regRow) bool {
-	switch {
-	case r.off >= CRCERRS && r.off <= ICRXOC: // statistics
-		return false
-	case r.wr == wrReadOnly, r.rd == rdWriteOnly:
-		return false
-	case r.wr == wrPlain && r.wmask == 0 && r.w1c == 0:
-		return false // nothing a guest can change
-	}
-	switch r.off {
-	case STATUS, ICR, ICS, IMS, IVAR, EIAC, IAM, ITR, EITR0:
-		return false
-	}
-	return true
-}
-
-// rowByName finds a table row by name.
-func rowByName(name string) (*regRow, bool) {
-	for i := range regTable {
-		if regTable[i].name == name {
-			return &regTable[i], true
-		}
-	}
-	return nil, false
-}
-
 // saveRegisters fills a RegistersState. Called with n.mu held.
 func (n *NIC) saveRegisters() RegistersState {
 	s := RegistersState{Regs: map[string]uint32{}, Arrays: map[string][]uint32{}}
-	for i := range regTable {
-		r := &regTable[i]
-		if !inRegistersState(r) {
+	for i := range n.regs.rows {
+		r := &n.regs.rows[i]
+		if r.home != secRegisters {
 			continue
 		}
 		d := r.off / 4
@@ -59,30 +33,48 @@ func (n *NIC) saveRegisters() RegistersState {
 	return s
 }
 
-// Validate checks a RegistersState from a migration stream: known names,
-// exact array lengths, read-only bits at their reset values, and the
-// invariants of the registers with hooks.
+// registersRow finds the row a name in the registers section stands for.
+func registersRow(name string) (*regRow, error) {
+	r, ok := rowByName(name)
+	switch {
+	case !ok || r.home == "":
+		return nil, fmt.Errorf("e1000e: registers: unknown register %q", name)
+	case r.home != secRegisters:
+		return nil, fmt.Errorf("e1000e: registers: %s belongs in section %s", name, r.home)
+	}
+	return r, nil
+}
+
+// Validate checks a RegistersState from a migration stream: names of rows
+// the registers section carries, exact array lengths, and each value as
+// its row says (checkLoaded).
 func (s *RegistersState) Validate() error {
 	for _, name := range sortedKeys(s.Regs) {
-		r, ok := rowByName(name)
-		if !ok || !inRegistersState(r) || r.n != 1 {
-			return fmt.Errorf("e1000e: registers: unknown register %q", name)
+		r, err := registersRow(name)
+		if err != nil {
+			return err
 		}
-		if err := checkRegValue(r, s.Regs[name]); err != nil {
+		if r.n != 1 {
+			return fmt.Errorf("e1000e: registers: %s is an array", name)
+		}
+		if err := r.checkLoaded(0, s.Regs[name]); err != nil {
 			return err
 		}
 	}
 	for _, name := range sortedKeys(s.Arrays) {
-		r, ok := rowByName(name)
-		if !ok || !inRegistersState(r) || r.n == 1 {
-			return fmt.Errorf("e1000e: registers: unknown array %q", name)
+		r, err := registersRow(name)
+		if err != nil {
+			return err
 		}
 		a := s.Arrays[name]
+		if r.n == 1 {
+			return fmt.Errorf("e1000e: registers: %s is not an array", name)
+		}
 		if uint32(len(a)) != r.n {
 			return fmt.Errorf("e1000e: registers: %s has %d entries, want %d", name, len(a), r.n)
 		}
 		for i, v := range a {
-			if err := checkRegValue(r, v); err != nil {
+			if err := r.checkLoaded(uint32(i), v); err != nil {
 				return fmt.Errorf("%w (entry %d)", err, i)
 			}
 		}
@@ -90,31 +82,17 @@ func (s *RegistersState) Validate() error {
 	return nil
 }
 
-// checkRegValue refuses a value no guest write could have produced.
-func checkRegValue(r *regRow, v uint32) error {
-	bad := func(why string) error {
-		return fmt.Errorf("e1000e: registers: %s = %#x: %s", r.name, v, why)
+// checkLoaded refuses a value for dword i of the row that no guest write
+// could have produced: bits the part does not implement (outside the
+// mask, write-1-to-clear and legacy bits) away from their reset value, or
+// what the row's own check rules out.
+func (r *regRow) checkLoaded(i, v uint32) error {
+	if fixed := ^(r.maskAt(i) | r.w1c | r.legacy); v&fixed != r.reset&fixed {
+		return fmt.Errorf("e1000e: registers: %s = %#x: read-only or self-clearing bits differ from reset", r.name, v)
 	}
-	switch r.wr {
-	case wrPlain:
-		if fixed := ^(r.wmask | r.wmaskOdd | r.w1c | r.legacy); v&fixed != r.reset&fixed {
-			return bad("read-only bits differ from the hardware's")
-		}
-	case wrCTRL:
-		if v&CTRL_RST != 0 {
-			return bad("reset in progress")
-		}
-	case wrEECD:
-		if v&(EECD_PRES|EECD_AUTO_RD) != EECD_PRES|EECD_AUTO_RD || v&eecdFlash != 0 || v&eecdSizeEx != 0 {
-			return bad("NVM presence or size bits")
-		}
-	case wrCTRLExt:
-		if v&(CTRL_EXT_ASDCHK|CTRL_EXT_EE_RST) != 0 {
-			return bad("self-clearing bits set")
-		}
-	default:
-		if fixed := ^r.wmask; r.wmask != 0 && v&fixed != r.reset&fixed && r.wr != wrMDIC && r.wr != wrEERD && r.wr != wrEEWR {
-			return bad("bits outside the write mask")
+	if r.check != nil {
+		if err := r.check(v); err != nil {
+			return fmt.Errorf("e1000e: registers: %s = %#x: %w", r.name, v, err)
 		}
 	}
 	return nil

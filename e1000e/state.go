@@ -149,19 +149,8 @@ func (n *NIC) SaveState(w *migration.SectionWriter) error {
 	return nil
 }
 
-// notInRegisters are the registers other sections carry: the rings, and
-// the receive address table ("filters", or nothing at all when
-// rx-filter-size is 0).
-var notInRegisters = [...]string{"RA",
-	"RDBAL0", "RDBAH0", "RDLEN0", "RDH0", "RDT0", "RDBAL1", "RDBAH1", "RDLEN1", "RDH1", "RDT1",
-	"TDBAL0", "TDBAH0", "TDLEN0", "TDH0", "TDT0", "TDBAL1", "TDBAH1", "TDLEN1", "TDH1", "TDT1"}
-
-// pruneRegisters drops what other sections carry and what equals reset.
+// pruneRegisters drops what equals reset.
 func pruneRegisters(s *RegistersState) {
-	for _, name := range notInRegisters {
-		delete(s.Regs, name)
-		delete(s.Arrays, name)
-	}
 	for name, v := range s.Regs {
 		if r, ok := rowByName(name); ok && v == r.reset {
 			delete(s.Regs, name)

@@ -75,9 +75,6 @@ func (l *nicLoader) DecodeSection(s migration.Section) error {
 		err = s.Decode(&l.cfg)
 	case secRegisters:
 		err = s.Decode(&l.regs)
-		if err == nil {
-			err = checkNotInRegisters(&l.regs)
-		}
 	case secNVM:
 		err = s.Decode(&l.nvm)
 	case secPHY:
@@ -133,19 +130,6 @@ func (l *nicLoader) Validate() error {
 	var err error
 	l.cfgTarget, l.cfgWrite, err = n.preparePCI(&l.pci)
 	return err
-}
-
-// checkNotInRegisters refuses registers that other sections carry.
-func checkNotInRegisters(s *RegistersState) error {
-	for _, name := range notInRegisters {
-		if _, ok := s.Regs[name]; ok {
-			return fmt.Errorf("registers: %s belongs in another section", name)
-		}
-		if _, ok := s.Arrays[name]; ok {
-			return fmt.Errorf("registers: %s belongs in another section", name)
-		}
-	}
-	return nil
 }
 
 // Apply installs the state. The config space goes first, without n.mu

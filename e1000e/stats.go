@@ -1,12 +1,12 @@
 package e1000e
 
 // addStat adds delta to a statistics register, saturating. The 64-bit
-// counters (GORC, GOTC, TOR, TOT) are named by their low half and carry
-// into the high half. Called with n.mu held.
+// counters (two-dword rows: GORC, GOTC, TOR, TOT) are named by their low
+// half and carry into the high half. Called with n.mu held.
 func (n *NIC) addStat(off uint32, delta uint64) {
 	d := (off >> 2) & (bar0Size/4 - 1)
-	switch off {
-	case GORCL, GOTCL, TORL, TOTL:
+	switch r := n.regs.idx.row[d]; {
+	case r != 0 && n.regs.rows[r-1].n == 2 && n.regs.rows[r-1].off == off:
 		v := uint64(n.mac[d]) | uint64(n.mac[d+1])<<32
 		s := v + delta
 		if s < v {

@@ -8,38 +8,31 @@ type StatsState struct {
 	Counters map[string]uint64 `msgpack:"counters"`
 }
 
-// saveStatsState fills a StatsState. Called with n.mu held.
+// saveStatsState fills a StatsState from the rows the stats section
+// carries. Called with n.mu held.
 func (n *NIC) saveStatsState() StatsState {
 	s := StatsState{Counters: map[string]uint64{}}
-	for i := range regTable {
-		r := &regTable[i]
-		if r.off < CRCERRS || r.off > ICRXOC || r.rd == rdStatHigh {
+	for i := range n.regs.rows {
+		r := &n.regs.rows[i]
+		if r.home != secStats {
 			continue
 		}
 		v := uint64(n.mac[r.off/4])
-		name := r.name
-		if i+1 < len(regTable) && regTable[i+1].rd == rdStatHigh {
+		if r.n == 2 {
 			v |= uint64(n.mac[r.off/4+1]) << 32
-			name = name[:len(name)-1]
 		}
-		s.Counters[name] = v
+		s.Counters[r.name] = v
 	}
 	return s
 }
 
 // statRow returns the row of a counter name and whether it is 64 bits.
 func statRow(name string) (*regRow, bool, bool) {
-	for i := range regTable {
-		r := &regTable[i]
-		if r.off < CRCERRS || r.off > ICRXOC || r.rd == rdStatHigh {
-			continue
-		}
-		wide := i+1 < len(regTable) && regTable[i+1].rd == rdStatHigh
-		if r.name == name || (wide && r.name == name+"L") {
-			return r, wide, true
-		}
+	r, ok := rowByName(name)
+	if !ok || r.home != secStats {
+		return nil, false, false
 	}
-	return nil, false, false
+	return r, r.n == 2, true
 }
 
 // Validate checks names and widths.
@@ -59,10 +52,10 @@ func (s *StatsState) Validate() error {
 // restoreStats applies a validated StatsState; unnamed counters are zero.
 // Called with n.mu held.
 func (n *NIC) restoreStats(s *StatsState) {
-	for i := range regTable {
-		r := &regTable[i]
-		if r.off >= CRCERRS && r.off <= ICRXOC {
-			n.mac[r.off/4] = 0
+	for i := range n.regs.rows {
+		r := &n.regs.rows[i]
+		if r.home == secStats {
+			clear(n.mac[r.off/4 : r.off/4+r.n])
 		}
 	}
 	for name, v := range s.Counters {
