@@ -67,6 +67,7 @@ FUZZ_TARGETS := \
 	./vfiouser:FuzzDispatch:30000 \
 	./vfiouser:FuzzDMATable:5000 \
 	./migration:FuzzLoad:200000 \
+	./migration:FuzzAppendCanonical:30000 \
 	./migration:FuzzV1Region:50000 \
 	./migration:FuzzMachine:30000 \
 	./e1000e:FuzzStateLoad:10000 \

@@ -12,6 +12,8 @@ const (
 	txDescSize   = 16
 	rxDescSize   = 16 // legacy and extended
 	rxPSDescSize = 32 // packet split
+
+	txDescShift = 4 // log2(txDescSize)
 )
 
 // Transmit descriptor command bits, in the 32-bit word at offset 8 (legacy

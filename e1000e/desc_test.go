@@ -112,8 +112,8 @@ func TestRingArithmetic(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 10000; i++ {
 		size := rng.Uint32N(4096) + 1
-		r := rxRing{size: size, head: rng.Uint32N(size), tail: rng.Uint32N(size)}
-		f := r.free()
+		r := ringView{size: size, head: rng.Uint32N(size), tail: rng.Uint32N(size), slotShift: rxRingSlotShift}
+		f := r.avail()
 		if f >= size || (r.head+f)%size != r.tail {
 			t.Fatalf("ring %+v: free %d", r, f)
 		}

@@ -46,8 +46,16 @@ type pktInfo struct {
 // It never fails: what it cannot recognise stays unset.
 func parseFrame(frame []byte, vet uint16) pktInfo {
 	var p pktInfo
+	p.parse(frame, vet)
+	return p
+}
+
+// parse is parseFrame into p, for a pktInfo that lives in a longer-lived
+// struct: filling it in place spares the copy of a returned one.
+func (p *pktInfo) parse(frame []byte, vet uint16) {
+	*p = pktInfo{}
 	if len(frame) < ethHdrLen {
-		return p
+		return
 	}
 	off := 12
 	et := binary.BigEndian.Uint16(frame[off:])
@@ -61,11 +69,10 @@ func parseFrame(frame []byte, vet uint16) pktInfo {
 	p.l3Off = off
 	switch et {
 	case etherTypeIPv4:
-		parseIPv4(frame, &p)
+		parseIPv4(frame, p)
 	case etherTypeIPv6:
-		parseIPv6(frame, &p)
+		parseIPv6(frame, p)
 	}
-	return p
 }
 
 func parseIPv4(frame []byte, p *pktInfo) {

@@ -41,15 +41,16 @@ const (
 	rxdPktIP6    = 5 << 16
 	rxdPktIP6XDP = 6 << 16
 
-	rxRingSlot = 16 // RDH/RDT count 16-byte slots, even for packet split
+	rxRingSlot      = 16 // RDH/RDT count 16-byte slots, even for packet split
+	rxRingSlotShift = 4  // log2(rxRingSlot)
 )
 
 // rxState is the receive side's runtime state: the frame being written and
 // a bounded backlog of frames waiting for descriptors. Buffers are
 // allocated on first use and reused.
 type rxState struct {
-	buf  []byte // the frame as written to the guest
-	desc [rxPSDescSize]byte
+	frame rxFrame // the frame being delivered, its buffer kept for reuse
+	desc  [rxPSDescSize]byte
 	// Scratch space that GuestMemory and the filters see: kept here, not on
 	// the stack, where escaping through an interface would allocate.
 	status [4]byte
@@ -234,14 +235,6 @@ func (n *NIC) rxEnd() {
 	}
 }
 
-// rxRing is receive ring 0 as its registers describe it, in 16-byte slots.
-type rxRing struct {
-	base             uint64
-	size, head, tail uint32
-}
-
-func (r *rxRing) free() uint32 { return (r.tail + r.size - r.head) % r.size }
-
 // rxBufSizes are the buffer sizes of one descriptor: one buffer for the
 // legacy and extended formats, four for packet split.
 type rxBufSizes [4]int
@@ -307,6 +300,29 @@ func (l *rxLayout) descsFor(total int) int {
 	return 1 + (total-first+next-1)/next
 }
 
+// rxFrame is one frame on its way to the guest ring, as the steps of
+// rxDeliver fill it in: prepared (rxPrepare), laid out over descriptors
+// (rxLayOut), given its write-back metadata (rxMetadata), written
+// (rxWalk), and completed (rxComplete). It lives in rxState so that a
+// frame's delivery does not allocate.
+type rxFrame struct {
+	// buf is the frame as the guest sees it: data, then the FCS unless
+	// RCTL.SECRC strips it; dataLen is its length without the FCS. Its
+	// array, rxBufSize long, is allocated once and reused.
+	buf     []byte
+	dataLen int
+	p       pktInfo
+	vlan    bool   // a VLAN tag was stripped (CTRL.VME)
+	tci     uint16 // its tag control information
+	lay     rxLayout
+	need    int // descriptors the frame takes
+	// The EOP descriptor's write-back fields.
+	status, hiDword, mrq uint32
+}
+
+// data is the frame without its FCS.
+func (f *rxFrame) data() []byte { return f.buf[:f.dataLen] }
+
 // rxDeliver writes one frame to the guest ring. It returns rxWait when the
 // frame has to wait (no DMA, ring unusable or not enough free
 // descriptors), rxDone once it is written or dropped for good, and rxStale
@@ -321,30 +337,57 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 	if rctl&RCTL_EN == 0 {
 		return rxWait
 	}
-	r := rxRing{
-		base: uint64(n.reg(RDBAH0))<<32 | uint64(n.reg(RDBAL0)),
-		size: n.reg(RDLEN0) / rxRingSlot,
-		head: n.reg(RDH0),
-		tail: n.reg(RDT0),
-	}
-	if r.size == 0 || r.head >= r.size || r.tail >= r.size {
+	var r ringView
+	rxQueue(0).view(n, &r)
+	if !r.usable() {
 		return rxWait
 	}
+	// The steps: prepare the frame, lay it out over descriptors, compute
+	// its write-back metadata, walk the descriptors, complete.
 	rx := &n.rx
-	if rx.buf == nil {
-		rx.buf = make([]byte, 0, rxBufSize)
+	f := &rx.frame
+	n.rxPrepare(f, frame, rctl)
+	n.rxLayOut(f, rctl)
+	// A frame no ring of this size could hold (a full ring keeps one
+	// descriptor back) is dropped; one that needs more than is free
+	// waits.
+	if f.need == 0 || f.need > int((r.size-1)/f.lay.descSlots) {
+		rx.dropped++
+		n.addStat(RNBC, 1)
+		return rxDone
+	}
+	freeBefore := r.avail()
+	if f.need > int(freeBefore/f.lay.descSlots) {
+		return rxWait
 	}
 
-	// The frame as the guest will see it: VLAN tag stripped when CTRL.VME
-	// asks, padded to the minimum length, FCS appended unless stripped.
+	rx.busy = true
+	defer n.rxEnd()
+	f.status, f.hiDword, f.mrq = n.rxMetadata(f.data(), &f.p)
+	if f.vlan {
+		f.status |= rxdStatVP
+	}
+	res, written := n.rxWalk(f, &r, n.work.gen[engRX])
+	if written {
+		n.rxComplete(f, &r, rctl, freeBefore)
+	}
+	return res
+}
+
+// rxPrepare makes the frame the guest will see: the VLAN tag stripped
+// when CTRL.VME asks, padded to the minimum length, the FCS appended
+// unless RCTL.SECRC strips it, and its headers parsed.
+func (n *NIC) rxPrepare(f *rxFrame, frame []byte, rctl uint32) {
+	if f.buf == nil {
+		f.buf = make([]byte, 0, rxBufSize)
+	}
 	vet := n.vet()
-	var tci uint16
-	vp := false
-	w := rx.buf[:0]
+	f.vlan, f.tci = false, 0
+	w := f.buf[:0]
 	if n.reg(CTRL)&CTRL_VME != 0 && len(frame) >= ethHdrLen+vlanTagLen &&
 		binary.BigEndian.Uint16(frame[12:]) == vet {
-		vp = true
-		tci = binary.BigEndian.Uint16(frame[14:])
+		f.vlan = true
+		f.tci = binary.BigEndian.Uint16(frame[14:])
 		w = append(w, frame[:12]...)
 		w = append(w, frame[16:]...)
 	} else {
@@ -353,86 +396,92 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 	for len(w) < ethMinFrame {
 		w = append(w, 0)
 	}
-	dataLen := len(w)
+	f.dataLen = len(w)
 	if rctl&rctlSECRC == 0 {
 		w = binary.LittleEndian.AppendUint32(w, crc32.ChecksumIEEE(w))
 	}
-	p := parseFrame(w[:dataLen], vet)
+	f.buf = w
+	f.p.parse(f.data(), vet)
+}
 
-	lay := rxLayout{ext: n.reg(RFCTL)&rfctlEXTEN != 0, descSlots: 1}
+// rxLayOut decides how the frame spreads over descriptors: one buffer of
+// RCTL.BSIZE each, or packet split's four (PSRCTL) with the headers alone
+// in the first, and so how many descriptors it takes.
+func (n *NIC) rxLayOut(f *rxFrame, rctl uint32) {
+	// Field by field, in place: f lives in rxState.
+	lay := &f.lay
+	lay.ext = n.reg(RFCTL)&rfctlEXTEN != 0
 	lay.ps = lay.ext && rctl&rctlDTYPMask == rctlDTYPPS
+	lay.descSlots, lay.hdrLen = 1, 0
 	if lay.ps {
 		lay.descSlots = 2
 		lay.sizes = psBufSizes(n.reg(PSRCTL))
-		lay.hdrLen = psHeaderLen(w[:dataLen], &p, n.reg(RFCTL), lay.sizes[0])
+		lay.hdrLen = psHeaderLen(f.data(), &f.p, n.reg(RFCTL), lay.sizes[0])
 	} else {
-		lay.sizes[0] = rxBSIZE(rctl)
+		lay.sizes = rxBufSizes{rxBSIZE(rctl)}
 	}
-	need := lay.descsFor(len(w))
-	maxDescs := int((r.size - 1) / lay.descSlots)
-	if need == 0 || need > maxDescs {
-		rx.dropped++
-		n.addStat(RNBC, 1)
-		return rxDone
-	}
-	freeBefore := r.free()
-	if need > int(freeBefore/lay.descSlots) {
-		return rxWait
-	}
+	f.need = lay.descsFor(len(f.buf))
+}
 
-	rx.busy = true
-	defer n.rxEnd()
-	gen := n.work.gen[engRX]
-
-	status, hiDword, mrq := n.rxMetadata(w[:dataLen], &p)
-	if vp {
-		status |= rxdStatVP
+// buffers sets the buffer addresses descriptor d offers and how much of
+// the frame each takes; first says d is the frame's first descriptor.
+func (l *rxLayout) buffers(d []byte, first bool, addrs *[4]uint64, caps *rxBufSizes) {
+	if !l.ps {
+		*addrs = [4]uint64{binary.LittleEndian.Uint64(d)}
+		*caps = rxBufSizes{l.sizes[0]}
+		return
 	}
-	descLen := int(lay.descSlots) * rxRingSlot
+	for j := range addrs {
+		addrs[j] = rxPSDesc(d).addr(j)
+	}
+	*caps = l.sizes
+	if l.hdrLen != 0 {
+		if first {
+			caps[0] = l.hdrLen
+		} else {
+			caps[0] = 0 // buffer 0 of later descriptors stays empty
+		}
+	}
+}
+
+// rxWalk writes the frame into the ring from r.head on: each descriptor
+// read, its buffers written, and written back, r.head moved past it.
+// written says all of it is, for rxComplete to hand over. A descriptor
+// that cannot be read drops the frame (rxDone): what was written stays
+// consumed, RDH moved up to it. rxStale is when the engine must stop, RDH
+// not moved.
+func (n *NIC) rxWalk(f *rxFrame, r *ringView, gen uint64) (res rxResult, written bool) {
+	rx := &n.rx
+	descLen := int(f.lay.descSlots) * rxRingSlot
 	off := 0
-	for k := 0; k < need; k++ {
-		first := k == 0
-		addr := r.base + uint64(r.head)*rxRingSlot
+	for k := 0; k < f.need; k++ {
+		addr := r.addr(r.head)
 		d := rx.desc[:descLen]
 		if err := n.rxDMA(addr, d, false, gen); err != nil {
 			if errors.Is(err, errStale) {
-				return rxStale
+				return rxStale, false
 			}
 			n.log.Debug("e1000e: rx descriptor read", "index", r.head, "err", err)
 			rx.dropped++
-			n.setReg(RDH0, r.head) // what was written stays consumed
-			return rxDone
+			rxQueue(0).setHead(n, r.head) // what was written stays consumed
+			return rxDone, false
 		}
 		var addrs [4]uint64
-		caps := lay.sizes
-		if lay.ps {
-			for j := range addrs {
-				addrs[j] = rxPSDesc(d).addr(j)
-			}
-			if lay.hdrLen != 0 {
-				if first {
-					caps[0] = lay.hdrLen
-				} else {
-					caps[0] = 0 // buffer 0 of later descriptors stays empty
-				}
-			}
-		} else {
-			addrs[0] = binary.LittleEndian.Uint64(d)
-			caps = rxBufSizes{lay.sizes[0]}
-		}
+		var caps rxBufSizes
+		f.lay.buffers(d, k == 0, &addrs, &caps)
 		// A descriptor without a buffer address is consumed without a
 		// write (CVE-2020-28916: it must not stall the walk).
 		skip := addrs[0] == 0
 		var lens [4]int
-		for j := 0; j < 4 && off < len(w); j++ {
-			nb := min(caps[j], len(w)-off)
+		for j := 0; j < 4 && off < len(f.buf); j++ {
+			nb := min(caps[j], len(f.buf)-off)
 			if nb <= 0 {
 				continue
 			}
 			if !skip {
-				if err := n.rxDMA(addrs[j], w[off:off+nb], true, gen); err != nil {
+				if err := n.rxDMA(addrs[j], f.buf[off:off+nb], true, gen); err != nil {
 					if errors.Is(err, errStale) {
-						return rxStale
+						return rxStale, false
 					}
 					n.log.Debug("e1000e: rx buffer write", "addr", addrs[j], "err", err)
 				}
@@ -440,24 +489,25 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 			}
 			off += nb
 		}
-		last := k == need-1
-		st := uint32(rxdStatDD)
-		if last {
-			st = status
+		if !n.rxWriteBack(f, d, addr, &lens, k == f.need-1, gen) {
+			return rxStale, false
 		}
-		if !n.rxWriteBack(&lay, d, addr, st, hiDword, mrq, &lens, tci, vp && last, gen) {
-			return rxStale
-		}
-		r.head += lay.descSlots
+		r.head += f.lay.descSlots
 		if r.head >= r.size {
 			r.head = 0
 		}
 	}
-	// The frame is the guest's once all of it is written: a frame
-	// stopped half way (rxStale) is written again to the same
-	// descriptors.
-	n.setReg(RDH0, r.head)
-	n.countFrame(w[:dataLen], &rxCounters)
+	return rxDone, true
+}
+
+// rxComplete hands a written frame to the guest: RDH moved past it, the
+// statistics counted, and the receive causes raised (RXDMT0 when the free
+// descriptors fell to the threshold RCTL.RDMTS sets). A frame stopped
+// half way (rxStale) never gets here and is written again to the same
+// descriptors.
+func (n *NIC) rxComplete(f *rxFrame, r *ringView, rctl, freeBefore uint32) {
+	rxQueue(0).setHead(n, r.head)
+	n.countFrame(f.data(), &rxCounters)
 
 	var causes uint32
 	if n.irq.Mode() == device.IRQModeMSIX {
@@ -465,12 +515,11 @@ func (n *NIC) rxDeliver(frame []byte) rxResult {
 	} else {
 		causes = ICR_RXT0
 		thr := r.size >> ((rctl&rctlRDMTS)>>rctlRDMTSSh + 1)
-		if after := r.free(); freeBefore > thr && after <= thr {
+		if after := r.avail(); freeBefore > thr && after <= thr {
 			causes |= ICR_RXDMT0
 		}
 	}
 	n.raiseRX(causes)
-	return rxDone
 }
 
 // psHeaderLen is how many header bytes packet split puts in buffer 0: the
@@ -498,6 +547,8 @@ func psHeaderLen(frame []byte, p *pktInfo, rfctl uint32, b0 int) int {
 
 // rxMetadata computes the EOP status bits (packet type, checksum results)
 // and the write-back's high dword (RSS hash, or the IPv4 id) and MRQ field.
+// It runs only for a frame the ring has room for now, not for one that
+// waits.
 func (n *NIC) rxMetadata(frame []byte, p *pktInfo) (status, hiDword, mrq uint32) {
 	status = rxdStatDD | rxdStatEOP
 	rxcsum := n.reg(RXCSUM)
@@ -545,13 +596,20 @@ func (n *NIC) rxMetadata(frame []byte, p *pktInfo) (status, hiDword, mrq uint32)
 	return
 }
 
-// rxWriteBack writes a descriptor back in the ring's format: the body
-// first, then the status, so the guest never sees DD before the rest. It
-// returns false when the engine must stop (errStale).
-func (n *NIC) rxWriteBack(l *rxLayout, d []byte, addr uint64, status, hiDword, mrq uint32, lens *[4]int, tci uint16, withVLAN bool, gen uint64) bool {
+// rxWriteBack writes descriptor d, at addr, back in the ring's format:
+// the body first, then the status, so the guest never sees DD before the
+// rest. Only the frame's last descriptor carries its status and VLAN tag;
+// the others say DD. It returns false when the engine must stop
+// (errStale).
+func (n *NIC) rxWriteBack(f *rxFrame, d []byte, addr uint64, lens *[4]int, last bool, gen uint64) bool {
+	l := &f.lay
+	status, hiDword, mrq := uint32(rxdStatDD), f.hiDword, f.mrq
 	var vlan uint16
-	if withVLAN {
-		vlan = tci
+	if last {
+		status = f.status
+		if f.vlan {
+			vlan = f.tci
+		}
 	}
 	var stOff int
 	var st []byte

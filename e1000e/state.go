@@ -1,10 +1,8 @@
 package e1000e
 
 import (
-	"encoding/binary"
 	"strconv"
 
-	"e1000e-vfu/device"
 	"e1000e-vfu/device/model"
 	"e1000e-vfu/migration"
 )
@@ -40,115 +38,6 @@ const (
 	secPCI        = "pci"
 	secRXFIFO     = "rx-fifo"
 )
-
-// rxFIFOMaxBytes bounds the frames the rx-fifo section carries; beyond it
-// frames are left behind, as a full packet buffer drops them.
-const rxFIFOMaxBytes = 2 << 20
-
-type configState struct {
-	RXFilterSize int    `msgpack:"rx-filter-size"`
-	MAC          []byte `msgpack:"mac"`
-	HideMSIX     bool   `msgpack:"hide-msix,omitempty"`
-}
-
-type ringState struct {
-	Base uint64 `msgpack:"base,omitempty"`
-	Len  uint32 `msgpack:"len,omitempty"`
-	Head uint32 `msgpack:"head,omitempty"`
-	Tail uint32 `msgpack:"tail,omitempty"`
-}
-
-type ringsState struct {
-	Queues []ringState `msgpack:"queues"`
-}
-
-// txInflightState describes a packet whose descriptors the NIC has seen
-// but not sent. The NIC consumes a packet's descriptors only once its EOP
-// descriptor is in the ring, so the packet is exactly the Count
-// descriptors from Head, which lie in guest memory at Descs (one span, or
-// two when they wrap around the ring): the destination re-reads them and
-// sends the packet once the rest arrives. Discard says the NIC is dropping
-// the rest of an oversized packet up to its EOP.
-type txInflightState struct {
-	Head    uint32     `msgpack:"head"`
-	Count   uint32     `msgpack:"count"`
-	Descs   []descSpan `msgpack:"descs"`
-	Discard bool       `msgpack:"discard,omitempty"`
-}
-
-// descSpan is a run of descriptors in guest memory.
-type descSpan struct {
-	Addr uint64 `msgpack:"addr"`
-	Len  uint32 `msgpack:"len"`
-}
-
-// inflightSpans is where count descriptors from head lie in a ring of size
-// descriptors at base.
-func inflightSpans(base uint64, size, head, count uint32) []descSpan {
-	if count == 0 {
-		return []descSpan{}
-	}
-	first := min(count, size-head)
-	spans := []descSpan{{Addr: base + uint64(head)*txDescSize, Len: first * txDescSize}}
-	if rest := count - first; rest > 0 {
-		spans = append(spans, descSpan{Addr: base, Len: rest * txDescSize})
-	}
-	return spans
-}
-
-type txContextState struct {
-	IPCSS  int  `msgpack:"ipcss,omitempty"`
-	IPCSO  int  `msgpack:"ipcso,omitempty"`
-	IPCSE  int  `msgpack:"ipcse,omitempty"`
-	TUCSS  int  `msgpack:"tucss,omitempty"`
-	TUCSO  int  `msgpack:"tucso,omitempty"`
-	TUCSE  int  `msgpack:"tucse,omitempty"`
-	PayLen int  `msgpack:"paylen,omitempty"`
-	HdrLen int  `msgpack:"hdrlen,omitempty"`
-	MSS    int  `msgpack:"mss,omitempty"`
-	TSE    bool `msgpack:"tse,omitempty"`
-	IPv4   bool `msgpack:"ipv4,omitempty"`
-	TCP    bool `msgpack:"tcp,omitempty"`
-}
-
-type raEntry struct {
-	Index uint8  `msgpack:"index"`
-	Low   uint32 `msgpack:"low"`
-	High  uint32 `msgpack:"high"`
-}
-
-type filtersState struct {
-	RA []raEntry `msgpack:"ra"`
-}
-
-type cfgRun struct {
-	Off  uint16 `msgpack:"off"`
-	Data []byte `msgpack:"data"`
-}
-
-type msixEntry struct {
-	Vector uint8  `msgpack:"vector"`
-	Addr   uint64 `msgpack:"addr"`
-	Data   uint32 `msgpack:"data"`
-	Ctrl   uint32 `msgpack:"ctrl"`
-}
-
-type pciStateS struct {
-	// Config lists the runs of guest-writable config space bytes that
-	// differ from reset (writable bits only).
-	Config []cfgRun    `msgpack:"config,omitempty"`
-	MSIX   []msixEntry `msgpack:"msix,omitempty"`
-	PBA    uint8       `msgpack:"pba,omitempty"`
-	// HeldMSIX and HeldMSI are messages the NIC raised while quiesced
-	// and has not sent; the destination sends them when it runs.
-	HeldMSIX uint8  `msgpack:"held-msix,omitempty"`
-	HeldMSI  bool   `msgpack:"held-msi,omitempty"`
-	IOAddr   uint32 `msgpack:"ioaddr,omitempty"`
-}
-
-type rxFIFOState struct {
-	Frames [][]byte `msgpack:"frames"`
-}
 
 var _ migration.Stateful = (*NIC)(nil)
 
@@ -190,7 +79,7 @@ func (n *NIC) Sections() []migration.SectionSpec {
 
 // SaveConfig implements migration.Stateful.
 func (n *NIC) SaveConfig(w *migration.SectionWriter) error {
-	return putCanonical(w, secConfig, true, &configState{RXFilterSize: n.rxFilter, MAC: n.perm[:], HideMSIX: n.hideMSIX})
+	return w.PutCanonical(secConfig, true, n.saveConfig())
 }
 
 // SaveState implements migration.Stateful. The core's component states
@@ -223,37 +112,37 @@ func (n *NIC) SaveState(w *migration.SectionWriter) error {
 		{secRegisters, &regs},
 		{secPHY, &phy},
 		{secInterrupts, &intr},
-		{secRXRing, n.saveRings(RDBAL0)},
-		{secTXRing, n.saveRings(TDBAL0)},
+		{secRXRing, n.saveRings(rxRings())},
+		{secTXRing, n.saveRings(txRings())},
 		{secTXContext, n.saveTXContext()},
 		{secLink, &link},
 		{secPCI, n.savePCI()},
 	}
 	for _, p := range puts {
-		if err := putCanonical(w, p.name, true, p.v); err != nil {
+		if err := w.PutCanonical(p.name, true, p.v); err != nil {
 			return err
 		}
 	}
 	if nv := n.saveNVM(); len(nv.Words) > 0 {
-		if err := putCanonical(w, secNVM, false, &nv); err != nil {
+		if err := w.PutCanonical(secNVM, false, &nv); err != nil {
 			return err
 		}
 	}
 	if ti, ok := n.saveTXInflight(); ok {
-		if err := putCanonical(w, secTXInflight, true, &ti); err != nil {
+		if err := w.PutCanonical(secTXInflight, true, &ti); err != nil {
 			return err
 		}
 	}
 	if n.rxFilter > 0 {
-		if err := putCanonical(w, secFilters, true, n.saveFilters()); err != nil {
+		if err := w.PutCanonical(secFilters, true, n.saveFilters()); err != nil {
 			return err
 		}
 	}
-	if err := putCanonical(w, secStats, false, &stats); err != nil {
+	if err := w.PutCanonical(secStats, false, &stats); err != nil {
 		return err
 	}
 	if f := n.saveRXFIFO(); len(f.Frames) > 0 {
-		if err := putCanonical(w, secRXFIFO, false, &f); err != nil {
+		if err := w.PutCanonical(secRXFIFO, false, &f); err != nil {
 			return err
 		}
 	}
@@ -291,137 +180,4 @@ func (n *NIC) phyReference() *[phyPages][phyRegs]uint16 {
 		n.mig.phyRef = &ref
 	}
 	return n.mig.phyRef
-}
-
-// ringRegs are the register offsets of a queue relative to its RDBAL/TDBAL.
-const (
-	ringBAH  = 0x04
-	ringLEN  = 0x08
-	ringHead = 0x10
-	ringTail = 0x18
-	queueGap = 0x100
-)
-
-func (n *NIC) saveRings(first uint32) *ringsState {
-	s := &ringsState{Queues: make([]ringState, 2)}
-	for q := range s.Queues {
-		b := first + uint32(q)*queueGap
-		s.Queues[q] = ringState{
-			Base: uint64(n.reg(b+ringBAH))<<32 | uint64(n.reg(b)),
-			Len:  n.reg(b + ringLEN),
-			Head: n.reg(b + ringHead),
-			Tail: n.reg(b + ringTail),
-		}
-	}
-	return s
-}
-
-// saveTXInflight reports the packet the NIC holds between TDH and TDT, if
-// any.
-func (n *NIC) saveTXInflight() (txInflightState, bool) {
-	size := n.reg(TDLEN0) / txDescSize
-	head, tail := n.reg(TDH0), n.reg(TDT0)
-	// A step under way without n.mu has committed nothing: ctx and
-	// discard are still as they stand at TDH.
-	s := txInflightState{Head: head, Discard: n.tx.discard, Descs: []descSpan{}}
-	if size > 0 && head < size && tail < size {
-		s.Count = (tail + size - head) % size
-		base := uint64(n.reg(TDBAH0))<<32 | uint64(n.reg(TDBAL0))
-		s.Descs = inflightSpans(base, size, head, s.Count)
-	}
-	return s, s.Count > 0 || s.Discard
-}
-
-func (n *NIC) saveTXContext() *txContextState {
-	c := &n.tx.ctx
-	return &txContextState{
-		IPCSS: c.ipcss, IPCSO: c.ipcso, IPCSE: c.ipcse,
-		TUCSS: c.tucss, TUCSO: c.tucso, TUCSE: c.tucse,
-		PayLen: c.payLen, HdrLen: c.hdrLen, MSS: c.mss,
-		TSE: c.tse, IPv4: c.ipv4, TCP: c.tcp,
-	}
-}
-
-func (n *NIC) saveFilters() *filtersState {
-	s := &filtersState{RA: []raEntry{}}
-	for i := 0; i < numRA; i++ {
-		lo, hi := n.mac[RA>>2+2*i], n.mac[RA>>2+2*i+1]
-		if lo|hi != 0 {
-			s.RA = append(s.RA, raEntry{Index: uint8(i), Low: lo, High: hi})
-		}
-	}
-	return s
-}
-
-// pciReference is a function in its reset state, for saving only what the
-// guest changed in config space.
-func (n *NIC) pciReference() *device.Function {
-	if n.mig.cfgRef == nil {
-		tmp := &NIC{perm: n.perm, hideMSIX: n.hideMSIX}
-		if err := tmp.pciInit(false); err != nil {
-			// pciInit only fails on a layout error, which New has
-			// already ruled out for this NIC.
-			return n.pci.fn
-		}
-		n.mig.cfgRef = tmp.pci.fn
-	}
-	return n.mig.cfgRef
-}
-
-func (n *NIC) savePCI() *pciStateS {
-	s := &pciStateS{IOAddr: n.ioaddr, PBA: n.mig.pendingMSIX,
-		HeldMSIX: n.mig.held.msix, HeldMSI: n.mig.held.msi}
-	fn := n.pci.fn
-	cs := fn.Config
-	size := cs.Size()
-	cur := make([]byte, size)
-	ref := make([]byte, size)
-	_ = cs.Read(0, cur)
-	_ = n.pciReference().Config.Read(0, ref)
-	wm, _ := cs.Masks(0, size)
-	var run *cfgRun
-	for off := 0; off < size; off++ {
-		if wm[off] != 0 && cur[off]&wm[off] != ref[off]&wm[off] {
-			if run == nil || int(run.Off)+len(run.Data) != off {
-				s.Config = append(s.Config, cfgRun{Off: uint16(off)})
-				run = &s.Config[len(s.Config)-1]
-			}
-			run.Data = append(run.Data, cur[off]&wm[off])
-		}
-	}
-	if n.hideMSIX {
-		return s
-	}
-	var e [device.MSIXEntrySize]byte
-	for v := 0; v < numMSIXVecs; v++ {
-		_ = fn.ReadRegion(device.RegionBAR3, uint64(msixTableOff+v*device.MSIXEntrySize), e[:])
-		ent := msixEntry{
-			Vector: uint8(v),
-			Addr:   binary.LittleEndian.Uint64(e[0:]),
-			Data:   binary.LittleEndian.Uint32(e[8:]),
-			Ctrl:   binary.LittleEndian.Uint32(e[12:]),
-		}
-		if ent.Addr != 0 || ent.Data != 0 || ent.Ctrl != device.MSIXEntryMaskBit {
-			s.MSIX = append(s.MSIX, ent)
-		}
-		if fn.IRQs.Pending(device.IRQMSIX, uint32(v)) {
-			s.PBA |= 1 << v
-		}
-	}
-	return s
-}
-
-func (n *NIC) saveRXFIFO() rxFIFOState {
-	var s rxFIFOState
-	total := 0
-	for k := 0; k < n.rx.blN; k++ {
-		f := n.rx.backlog[(n.rx.blHead+k)%rxBacklogMax]
-		if total+len(f) > rxFIFOMaxBytes {
-			n.log.Warn("e1000e: receive FIFO too large to migrate whole; later frames stay behind", "frames", n.rx.blN-k)
-			break
-		}
-		total += len(f)
-		s.Frames = append(s.Frames, f)
-	}
-	return s
 }

@@ -158,12 +158,6 @@ func (t *txState) ensureBuffers() {
 	}
 }
 
-// txRing is a transmit ring as its registers describe it.
-type txRing struct {
-	base             uint64
-	size, head, tail uint32 // in descriptors
-}
-
 // txStatus is what became of one txStep.
 type txStatus uint8
 
@@ -195,13 +189,9 @@ func (n *NIC) txRun() {
 	if !n.txRunnable() {
 		return
 	}
-	r := txRing{
-		base: uint64(n.reg(TDBAH0))<<32 | uint64(n.reg(TDBAL0)),
-		size: n.reg(TDLEN0) / txDescSize,
-		head: n.reg(TDH0),
-		tail: n.reg(TDT0),
-	}
-	if r.size == 0 || r.head >= r.size || r.tail >= r.size || r.head == r.tail {
+	var r ringView
+	txQueue(0).view(n, &r)
+	if !r.usable() || r.head == r.tail {
 		return
 	}
 	t := &n.tx
@@ -299,7 +289,7 @@ func (n *NIC) txDMA(addr uint64, p []byte, write bool, gen uint64) error {
 // a Quiesce and Resume (here or on a migration's destination), or with Bus
 // Master turned off and on during the message: where the real part, reset
 // or stopped half way through a packet, may resend one too.
-func (n *NIC) txStep(r *txRing, gen uint64) txStatus {
+func (n *NIC) txStep(r *ringView, gen uint64) txStatus {
 	t := &n.tx
 	var (
 		opts   txPacketOpts
@@ -330,7 +320,7 @@ func (n *NIC) txStep(r *txRing, gen uint64) txStatus {
 			break
 		}
 		d := txDesc(t.desc[:])
-		if err := n.txDMA(r.base+uint64(i)*txDescSize, d, false, gen); err != nil {
+		if err := n.txDMA(r.addr(i), d, false, gen); err != nil {
 			if errors.Is(err, errStale) {
 				return stale()
 			}
@@ -416,7 +406,7 @@ func (n *NIC) txStep(r *txRing, gen uint64) txStatus {
 	for k := 0; k < nwb; k++ {
 		w := &t.wb[k]
 		binary.LittleEndian.PutUint32(t.status[:], w.upper)
-		if err := n.txDMA(r.base+uint64(w.idx)*txDescSize+12, t.status[:], true, gen); err != nil {
+		if err := n.txDMA(r.addr(w.idx)+12, t.status[:], true, gen); err != nil {
 			if errors.Is(err, errStale) {
 				// The ring is not the one the frames came from, or
 				// the NIC is quiesced: see above.
@@ -430,7 +420,7 @@ func (n *NIC) txStep(r *txRing, gen uint64) txStatus {
 	}
 	// Commit, with n.mu held since the last write-back.
 	r.head = i
-	n.setReg(TDH0, i)
+	txQueue(0).setHead(n, i)
 	t.ctx, t.discard = t.stepCtx, t.stepDiscard
 	t.causes |= causes
 	t.ide = t.ide || ide

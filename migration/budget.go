@@ -2,7 +2,6 @@ package migration
 
 import (
 	"encoding"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -225,76 +224,27 @@ func mapSlot(t reflect.Type) uintptr {
 // strings and binaries (n their length), 'a' for arrays and 'm' for maps
 // (n their count).
 func (w *costWalker) code() (kind byte, n uint64, err error) {
-	if w.i >= len(w.b) {
+	var h mpHead
+	ok := false
+	if w.i < len(w.b) {
+		h, ok = shortHead(w.b[w.i])
+	}
+	if !ok {
+		if h, err = readLongHead(w.b, w.i); err != nil {
+			return 0, 0, fmt.Errorf("%w: %w", err, errDecoderStops)
+		}
+	}
+	w.i += h.size
+	if h.n > uint64(len(w.b)-w.i) {
 		return 0, 0, errCostTruncated
 	}
-	c := w.b[w.i]
-	w.i++
-	width := 0
-	switch {
-	case c <= 0x7f, c >= 0xe0, c == 0xc2, c == 0xc3:
-		return 's', 0, nil
-	case c == 0xc0:
-		return 'n', 0, nil
-	case c >= 0x80 && c <= 0x8f:
-		return 'm', uint64(c & 0x0f), nil
-	case c >= 0x90 && c <= 0x9f:
-		return 'a', uint64(c & 0x0f), nil
-	case c >= 0xa0 && c <= 0xbf:
-		kind, n = 'b', uint64(c&0x1f)
-	case c == 0xcc, c == 0xd0:
-		kind, n = 's', 1
-	case c == 0xcd, c == 0xd1:
-		kind, n = 's', 2
-	case c == 0xca, c == 0xce, c == 0xd2:
-		kind, n = 's', 4
-	case c == 0xcb, c == 0xcf, c == 0xd3:
-		kind, n = 's', 8
-	case c == 0xc4, c == 0xd9:
-		kind, width = 'b', 1
-	case c == 0xc5, c == 0xda:
-		kind, width = 'b', 2
-	case c == 0xc6, c == 0xdb:
-		kind, width = 'b', 4
-	case c == 0xdc:
-		kind, width = 'a', 2
-	case c == 0xdd:
-		kind, width = 'a', 4
-	case c == 0xde:
-		kind, width = 'm', 2
-	case c == 0xdf:
-		kind, width = 'm', 4
-	default:
-		return 0, 0, fmt.Errorf("msgpack: type code %#02x: %w", c, errDecoderStops)
-	}
-	if width > 0 {
-		if len(w.b)-w.i < width {
-			return 0, 0, errCostTruncated
-		}
-		switch width {
-		case 1:
-			n = uint64(w.b[w.i])
-		case 2:
-			n = uint64(binary.BigEndian.Uint16(w.b[w.i:]))
-		case 4:
-			n = uint64(binary.BigEndian.Uint32(w.b[w.i:]))
-		}
-		w.i += width
-	}
-	left := uint64(len(w.b) - w.i)
-	if kind == 's' {
+	if h.kind == 's' {
 		// Scalar data is read through the scratch buffer, which it
 		// never grows past its first 64 bytes.
-		if n > left {
-			return 0, 0, errCostTruncated
-		}
-		w.i += int(n)
+		w.i += int(h.n)
 		return 's', 0, nil
 	}
-	if n > left {
-		return 0, 0, errCostTruncated
-	}
-	return kind, n, nil
+	return h.kind, h.n, nil
 }
 
 var errCostTruncated = fmt.Errorf("msgpack: truncated: %w", errDecoderStops)

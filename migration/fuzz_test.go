@@ -52,6 +52,9 @@ func TestSampleStreamsLoad(t *testing.T) {
 		if got, want := dump(d.state()), dump(sampleDev(s.filters).state()); got != want {
 			t.Fatalf("%s loads as\n%s\nwant\n%s", s.file, got, want)
 		}
+		if got := mustSave(t, d); !bytes.Equal(got, b) {
+			t.Fatalf("%s saves back to different bytes: the representation changed", s.file)
+		}
 	}
 }
 

@@ -2,10 +2,8 @@ package migration
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"reflect"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -20,6 +18,7 @@ type SectionWriter struct {
 	names   []string
 	scratch bytes.Buffer
 	enc     *msgpack.Encoder
+	canon   []byte // PutCanonical's payload, reused
 }
 
 // NewSectionWriter returns a writer that appends to dst.
@@ -44,15 +43,39 @@ func (w *SectionWriter) setupEncoder() {
 //
 // Map keys come out sorted only for map[string]string, map[string]bool and
 // map[string]any (the msgpack encoder's limit): a device that wants
-// byte-identical saves uses those, or slices, for keyed data.
+// byte-identical saves uses those, or slices, for keyed data, or
+// PutCanonical.
 func (w *SectionWriter) Put(name string, mandatory bool, v any) error {
+	if err := w.encode(name, v); err != nil {
+		return err
+	}
+	return w.PutRaw(name, mandatory, w.scratch.Bytes())
+}
+
+// PutCanonical is Put with the payload in canonical form (AppendCanonical):
+// every map's entries, struct fields included, in the order of their
+// encoded keys, so that the same state gives the same bytes whatever maps
+// hold it.
+func (w *SectionWriter) PutCanonical(name string, mandatory bool, v any) error {
+	if err := w.encode(name, v); err != nil {
+		return err
+	}
+	var err error
+	if w.canon, err = AppendCanonical(w.canon[:0], w.scratch.Bytes()); err != nil {
+		return fmt.Errorf("migration: section %s: %w", name, err)
+	}
+	return w.PutRaw(name, mandatory, w.canon)
+}
+
+// encode leaves v's msgpack encoding in w.scratch.
+func (w *SectionWriter) encode(name string, v any) error {
 	w.scratch.Reset()
 	w.enc.Reset(&w.scratch)
 	w.setupEncoder()
 	if err := w.enc.Encode(v); err != nil {
 		return fmt.Errorf("migration: encoding section %s: %w", name, err)
 	}
-	return w.PutRaw(name, mandatory, w.scratch.Bytes())
+	return nil
 }
 
 // PutRaw appends a section whose payload is already msgpack-encoded.
@@ -135,121 +158,6 @@ func (s Section) Decode(v any) error {
 func Check(field string, v, lo, hi uint64) error {
 	if v < lo || v > hi {
 		return fmt.Errorf("%s = %d is outside [%d, %d]", field, v, lo, hi)
-	}
-	return nil
-}
-
-// checkMsgpack walks b as exactly one msgpack object and checks that every
-// length it announces fits in what is left of b, that containers nest at
-// most maxDepth deep, and that no byte follows the object.
-//
-// The msgpack decoder sizes slices and maps from the lengths in its input
-// before reading the elements, so a 5-byte array header claiming four
-// billion elements would make it allocate gigabytes. Every element takes at
-// least one byte, so once each announced count is known to be no larger
-// than the bytes left, what the decoder allocates is proportional to the
-// payload; Section.Decode then bounds the proportion (budget.go), since an
-// element of one byte can still cost dozens.
-func checkMsgpack(b []byte, maxDepth int) error {
-	// pending[d] counts the objects still expected at depth d.
-	var stack [64]int
-	if maxDepth > len(stack)-1 {
-		maxDepth = len(stack) - 1
-	}
-	depth := 0
-	stack[0] = 1
-	i := 0
-	for {
-		for depth > 0 && stack[depth] == 0 {
-			depth--
-		}
-		if stack[depth] == 0 {
-			break
-		}
-		stack[depth]--
-		if i >= len(b) {
-			return fmt.Errorf("msgpack: truncated at byte %d", i)
-		}
-		c := b[i]
-		i++
-		var skip uint64 // bytes of scalar data after the code
-		var elems uint64
-		container := false
-		switch {
-		case c <= 0x7f, c >= 0xe0, c == 0xc0, c == 0xc2, c == 0xc3:
-		case c >= 0x80 && c <= 0x8f:
-			elems, container = 2*uint64(c&0x0f), true
-		case c >= 0x90 && c <= 0x9f:
-			elems, container = uint64(c&0x0f), true
-		case c >= 0xa0 && c <= 0xbf:
-			skip = uint64(c & 0x1f)
-		default:
-			var n uint64
-			var w int
-			switch c {
-			case 0xcc, 0xd0:
-				skip = 1
-			case 0xcd, 0xd1:
-				skip = 2
-			case 0xca, 0xce, 0xd2:
-				skip = 4
-			case 0xcb, 0xcf, 0xd3:
-				skip = 8
-			case 0xc4, 0xd9: // bin8, str8
-				w = 1
-			case 0xc5, 0xda, 0xdc, 0xde: // bin16, str16, array16, map16
-				w = 2
-			case 0xc6, 0xdb, 0xdd, 0xdf: // bin32, str32, array32, map32
-				w = 4
-			default:
-				// 0xc1 is never used; extension types carry
-				// application-defined data that no state section uses.
-				return fmt.Errorf("msgpack: unsupported type code %#02x at byte %d", c, i-1)
-			}
-			if w > 0 {
-				if len(b)-i < w {
-					return fmt.Errorf("msgpack: truncated length at byte %d", i)
-				}
-				switch w {
-				case 1:
-					n = uint64(b[i])
-				case 2:
-					n = uint64(binary.BigEndian.Uint16(b[i:]))
-				case 4:
-					n = uint64(binary.BigEndian.Uint32(b[i:]))
-				}
-				i += w
-				switch c {
-				case 0xdc, 0xdd:
-					elems, container = n, true
-				case 0xde, 0xdf:
-					elems, container = 2*n, true
-				default:
-					skip = n
-				}
-			}
-		}
-		left := uint64(len(b) - i)
-		if skip > left {
-			return fmt.Errorf("msgpack: %d bytes announced at byte %d, %d left", skip, i, left)
-		}
-		i += int(skip)
-		if container && elems > 0 {
-			if elems > left {
-				return fmt.Errorf("msgpack: %d elements announced at byte %d, only %d bytes left", elems, i, left)
-			}
-			if depth+1 > maxDepth {
-				return fmt.Errorf("msgpack: nesting deeper than %d", maxDepth)
-			}
-			depth++
-			if elems > math.MaxInt32 {
-				return fmt.Errorf("msgpack: %d elements", elems)
-			}
-			stack[depth] = int(elems)
-		}
-	}
-	if i != len(b) {
-		return fmt.Errorf("msgpack: %d stray bytes after the object", len(b)-i)
 	}
 	return nil
 }
