@@ -63,15 +63,17 @@ func (n *NIC) pciInit(ownIRQ bool) error {
 		Class:        0x020000,
 		InterruptPin: 1,
 	})
+	// The standard list follows the order of the Add calls: MSI-X first,
+	// then PM, MSI and PCIe, by ascending offset.
 	steps := []error{
 		cs.AddBAR(0, device.BAR{Kind: device.BARMem32, Size: bar0Size}),
 		cs.AddBAR(1, device.BAR{Kind: device.BARMem32, Size: bar1Size}),
 		cs.AddBAR(2, device.BAR{Kind: device.BARIO, Size: bar2Size}),
 		cs.AddBAR(3, device.BAR{Kind: device.BARMem32, Size: bar3Size}),
-		cs.AddPM(capPM),
+		n.addMSIX(cs),
+		cs.AddPM(capPM, device.PMOptions{Version: 3}),
 		cs.AddMSI(capMSI, device.MSIOptions{Vectors: 1, Addr64: true}),
 		cs.AddPCIe(capPCIe, device.PCIeOptions{Version: 1}),
-		n.addMSIX(cs),
 		cs.AddAER(capAER),
 		cs.AddDSN(capDSN, dsnSerial(n.perm)),
 	}
