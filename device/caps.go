@@ -34,8 +34,9 @@ func (c *ConfigSpace) Capabilities() []Capability {
 
 // addCap reserves [off, off+size) for a capability, then relinks the lists.
 // The standard list follows the order of the Add calls, not the offsets:
-// a device's chain need not ascend (the 82574L's runs PM 0xC8, MSI 0xD0, PCIe 0xE0,
-// then MSI-X 0xA0), and drivers and lspci show it in that order.
+// a device's chain need not ascend (the 82574L's runs PM 0xC8, MSI 0xD0,
+// PCIe 0xE0, then MSI-X 0xA0), and drivers and lspci show it in that
+// order.
 func (c *ConfigSpace) addCap(cp Capability) error {
 	if cp.Offset%4 != 0 {
 		return fmt.Errorf("capability %#x at %#x: offset not dword aligned", cp.ID, cp.Offset)

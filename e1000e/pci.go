@@ -65,13 +65,15 @@ func (n *NIC) addMSIX(cs *device.ConfigSpace) error {
 // compares on an incoming migration: the layout is a model parameter.
 func (n *NIC) addStdCaps(cs *device.ConfigSpace) error {
 	pmOpts := device.PMOptions{Version: pmVersionFirst}
+	if n.caps82574l {
+		pmOpts = device.PMOptions{Version: pmVersion82574L, DSI: true}
+	}
 	pm := func() error { return cs.AddPM(capPM, pmOpts) }
 	msi := func() error { return cs.AddMSI(capMSI, device.MSIOptions{Vectors: 1, Addr64: true}) }
 	pcie := func() error { return cs.AddPCIe(capPCIe, device.PCIeOptions{Version: 1}) }
 	msix := func() error { return n.addMSIX(cs) }
 	order := []func() error{msix, pm, msi, pcie}
 	if n.caps82574l {
-		pmOpts = device.PMOptions{Version: pmVersion82574L, DSI: true}
 		order = []func() error{pm, msi, pcie, msix}
 	}
 	for _, add := range order {
