@@ -26,13 +26,17 @@ type Capability struct {
 	Extended bool
 }
 
-// Capabilities returns the capabilities in list order (ascending offset,
-// standard ones first).
+// Capabilities returns the capabilities in list order: the standard ones
+// in the order they were added, then the extended ones by offset.
 func (c *ConfigSpace) Capabilities() []Capability {
 	return append([]Capability(nil), c.caps...)
 }
 
 // addCap reserves [off, off+size) for a capability, then relinks the lists.
+// The standard list follows the order of the Add calls, not the offsets:
+// a device's chain need not ascend (the 82574L's runs PM 0xC8, MSI 0xD0,
+// PCIe 0xE0, then MSI-X 0xA0), and drivers and lspci show it in that
+// order.
 func (c *ConfigSpace) addCap(cp Capability) error {
 	if cp.Offset%4 != 0 {
 		return fmt.Errorf("capability %#x at %#x: offset not dword aligned", cp.ID, cp.Offset)
@@ -50,11 +54,14 @@ func (c *ConfigSpace) addCap(cp Capability) error {
 		}
 	}
 	c.caps = append(c.caps, cp)
-	sort.Slice(c.caps, func(i, j int) bool {
-		if c.caps[i].Extended != c.caps[j].Extended {
-			return !c.caps[i].Extended
+	// Standard before extended. Standard ones keep the order of addition;
+	// extended ones ascend, as their list must start at 0x100.
+	sort.SliceStable(c.caps, func(i, j int) bool {
+		a, b := c.caps[i], c.caps[j]
+		if a.Extended != b.Extended {
+			return !a.Extended
 		}
-		return c.caps[i].Offset < c.caps[j].Offset
+		return a.Extended && a.Offset < b.Offset
 	})
 	c.relink()
 	return nil
@@ -112,20 +119,37 @@ const (
 	PMCap         = 2
 	PMCtrl        = 4
 	pmSize        = 8
-	pmVersion3    = 3
+	pmVersionMask = 0x7
+	pmDSI         = 1 << 5
 	PMStateMask   = 0x3
 	pmNoSoftReset = 1 << 3
 )
 
-// AddPM adds a power management capability, version 3, supporting D0 and
-// D3hot only, with No_Soft_Reset set (a D3hot→D0 transition keeps the
-// function's state) and no PME. Writes of the unsupported states D1 and D2
-// are discarded, as the specification asks.
-func (c *ConfigSpace) AddPM(off int) error {
+// PMOptions shape a power management capability.
+type PMOptions struct {
+	// Version is the PMC version field: 2 for PCI PM 1.1, 3 for 1.2.
+	Version int
+	// DSI (device-specific initialization) tells the OS the function
+	// needs more than the class driver's setup after D0 entry.
+	DSI bool
+}
+
+// AddPM adds a power management capability supporting D0 and D3hot only,
+// with No_Soft_Reset set (a D3hot→D0 transition keeps the function's
+// state) and no PME. Writes of the unsupported states D1 and D2 are
+// discarded, as the specification asks.
+func (c *ConfigSpace) AddPM(off int, o PMOptions) error {
+	if o.Version < 1 || o.Version > pmVersionMask {
+		return fmt.Errorf("PM capability version %d", o.Version)
+	}
 	if err := c.addCap(Capability{ID: CapIDPM, Offset: off, Size: pmSize}); err != nil {
 		return err
 	}
-	c.init16(off+PMCap, pmVersion3)
+	pmc := uint16(o.Version)
+	if o.DSI {
+		pmc |= pmDSI
+	}
+	c.init16(off+PMCap, pmc)
 	c.init16(off+PMCtrl, pmNoSoftReset)
 	c.setMask16(off+PMCtrl, PMStateMask)
 	return c.addFixup(off+PMCtrl, 2, func(old []byte) {

@@ -36,7 +36,8 @@ func walk(t *testing.T, cs *ConfigSpace) (std, ext [][2]int) {
 func TestCapabilityList(t *testing.T) {
 	cs := nicLayout(t)
 	std, ext := walk(t, cs)
-	wantStd := [][2]int{{CapIDMSIX, 0xA0}, {CapIDPM, 0xC8}, {CapIDMSI, 0xD0}, {CapIDPCIe, 0xE0}}
+	// The order of the Add calls, as on the 82574L, not of the offsets.
+	wantStd := [][2]int{{CapIDPM, 0xC8}, {CapIDMSI, 0xD0}, {CapIDPCIe, 0xE0}, {CapIDMSIX, 0xA0}}
 	wantExt := [][2]int{{ExtCapAER, 0x100}, {ExtCapDSN, 0x140}}
 	if len(std) != len(wantStd) || len(ext) != len(wantExt) {
 		t.Fatalf("lists %v %v, want %v %v", std, ext, wantStd, wantExt)
@@ -57,8 +58,8 @@ func TestCapabilityList(t *testing.T) {
 	if lo, hi := rd32(t, cs, 0x144), rd32(t, cs, 0x148); lo != 0xff005452 || hi != 0x563412ff {
 		t.Errorf("DSN %#x %#x", hi, lo)
 	}
-	if got := rd16(t, cs, 0xC8+PMCap) & 7; got != 3 {
-		t.Errorf("PM version %d", got)
+	if got := rd16(t, cs, 0xC8+PMCap); got != 2|pmDSI {
+		t.Errorf("PMC %#x, want version 2 with DSI", got)
 	}
 	if got := rd16(t, cs, 0xA0+MSIXControl); got != 4 {
 		t.Errorf("MSI-X table size field %d, want 4", got)
@@ -203,16 +204,89 @@ func TestPCIeV2(t *testing.T) {
 	}
 }
 
+// TestCapabilityListFollowsAddOrder: the standard chain is the order of
+// the Add calls whatever the offsets, so one set of capabilities can be
+// linked ascending or in a part's own order; extended capabilities always
+// ascend from 0x100. The capability bodies do not depend on the order.
+func TestCapabilityListFollowsAddOrder(t *testing.T) {
+	build := func(order []int) *ConfigSpace {
+		cs := NewConfigSpace(Identity{})
+		if err := cs.AddBAR(3, BAR{Kind: BARMem32, Size: 16 << 10}); err != nil {
+			t.Fatal(err)
+		}
+		adds := map[int]func() error{
+			CapIDPM:   func() error { return cs.AddPM(0xC8, PMOptions{Version: 3}) },
+			CapIDMSI:  func() error { return cs.AddMSI(0xD0, MSIOptions{Vectors: 1, Addr64: true}) },
+			CapIDPCIe: func() error { return cs.AddPCIe(0xE0, PCIeOptions{Version: 1}) },
+			CapIDMSIX: func() error { return cs.AddMSIX(0xA0, 5, 3, 0, 3, 0x2000) },
+		}
+		// The extended ones are added out of order on purpose.
+		if err := cs.AddDSN(0x140, 1); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range order {
+			if err := adds[id](); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cs.AddAER(0x100); err != nil {
+			t.Fatal(err)
+		}
+		return cs
+	}
+	offs := map[int]int{CapIDPM: 0xC8, CapIDMSI: 0xD0, CapIDPCIe: 0xE0, CapIDMSIX: 0xA0}
+	var bodies [][]byte
+	for _, order := range [][]int{
+		{CapIDMSIX, CapIDPM, CapIDMSI, CapIDPCIe},
+		{CapIDPM, CapIDMSI, CapIDPCIe, CapIDMSIX},
+		{CapIDPCIe, CapIDMSIX, CapIDMSI, CapIDPM},
+	} {
+		cs := build(order)
+		std, ext := walk(t, cs)
+		if len(std) != len(order) {
+			t.Fatalf("order %v: chain %v", order, std)
+		}
+		for i, id := range order {
+			if std[i] != [2]int{id, offs[id]} {
+				t.Errorf("order %v: entry %d is %v, want %v", order, i, std[i], [2]int{id, offs[id]})
+			}
+		}
+		if len(ext) != 2 || ext[0] != [2]int{ExtCapAER, 0x100} || ext[1] != [2]int{ExtCapDSN, 0x140} {
+			t.Errorf("order %v: extended chain %v", order, ext)
+		}
+		if got := cs.Capabilities(); got[0].Offset != offs[order[0]] || got[len(got)-1].Offset != 0x140 {
+			t.Errorf("order %v: Capabilities() %v", order, got)
+		}
+		// Everything but the list pointers is the same in every order.
+		b := make([]byte, ConfigSize)
+		if err := cs.Read(0, b); err != nil {
+			t.Fatal(err)
+		}
+		b[CfgCapPtr] = 0
+		for _, off := range offs {
+			b[off+1] = 0
+		}
+		bodies = append(bodies, b)
+	}
+	for i := 1; i < len(bodies); i++ {
+		if string(bodies[i]) != string(bodies[0]) {
+			t.Errorf("order %d changes more than the list pointers", i)
+		}
+	}
+}
+
 func TestCapabilityPlacementErrors(t *testing.T) {
 	cs := nicLayout(t)
 	cases := []struct {
 		name string
 		err  error
 	}{
-		{"overlap", cs.AddPM(0xCC)},
-		{"misaligned", NewConfigSpace(Identity{}).AddPM(0x42)},
-		{"in header", NewConfigSpace(Identity{}).AddPM(0x3C)},
-		{"past 0x100", NewConfigSpace(Identity{}).AddPM(0xFC)},
+		{"overlap", cs.AddPM(0xCC, PMOptions{Version: 3})},
+		{"misaligned", NewConfigSpace(Identity{}).AddPM(0x42, PMOptions{Version: 3})},
+		{"in header", NewConfigSpace(Identity{}).AddPM(0x3C, PMOptions{Version: 3})},
+		{"past 0x100", NewConfigSpace(Identity{}).AddPM(0xFC, PMOptions{Version: 3})},
+		{"PM version 0", NewConfigSpace(Identity{}).AddPM(0x40, PMOptions{})},
+		{"PM version 8", NewConfigSpace(Identity{}).AddPM(0x40, PMOptions{Version: 8})},
 		{"ext in legacy", NewConfigSpace(Identity{}).AddDSN(0x80, 1)},
 		{"ext past end", NewConfigSpace(Identity{}).AddDSN(0xFF8, 1)},
 		{"second MSI", cs.AddMSI(0x40, MSIOptions{Vectors: 1})},

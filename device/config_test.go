@@ -27,7 +27,7 @@ func nicLayout(t testing.TB) *ConfigSpace {
 	must(cs.AddBAR(1, BAR{Kind: BARMem32, Size: 128 << 10}))
 	must(cs.AddBAR(2, BAR{Kind: BARIO, Size: 32}))
 	must(cs.AddBAR(3, BAR{Kind: BARMem32, Size: 16 << 10}))
-	must(cs.AddPM(0xC8))
+	must(cs.AddPM(0xC8, PMOptions{Version: 2, DSI: true}))
 	must(cs.AddMSI(0xD0, MSIOptions{Vectors: 1, Addr64: true}))
 	must(cs.AddPCIe(0xE0, PCIeOptions{Version: 1, DevCap: 0x8000 | 1}))
 	must(cs.AddMSIX(0xA0, 5, 3, 0, 3, 0x2000))

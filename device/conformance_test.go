@@ -16,7 +16,7 @@ func TestNICLayoutConforms(t *testing.T) {
 		cs.AddBAR(1, device.BAR{Kind: device.BARMem32, Size: 128 << 10}),
 		cs.AddBAR(2, device.BAR{Kind: device.BARIO, Size: 32}),
 		cs.AddBAR(3, device.BAR{Kind: device.BARMem32, Size: 16 << 10}),
-		cs.AddPM(0xC8),
+		cs.AddPM(0xC8, device.PMOptions{Version: 2, DSI: true}),
 		cs.AddMSI(0xD0, device.MSIOptions{Vectors: 1, Addr64: true}),
 		cs.AddPCIe(0xE0, device.PCIeOptions{Version: 1}),
 		cs.AddMSIX(0xA0, 5, 3, 0, 3, 0x2000),

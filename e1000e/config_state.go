@@ -15,11 +15,14 @@ type configState struct {
 	RXFilterSize int    `msgpack:"rx-filter-size"`
 	MAC          []byte `msgpack:"mac"`
 	HideMSIX     bool   `msgpack:"hide-msix,omitempty"`
+	// Caps82574L is left out at its off value, false, so a stream of the
+	// first layout is byte for byte what it was before the parameter.
+	Caps82574L bool `msgpack:"caps-82574l,omitempty"`
 }
 
 // saveConfig fills a configState.
 func (n *NIC) saveConfig() *configState {
-	return &configState{RXFilterSize: n.rxFilter, MAC: n.perm[:], HideMSIX: n.hideMSIX}
+	return &configState{RXFilterSize: n.rxFilter, MAC: n.perm[:], HideMSIX: n.hideMSIX, Caps82574L: n.caps82574l}
 }
 
 // Validate implements migration.Validator for config.
@@ -40,6 +43,9 @@ func (n *NIC) checkConfig(c *configState) error {
 	}
 	if c.HideMSIX != n.hideMSIX {
 		return fmt.Errorf("e1000e: config: hide-msix %v, this NIC %v", c.HideMSIX, n.hideMSIX)
+	}
+	if c.Caps82574L != n.caps82574l {
+		return fmt.Errorf("e1000e: config: caps-82574l %v, this NIC %v", c.Caps82574L, n.caps82574l)
 	}
 	if !bytes.Equal(c.MAC, n.perm[:]) {
 		return fmt.Errorf("e1000e: config: the state is of a NIC with MAC %x, this NIC has %x: start the destination with the source's MAC", c.MAC, n.perm[:])

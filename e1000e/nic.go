@@ -71,6 +71,9 @@ type NIC struct {
 	perm     [6]byte // the MAC address of the NVM
 	rxFilter int     // exact-match RA entries the RX filter honours
 	hideMSIX bool    // no MSI-X capability (model parameter hide-msix)
+	// caps82574l lays the capability list out as the 82574L does (model
+	// parameter caps-82574l); see addStdCaps.
+	caps82574l bool
 
 	irq    Interrupter
 	intr   intrState
@@ -118,6 +121,10 @@ type Config struct {
 	// HideMSIX leaves the MSI-X capability out of the function (the model
 	// parameter hide-msix): drivers then use MSI.
 	HideMSIX bool
+	// Caps82574L lays out the PCI capability list as the 82574L does
+	// (the model parameter caps-82574l). False, the parameter's off
+	// value, is the first layout: MSI-X first, PM version 3.
+	Caps82574L bool
 	// AutonegDelay is how long PHY autonegotiation takes; zero means the
 	// 500 ms of QEMU's model.
 	AutonegDelay time.Duration
@@ -146,6 +153,7 @@ func New(cfg Config) (*NIC, error) {
 		log:          cfg.Logger,
 		rxFilter:     cfg.RXFilterSize,
 		hideMSIX:     cfg.HideMSIX,
+		caps82574l:   cfg.Caps82574L,
 		autonegDelay: cfg.AutonegDelay,
 		irq:          cfg.Interrupter,
 		clock:        cfg.TimerClock,

@@ -23,6 +23,10 @@ const (
 	capDSN       = 0x140
 	ioAddr       = 0
 	ioData       = 4
+	// PM capability versions (PMC bits 2:0): the 82574L's is 2, PCI PM
+	// 1.1; the first layout reported 3, PCI PM 1.2.
+	pmVersion82574L = 2
+	pmVersionFirst  = 3
 )
 
 // pciState is the PCI function around the register file.
@@ -50,6 +54,36 @@ func (n *NIC) addMSIX(cs *device.ConfigSpace) error {
 	return cs.AddMSIX(capMSIX, numMSIXVecs, 3, msixTableOff, 3, msixPBAOff)
 }
 
+// addStdCaps adds the standard capabilities; the list links them in the
+// order they are added. With the model parameter caps-82574l the list is
+// the 82574L's: PM (0xC8) → MSI (0xD0) → PCIe (0xE0) → MSI-X (0xA0), PM
+// version 2 (PCI PM 1.1) with DSI, as the datasheet gives them and QEMU's
+// e1000e reports. Without it, it is the first layout: MSI-X first, then by
+// offset, PM version 3. Every capability sits at the same offset with the
+// same writable bits either way, so the migrated state is the same; only
+// read-only bytes (the list pointers, PMC) differ, which a hypervisor
+// compares on an incoming migration: the layout is a model parameter.
+func (n *NIC) addStdCaps(cs *device.ConfigSpace) error {
+	pmOpts := device.PMOptions{Version: pmVersionFirst}
+	if n.caps82574l {
+		pmOpts = device.PMOptions{Version: pmVersion82574L, DSI: true}
+	}
+	pm := func() error { return cs.AddPM(capPM, pmOpts) }
+	msi := func() error { return cs.AddMSI(capMSI, device.MSIOptions{Vectors: 1, Addr64: true}) }
+	pcie := func() error { return cs.AddPCIe(capPCIe, device.PCIeOptions{Version: 1}) }
+	msix := func() error { return n.addMSIX(cs) }
+	order := []func() error{msix, pm, msi, pcie}
+	if n.caps82574l {
+		order = []func() error{pm, msi, pcie, msix}
+	}
+	for _, add := range order {
+		if err := add(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // pciInit builds the configuration space and the function serving it, and
 // makes the function deliver the NIC's interrupts unless the configuration
 // named an Interrupter.
@@ -68,10 +102,7 @@ func (n *NIC) pciInit(ownIRQ bool) error {
 		cs.AddBAR(1, device.BAR{Kind: device.BARMem32, Size: bar1Size}),
 		cs.AddBAR(2, device.BAR{Kind: device.BARIO, Size: bar2Size}),
 		cs.AddBAR(3, device.BAR{Kind: device.BARMem32, Size: bar3Size}),
-		cs.AddPM(capPM),
-		cs.AddMSI(capMSI, device.MSIOptions{Vectors: 1, Addr64: true}),
-		cs.AddPCIe(capPCIe, device.PCIeOptions{Version: 1}),
-		n.addMSIX(cs),
+		n.addStdCaps(cs),
 		cs.AddAER(capAER),
 		cs.AddDSN(capDSN, dsnSerial(n.perm)),
 	}

@@ -44,7 +44,7 @@ type PCIState struct {
 // guest changed in config space.
 func (n *NIC) pciReference() *device.Function {
 	if n.mig.cfgRef == nil {
-		tmp := &NIC{perm: n.perm, hideMSIX: n.hideMSIX}
+		tmp := &NIC{perm: n.perm, hideMSIX: n.hideMSIX, caps82574l: n.caps82574l}
 		if err := tmp.pciInit(false); err != nil {
 			// pciInit only fails on a layout error, which New has
 			// already ruled out for this NIC.

@@ -45,9 +45,12 @@ var _ migration.Stateful = (*NIC)(nil)
 func (n *NIC) Model() string { return model.E1000EName }
 
 // Params implements migration.Stateful: each parameter not at its off value
-// (rx-filter-size 0, hide-msix false).
+// (caps-82574l false, rx-filter-size 0, hide-msix false).
 func (n *NIC) Params() []migration.Param {
 	var ps []migration.Param
+	if n.caps82574l {
+		ps = append(ps, migration.Param{Name: model.Caps82574L, Value: "true"})
+	}
 	if n.rxFilter != 0 {
 		ps = append(ps, migration.Param{Name: model.RXFilterSize, Value: strconv.Itoa(n.rxFilter)})
 	}

@@ -18,15 +18,16 @@ var updateStreams = flag.Bool("update-streams", false, "rewrite the sample state
 // (FORMAT.md, compatibility rules).
 func TestStateSampleStreams(t *testing.T) {
 	for _, c := range []struct {
-		file    string
-		filters int
+		file string
+		cfg  Config
 	}{
-		{"state-e1000e-version1.bin", 0},
-		{"state-e1000e-version2.bin", -1},
+		{"state-e1000e-version1.bin", Config{}},
+		{"state-e1000e-version2.bin", Config{RXFilterSize: -1}},
+		{"state-e1000e-version3.bin", Config{RXFilterSize: -1, Caps82574L: true}},
 	} {
 		path := filepath.Join("testdata", c.file)
 		if *updateStreams {
-			b, err := migration.Save(nil, busyNIC(t, c.filters), migration.Limits{})
+			b, err := migration.Save(nil, busyNICConfig(t, c.cfg), migration.Limits{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -41,7 +42,7 @@ func TestStateSampleStreams(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := newStateNIC(t, c.filters)
+		n := newStateNICConfig(t, c.cfg)
 		if err := migration.Load(want, n, migration.Limits{}, nil); err != nil {
 			t.Errorf("%s no longer loads: %v", c.file, err)
 			continue

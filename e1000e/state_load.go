@@ -17,6 +17,7 @@ func (n *NIC) BeginLoad(h migration.Header) (migration.Loader, error) {
 	cfg := model.Config{Model: m, Values: map[string]model.Value{
 		model.RXFilterSize: model.IntValue(int64(n.rxFilter)),
 		model.HideMSIX:     model.BoolValue(n.hideMSIX),
+		model.Caps82574L:   model.BoolValue(n.caps82574l),
 	}}
 	src := model.Source{Model: h.Model}
 	var errs []error

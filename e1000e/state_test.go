@@ -17,7 +17,12 @@ import (
 // compare byte for byte) with rx-filter-size filters.
 func newStateNIC(t testing.TB, filters int) *NIC {
 	t.Helper()
-	n, err := New(Config{RXFilterSize: filters})
+	return newStateNICConfig(t, Config{RXFilterSize: filters})
+}
+
+func newStateNICConfig(t testing.TB, cfg Config) *NIC {
+	t.Helper()
+	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +43,12 @@ func stCfgWrite(t testing.TB, n *NIC, off int, v ...byte) {
 // offload context, a half-sent packet and frames waiting in the FIFO.
 func busyNIC(t testing.TB, filters int) *NIC {
 	t.Helper()
-	n, err := New(Config{RXFilterSize: filters})
+	return busyNICConfig(t, Config{RXFilterSize: filters})
+}
+
+func busyNICConfig(t testing.TB, cfg Config) *NIC {
+	t.Helper()
+	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

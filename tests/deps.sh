@@ -4,6 +4,8 @@
 set -eu
 need=""
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
+# lspci decodes the config space a guest reads (lspci -F on a dump).
+command -v lspci >/dev/null 2>&1 || need="$need pciutils"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
 	echo "missing packages:$need (run as root to install them)" >&2

@@ -78,7 +78,7 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"", []string{"serve", "--socket", sock, "--bogus"}, "flag provided but not defined: -bogus"},
 		{"", []string{"serve", "--socket", sock, "extra"}, `unexpected argument "extra"`},
 		{"", []string{"serve", "--socket"}, "flag needs an argument: -socket"},
-		{"", []string{"serve", "--socket", sock, "--version", "3"}, "e1000e-vfu serve: --version: unsupported version 3 (supported: 1, 2)"},
+		{"", []string{"serve", "--socket", sock, "--version", "4"}, "e1000e-vfu serve: --version: unsupported version 4 (supported: 1, 2, 3)"},
 		{"", []string{"serve", "--socket", sock, "--version", "two"}, `--version: version "two": want a positive integer`},
 		{"", []string{"serve", "--socket", sock, "--version", "0"}, `--version: version "0": want a positive integer`},
 		{"", []string{"serve", "--socket", sock, "--param", "foo=1"}, "e1000e-vfu serve: --param unknown parameter foo"},
@@ -126,7 +126,7 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"02:e1:0e:00:00:01"}`, []string{"serve", "--socket", sock, "--config", "-", "--mac", "02:e1:0e:00:00:02"},
 			"e1000e-vfu serve: --mac 02:e1:0e:00:00:02 differs from the mac 02:e1:0e:00:00:01 in --config"},
 		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"ff:ff:ff:ff:ff:ff"}`, []string{"serve", "--socket", sock, "--config", "-"}, "--config source configuration: mac ff:ff:ff:ff:ff:ff: a multicast address"},
-		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":40,"foo":1}}`, []string{"serve", "--socket", sock, "--config", "-"}, "unknown parameter foo (known: hide-msix, rx-filter-size); rx-filter-size=40 out of range 0..16"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":40,"foo":1}}`, []string{"serve", "--socket", sock, "--config", "-"}, "unknown parameter foo (known: caps-82574l, hide-msix, rx-filter-size); rx-filter-size=40 out of range 0..16"},
 		// describe
 		{"", []string{"describe", "now"}, `e1000e-vfu describe: unexpected argument "now"`},
 		{"", []string{"describe", "--json"}, "flag provided but not defined: -json"},
@@ -141,7 +141,7 @@ func TestUsageErrorsExit2WithOneLine(t *testing.T) {
 		{"", []string{"check", "--dest-config", `{"model":"a.b/c","params":{},"mac":"x"}`, "--source-version", "1"}, `--dest-config source configuration: mac "x": not a 48-bit MAC address`},
 		{"", []string{"check", "--dest", "-", "--source", `{"model":"a.b/c"}`}, "--source source configuration: no params"},
 		{"", []string{"check", "--dest", "-", "--source", missing}, "--source open " + missing},
-		{"", []string{"check", "--dest", "-", "--source-version", "9"}, "check: source: unsupported version 9 (supported: 1, 2)"},
+		{"", []string{"check", "--dest", "-", "--source-version", "9"}, "check: source: unsupported version 9 (supported: 1, 2, 3)"},
 		{"", []string{"check", "--dest", "-", "--source-param", "foo=1"}, "source: unknown parameter foo"},
 		{"", []string{"check", "--dest", "-", "--source-param", "foo"}, `--source-param "foo": want name=value`},
 		{"", []string{"check", "--dest", missing, "--source-version", "1"}, "--dest open " + missing},
@@ -200,7 +200,7 @@ func TestHelp(t *testing.T) {
 func TestVersion(t *testing.T) {
 	r := runBinary(t, "", "version")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "e1000e-vfu ") ||
-		!strings.Contains(r.stdout, "model e1000e-vfu.dev/devices/e1000e-82574l versions 1, 2 (latest 2)") {
+		!strings.Contains(r.stdout, "model e1000e-vfu.dev/devices/e1000e-82574l versions 1, 2, 3 (latest 3)") {
 		t.Errorf("got %+v", r)
 	}
 }
@@ -212,20 +212,25 @@ func TestValidateOnly(t *testing.T) {
 		args  []string
 		want  string
 	}{
-		{"", nil, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nhide-msix=false\nrx-filter-size=16\n"},
-		{"", []string{"--version", "1"}, "e1000e-vfu.dev/devices/e1000e-82574l version 1\nhide-msix=false\nrx-filter-size=0\n"},
-		{"", []string{"--param", "rx-filter-size=4", "--param", "rx-filter-size=8"}, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nhide-msix=false\nrx-filter-size=8\n"},
-		{"", []string{"--param", "hide-msix=true"}, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nhide-msix=true\nrx-filter-size=16\n"},
-		{"", []string{"--param", "hide-msix=true", "--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"hide-msix":true,"rx-filter-size":16},"version":2}` + "\n"},
+		{"", nil, "e1000e-vfu.dev/devices/e1000e-82574l version 3\ncaps-82574l=true\nhide-msix=false\nrx-filter-size=16\n"},
+		{"", []string{"--version", "1"}, "e1000e-vfu.dev/devices/e1000e-82574l version 1\ncaps-82574l=false\nhide-msix=false\nrx-filter-size=0\n"},
+		{"", []string{"--param", "rx-filter-size=4", "--param", "rx-filter-size=8"}, "e1000e-vfu.dev/devices/e1000e-82574l version 3\ncaps-82574l=true\nhide-msix=false\nrx-filter-size=8\n"},
+		{"", []string{"--param", "hide-msix=true"}, "e1000e-vfu.dev/devices/e1000e-82574l version 3\ncaps-82574l=true\nhide-msix=true\nrx-filter-size=16\n"},
+		{"", []string{"--param", "hide-msix=true", "--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"caps-82574l":true,"hide-msix":true,"rx-filter-size":16},"version":3}` + "\n"},
 		{"", []string{"--version", "1", "--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1}` + "\n"},
-		{"", []string{"--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}` + "\n"},
+		{"", []string{"--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"caps-82574l":true,"rx-filter-size":16},"version":3}` + "\n"},
+		// Version 2 is the first capability layout: caps-82574l at its off value, so not listed.
+		{"", []string{"--version", "2"}, "e1000e-vfu.dev/devices/e1000e-82574l version 2\ncaps-82574l=false\nhide-msix=false\nrx-filter-size=16\n"},
+		{"", []string{"--version", "2", "--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}` + "\n"},
+		{"", []string{"--param", "caps-82574l=false"}, "e1000e-vfu.dev/devices/e1000e-82574l version 3\ncaps-82574l=false\nhide-msix=false\nrx-filter-size=16\n"},
+		{"", []string{"--config", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"caps-82574l":true,"rx-filter-size":16}}`}, "e1000e-vfu.dev/devices/e1000e-82574l version 3\ncaps-82574l=true\nhide-msix=false\nrx-filter-size=16\n"},
 		// A given address is part of the list; a derived one is not.
-		{"", []string{"--json", "--mac", "52:54:00:12:34:56"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2,"mac":"52:54:00:12:34:56"}` + "\n"},
+		{"", []string{"--json", "--mac", "52:54:00:12:34:56"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"caps-82574l":true,"rx-filter-size":16},"version":3,"mac":"52:54:00:12:34:56"}` + "\n"},
 		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"02:e1:0e:00:00:01"}`, []string{"--json", "--config", "-", "--mac", "02:e1:0e:00:00:01"},
 			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:00:00:01"}` + "\n"},
 		// Started with a source's list: unlisted parameters take their off value.
-		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{}}`, []string{"--config", "-"}, "e1000e-vfu.dev/devices/e1000e-82574l version 1\nhide-msix=false\nrx-filter-size=0\n"},
-		{"", []string{"--config", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":5}}`}, "e1000e-vfu.dev/devices/e1000e-82574l (matches no version)\nhide-msix=false\nrx-filter-size=5\n"},
+		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{}}`, []string{"--config", "-"}, "e1000e-vfu.dev/devices/e1000e-82574l version 1\ncaps-82574l=false\nhide-msix=false\nrx-filter-size=0\n"},
+		{"", []string{"--config", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":5}}`}, "e1000e-vfu.dev/devices/e1000e-82574l (matches no version)\ncaps-82574l=false\nhide-msix=false\nrx-filter-size=5\n"},
 		{"", []string{"--mac", "52:54:00:12:34:56", "--netdev", "tap,ifname=tap0", "--log-level", "debug",
 			"--pcap", filepath.Join(t.TempDir(), "f.pcap"), "--control", sock + ".ctl"}, "rx-filter-size=16\n"},
 		{"", []string{"--netdev", "stream,path=q.sock,server=on"}, "rx-filter-size=16\n"},
@@ -249,13 +254,13 @@ func TestValidateOnlyNeedsNoSocket(t *testing.T) {
 		args  []string
 		want  string
 	}{
-		{"", nil, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nhide-msix=false\nrx-filter-size=16\n"},
-		{"", []string{"--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}` + "\n"},
+		{"", nil, "e1000e-vfu.dev/devices/e1000e-82574l version 3\ncaps-82574l=true\nhide-msix=false\nrx-filter-size=16\n"},
+		{"", []string{"--json"}, `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"caps-82574l":true,"rx-filter-size":16},"version":3}` + "\n"},
 		{"", []string{"--json", "--mac", "52:54:00:12:34:56"},
-			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2,"mac":"52:54:00:12:34:56"}` + "\n"},
+			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"caps-82574l":true,"rx-filter-size":16},"version":3,"mac":"52:54:00:12:34:56"}` + "\n"},
 		{`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"mac":"02:e1:0e:00:00:01"}`, []string{"--json", "--config", "-"},
 			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"02:e1:0e:00:00:01"}` + "\n"},
-		{"", []string{"--control", filepath.Join(t.TempDir(), "c.sock")}, "e1000e-vfu.dev/devices/e1000e-82574l version 2\nhide-msix=false\nrx-filter-size=16\n"},
+		{"", []string{"--control", filepath.Join(t.TempDir(), "c.sock")}, "e1000e-vfu.dev/devices/e1000e-82574l version 3\ncaps-82574l=true\nhide-msix=false\nrx-filter-size=16\n"},
 	} {
 		r := runBinary(t, tc.stdin, append([]string{"serve", "--validate-only"}, tc.args...)...)
 		if r.code != 0 || r.stdout != tc.want || r.stderr != "" {
@@ -300,7 +305,9 @@ func TestCheck(t *testing.T) {
 	own := filepath.Join("testdata", "describe.golden")
 	v1only := filepath.Join("testdata", "v1-only.json")
 	other := filepath.Join("testdata", "other-model.json")
+	v2only := filepath.Join("..", "..", "device", "model", "testdata", "v2-only.json")
 	srcV2 := `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2}`
+	srcV3 := `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"caps-82574l":true,"rx-filter-size":16},"version":3}`
 	// Against a destination server's configuration: model, parameters and
 	// MAC, each named; a side without a MAC is not compared by address.
 	srcMAC := `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2,"mac":"02:e1:0e:00:00:01"}`
@@ -323,7 +330,7 @@ func TestCheck(t *testing.T) {
 		{"in range", "", []string{"--source", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":8}}`, "--dest", own}, 0, "compatible\n"},
 		{"out of range, with every failure", "", []string{"--source",
 			`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":99,"foo":true}}`, "--dest", own}, 1,
-			"destination: unknown parameter foo (known: hide-msix, rx-filter-size)\ndestination: rx-filter-size=99 out of range 0..16\n"},
+			"destination: unknown parameter foo (known: caps-82574l, hide-msix, rx-filter-size)\ndestination: rx-filter-size=99 out of range 0..16\n"},
 		{"destination parameter without off value", "", []string{"--source-version", "2", "--dest",
 			filepath.Join("..", "..", "device", "model", "testdata", "no-off-value.json")}, 1,
 			"destination: parameter queues: not in the source's list, and it has no off value to take instead\n"},
@@ -345,6 +352,18 @@ func TestCheck(t *testing.T) {
 		{"description and configuration together", "", []string{"--source", srcMAC, "--dest", v1only, "--dest-config", dstOtherMAC}, 1,
 			"destination: unknown parameter rx-filter-size (known: none)\n" +
 				"mac: source runs 02:e1:0e:00:00:01, destination 02:e1:0e:00:00:02 (the state carries the address; start the destination with the source's)\n"},
+		// The capability layout: a version-3 source needs a host that
+		// knows caps-82574l; a running destination must have the source's
+		// layout, whichever way round they differ.
+		{"v3 source against v2-only", "", []string{"--source-version", "3", "--dest", v2only}, 1,
+			"destination: unknown parameter caps-82574l (known: hide-msix, rx-filter-size)\n"},
+		{"v3-capable started as version 2 against v2-only", "", []string{"--source-version", "2", "--dest", v2only}, 0, "compatible\n"},
+		{"v2 source into v3-capable destination", "", []string{"--source", srcV2, "--dest", own}, 0, "compatible\n"},
+		{"old layout against a running new layout", "", []string{"--source", srcV2, "--dest-config", srcV3}, 1,
+			"source runs caps-82574l=false, destination caps-82574l=true\n"},
+		{"new layout against a running old layout", "", []string{"--source", srcV3, "--dest-config", srcV2}, 1,
+			"source runs caps-82574l=true, destination caps-82574l=false\n"},
+		{"new layout against a running new layout", "", []string{"--source-version", "3", "--dest-config", srcV3}, 0, "compatible\n"},
 		{"other model", "", []string{"--source", srcMAC, "--dest-config", `{"model":"qemu.org/devices/e1000e","params":{}}`}, 1,
 			"model mismatch: source runs e1000e-vfu.dev/devices/e1000e-82574l, destination qemu.org/devices/e1000e\n"},
 	} {

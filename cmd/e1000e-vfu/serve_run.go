@@ -117,6 +117,10 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 	if !ok {
 		return nil, fmt.Errorf("device model %s has no %s parameter", cfg.Device.Model.Name, model.HideMSIX)
 	}
+	caps, ok := cfg.Device.Value(model.Caps82574L)
+	if !ok {
+		return nil, fmt.Errorf("device model %s has no %s parameter", cfg.Device.Model.Name, model.Caps82574L)
+	}
 
 	b, err := netdev.Open(cfg.Netdev, log.With("part", "netdev"))
 	if err != nil {
@@ -137,6 +141,7 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		Logger:       log.With("part", "e1000e"),
 		RXFilterSize: int(v.Int),
 		HideMSIX:     hide.Bool,
+		Caps82574L:   caps.Bool,
 		Announce:     &cfg.Announce,
 	})
 	if err != nil {

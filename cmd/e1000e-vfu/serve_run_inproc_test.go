@@ -25,7 +25,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 	g := connect(t, sock, 10*time.Second)
 	g.checkIdentity()
 	g.setup()
-	if !strings.Contains(logs.String(), `params="hide-msix=false,rx-filter-size=0"`) {
+	if !strings.Contains(logs.String(), `params="caps-82574l=false,hide-msix=false,rx-filter-size=0"`) {
 		t.Errorf("version 1's parameters not in the startup line:\n%s", logs)
 	}
 

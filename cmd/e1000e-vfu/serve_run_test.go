@@ -39,7 +39,7 @@ func TestServeEndToEnd(t *testing.T) {
 	start := p.waitLog("msg=serving", 10*time.Second)
 	for _, want := range []string{
 		"socket=" + sock, "mac=" + mac.String(), `netdev="stream,path=` + peerSock + `,server=on"`,
-		"model=" + model.E1000EName, "version=2", `params="hide-msix=false,rx-filter-size=16"`, "control=" + ctlSock, "pcap=" + pcapFile,
+		"model=" + model.E1000EName, "version=3", `params="caps-82574l=true,hide-msix=false,rx-filter-size=16"`, "control=" + ctlSock, "pcap=" + pcapFile,
 	} {
 		if !strings.Contains(start, want) {
 			t.Errorf("startup line lacks %q:\n%s", want, start)
@@ -98,7 +98,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"model":"` + model.E1000EName + `","params":{"rx-filter-size":16},"version":2,"mac":"52:54:00:12:34:56"}`
+	want := `{"model":"` + model.E1000EName + `","params":{"caps-82574l":true,"rx-filter-size":16},"version":3,"mac":"52:54:00:12:34:56"}`
 	if string(res) != want {
 		t.Errorf("query-config %s, want %s", res, want)
 	}
@@ -189,7 +189,7 @@ func TestServeSocketOnly(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "vfu.sock")
 	p := startServe(t, "--socket", sock)
 	start := p.waitLog("msg=serving", 10*time.Second)
-	for _, want := range []string{"level=INFO", "socket=" + sock, "mac=02:e1:0e:", "netdev=none", `params="hide-msix=false,rx-filter-size=16"`} {
+	for _, want := range []string{"level=INFO", "socket=" + sock, "mac=02:e1:0e:", "netdev=none", `params="caps-82574l=true,hide-msix=false,rx-filter-size=16"`} {
 		if !strings.Contains(start, want) {
 			t.Errorf("startup line lacks %q:\n%s", want, start)
 		}

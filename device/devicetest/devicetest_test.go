@@ -24,7 +24,7 @@ func newExample(t testing.TB) *example {
 		cs.AddBAR(0, device.BAR{Kind: device.BARMem32, Size: 4096}),
 		cs.AddBAR(1, device.BAR{Kind: device.BARIO, Size: 16}),
 		cs.AddBAR(2, device.BAR{Kind: device.BARMem64, Size: 8192, Prefetchable: true}),
-		cs.AddPM(0x40),
+		cs.AddPM(0x40, device.PMOptions{Version: 3}),
 		cs.AddMSI(0x48, device.MSIOptions{Vectors: 1, Addr64: true}),
 		cs.AddPCIe(0x60, device.PCIeOptions{Version: 2}),
 		cs.AddMSIX(0xA0, 3, 2, 0, 2, 0x1000),

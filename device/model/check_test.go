@@ -2,6 +2,7 @@ package model
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -95,6 +96,106 @@ func TestCheckV2CapableStartedAsV1AcceptedByV1Only(t *testing.T) {
 	}
 }
 
+// v2Only is the description the program printed before caps-82574l
+// existed (version 2 its latest), as a host not yet upgraded prints it.
+func v2Only(t *testing.T) []*Model {
+	t.Helper()
+	ms := mustLoad("testdata/v2-only.json")
+	if len(ms) != 1 || ms[0].Latest() != 2 || ms[0].Param(Caps82574L) != nil {
+		t.Fatal("testdata/v2-only.json is not the version-2 description")
+	}
+	return ms
+}
+
+// The capability layout is a parameter: version 3 is caps-82574l=true on
+// top of version 2, and an explicit caps-82574l=true on version 2 is
+// version 3.
+func TestVersion3IsCaps82574L(t *testing.T) {
+	m := E1000E()
+	v3, err := m.Resolve(3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2on, err := m.Resolve(2, settings(t, "caps-82574l=true"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v3.Values[Caps82574L].Bool || !reflect.DeepEqual(v2on.Values, v3.Values) {
+		t.Errorf("version 2 with caps-82574l=true is %v, version 3 is %v", v2on.Values, v3.Values)
+	}
+	// Started from its list, as a destination is, it is version 3.
+	if c, err := m.ResolveList(v2on.SourceList()); err != nil || c.Version != 3 {
+		t.Errorf("version 2 with caps-82574l=true started from its list: version %d, %v", c.Version, err)
+	}
+	v3off, err := m.Resolve(3, settings(t, "caps-82574l=false"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := m.ResolveList(v3off.SourceList()); err != nil || c.Version != 2 || c.Values[Caps82574L].Bool {
+		t.Errorf("version 3 with caps-82574l=false started from its list: version %d, %v", c.Version, err)
+	}
+	if p := m.Param(Caps82574L); p == nil || p.Type != Bool || p.Off == nil || *p.Off != BoolValue(false) || p.Init != BoolValue(true) {
+		t.Errorf("caps-82574l: %+v, want a bool, init true, off false", p)
+	}
+}
+
+// A version-2 source (the old layout, no caps-82574l in its list) goes to
+// a host that knows version 3: started with the source's list, the
+// destination keeps the old layout. A version-3 source cannot go to a host
+// that only knows version 2, and one started as version 2 can.
+func TestCheckCapsLayoutAcrossVersions(t *testing.T) {
+	src := source(t, 2)
+	if ps := Check(src, thisProgram(t)); len(ps) != 0 {
+		t.Fatalf("version 2 into this program refused: %q", messages(ps))
+	}
+	dst, err := E1000E().ResolveList(src.Params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dst.Values[Caps82574L].Bool || dst.Version != 2 {
+		t.Errorf("destination started with a version-2 list: caps-82574l=%v, version %d", dst.Values[Caps82574L].Bool, dst.Version)
+	}
+	ps := Check(source(t, 3), v2Only(t))
+	if len(ps) != 1 || ps[0].Param != Caps82574L || ps[0].Msg != "destination: unknown parameter caps-82574l (known: hide-msix, rx-filter-size)" {
+		t.Errorf("version 3 into a version-2-only host: %q", messages(ps))
+	}
+	if ps := Check(source(t, 2), v2Only(t)); len(ps) != 0 {
+		t.Errorf("version 2 into a version-2-only host refused: %q", messages(ps))
+	}
+	if ps := Check(source(t, 3, "caps-82574l=false"), v2Only(t)); len(ps) != 0 {
+		t.Errorf("version 3 started with the old layout refused by a version-2-only host: %q", messages(ps))
+	}
+}
+
+// Two running servers with different layouts: the check against the
+// destination's configuration names the parameter and both values, either
+// way round, and so does the stream's own check.
+func TestCompareRefusesMismatchedCapsLayout(t *testing.T) {
+	for _, tc := range []struct {
+		src, dst Source
+		want     string
+	}{
+		{source(t, 2), source(t, 3), "source runs caps-82574l=false, destination caps-82574l=true\n"},
+		{source(t, 3), source(t, 2), "source runs caps-82574l=true, destination caps-82574l=false\n"},
+		{source(t, 3), source(t, 2, "caps-82574l=true"), ""},
+	} {
+		ps := Compare(tc.src, tc.dst)
+		if got := messages(ps); got != tc.want {
+			t.Errorf("Compare(%v, %v): got %q, want %q", tc.src.Params, tc.dst.Params, got, tc.want)
+		}
+		if tc.want != "" && ps[0].Param != Caps82574L {
+			t.Errorf("problem not named %s: %+v", Caps82574L, ps)
+		}
+	}
+	c, err := E1000E().Resolve(3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := messages(c.Matches(source(t, 2))); got != "source runs caps-82574l=false, this device caps-82574l=true\n" {
+		t.Errorf("Matches: %q", got)
+	}
+}
+
 func TestCheckValueRange(t *testing.T) {
 	dest := thisProgram(t)
 	in := Source{Model: E1000EName, Params: []Assignment{{RXFilterSize, IntValue(8)}}}
@@ -171,7 +272,7 @@ func TestMatches(t *testing.T) {
 		t.Errorf("other model: %q", messages(ps))
 	}
 	bad := Source{Model: E1000EName, Params: []Assignment{{"foo", IntValue(1)}}}
-	if ps := v1.Matches(bad); len(ps) != 1 || ps[0].Msg != "source: unknown parameter foo (known: hide-msix, rx-filter-size)" {
+	if ps := v1.Matches(bad); len(ps) != 1 || ps[0].Msg != "source: unknown parameter foo (known: caps-82574l, hide-msix, rx-filter-size)" {
 		t.Errorf("unknown parameter: %q", messages(ps))
 	}
 }
@@ -208,7 +309,7 @@ func TestCompare(t *testing.T) {
 		{"other model", source(t, 2), Source{Model: "qemu.org/devices/e1000e"},
 			"model mismatch: source runs " + E1000EName + ", destination qemu.org/devices/e1000e\n"},
 		{"destination list unknown here", source(t, 2), Source{Model: E1000EName, Params: []Assignment{{"foo", IntValue(1)}}},
-			"destination configuration: unknown parameter foo (known: hide-msix, rx-filter-size)\n"},
+			"destination configuration: unknown parameter foo (known: caps-82574l, hide-msix, rx-filter-size)\n"},
 		{"a model unknown here, literally", Source{Model: "x.org/m", Params: []Assignment{{"p", IntValue(1)}, {"q", BoolValue(true)}}},
 			Source{Model: "x.org/m", Params: []Assignment{{"p", IntValue(2)}, {"r", StringValue("s")}}},
 			"source runs p=1, destination p=2\nsource runs q=true, the destination does not list q\ndestination runs r=s, the source does not list r\n"},

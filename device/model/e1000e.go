@@ -18,6 +18,16 @@ const RXFilterSize = "rx-filter-size"
 // aborts when it does (tests/README.md, "Hot-plug").
 const HideMSIX = "hide-msix"
 
+// Caps82574L is the parameter that lays out the PCI capability list as the
+// 82574L datasheet has it: PM (0xC8) → MSI (0xD0) → PCIe (0xE0) → MSI-X
+// (0xA0), PM version 2 (PCI PM 1.1) with DSI. Off, the list is the first
+// model's: MSI-X first, then by offset, PM version 3. The capabilities sit
+// at the same offsets either way; only read-only bytes differ (the list
+// pointers and PMC). A hypervisor compares those on an incoming migration
+// (QEMU's vfio-pci loads the config space against its own copy), so the
+// layout is part of the model and cannot change under a running guest.
+const Caps82574L = "caps-82574l"
+
 // RAEntries is the number of receive address registers of the 82574L.
 const RAEntries = 16
 
@@ -27,7 +37,10 @@ const RAEntries = 16
 // Versions are defined newest first; each older version restates only the
 // defaults that held before the newer one:
 //
-//	version 2: the current defaults (rx-filter-size=16, the 82574L's RA table)
+//	version 3: the current defaults (caps-82574l=true: the 82574L's
+//	           capability list and PM version)
+//	version 2: caps-82574l=false, MSI-X first and PM version 3
+//	           (rx-filter-size=16, the 82574L's RA table)
 //	version 1: rx-filter-size=0, the first model: no exact-match filtering
 //
 // The link speed is deliberately not a parameter: the NIC always reports a
@@ -36,12 +49,21 @@ const RAEntries = 16
 // state unchanged (see README.md).
 func E1000E() *Model {
 	off := IntValue(0)
-	shown := BoolValue(false)
+	offFalse := BoolValue(false)
 	params := []Param{{
+		Name: Caps82574L,
+		Type: Bool,
+		Init: BoolValue(true),
+		Off:  &offFalse,
+		Description: "true lays out the PCI capability list as the 82574L does: PM (0xC8), MSI (0xD0), " +
+			"PCIe (0xE0), MSI-X (0xA0), with PM version 2 (PCI PM 1.1) and DSI. false is the first " +
+			"layout: MSI-X first, then PM, MSI and PCIe, PM version 3. Only read-only config bytes " +
+			"differ, but a hypervisor compares them on migration, so both ends must agree.",
+	}, {
 		Name: HideMSIX,
 		Type: Bool,
-		Init: shown,
-		Off:  &shown,
+		Init: offFalse,
+		Off:  &offFalse,
 		Description: "true leaves the MSI-X capability out of the PCI capability list, so the guest's " +
 			"driver uses MSI, and the device state carries no MSI-X table. For hypervisors that " +
 			"cannot hot-unplug a vfio-user device with MSI-X (stock QEMU 10.1 to 11.1).",
@@ -59,7 +81,8 @@ func E1000E() *Model {
 		Name:   E1000EName,
 		Params: params,
 		Versions: NewVersions(params,
-			Compat{Number: 2},
+			Compat{Number: 3},
+			Compat{Number: 2, Set: map[string]Value{Caps82574L: BoolValue(false)}},
 			Compat{Number: 1, Set: map[string]Value{RXFilterSize: IntValue(0)}},
 		),
 	}

@@ -13,19 +13,26 @@ func TestE1000EModelIsValid(t *testing.T) {
 	if err := m.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if got := m.Latest(); got != 2 {
-		t.Errorf("latest version %d, want 2", got)
+	if got := m.Latest(); got != 3 {
+		t.Errorf("latest version %d, want 3", got)
 	}
 	for _, tc := range []struct {
 		version int
 		want    int64
-	}{{1, 0}, {2, RAEntries}} {
+		caps    bool
+	}{{1, 0, false}, {2, RAEntries, false}, {3, RAEntries, true}} {
 		v := m.Version(tc.version)
 		if v == nil {
 			t.Fatalf("version %d missing", tc.version)
 		}
 		if got := v.Values[RXFilterSize]; got != IntValue(tc.want) {
 			t.Errorf("version %d: rx-filter-size=%v, want %d", tc.version, got, tc.want)
+		}
+		if got := v.Values[Caps82574L]; got != BoolValue(tc.caps) {
+			t.Errorf("version %d: caps-82574l=%v, want %v", tc.version, got, tc.caps)
+		}
+		if got := v.Values[HideMSIX]; got != BoolValue(false) {
+			t.Errorf("version %d: hide-msix=%v, want false", tc.version, got)
 		}
 	}
 	if Lookup(E1000EName) == nil || Lookup("example.org/x") != nil {
@@ -68,13 +75,14 @@ func TestResolve(t *testing.T) {
 		want     int64
 		wantVer  int
 	}{
-		{"default is latest", 0, nil, 16, 2},
+		{"default is latest", 0, nil, 16, 3},
 		{"version 1", 1, nil, 0, 1},
 		{"version 2", 2, nil, 16, 2},
+		{"version 3", 3, nil, 16, 3},
 		{"override", 2, []string{"rx-filter-size=4"}, 4, 2},
 		{"override on v1", 1, []string{"rx-filter-size=8"}, 8, 1},
-		{"later overrides earlier", 0, []string{"rx-filter-size=4", "rx-filter-size=0"}, 0, 2},
-		{"hex", 0, []string{"rx-filter-size=0x10"}, 16, 2},
+		{"later overrides earlier", 0, []string{"rx-filter-size=4", "rx-filter-size=0"}, 0, 3},
+		{"hex", 0, []string{"rx-filter-size=0x10"}, 16, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := m.Resolve(tc.version, settings(t, tc.settings...))
@@ -98,8 +106,9 @@ func TestResolveErrorsNameTheBadThing(t *testing.T) {
 		settings []string
 		want     string
 	}{
-		{3, nil, "unsupported version 3 (supported: 1, 2)"},
-		{0, []string{"foo=1"}, "unknown parameter foo (known: hide-msix, rx-filter-size)"},
+		{4, nil, "unsupported version 4 (supported: 1, 2, 3)"},
+		{0, []string{"foo=1"}, "unknown parameter foo (known: caps-82574l, hide-msix, rx-filter-size)"},
+		{0, []string{"caps-82574l=sometimes"}, "caps-82574l=sometimes: not a boolean (use true or false)"},
 		{0, []string{"rx-filter-size=99"}, "rx-filter-size=99 out of range 0..16"},
 		{1, []string{"rx-filter-size=-1"}, "rx-filter-size=-1 out of range 0..16"},
 		{0, []string{"rx-filter-size=many"}, "rx-filter-size=many: not an integer"},
@@ -155,6 +164,11 @@ func TestSourceList(t *testing.T) {
 	if len(l) != 1 || l[0] != (Assignment{RXFilterSize, IntValue(16)}) {
 		t.Errorf("version 2 lists %v, want rx-filter-size=16", l)
 	}
+	v3, _ := m.Resolve(3, nil)
+	l = v3.SourceList()
+	if len(l) != 2 || l[0] != (Assignment{Caps82574L, BoolValue(true)}) || l[1] != (Assignment{RXFilterSize, IntValue(16)}) {
+		t.Errorf("version 3 lists %v, want caps-82574l=true and rx-filter-size=16", l)
+	}
 	// A parameter without an off value is always listed.
 	mm := modelWithoutOff()
 	c, err := mm.Resolve(0, settings(t, "rx-filter-size=0"))
@@ -177,6 +191,7 @@ func TestResolveList(t *testing.T) {
 		{nil, 0, 1},
 		{[]Assignment{{RXFilterSize, IntValue(16)}}, 16, 2},
 		{[]Assignment{{RXFilterSize, IntValue(5)}}, 5, 0},
+		{[]Assignment{{Caps82574L, BoolValue(true)}, {RXFilterSize, IntValue(16)}}, 16, 3},
 	} {
 		c, err := m.ResolveList(tc.list)
 		if err != nil {
@@ -256,7 +271,7 @@ func TestDescribeRoundTrip(t *testing.T) {
 		t.Errorf("description not stable:\n%s\n%s", out, again)
 	}
 	for _, key := range []string{`"models"`, `"params"`, `"versions"`, `"type": "int"`, `"init_value": 16`,
-		`"off_value": 0`, `"allowed_values"`, `"description"`, `"latest_version": 2`} {
+		`"off_value": 0`, `"allowed_values"`, `"description"`, `"latest_version": 3`} {
 		if !bytes.Contains(out, []byte(key)) {
 			t.Errorf("description lacks %s:\n%s", key, out)
 		}

@@ -1,8 +1,14 @@
 package harness
 
 import (
+	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 )
 
 // PCICap is one entry of the standard capability list.
@@ -61,4 +67,66 @@ func PCIExtCaps(cfg []byte) (map[int]uint16, error) {
 		off = int(h>>20) &^ 3
 	}
 	return caps, nil
+}
+
+// LspciDump writes a config space in the format of `lspci -xxxx` (a slot
+// line, then 16 bytes a line), which `lspci -F FILE` reads back: lspci can
+// then decode bytes read anywhere, here the config space a guest sees,
+// with every option it has (-vvv, -nn).
+func LspciDump(slot string, cfg []byte) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s Ethernet controller: dump\n", slot)
+	for off := 0; off+16 <= len(cfg); off += 16 {
+		fmt.Fprintf(&b, "%02x:", off)
+		for _, v := range cfg[off : off+16] {
+			fmt.Fprintf(&b, " %02x", v)
+		}
+		b.WriteByte('\n')
+	}
+	b.WriteByte('\n')
+	return []byte(b.String())
+}
+
+// Lspci runs the host's lspci on a dump of cfg (LspciDump), with args
+// (e.g. -vvv -nn), and returns its output. The dump is written in dir.
+// pciutils is a host tool the tests need (tests/deps.sh installs it).
+func Lspci(ctx context.Context, dir, slot string, cfg []byte, args ...string) (string, error) {
+	bin, err := exec.LookPath("lspci")
+	if err != nil {
+		return "", fmt.Errorf("lspci (pciutils, which make deps installs): %w", err)
+	}
+	f := filepath.Join(dir, "lspci.dump")
+	if err := os.WriteFile(f, LspciDump(slot, cfg), 0o644); err != nil {
+		return "", err
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-F", f}, args...)...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("lspci -F %s %s: %w: %s", f, strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// LspciCaps returns the capability header lines of lspci -v output, in
+// order, without their "Capabilities: " prefix ("[c8] Power Management
+// version 2", "[100 v1] Advanced Error Reporting"), and for each the
+// lines indented under it.
+func LspciCaps(out string) (heads []string, bodies [][]string) {
+	in := false // the lines being read belong to the last capability
+	for _, l := range strings.Split(out, "\n") {
+		t := strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(t, "Capabilities: "):
+			heads = append(heads, strings.TrimPrefix(t, "Capabilities: "))
+			bodies = append(bodies, nil)
+			in = true
+		case in && strings.HasPrefix(l, "\t\t") && t != "":
+			bodies[len(bodies)-1] = append(bodies[len(bodies)-1], t)
+		default:
+			// A device-level line (one tab) or a blank one ends it.
+			in = false
+		}
+	}
+	return heads, bodies
 }

@@ -1,6 +1,11 @@
 package harness
 
-import "testing"
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
 
 func TestPCICaps(t *testing.T) {
 	cfg := make([]byte, 0x200)
@@ -83,5 +88,38 @@ func TestUntag(t *testing.T) {
 	}
 	if _, ok := untag(f[:15], 5); ok {
 		t.Error("a short frame passed")
+	}
+}
+
+// TestLspciDump: a dump in lspci -xxxx's format that the host's lspci
+// reads back and decodes, capabilities in list order.
+func TestLspciDump(t *testing.T) {
+	cfg := make([]byte, 0x1000)
+	copy(cfg, []byte{0x86, 0x80, 0xd3, 0x10})
+	cfg[6] = 0x10
+	cfg[0x0b] = 0x02 // network controller
+	cfg[0x34] = 0xc8
+	cfg[0xc8], cfg[0xc9], cfg[0xca] = 0x01, 0xa0, 0x22 // PM version 2, DSI
+	cfg[0xa0], cfg[0xa1], cfg[0xa2] = 0x11, 0x00, 0x04 // MSI-X, 5 vectors
+	cfg[0xa4], cfg[0xa8] = 0x03, 0x03
+	cfg[0xa9] = 0x20
+	d := LspciDump("0000:00:03.0", cfg)
+	if lines := bytes.Count(d, []byte("\n")); lines != 1+0x100+1 {
+		t.Errorf("dump of %d lines", lines)
+	}
+	if !bytes.Contains(d, []byte("\nff0: 00 00")) || !bytes.HasPrefix(d, []byte("0000:00:03.0 ")) {
+		t.Errorf("dump:\n%s", d[:200])
+	}
+	out, err := Lspci(context.Background(), t.TempDir(), "0000:00:03.0", cfg, "-vvv", "-nn")
+	if err != nil {
+		t.Skip(err) // pciutils not installed here; the integration tests need it
+	}
+	heads, bodies := LspciCaps(out + "\tKernel driver in use: x\n\t\tnot a capability line\n")
+	want := []string{"[c8] Power Management version 2", "[a0] MSI-X: Enable- Count=5 Masked-"}
+	if strings.Join(heads, "|") != strings.Join(want, "|") {
+		t.Fatalf("capabilities %q, want %q in\n%s", heads, want, out)
+	}
+	if !strings.Contains(bodies[0][0], "DSI+") || len(bodies[1]) != 2 || bodies[1][1] != "PBA: BAR=3 offset=00002000" {
+		t.Errorf("bodies %q in\n%s", bodies, out)
 	}
 }

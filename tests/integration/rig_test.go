@@ -41,9 +41,10 @@ type rigOpts struct {
 	backend    string // backendTAP when empty
 	kernelArgs string
 	mtu        int
-	noIP       bool   // leave eth0 down
-	privateRAM bool   // guest RAM without an fd: every DMA by message
-	vlan       uint16 // with backendStream: the relay tags and untags this VLAN
+	noIP       bool     // leave eth0 down
+	privateRAM bool     // guest RAM without an fd: every DMA by message
+	vlan       uint16   // with backendStream: the relay tags and untags this VLAN
+	serverArgs []string // more flags for our server, e.g. --param name=value
 }
 
 func newRig(t *testing.T, ctx context.Context, kind string, o rigOpts) *rig {
@@ -66,7 +67,7 @@ func newRig(t *testing.T, ctx context.Context, kind string, o rigOpts) *rig {
 			cfg.NIC.Netdev = "stream,id=n0,server=on,addr.type=unix,addr.path=" + r.stream
 		}
 	case harness.VFIOUser:
-		sc := harness.ServerConfig{Bin: suite.ServerBin, Dir: filepath.Join(r.dir, "srv")}
+		sc := harness.ServerConfig{Bin: suite.ServerBin, Dir: filepath.Join(r.dir, "srv"), Args: o.serverArgs}
 		switch o.backend {
 		case backendTAP:
 			sc.NetNS = r.ns

@@ -16,9 +16,9 @@ import (
 
 // The scenarios of our server attached through vfio-user-pci.
 
-// TestVFUProbe: the guest sees 8086:10d3 with the digest's capabilities,
-// the e1000e driver binds, the MAC and link speed are right, and the driver
-// logs no warning.
+// TestVFUProbe: the guest sees 8086:10d3 with the 82574L's capabilities,
+// in its order, the e1000e driver binds, the MAC and link speed are right,
+// and the driver logs no warning.
 func TestVFUProbe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -45,6 +45,9 @@ func TestVFUProbe(t *testing.T) {
 			t.Errorf("capability at %#x: id %#x, want %#x (have %v)", off, caps[off], id, caps)
 		}
 	}
+	// The default layout (caps-82574l=true) chains them in the 82574L's
+	// order; TestVFUCapsLayout compares the whole of lspci's view.
+	checkCapChain82574L(t, r)
 	ext, err := harness.PCIExtCaps(cfg)
 	if err != nil {
 		t.Error(err)
