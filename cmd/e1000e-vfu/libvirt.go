@@ -308,7 +308,9 @@ func readDomainNICs(e env, file string) error {
 	if err != nil {
 		return usagef("--read-domain %s: %s", file, err)
 	}
-	if len(nics) > 0 && !uuidRe.MatchString(d.UUID) {
+	// A template has no UUID yet (libvirt gives one at define, and every
+	// XML it hands a hook has one): "-", which the hook refuses.
+	if len(nics) > 0 && d.UUID != "" && !uuidRe.MatchString(d.UUID) {
 		return usagef("--read-domain %s: the domain's uuid %q is not a UUID", file, d.UUID)
 	}
 	var b strings.Builder
