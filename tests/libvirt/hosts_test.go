@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,6 +49,54 @@ const (
 	hookConf   = "/etc/e1000e-vfu/libvirt-hook.conf"
 	v1OnlyDesc = "/etc/e1000e-vfu/v1-only.json"
 )
+
+// sweepLeftovers stops what a run of this test killed before its
+// cleanup left behind: libvirt double-forks its QEMUs and the hook
+// detaches the servers, so neither dies with the test binary as libvirtd
+// does. They are found by their root, an overlay this test mounts
+// (TMPDIR/evfu-*/a|b/root over its own upper layer), and that overlay is
+// unmounted once nothing runs in it.
+func sweepLeftovers(t testing.TB) {
+	mounts, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return
+	}
+	pat := regexp.MustCompile(`^` + regexp.QuoteMeta(os.TempDir()) + `/evfu-[0-9]+/[ab]/root$`)
+	for _, l := range strings.Split(string(mounts), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 4 || f[2] != "overlay" || !pat.MatchString(f[1]) ||
+			!strings.Contains(f[3], "upperdir="+filepath.Join(filepath.Dir(f[1]), "upper")) {
+			continue
+		}
+		h := &lvHost{root: f[1]}
+		ps := h.procs()
+		for _, p := range ps {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		time.Sleep(200 * time.Millisecond)
+		err := syscall.Unmount(f[1], syscall.MNT_DETACH)
+		t.Logf("a killed run's host at %s: %d processes killed, unmounted (%v)", f[1], len(ps), err)
+	}
+	// Its network: namespaces named after a test binary's pid that no
+	// longer runs this test.
+	ents, _ := os.ReadDir("/run/netns")
+	nsPat := regexp.MustCompile(`^` + nsPrefix + `([0-9]+)-(lan|h0|h1)$`)
+	for _, e := range ents {
+		m := nsPat.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		if comm, err := os.ReadFile("/proc/" + m[1] + "/comm"); err == nil && strings.HasPrefix(string(comm), "libvirt.test") {
+			continue
+		}
+		err := exec.Command("ip", "netns", "del", e.Name()).Run()
+		t.Logf("a killed run's network namespace %s removed (%v)", e.Name(), err)
+	}
+}
+
+// nsPrefix starts the names of the test's network namespaces, followed
+// by the test binary's pid.
+const nsPrefix = "evlv"
 
 // newHost builds host i (0 or 1) in dir and starts its libvirtd, without
 // waiting for it (waitReady).

@@ -55,10 +55,11 @@ type guest struct {
 func TestLibvirt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
+	sweepLeftovers(t)
 	dir := harness.TestDir(t)
 	lvRoot := prepareRoot(t, ctx)
 
-	hosts, err := harness.NewHosts(fmt.Sprintf("evlv%d", os.Getpid()%100000))
+	hosts, err := harness.NewHosts(fmt.Sprintf("%s%d", nsPrefix, os.Getpid()))
 	if err != nil {
 		t.Fatal(err)
 	}
