@@ -223,7 +223,16 @@ setsid "$@" </dev/null >/dev/null 2>&1 &
 echo $! >`+pidf+"\n")
 	stub("systemctl", `case "$1" in
 is-active) kill -0 "$(cat `+pidf+` 2>/dev/null)" 2>/dev/null ;;
-stop) [ -f `+pidf+` ] && kill "$(cat `+pidf+`)" && rm -f `+pidf+`; exit 0 ;;
+stop)
+	# As systemctl stop does, return once the unit's process is gone.
+	if [ -f `+pidf+` ]; then
+		p=$(cat `+pidf+`)
+		kill "$p"
+		n=0
+		while kill -0 "$p" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.05; n=$((n + 1)); done
+		rm -f `+pidf+`
+	fi
+	exit 0 ;;
 esac
 `)
 	h.env = append(h.env, "PATH="+bin+":"+os.Getenv("PATH"))
