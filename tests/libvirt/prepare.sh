@@ -63,7 +63,12 @@ find_mirror || exit 1
 tmp="$cache/.libvirt-$key.tmp.$$"
 root="$tmp/root"
 mounted=""
+probe=""
 cleanup() {
+	if [ -n "$probe" ]; then
+		kill "$probe" 2>/dev/null || true
+		wait "$probe" 2>/dev/null || true
+	fi
 	for m in $mounted; do umount -l "$m" 2>/dev/null || true; done
 	mounted=""
 	if [ -n "${tmp:-}" ] && [ -d "$tmp" ]; then safe_rm "$tmp"; fi
@@ -127,6 +132,44 @@ in_root test -e /opt/qemu-mig/share/qemu/bios-256k.bin || {
 	log "no bios-256k.bin for the patched QEMU"
 	exit 1
 }
+
+# libvirtd probes every QEMU of the root when it starts (about 3.5 s each
+# for Debian's i386 and x86_64 ones under TCG), and caches the result by
+# the binaries' and its own ctime, which the test's overlays keep: probe
+# once here, with the test's QEMU settings, so the hosts start quicker.
+step "probing the root's QEMUs for libvirt's capability cache"
+cp "$root/etc/libvirt/qemu.conf" "$tmp/qemu.conf.orig"
+cat >"$root/etc/libvirt/qemu.conf" <<'CONF'
+user = "root"
+group = "root"
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+CONF
+# Started as a simple command, so that $! is libvirtd itself (chroot and
+# env exec it) and the kill below reaches it; without the lock's fd, so a
+# straggler could never hold the cache's lock.
+chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin libvirtd >"$tmp/probe.log" 2>&1 9>&- &
+probe=$!
+n=0
+until in_root virsh -c qemu:///system capabilities >/dev/null 2>&1; do
+	n=$((n + 1))
+	if [ $n -ge 300 ] || ! kill -0 $probe 2>/dev/null; then
+		tail -n 20 "$tmp/probe.log" >&2
+		log "libvirtd did not answer"
+		exit 1
+	fi
+	sleep 0.2
+done
+kill $probe
+wait $probe 2>/dev/null || true
+probe=""
+cp "$tmp/qemu.conf.orig" "$root/etc/libvirt/qemu.conf"
+ls "$root"/var/cache/libvirt/qemu/capabilities/*.xml >/dev/null 2>&1 || {
+	log "libvirtd cached no QEMU capabilities"
+	exit 1
+}
+rm -rf "$root"/run/libvirt "$root"/var/log/libvirt/* "$tmp/qemu.conf.orig" "$tmp/probe.log"
 
 in_root apt-get clean
 for m in $mounted; do umount -l "$m"; done
