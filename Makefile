@@ -19,7 +19,7 @@ run: build
 # Installs what the tests need (root, Debian), then runs every test: the
 # unit tests, then real QEMU with a real guest, live migration included,
 # then a migration and a guest's traffic again on a loaded machine.
-test: deps lint test-unit fuzz test-qemu test-load
+test: deps lint test-unit fuzz test-qemu test-load test-libvirt
 
 deps:
 	@sh tests/deps.sh
@@ -129,3 +129,10 @@ test-load: deps prepare qemu-mig build
 
 bench-migration: deps prepare qemu-mig build
 	$(GO) test -tags integration -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkMigration' -benchtime 1x -v ./tests/migration/...
+
+# libvirt: two libvirtd "hosts" (Debian 13's libvirt 12.x in a cached root,
+# tests/libvirt/prepare.sh) migrate a guest with virsh migrate --live
+# through the hook of contrib/libvirt (root; see tests/libvirt/README.md).
+.PHONY: test-libvirt
+test-libvirt: deps prepare qemu-mig build
+	$(GO) test -tags integration -count=1 -timeout 30m -v ./tests/libvirt/...

@@ -40,6 +40,9 @@ Usage:
                      --src-qmp PATH --dst-qmp PATH --uri URI
                                            check the destination, then live-migrate
                                            the guest between two QEMUs
+  e1000e-vfu libvirt-xml --socket PATH [flags]
+                                           print a libvirt domain's <metadata> and
+                                           <qemu:commandline> blocks for one NIC
   e1000e-vfu version                       print the program and model versions
   e1000e-vfu help                          print this text
 
@@ -146,13 +149,15 @@ func cli(e env, args []string) int {
 		err = controlCmd(e, rest)
 	case "migrate":
 		err = migrateCmd(e, rest)
+	case "libvirt-xml":
+		err = libvirtXMLCmd(e, rest)
 	case "version", "--version", "-version":
 		err = versionCmd(e, rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return exitOK
 	default:
-		err = usagef("unknown command %q (commands: serve, describe, check, control, migrate, version, help)", cmd)
+		err = usagef("unknown command %q (commands: serve, describe, check, control, migrate, libvirt-xml, version, help)", cmd)
 	}
 	code := exitStatus(err)
 	if code != exitOK {
