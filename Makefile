@@ -71,7 +71,8 @@ FUZZ_TARGETS := \
 	./migration:FuzzMachine:30000 \
 	./e1000e:FuzzStateLoad:10000 \
 	./e1000e:FuzzDatapath:12000 \
-	./device/netdev:FuzzStreamDecoder:120000
+	./device/netdev:FuzzStreamDecoder:120000 \
+	./handover:FuzzDecodeState:100000
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
