@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,6 +28,9 @@ type TAP struct {
 	log  *slog.Logger
 	life lifecycle
 	buf  []byte
+	// A live upgrade pauses the receive loop (handover.go).
+	pausing atomic.Bool
+	pause   pauser
 }
 
 var _ Backend = (*TAP)(nil)
@@ -113,6 +117,7 @@ func (t *TAP) Send(frame []byte) error {
 
 // Start delivers frames read from the interface to rx until Close.
 func (t *TAP) Start(rx Receiver) error {
+	t.pause.init()
 	return t.life.start(func() { t.readLoop(rx) })
 }
 
@@ -120,6 +125,9 @@ func (t *TAP) readLoop(rx Receiver) {
 	for {
 		n, err := t.file.Read(t.buf)
 		if err != nil {
+			if t.parkIfPaused(err) {
+				continue
+			}
 			if errors.Is(err, os.ErrClosed) || t.life.isClosed() {
 				return
 			}
@@ -136,6 +144,8 @@ func (t *TAP) readLoop(rx Receiver) {
 // Close stops the receive goroutine and closes the TAP file; an interface
 // this TAP created disappears with it.
 func (t *TAP) Close() error {
+	// A paused loop is let go, to see the file closed.
+	t.Resume()
 	return t.life.close(func() error {
 		if err := t.file.Close(); err != nil {
 			return fmt.Errorf("tap %s: close: %w", t.name, err)
