@@ -77,6 +77,8 @@ func (p *Peer) fill() error {
 		p.tmp = make([]byte, readChunk)
 	}
 	n, oobn, flags, _, err := p.c.ReadMsgUnix(p.tmp, p.oob)
+	// A failed receive may report -1.
+	n, oobn = max(n, 0), max(oobn, 0)
 	if oobn > 0 {
 		fds, perr := parseRights(p.oob[:oobn])
 		p.fds = append(p.fds, fds...)

@@ -405,10 +405,13 @@ func (c *Conn) Discard() {
 // handover. The caller closes it.
 func (l *Listener) File() (*os.File, error) { return l.ln.File() }
 
-// Detach stops accepting without removing the socket file: a successor
-// listens on the same socket.
+// SetUnlinkOnClose says whether Close removes the socket file (it does by
+// default); a server that hands the socket over must leave it.
+func (l *Listener) SetUnlinkOnClose(v bool) { l.ln.SetUnlinkOnClose(v) }
+
+// Detach stops accepting without removing the socket file.
 func (l *Listener) Detach() error {
-	l.ln.SetUnlinkOnClose(false)
+	l.SetUnlinkOnClose(false)
 	return l.ln.Close()
 }
 
