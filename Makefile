@@ -112,7 +112,7 @@ bench-guest: deps prepare build
 # Live migration between two QEMUs with a running guest (root; see
 # tests/migration/README.md). qemu-mig builds, once and cached, the QEMU
 # with vfio-user migration (tests/qemu-migration/).
-.PHONY: qemu-mig test-migration test-load bench-migration
+.PHONY: qemu-mig test-migration test-load bench-migration bench-takeover
 
 qemu-mig:
 	@sh tests/qemu-migration/build.sh
@@ -129,3 +129,10 @@ test-load: deps prepare qemu-mig build
 
 bench-migration: deps prepare qemu-mig build
 	$(GO) test -tags integration -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkMigration' -benchtime 1x -v ./tests/migration/...
+
+# A live upgrade (serve --takeover) ten times under a guest on stock QEMU,
+# beside ten live migrations of QEMU's built-in e1000e in the same run:
+# the guest-visible pause (longest UDP echo gap) and the handover time in
+# the servers, as medians (tests/migration/takeover_bench_test.go).
+bench-takeover: deps prepare qemu-mig build
+	$(GO) test -tags integration -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkTakeover$$' -benchtime 1x -v ./tests/migration/...
