@@ -138,6 +138,10 @@ func parseServe(e env, args []string) (Config, error) {
 			return Config{}, usagef("--control %s: a successor serves its predecessor's control socket, %s", cfg.Control, cfg.Takeover)
 		}
 		cfg.Control = cfg.Takeover
+		// A capture is the predecessor's to hand over, not to start anew.
+		if cfg.PCAP != "" {
+			return Config{}, usagef("--pcap %s: a successor goes on with its predecessor's capture, if any; leave --pcap out", cfg.PCAP)
+		}
 	}
 	if cfg.Socket == "" && !cfg.ValidateOnly && cfg.Takeover == "" {
 		return Config{}, usagef("--socket is required (see e1000e-vfu serve --help)")

@@ -200,8 +200,8 @@ func (s *server) export(ctx context.Context) (_ *exported, err error) {
 		return nil, fmt.Errorf("a migration is under way (state %s); take over once it has ended", st)
 	}
 	hb, ok := s.backend.(netdev.Handoverable)
-	if !ok {
-		return nil, fmt.Errorf("the backend (--netdev %s, --pcap) cannot be handed over; only none and tap can", s.cfg.NetdevSpec)
+	if kind, _, _ := netdev.HandoverKind(s.backend); !ok || kind == "" {
+		return nil, fmt.Errorf("the backend (--netdev %s) cannot be handed over; only none and tap can", s.cfg.NetdevSpec)
 	}
 	if s.cfg.MigrationV1 == "mmap" {
 		return nil, errors.New("--migration-v1 mmap: the client may have mapped the v1 data area, which cannot be handed over")
@@ -276,6 +276,9 @@ func (s *server) export(ctx context.Context) (_ *exported, err error) {
 	if bfd >= 0 {
 		add(bfd, handover.RoleBackend, 0, 0)
 	}
+	if p, ok := s.backend.(*netdev.Pcap); ok {
+		add(p.FileFD(), handover.RolePcap, 0, 0)
+	}
 	if x.conn != nil {
 		cx, err := x.conn.Export()
 		if err != nil {
@@ -316,9 +319,6 @@ func closeInts(fds []int) {
 // refused before anything was passed, 4 after).
 func takeOver(ctx context.Context, cfg *Config, log *slog.Logger) (*server, error) {
 	tlog := log.With("part", "takeover")
-	if cfg.PCAP != "" {
-		return nil, &statusError{code: exitIncompatible, err: errors.New("--pcap: the pcap file is not handed over by this build")}
-	}
 	cctx, cancel := context.WithTimeout(ctx, handoverTimeout)
 	defer cancel()
 	raw, err := control.Call(cctx, cfg.Takeover, control.Request{Cmd: control.CmdQueryConfig})

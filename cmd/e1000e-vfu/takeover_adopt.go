@@ -86,6 +86,14 @@ func adoptState(cfg *Config, body []byte, fds []int, log *slog.Logger) (_ *serve
 	} else {
 		s.backend = netdev.None{}
 	}
+	// The capture, if any, goes on in the predecessor's file.
+	if i := find(handover.RolePcap); i >= 0 {
+		p, err := netdev.PcapFromFD(s.backend, take(i), log.With("part", "pcap"))
+		if err != nil {
+			return nil, err
+		}
+		s.backend = p
+	}
 	if err := s.buildDevice(*cfg); err != nil {
 		return nil, err
 	}

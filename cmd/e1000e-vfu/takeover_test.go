@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/gopacket/pcapgo"
 
 	"e1000e-vfu/control"
 	"e1000e-vfu/device"
@@ -126,6 +129,41 @@ func TestTakeoverKeepsGuest(t *testing.T) {
 	gone(t, u.ctl)
 }
 
+// TestTakeoverPcapAndNoClient: a capture goes on in the same file across
+// takeovers, every frame in it once; and a server without a client hands
+// over its sockets, the next client served by the successor.
+func TestTakeoverPcapAndNoClient(t *testing.T) {
+	pcap := filepath.Join(t.TempDir(), "nic.pcap")
+	u := startUpgrade(t, "--pcap", pcap)
+	frame := testFrame(net.HardwareAddr{2, 0, 0, 0, 0, 1}, 1)
+	u.g.transmit(frame)
+	u.takeover()
+	u.g.transmit(frame)
+	u.takeover()
+	u.g.transmit(frame)
+	u.g.close()
+	// The client gone, a takeover carries the sockets alone.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(u.cur.log.String(), "client gone"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the client's departure was not seen")
+		}
+	}
+	u.takeover()
+	u.g = connect(t, u.sock, 5*time.Second)
+	u.g.setup()
+	u.g.transmit(frame)
+	if code := u.cur.signal(syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	n, err := countPcap(pcap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 {
+		t.Fatalf("%d frames in the capture, want the 4 sent", n)
+	}
+}
+
 // TestTakeoverRefusals: an incompatible successor, and one started while a
 // migration is under way, exit 1 naming why, and nothing moves: the
 // predecessor serves on, with no descriptor more or less.
@@ -140,12 +178,15 @@ func TestTakeoverRefusals(t *testing.T) {
 	}{
 		{[]string{"--takeover", u.ctl, "--mac", "52:54:00:00:00:01", "--netdev", "none"}, "mac"},
 		{[]string{"--takeover", u.ctl, "--mac", u.mac, "--netdev", "none", "--version", "1"}, "rx-filter-size"},
-		{[]string{"--takeover", u.ctl, "--mac", u.mac, "--netdev", "none", "--pcap", filepath.Join(t.TempDir(), "x.pcap")}, "pcap"},
+		{[]string{"--takeover", u.ctl, "--mac", u.mac, "--netdev", "tap"}, "netdev"},
 	} {
 		r := runBinary(t, "", append([]string{"serve"}, c.args...)...)
 		if r.code != exitIncompatible || !strings.Contains(r.stderr, c.want) {
 			t.Fatalf("%v: status %d, stderr %q", c.args, r.code, r.stderr)
 		}
+	}
+	if r := runBinary(t, "", "serve", "--takeover", u.ctl, "--pcap", filepath.Join(t.TempDir(), "x.pcap")); r.code != exitUsage {
+		t.Fatalf("--takeover with --pcap: status %d, stderr %q", r.code, r.stderr)
 	}
 	// A migration's pre-copy: the takeover is refused with the reason.
 	if _, err := u.g.c.SetMigrationState(device.MigPreCopy); err != nil {
@@ -258,4 +299,28 @@ func TestTakeoverSuccessorFails(t *testing.T) {
 		t.Fatalf("successor killed: gptc %d, want %d", got, sent)
 	}
 	sameFDs(t, u.cur, fds, "after the killed successors")
+}
+
+// countPcap counts the records of a capture file, failing on a damaged one.
+func countPcap(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		_, _, err := r.ReadPacketData()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
 }

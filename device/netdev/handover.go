@@ -1,6 +1,7 @@
 package netdev
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/google/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
 )
 
@@ -153,4 +155,77 @@ func TAPFromFD(fd int, ifname string, log *slog.Logger) (*TAP, error) {
 		return nil, fmt.Errorf("tap: %w", err)
 	}
 	return &TAP{file: os.NewFile(uintptr(fd), "tap:"+ifname), name: ifname, log: log, buf: make([]byte, MaxFrameSize)}, nil
+}
+
+var _ Handoverable = (*Pcap)(nil)
+
+// HandoverKind is what HandoverFD says of b, or an empty kind when b
+// cannot be handed over (a pcap tee over a stream, say).
+func HandoverKind(b Backend) (kind, ifname string, fd int) {
+	h, ok := b.(Handoverable)
+	if !ok {
+		return "", "", -1
+	}
+	return h.HandoverFD()
+}
+
+// Pause pauses the wrapped backend, then writes out the records buffered
+// so far: the successor appends to the same file, at the offset the two
+// processes share.
+func (p *Pcap) Pause(ctx context.Context) error {
+	h, ok := p.inner.(Handoverable)
+	if !ok {
+		return errors.New("pcap: the wrapped backend cannot be handed over")
+	}
+	if err := h.Pause(ctx); err != nil {
+		return err
+	}
+	if err := p.Flush(); err != nil {
+		h.Resume()
+		return err
+	}
+	return nil
+}
+
+// Resume resumes the wrapped backend.
+func (p *Pcap) Resume() {
+	if h, ok := p.inner.(Handoverable); ok {
+		h.Resume()
+	}
+}
+
+// HandoverFD is the wrapped backend's.
+func (p *Pcap) HandoverFD() (string, string, int) {
+	if h, ok := p.inner.(Handoverable); ok {
+		return h.HandoverFD()
+	}
+	return "", "", -1
+}
+
+// FileFD is the capture file's descriptor, which stays the Pcap's.
+func (p *Pcap) FileFD() int { return int(p.file.Fd()) }
+
+// PcapFromFD goes on with the capture a predecessor handed over: records
+// are appended to the file behind fd, which must be a regular file open
+// for writing that already holds a pcap header. On success the Pcap owns
+// fd, on error fd is closed; b stays the caller's on error.
+func PcapFromFD(b Backend, fd int, log *slog.Logger) (*Pcap, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size < 24 {
+		unix.Close(fd)
+		return nil, errors.New("pcap: the handed-over descriptor is not a capture file")
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_ACCMODE == unix.O_RDONLY {
+		unix.Close(fd)
+		return nil, errors.New("pcap: the handed-over capture file is not open for writing")
+	}
+	f := os.NewFile(uintptr(fd), "pcap")
+	p := &Pcap{inner: b, log: log, file: f, bw: bufio.NewWriterSize(f, 256<<10)}
+	// The header is in the file already: records follow it.
+	p.w = pcapgo.NewWriter(p.bw)
+	return p, nil
 }
