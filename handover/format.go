@@ -131,7 +131,7 @@ type FD struct {
 
 // Netdev is the backend's kind and, for a TAP, the interface's name.
 type Netdev struct {
-	Kind   string // "none" or "tap"
+	Kind   string // "none", "tap" or "dgram"
 	IfName string
 }
 
@@ -434,8 +434,12 @@ func (s *State) check() error {
 		if !validIfName(s.Netdev.IfName) {
 			return formatErr("TAP interface name %q", s.Netdev.IfName)
 		}
+	case "dgram":
+		if s.Netdev.IfName != "" {
+			return formatErr("netdev dgram with an interface name")
+		}
 	default:
-		return formatErr("netdev kind %q (this build hands over none and tap)", s.Netdev.Kind)
+		return formatErr("netdev kind %q (this build hands over none, tap and dgram)", s.Netdev.Kind)
 	}
 	if len(s.Proto.Buffered) > MaxBuffered {
 		return formatErr("%d buffered bytes, at most %d", len(s.Proto.Buffered), MaxBuffered)
@@ -495,7 +499,7 @@ func (s *State) check() error {
 	if once[RoleListener] != 1 {
 		return formatErr("no vfio-user listener")
 	}
-	if (s.Netdev.Kind == "tap") != (once[RoleBackend] == 1) {
+	if (s.Netdev.Kind != "none") != (once[RoleBackend] == 1) {
 		return formatErr("netdev %s with %d backend descriptors", s.Netdev.Kind, once[RoleBackend])
 	}
 	if s.Proto.Negotiated && (s.Proto.MaxXfer < 8 || s.Proto.MaxXfer > 64<<20) {

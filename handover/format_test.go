@@ -75,6 +75,8 @@ func TestStateRefusals(t *testing.T) {
 		"file unused":           func(s *State) { s.FDs = append(s.FDs, FD{Role: RoleDMAFile, A: 3}) },
 		"buffered fd outside":   func(s *State) { s.FDs[8].A = 1000 },
 		"netdev unknown":        func(s *State) { s.Netdev.Kind = "vde" },
+		"dgram with a name":     func(s *State) { s.Netdev.Kind = "dgram" },
+		"none with a backend":   func(s *State) { s.Netdev = Netdev{Kind: "none"} },
 		"ifname":                func(s *State) { s.Netdev.IfName = "tap0;rm" },
 		"tap without fd":        func(s *State) { s.FDs = append(s.FDs[:3], s.FDs[4:]...) },
 		"no device state":       func(s *State) { s.Device = nil },

@@ -201,7 +201,7 @@ func (s *server) export(ctx context.Context) (_ *exported, err error) {
 	}
 	hb, ok := s.backend.(netdev.Handoverable)
 	if kind, _, _ := netdev.HandoverKind(s.backend); !ok || kind == "" {
-		return nil, fmt.Errorf("the backend (--netdev %s) cannot be handed over; only none and tap can", s.cfg.NetdevSpec)
+		return nil, fmt.Errorf("the backend (--netdev %s) cannot be handed over; only none, tap and dgram can", s.cfg.NetdevSpec)
 	}
 	if s.cfg.MigrationV1 == "mmap" {
 		return nil, errors.New("--migration-v1 mmap: the client may have mapped the v1 data area, which cannot be handed over")

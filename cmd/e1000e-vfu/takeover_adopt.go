@@ -77,13 +77,20 @@ func adoptState(cfg *Config, body []byte, fds []int, log *slog.Logger) (_ *serve
 			s.discard()
 		}
 	}()
-	if st.Netdev.Kind == "tap" {
+	switch st.Netdev.Kind {
+	case "tap":
 		t, err := netdev.TAPFromFD(take(find(handover.RoleBackend)), st.Netdev.IfName, log.With("part", "netdev"))
 		if err != nil {
 			return nil, err
 		}
 		s.backend = t
-	} else {
+	case "dgram":
+		d, err := netdev.DgramFromFD(take(find(handover.RoleBackend)), cfg.Netdev.Dgram, log.With("part", "netdev"))
+		if err != nil {
+			return nil, err
+		}
+		s.backend = d
+	default:
 		s.backend = netdev.None{}
 	}
 	// The capture, if any, goes on in the predecessor's file.

@@ -25,15 +25,21 @@ type upgrade struct {
 	t         *testing.T
 	sock, ctl string
 	mac       string
+	netdev    string
 	cur       *proc
 	g         *guest
 }
 
 func startUpgrade(t *testing.T, extra ...string) *upgrade {
 	t.Helper()
+	return startUpgradeOn(t, "none", extra...)
+}
+
+func startUpgradeOn(t *testing.T, netdev string, extra ...string) *upgrade {
+	t.Helper()
 	dir := t.TempDir()
-	u := &upgrade{t: t, sock: filepath.Join(dir, "vfu.sock"), ctl: filepath.Join(dir, "vfu.ctl"), mac: "52:54:00:12:34:99"}
-	u.cur = startServe(t, append([]string{"--socket", u.sock, "--control", u.ctl, "--mac", u.mac, "--netdev", "none"}, extra...)...)
+	u := &upgrade{t: t, sock: filepath.Join(dir, "vfu.sock"), ctl: filepath.Join(dir, "vfu.ctl"), mac: "52:54:00:12:34:99", netdev: netdev}
+	u.cur = startServe(t, append([]string{"--socket", u.sock, "--control", u.ctl, "--mac", u.mac, "--netdev", netdev}, extra...)...)
 	u.cur.waitLog("msg=serving", 10*time.Second)
 	u.g = connect(t, u.sock, 5*time.Second)
 	u.g.setup()
@@ -61,7 +67,7 @@ func (u *upgrade) stat(name string) uint64 {
 // predecessor to exit 0.
 func (u *upgrade) takeover(args ...string) {
 	u.t.Helper()
-	nu := startServe(u.t, append([]string{"--takeover", u.ctl, "--mac", u.mac, "--netdev", "none"}, args...)...)
+	nu := startServe(u.t, append([]string{"--takeover", u.ctl, "--mac", u.mac, "--netdev", u.netdev}, args...)...)
 	nu.waitLog("took over", 15*time.Second)
 	if code := u.cur.wait(10 * time.Second); code != 0 {
 		u.t.Fatalf("predecessor exit status %d", code)
@@ -323,4 +329,48 @@ func countPcap(path string) (int, error) {
 		}
 		n++
 	}
+}
+
+// TestTakeoverDgram: a UDP datagram backend passes to the successor, which
+// sends from the same address and receives what the peer sends to it.
+func TestTakeoverDgram(t *testing.T) {
+	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	probe, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := probe.LocalAddr().String()
+	probe.Close() // a free port for the server
+	u := startUpgradeOn(t, "dgram,local="+local+",remote="+peer.LocalAddr().String())
+	frame := testFrame(net.HardwareAddr{2, 0, 0, 0, 0, 1}, 1)
+	buf := make([]byte, 2048)
+	expectTX := func(what string) {
+		t.Helper()
+		u.g.transmit(frame)
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := peer.ReadFromUDP(buf)
+		if err != nil || n != len(frame) || from.String() != local {
+			t.Fatalf("%s: %d bytes from %v: %v", what, n, from, err)
+		}
+	}
+	expectRX := func(what string, seq byte) {
+		t.Helper()
+		desc, b := u.g.postRX()
+		in := testFrame(net.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, 0x99}, seq)
+		if _, err := peer.WriteToUDP(in, probe.LocalAddr().(*net.UDPAddr)); err != nil {
+			t.Fatal(err)
+		}
+		u.g.waitRX(desc, b, in)
+	}
+	expectTX("before")
+	expectRX("before", 10)
+	u.takeover()
+	expectTX("after a takeover")
+	expectRX("after a takeover", 11)
+	u.takeover()
+	expectTX("after two")
 }

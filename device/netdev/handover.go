@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/gopacket/pcapgo"
@@ -34,6 +38,7 @@ type Handoverable interface {
 
 var (
 	_ Handoverable = (*TAP)(nil)
+	_ Handoverable = (*Dgram)(nil)
 	_ Handoverable = None{}
 )
 
@@ -46,10 +51,13 @@ func (None) Resume() {}
 // HandoverFD says None has no descriptor.
 func (None) HandoverFD() (string, string, int) { return "none", "", -1 }
 
-// pauser parks a receive loop between frames.
+// pauser parks a backend's receive loop between frames. Reads are ended
+// by a deadline in the past, which the kernel never acts on: a frame is
+// either read whole before it or left in the socket or interface.
 type pauser struct {
-	parked chan struct{}
-	resume chan struct{}
+	pausing atomic.Bool
+	parked  chan struct{}
+	resume  chan struct{}
 }
 
 func (p *pauser) init() {
@@ -58,61 +66,70 @@ func (p *pauser) init() {
 	}
 }
 
-// Pause stops the receive loop after the frame it is delivering, if any.
-// Reads are ended by a deadline in the past, which the kernel never acts
-// on: a frame is either read whole before it or left in the interface.
-func (t *TAP) Pause(ctx context.Context) error {
-	t.life.mu.Lock()
-	started, done := t.life.started, t.life.done
-	if t.life.closed {
-		t.life.mu.Unlock()
+// pause asks the loop of life to park, through setDeadline, and waits.
+func (p *pauser) pause(ctx context.Context, life *lifecycle, setDeadline func(time.Time) error) error {
+	life.mu.Lock()
+	started, done := life.started, life.done
+	if life.closed {
+		life.mu.Unlock()
 		return ErrClosed
 	}
-	t.pausing.Store(true)
-	t.life.mu.Unlock()
+	p.pausing.Store(true)
+	life.mu.Unlock()
 	if !started {
 		return nil
 	}
-	if err := t.file.SetReadDeadline(time.Unix(1, 0)); err != nil {
-		t.pausing.Store(false)
-		return fmt.Errorf("tap %s: pausing: %w", t.name, err)
+	if err := setDeadline(time.Unix(1, 0)); err != nil {
+		p.pausing.Store(false)
+		return err
 	}
 	select {
-	case <-t.pause.parked:
+	case <-p.parked:
 		return nil
 	case <-done:
 		return nil // the loop has ended: nothing is delivered
 	case <-ctx.Done():
-		t.Resume()
-		return fmt.Errorf("tap %s: pausing: %w", t.name, ctx.Err())
+		p.unpause(setDeadline)
+		return ctx.Err()
 	}
 }
 
-// Resume lets the receive loop read again.
-func (t *TAP) Resume() {
-	if !t.pausing.Swap(false) {
+// unpause lets the loop read again.
+func (p *pauser) unpause(setDeadline func(time.Time) error) {
+	if !p.pausing.Swap(false) {
 		return
 	}
-	t.file.SetReadDeadline(time.Time{})
+	setDeadline(time.Time{})
 	select {
-	case t.pause.resume <- struct{}{}:
+	case p.resume <- struct{}{}:
 	default:
 	}
 }
 
-// parkIfPaused is the receive loop's side: after a read ended by the
-// pause's deadline, it waits for Resume (or Close) and says to read again.
-func (t *TAP) parkIfPaused(err error) bool {
+// park is the receive loop's side: after a read ended by the pause's
+// deadline, it waits for the pause to end and says to read again.
+func (p *pauser) park(err error) bool {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false
 	}
-	if !t.pausing.Load() {
+	if !p.pausing.Load() {
 		return true // a pause that ended before the read saw it
 	}
-	t.pause.parked <- struct{}{}
-	<-t.pause.resume
+	p.parked <- struct{}{}
+	<-p.resume
 	return true
 }
+
+// Pause stops the receive loop after the frame it is delivering, if any.
+func (t *TAP) Pause(ctx context.Context) error {
+	if err := t.pause.pause(ctx, &t.life, t.file.SetReadDeadline); err != nil {
+		return fmt.Errorf("tap %s: pausing: %w", t.name, err)
+	}
+	return nil
+}
+
+// Resume lets the receive loop read again.
+func (t *TAP) Resume() { t.pause.unpause(t.file.SetReadDeadline) }
 
 // HandoverFD is the TAP's descriptor, without switching it to blocking
 // mode as os.File.Fd would: the successor reads it through Go's poller.
@@ -228,4 +245,87 @@ func PcapFromFD(b Backend, fd int, log *slog.Logger) (*Pcap, error) {
 	// The header is in the file already: records follow it.
 	p.w = pcapgo.NewWriter(p.bw)
 	return p, nil
+}
+
+// Pause stops the receive loop after the datagram it is delivering.
+func (d *Dgram) Pause(ctx context.Context) error {
+	if err := d.pause.pause(ctx, &d.life, d.conn.SetReadDeadline); err != nil {
+		return fmt.Errorf("dgram: pausing: %w", err)
+	}
+	return nil
+}
+
+// Resume lets the receive loop read again.
+func (d *Dgram) Resume() { d.pause.unpause(d.conn.SetReadDeadline) }
+
+// HandoverFD is the socket's descriptor, left in non-blocking mode.
+func (d *Dgram) HandoverFD() (string, string, int) {
+	fd := -1
+	if sc, ok := d.conn.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	}); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			raw.Control(func(f uintptr) { fd = int(f) })
+		}
+	}
+	return "dgram", "", fd
+}
+
+// DgramFromFD serves a datagram socket a predecessor handed over, with
+// cfg (the successor's own --netdev, which must name the same local
+// address the socket is bound to). On success the Dgram owns fd, on error
+// fd is closed. A unixgram socket's file is removed on Close, as by the
+// server that made it.
+func DgramFromFD(fd int, cfg DgramConfig, log *slog.Logger) (*Dgram, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = DefaultSendTimeout
+	}
+	f := os.NewFile(uintptr(fd), "dgram")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("dgram: handed-over descriptor: %w", err)
+	}
+	d := &Dgram{cfg: cfg, log: log, conn: c, buf: make([]byte, MaxFrameSize+1)}
+	fail := func(format string, args ...any) (*Dgram, error) {
+		c.Close()
+		return nil, fmt.Errorf("dgram: handed-over socket: "+format, args...)
+	}
+	switch cfg.Network {
+	case "udp":
+		u, ok := c.(*net.UDPConn)
+		if !ok {
+			return fail("not a UDP socket")
+		}
+		local, err := net.ResolveUDPAddr("udp", cfg.Local)
+		if err != nil {
+			return fail("local address %q: %v", cfg.Local, err)
+		}
+		if got := u.LocalAddr().(*net.UDPAddr); got.Port != local.Port || (local.IP != nil && !local.IP.IsUnspecified() && !local.IP.Equal(got.IP)) {
+			return fail("bound to %s, --netdev says %s", got, cfg.Local)
+		}
+		remote, err := net.ResolveUDPAddr("udp", cfg.Remote)
+		if err != nil {
+			return fail("remote address %q: %v", cfg.Remote, err)
+		}
+		d.udp = u
+		d.udpRemote = netip.AddrPortFrom(remote.AddrPort().Addr().Unmap(), remote.AddrPort().Port())
+	case "unixgram":
+		u, ok := c.(*net.UnixConn)
+		if !ok {
+			return fail("not a UNIX datagram socket")
+		}
+		if got := u.LocalAddr().String(); got != cfg.Local {
+			return fail("bound to %s, --netdev says %s", got, cfg.Local)
+		}
+		d.unix = u
+		d.unixRemote = &net.UnixAddr{Name: cfg.Remote, Net: "unixgram"}
+		d.removeLocal = cfg.Local
+	default:
+		return fail("network %q is neither udp nor unixgram", cfg.Network)
+	}
+	return d, nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,8 +28,7 @@ type TAP struct {
 	life lifecycle
 	buf  []byte
 	// A live upgrade pauses the receive loop (handover.go).
-	pausing atomic.Bool
-	pause   pauser
+	pause pauser
 }
 
 var _ Backend = (*TAP)(nil)
@@ -125,7 +123,7 @@ func (t *TAP) readLoop(rx Receiver) {
 	for {
 		n, err := t.file.Read(t.buf)
 		if err != nil {
-			if t.parkIfPaused(err) {
+			if t.pause.park(err) {
 				continue
 			}
 			if errors.Is(err, os.ErrClosed) || t.life.isClosed() {
