@@ -46,7 +46,7 @@ test-unit:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 $(PKGS)
-	@echo "With real QEMU and a guest (root): make bench-guest (throughput, latency) and make bench-migration (downtime, state size)."
+	@echo "With real QEMU and a guest (root): make bench-guest (throughput, latency), make bench-migration (downtime, state size) and make bench-takeover (live upgrade pause)."
 	@echo "Against abusive clients (no root): make bench-abuse."
 
 # Fuzzing for a bounded number of runs, about a minute and a half in all:

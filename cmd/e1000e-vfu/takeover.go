@@ -108,6 +108,8 @@ func (t *handoverTarget) Handover(req control.TakeoverRequest, c *net.UnixConn, 
 		fail("sending the state", err)
 		return
 	}
+	// The successor's whole load has this long.
+	c.SetDeadline(time.Now().Add(handoverTimeout))
 	h, body, fds, err := peer.ReadFrame()
 	closeInts(fds) // a successor sends none
 	if err == nil && h.Kind != handover.KindReady {
@@ -396,6 +398,7 @@ func takeOver(ctx context.Context, cfg *Config, log *slog.Logger) (*server, erro
 		tlog.Error("takeover failed; the predecessor serves on", "err", err)
 		return nil, fmt.Errorf("takeover: %w", err)
 	}
+	c.SetDeadline(time.Now().Add(handoverTimeout))
 	if err := peer.SendFrame(handover.KindReady, nil, nil); err != nil {
 		s.discard()
 		return nil, fmt.Errorf("takeover: %w", err)
