@@ -111,6 +111,38 @@ func (r *rig) eth0IRQs() uint64 {
 	return n
 }
 
+// ethStats is `ethtool -S eth0` in the guest, through the agent.
+func (r *rig) ethStats() map[string]uint64 {
+	r.t.Helper()
+	rp, err := r.vm.Agent.Call(r.ctx, 30*time.Second, "ethstats", "eth0")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	out := make(map[string]uint64, len(rp.Data))
+	for k, v := range rp.Data {
+		f, _ := v.(float64)
+		out[k] = uint64(f)
+	}
+	return out
+}
+
+// checkEthStats compares two `ethtool -S` readings around a takeover: the
+// driver's totals never go back, the traffic between them is counted, and
+// no error, timeout or restart counter moves.
+func (r *rig) checkEthStats(i int, before, after map[string]uint64) {
+	r.t.Helper()
+	for _, k := range []string{"rx_packets", "tx_packets", "rx_bytes", "tx_bytes"} {
+		if after[k] <= before[k] {
+			r.t.Errorf("takeover %d: ethtool -S %s went from %d to %d", i, k, before[k], after[k])
+		}
+	}
+	for _, k := range []string{"rx_errors", "tx_errors", "tx_timeout_count", "tx_restart_queue", "rx_missed_errors", "tx_aborted_errors"} {
+		if after[k] != before[k] {
+			r.t.Errorf("takeover %d: ethtool -S %s went from %d to %d", i, k, before[k], after[k])
+		}
+	}
+}
+
 // hangs are the driver's complaints that a takeover must never cause.
 var hangRe = regexp.MustCompile(`(?i)Detected Hardware Unit Hang|Reset adapter|NETDEV WATCHDOG|transmit queue \d+ timed out`)
 
@@ -314,10 +346,14 @@ func TestVFUTakeover(t *testing.T) {
 	}
 	r.ping(3, "")
 	r.checkNoHang()
+	if st := r.ethStats(); st["tx_timeout_count"] != 0 || st["rx_errors"] != 0 || st["tx_errors"] != 0 {
+		t.Errorf("ethtool -S after the takeovers: tx_timeout_count %d, rx_errors %d, tx_errors %d", st["tx_timeout_count"], st["rx_errors"], st["tx_errors"])
+	}
 }
 
 // TestVFUTakeoverIntModes: in MSI and INTx modes too, interrupts keep
-// coming across takeovers and traffic flows.
+// coming across takeovers and traffic flows; `ethtool -S` stays
+// consistent (totals go on, no error or TX timeout counted).
 func TestVFUTakeoverIntModes(t *testing.T) {
 	for _, mode := range []int{1, 0} {
 		t.Run(fmt.Sprintf("IntMode=%d", mode), func(t *testing.T) {
@@ -327,8 +363,10 @@ func TestVFUTakeoverIntModes(t *testing.T) {
 			r.ping(2, "")
 			for i := 1; i <= 3; i++ {
 				irq, rx, tx := r.eth0IRQs(), r.guestCounter("rx_packets"), r.guestCounter("tx_packets")
+				es := r.ethStats()
 				r.takeOver(i)
 				r.ping(3, "")
+				r.checkEthStats(i, es, r.ethStats())
 				if now := r.eth0IRQs(); now <= irq {
 					t.Fatalf("takeover %d: eth0 interrupts %d, were %d", i, now, irq)
 				}
