@@ -401,9 +401,32 @@ func (c *Conn) Discard() {
 	c.Close()
 }
 
-// File returns a duplicate of the listening socket's descriptor, for a
-// handover. The caller closes it.
-func (l *Listener) File() (*os.File, error) { return l.ln.File() }
+// DupFD returns a duplicate of the listening socket's descriptor, for a
+// handover; the caller closes it. It goes around os.File, whose Fd would
+// switch the socket (the description the duplicate shares) to blocking
+// mode: an accept then blocks a thread that closing the listener does not
+// wake, and a server that resumes after a failed handover could not stop.
+func (l *Listener) DupFD() (int, error) { return DupSocketFD(l.ln) }
+
+// DupSocketFD duplicates c's descriptor without changing its mode (see
+// Listener.DupFD).
+func DupSocketFD(c syscall.Conn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var derr error
+	if err := raw.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("dup: %w", derr)
+	}
+	return nfd, nil
+}
 
 // SetUnlinkOnClose says whether Close removes the socket file (it does by
 // default); a server that hands the socket over must leave it.
@@ -425,6 +448,10 @@ func ListenerFromFD(fd int, path string) (*Listener, error) {
 	if err := checkListening(fd, path); err != nil {
 		return nil, fmt.Errorf("vfio-user: handed-over listener: %w", err)
 	}
+	// FileListener switches the shared description to blocking mode and
+	// back at once (its Fd, then its own duplicate's SetNonblock): an
+	// accept of the predecessor's in that instant would block, which only
+	// a client connecting at that very moment could cause.
 	ln, err := net.FileListener(f)
 	if err != nil {
 		return nil, fmt.Errorf("vfio-user: handed-over listener: %w", err)

@@ -453,18 +453,21 @@ func TestListenerHandover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := old.File()
+	lfd, err := old.DupFD()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dup, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if fl, err := unix.FcntlInt(uintptr(lfd), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK == 0 {
+		t.Fatal("duplicating the listener switched it to blocking mode")
+	}
+	dup, err := unix.FcntlInt(uintptr(lfd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ListenerFromFD(dup, t.TempDir()+"/other.sock"); err == nil {
 		t.Fatal("a listener bound elsewhere was taken")
 	}
-	ln, err := ListenerFromFD(int(f.Fd()), path)
+	ln, err := ListenerFromFD(lfd, path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -246,31 +245,20 @@ func (s *server) export(ctx context.Context) (_ *exported, err error) {
 		x.fds = append(x.fds, fd)
 		st.FDs = append(st.FDs, handover.FD{Role: r, A: a, B: b})
 	}
-	dupOf := func(f *os.File, err error) (int, error) {
-		if err != nil {
-			return -1, err
-		}
-		fd := int(f.Fd())
-		// The duplicate is ours to close once sent; the File must not
-		// close it first.
-		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-		f.Close()
-		if err != nil {
-			return -1, err
-		}
-		x.own = append(x.own, nfd)
-		return nfd, nil
-	}
-	lfd, err := dupOf(s.ln.File())
+	// The listeners are duplicated (ours to close once sent), never
+	// through os.File: see vfiouser.Listener.DupFD.
+	lfd, err := s.ln.DupFD()
 	if err != nil {
 		return nil, fmt.Errorf("the vfio-user listener: %w", err)
 	}
+	x.own = append(x.own, lfd)
 	add(lfd, handover.RoleListener, 0, 0)
 	if s.ctlLn != nil {
-		cfd, err := dupOf(s.ctlLn.File())
+		cfd, err := vfiouser.DupSocketFD(s.ctlLn)
 		if err != nil {
 			return nil, fmt.Errorf("the control listener: %w", err)
 		}
+		x.own = append(x.own, cfd)
 		add(cfd, handover.RoleControl, 0, 0)
 	}
 	kind, ifname, bfd := hb.HandoverFD()

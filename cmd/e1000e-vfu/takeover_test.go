@@ -305,6 +305,12 @@ func TestTakeoverSuccessorFails(t *testing.T) {
 		t.Fatalf("successor killed: gptc %d, want %d", got, sent)
 	}
 	sameFDs(t, u.cur, fds, "after the killed successors")
+	// The predecessor, having resumed, stops as any server does.
+	if code := u.cur.signal(syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("exit status %d after SIGTERM:\n%s", code, u.cur.log.String())
+	}
+	gone(t, u.sock)
+	gone(t, u.ctl)
 }
 
 // countPcap counts the records of a capture file, failing on a damaged one.

@@ -183,13 +183,13 @@ func (d *Dgram) readLoop(rx Receiver) {
 // Close stops the receive goroutine, closes the socket and removes the local
 // socket file it bound.
 func (d *Dgram) Close() error {
-	// A paused loop is let go, to see the socket closed.
-	d.Resume()
 	return d.life.close(func() error {
 		var errs []error
 		if err := d.conn.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("dgram: close: %w", err))
 		}
+		// A paused loop is let go only now, to find the socket closed.
+		d.pause.release()
 		if d.removeLocal != "" {
 			if err := os.Remove(d.removeLocal); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("dgram: remove %s: %w", d.removeLocal, err))

@@ -100,6 +100,13 @@ func (p *pauser) unpause(setDeadline func(time.Time) error) {
 		return
 	}
 	setDeadline(time.Time{})
+	p.release()
+}
+
+// release lets a parked loop go on, to find its file closed: a backend
+// closed while paused reads nothing more.
+func (p *pauser) release() {
+	p.pausing.Store(false)
 	select {
 	case p.resume <- struct{}{}:
 	default:

@@ -142,10 +142,11 @@ func (t *TAP) readLoop(rx Receiver) {
 // Close stops the receive goroutine and closes the TAP file; an interface
 // this TAP created disappears with it.
 func (t *TAP) Close() error {
-	// A paused loop is let go, to see the file closed.
-	t.Resume()
 	return t.life.close(func() error {
-		if err := t.file.Close(); err != nil {
+		err := t.file.Close()
+		// A paused loop is let go only now, to find the file closed.
+		t.pause.release()
+		if err != nil {
 			return fmt.Errorf("tap %s: close: %w", t.name, err)
 		}
 		return nil
