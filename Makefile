@@ -46,7 +46,7 @@ test-unit:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 $(PKGS)
-	@echo "With real QEMU and a guest (root): make bench-guest (throughput, latency) and make bench-migration (downtime, state size)."
+	@echo "With real QEMU and a guest (root): make bench-guest (throughput, latency), make bench-migration (downtime, state size) and make bench-takeover (live upgrade pause)."
 	@echo "Against abusive clients (no root): make bench-abuse."
 
 # Fuzzing for a bounded number of runs, about a minute and a half in all:
@@ -72,7 +72,8 @@ FUZZ_TARGETS := \
 	./migration:FuzzMachine:30000 \
 	./e1000e:FuzzStateLoad:10000 \
 	./e1000e:FuzzDatapath:12000 \
-	./device/netdev:FuzzStreamDecoder:120000
+	./device/netdev:FuzzStreamDecoder:120000 \
+	./handover:FuzzDecodeState:100000
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -112,7 +113,7 @@ bench-guest: deps prepare build
 # Live migration between two QEMUs with a running guest (root; see
 # tests/migration/README.md). qemu-mig builds, once and cached, the QEMU
 # with vfio-user migration (tests/qemu-migration/).
-.PHONY: qemu-mig test-migration test-load bench-migration
+.PHONY: qemu-mig test-migration test-load bench-migration bench-takeover
 
 qemu-mig:
 	@sh tests/qemu-migration/build.sh
@@ -136,3 +137,10 @@ bench-migration: deps prepare qemu-mig build
 .PHONY: test-libvirt
 test-libvirt: deps prepare qemu-mig build
 	$(GO) test -tags integration -count=1 -timeout 30m -v ./tests/libvirt/...
+
+# A live upgrade (serve --takeover) ten times under a guest on stock QEMU,
+# beside ten live migrations of QEMU's built-in e1000e in the same run:
+# the guest-visible pause (longest UDP echo gap) and the handover time in
+# the servers, as medians (tests/migration/takeover_bench_test.go).
+bench-takeover: deps prepare qemu-mig build
+	$(GO) test -tags integration -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkTakeover$$' -benchtime 1x -v ./tests/migration/...

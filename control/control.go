@@ -89,6 +89,34 @@ type AddressReporter interface {
 	MAC() net.HardwareAddr
 }
 
+// Handoverer is implemented by targets that can hand themselves over to
+// a successor process (serve --takeover). The control socket checks the
+// takeover request's form, then gives Handover the connection: it answers
+// on it itself (a reply line, then the handover's frames, see
+// migration/HANDOVER.md), and the connection is closed when it returns.
+// pending are bytes the control socket read past the request line.
+type Handoverer interface {
+	Handover(req TakeoverRequest, c *net.UnixConn, pending []byte)
+}
+
+// TakeoverRequest is a successor's takeover request: the configuration it
+// was started with (as query-config prints it), its network backend's
+// kind, and the handover format version it reads.
+type TakeoverRequest struct {
+	Config  model.Source
+	Netdev  string
+	Version int
+}
+
+// WriteReply writes one reply line, as the control socket answers: an
+// error when err is not nil, else result.
+func WriteReply(w io.Writer, result any, err error) error {
+	if err != nil {
+		return writeReply(w, reply{Error: err.Error()})
+	}
+	return writeReply(w, reply{OK: true, Result: result})
+}
+
 // Status is the run state of a device.
 type Status struct {
 	// State is "running", "stopped", ... as the device defines it.
@@ -292,6 +320,12 @@ func (s *Server) serveConn(c *net.UnixConn, log *slog.Logger) {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
+		if req, err := DecodeRequest(line); err == nil && req.Cmd == CmdTakeover {
+			if h, ok := s.Target.(Handoverer); ok {
+				s.takeover(h, req, c, r, log)
+				return
+			}
+		}
 		rep, panicked := s.handle(line, log)
 		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if err := writeReply(c, rep); err != nil {
@@ -302,6 +336,20 @@ func (s *Server) serveConn(c *net.UnixConn, log *slog.Logger) {
 			return
 		}
 	}
+}
+
+// takeover hands the connection to the target's Handover, which owns it
+// until it returns; a panic there is a bug, handled as in handle.
+func (s *Server) takeover(h Handoverer, req Request, c *net.UnixConn, r *bufio.Reader, log *slog.Logger) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.panics.Add(1)
+			log.Error("control: takeover panicked; closing the connection", "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	pending, _ := r.Peek(r.Buffered())
+	c.SetDeadline(time.Time{})
+	h.Handover(TakeoverRequest{Config: req.takeoverConfig, Netdev: req.Netdev, Version: *req.Version}, c, pending)
 }
 
 var errLineTooLong = errors.New("line too long")
@@ -414,6 +462,8 @@ func (s *Server) run(req Request) (any, error) {
 		}
 		st.Panics += s.Panics()
 		return st, nil
+	case CmdTakeover:
+		return nil, errors.New("takeover: this server cannot hand itself over")
 	case CmdAnnounce:
 		a, ok := t.(Announcer)
 		if !ok {
@@ -436,6 +486,9 @@ const (
 	CmdSetLink     = "set-link"
 	CmdQueryStatus = "query-status"
 	CmdAnnounce    = "announce"
+	// CmdTakeover asks the server to hand itself over to the process
+	// that sends it (serve --takeover); see Handoverer.
+	CmdTakeover = "takeover"
 )
 
 // Request is one decoded command.
@@ -445,6 +498,12 @@ type Request struct {
 	Up *bool `json:"up,omitempty"`
 	// ID, when given, is echoed in the reply; a number or a string.
 	ID json.RawMessage `json:"id,omitempty"`
+	// Config, Netdev and Version are takeover's arguments.
+	Config  json.RawMessage `json:"config,omitempty"`
+	Netdev  string          `json:"netdev,omitempty"`
+	Version *int            `json:"version,omitempty"`
+
+	takeoverConfig model.Source
 }
 
 // DecodeRequest decodes one request line: a JSON object with a known "cmd",
@@ -474,21 +533,33 @@ func DecodeRequest(line []byte) (Request, error) {
 	id := req.ID
 	switch req.Cmd {
 	case CmdQueryConfig, CmdQueryStats, CmdQueryStatus, CmdAnnounce:
-		if req.Up != nil {
+		if req.Up != nil || req.Config != nil || req.Netdev != "" || req.Version != nil {
 			return Request{ID: id}, fmt.Errorf("%s takes no arguments", req.Cmd)
 		}
 	case CmdSetLink:
 		if req.Up == nil {
 			return Request{ID: id}, errors.New(`set-link needs "up": true or false`)
 		}
+		if req.Config != nil || req.Netdev != "" || req.Version != nil {
+			return Request{ID: id}, errors.New(`set-link takes only "up"`)
+		}
+	case CmdTakeover:
+		if req.Up != nil || req.Config == nil || req.Netdev == "" || len(req.Netdev) > 16 || req.Version == nil {
+			return Request{ID: id}, errors.New(`takeover needs "config" (the successor's query-config), "netdev" (its backend's kind) and "version" (the handover format)`)
+		}
+		src, err := model.DecodeSource(bytes.NewReader(req.Config))
+		if err != nil {
+			return Request{ID: id}, fmt.Errorf("takeover: config: %w", err)
+		}
+		req.takeoverConfig = src
 	case "":
 		return Request{ID: id}, errors.New(`bad request: no "cmd"`)
 	default:
 		if len(req.Cmd) > 64 {
 			return Request{ID: id}, errors.New("unknown command")
 		}
-		return Request{ID: id}, fmt.Errorf("unknown command %q (known: %s, %s, %s, %s, %s)",
-			req.Cmd, CmdQueryConfig, CmdQueryStats, CmdSetLink, CmdQueryStatus, CmdAnnounce)
+		return Request{ID: id}, fmt.Errorf("unknown command %q (known: %s, %s, %s, %s, %s, %s)",
+			req.Cmd, CmdQueryConfig, CmdQueryStats, CmdSetLink, CmdQueryStatus, CmdAnnounce, CmdTakeover)
 	}
 	return req, nil
 }

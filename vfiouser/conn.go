@@ -55,8 +55,21 @@ type Conn struct {
 	irqMu   sync.Mutex
 	irqDups map[[2]uint32]int
 	irqGone bool // torn down: track nothing more
+	// unmaskDup duplicates the INTx unmask eventfd (-1: none), only to
+	// pass it on in a live upgrade.
+	unmaskDup int
 	// irqReleased says a full counter was emptied (logged at warn once).
 	irqReleased bool
+
+	// Live upgrade (handover.go). wake interrupts the reader's wait;
+	// parked receives once Serve has stopped between messages, and unpark
+	// tells it to go on (false) or to end without touching the socket
+	// (true). shared says the socket is another process's too, so ending
+	// this connection must not shut it down.
+	wake   int
+	parked chan struct{}
+	unpark chan bool
+	shared atomic.Bool
 
 	closeOnce    sync.Once
 	teardownOnce sync.Once
@@ -67,21 +80,30 @@ type Conn struct {
 
 func newConn(s *Server, fd int) *Conn {
 	c := &Conn{
-		srv:     s,
-		dev:     s.dev,
-		info:    s.dev.Info(),
-		log:     s.log,
-		fd:      fd,
-		dma:     NewDMATable(s.opts.DMALimits),
-		maxXfer: min(s.opts.MaxDataXferSize, DefaultMaxDataXferSize),
-		maxMsg:  HeaderSize + versionFixedSize + maxVersionJSON,
-		wbuf:    make([]byte, HeaderSize, readBufInitial),
-		pending: make(map[uint16]*dmaWaiter),
-		closed:  make(chan struct{}),
-		done:    make(chan struct{}),
+		srv:       s,
+		dev:       s.dev,
+		info:      s.dev.Info(),
+		log:       s.log,
+		fd:        fd,
+		dma:       NewDMATable(s.opts.DMALimits),
+		maxXfer:   min(s.opts.MaxDataXferSize, DefaultMaxDataXferSize),
+		maxMsg:    HeaderSize + versionFixedSize + maxVersionJSON,
+		wbuf:      make([]byte, HeaderSize, readBufInitial),
+		pending:   make(map[uint16]*dmaWaiter),
+		unmaskDup: -1,
+		closed:    make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	c.mig, _ = s.dev.(device.Migratable)
 	c.rd = newReader(fd, readBufInitial, int(c.maxMsg))
+	c.parked, c.unpark = make(chan struct{}, 1), make(chan bool, 1)
+	// Without its eventfd the connection serves as well; it only cannot
+	// be paused for a handover (Server.Pause says so).
+	c.wake = -1
+	if w, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err == nil {
+		c.wake = w
+		c.rd.wake = w
+	}
 	c.dma.setMessenger(c)
 	return c
 }
@@ -97,6 +119,13 @@ func (c *Conn) Serve() error {
 	defer c.teardown()
 	for {
 		if err := c.Step(); err != nil {
+			if errors.Is(err, errPaused) {
+				c.parked <- struct{}{}
+				if release := <-c.unpark; release {
+					return nil
+				}
+				continue
+			}
 			if errors.Is(err, io.EOF) || c.isClosed() {
 				return nil
 			}
@@ -112,7 +141,7 @@ func (c *Conn) Serve() error {
 func (c *Conn) Close() {
 	c.closeOnce.Do(func() {
 		close(c.closed)
-		unix.Shutdown(c.fd, unix.SHUT_RDWR)
+		c.shutdown()
 		if c.serving.Load() {
 			// A handler stuck in an interrupt write would never see the
 			// socket close: release it, also if it gets stuck only now.
@@ -121,6 +150,15 @@ func (c *Conn) Close() {
 	})
 	if !c.serving.Load() {
 		c.teardown()
+	}
+}
+
+// shutdown ends the socket for both ends, unless another process holds
+// it too (a live upgrade): then only this process's descriptor goes, when
+// teardown closes it.
+func (c *Conn) shutdown() {
+	if !c.shared.Load() {
+		unix.Shutdown(c.fd, unix.SHUT_RDWR)
 	}
 }
 
@@ -141,7 +179,7 @@ func (c *Conn) teardown() {
 		// A device goroutine blocked sending a DMA message to a client
 		// that stopped reading gets an error now, and waiters are woken:
 		// Disconnect waits for the device's accesses to end.
-		unix.Shutdown(c.fd, unix.SHUT_RDWR)
+		c.shutdown()
 		c.failPending()
 		// Another goroutine of the device may be stuck writing to an
 		// eventfd with the device's locks held, which Disconnect takes.
@@ -154,6 +192,9 @@ func (c *Conn) teardown() {
 		c.dma.UnmapAll()
 		c.rd.close()
 		unix.Close(c.fd)
+		if c.wake >= 0 {
+			unix.Close(c.wake)
+		}
 		c.srv.release(c)
 		close(c.done)
 	})

@@ -82,6 +82,23 @@ type DMATable struct {
 	logging atomic.Bool
 	msg     messenger
 	noFD    atomic.Int32 // mappings without fd
+
+	// files keeps one descriptor of each file behind fd-backed maps, so
+	// that a live upgrade can pass the maps on (see Export). Guest memory
+	// is a few files mapped many times, so this costs a descriptor per
+	// file, not per map.
+	files map[fileKey]*dmaFile
+}
+
+// fileKey names a file by device and inode: two descriptors of one file
+// map the same pages.
+type fileKey struct{ dev, ino uint64 }
+
+// dmaFile is a descriptor kept for the maps of one file.
+type dmaFile struct {
+	key  fileKey
+	fd   int
+	refs int
 }
 
 var _ device.GuestMemory = (*DMATable)(nil)
@@ -89,7 +106,9 @@ var _ device.GuestMemory = (*DMATable)(nil)
 type dmaRegion struct {
 	iova, size uint64
 	flags      uint32
+	offset     uint64   // in the file
 	mem        []byte   // nil: reached by message
+	file       *dmaFile // nil: reached by message
 	dirty      []uint64 // one bit per DMAPageSize page while logging
 }
 
@@ -176,11 +195,16 @@ func (t *DMATable) Map(m DMAMap, fd int) error {
 		if m.Flags&DMAFlagWrite != 0 {
 			prot |= unix.PROT_WRITE
 		}
+		file, err := t.keepFile(fd, &st)
+		if err != nil {
+			return err
+		}
 		mem, err := unix.Mmap(fd, int64(m.Offset), int(m.Size), prot, unix.MAP_SHARED)
 		if err != nil {
+			t.dropFile(file)
 			return fmt.Errorf("dma map: mmap [%#x+%#x]: %w", m.Addr, m.Size, err)
 		}
-		r.mem = mem
+		r.mem, r.file, r.offset = mem, file, m.Offset
 	} else {
 		t.noFD.Add(1)
 	}
@@ -229,11 +253,42 @@ func (t *DMATable) UnmapAll() {
 	t.maps = nil
 }
 
+// keepFile returns the kept descriptor of fd's file, duplicating fd for
+// the first map of a file. Called with t.mu held.
+func (t *DMATable) keepFile(fd int, st *unix.Stat_t) (*dmaFile, error) {
+	k := fileKey{dev: st.Dev, ino: st.Ino}
+	if f := t.files[k]; f != nil {
+		f.refs++
+		return f, nil
+	}
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dma map: keeping the file: %w", err)
+	}
+	if t.files == nil {
+		t.files = make(map[fileKey]*dmaFile)
+	}
+	f := &dmaFile{key: k, fd: d, refs: 1}
+	t.files[k] = f
+	return f, nil
+}
+
+// dropFile lets go of one map's reference. Called with t.mu held.
+func (t *DMATable) dropFile(f *dmaFile) {
+	f.refs--
+	if f.refs == 0 {
+		unix.Close(f.fd)
+		delete(t.files, f.key)
+	}
+}
+
 func (t *DMATable) release(r *dmaRegion) {
 	t.total -= r.size
 	if r.mem != nil {
 		unix.Munmap(r.mem)
 		r.mem = nil
+		t.dropFile(r.file)
+		r.file = nil
 	} else {
 		t.noFD.Add(-1)
 	}

@@ -69,6 +69,9 @@ type reader struct {
 	oob  []byte
 	pend []pendingFDs
 	fds  []int // reused for the current message's fds
+	// wake, when not -1, is an eventfd that ends a wait for the client
+	// with errPaused: a live upgrade stops reading between messages.
+	wake int
 
 	hdr unix.Msghdr
 	iov unix.Iovec
@@ -76,11 +79,36 @@ type reader struct {
 
 func newReader(fd int, initial, max int) *reader {
 	return &reader{
-		fd:  fd,
-		buf: make([]byte, initial),
-		max: max,
-		oob: make([]byte, unix.CmsgSpace(maxRecvFDs*4)),
-		fds: make([]int, 0, maxRecvFDs),
+		fd:   fd,
+		buf:  make([]byte, initial),
+		max:  max,
+		oob:  make([]byte, unix.CmsgSpace(maxRecvFDs*4)),
+		fds:  make([]int, 0, maxRecvFDs),
+		wake: -1,
+	}
+}
+
+// errPaused ends a read that was asked to stop (reader.wake): the bytes
+// and descriptors read so far stay in the reader.
+var errPaused = errors.New("vfio-user: reading paused")
+
+// wait blocks until the client's socket is readable, or returns errPaused
+// once wake is signalled. The signal stays set until the pause ends, so
+// every later wait returns at once too.
+func (rd *reader) wait() error {
+	pfd := [2]unix.PollFd{{Fd: int32(rd.fd), Events: unix.POLLIN}, {Fd: int32(rd.wake), Events: unix.POLLIN}}
+	for {
+		_, err := unix.Poll(pfd[:], -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+		if pfd[1].Revents != 0 {
+			return errPaused
+		}
+		return nil
 	}
 }
 
@@ -154,6 +182,11 @@ func (rd *reader) shift(dst []byte) {
 
 // fill does one recvmsg into the free part of the buffer.
 func (rd *reader) fill() error {
+	if rd.wake >= 0 {
+		if err := rd.wait(); err != nil {
+			return err
+		}
+	}
 	space := rd.buf[rd.w:]
 	rd.iov.Base = &space[0]
 	rd.iov.SetLen(len(space))

@@ -90,14 +90,51 @@ func handleSetIRQs(c *Conn, m *message) error {
 			m.fds[i] = -1 // the device owns it now
 		}
 	}
+	// The INTx unmask eventfd is kept too, for a live upgrade to pass on.
+	unmask := in.Index == device.IRQINTx && device.IRQAction(action) == device.IRQActionUnmask &&
+		device.IRQData(data) == device.IRQDataEventFD && in.Count == 1
+	var unmaskDup []int
+	if unmask && len(req.FDs) == 1 && req.FDs[0] != nil {
+		if unmaskDup, err = dupFDs([]int{int(req.FDs[0].Fd())}); err != nil {
+			closeFDs(dups)
+			req.FDs[0].Close()
+			return fmt.Errorf("set irqs: %w", err)
+		}
+	}
 	if err := c.dev.SetIRQs(req); err != nil {
 		closeFDs(dups)
+		closeFDs(unmaskDup)
 		return err
 	}
 	if track {
 		c.trackIRQs(in.Index, in.Start, in.Count, dups)
 	}
+	if unmask {
+		fd := -1
+		if len(unmaskDup) == 1 {
+			fd = unmaskDup[0]
+		}
+		c.trackUnmask(fd)
+	}
 	return nil
+}
+
+// trackUnmask keeps fd (-1: none) as the INTx unmask eventfd's
+// duplicate, closing the one it replaces.
+func (c *Conn) trackUnmask(fd int) {
+	c.irqMu.Lock()
+	defer c.irqMu.Unlock()
+	if c.unmaskDup >= 0 {
+		unix.Close(c.unmaskDup)
+	}
+	c.unmaskDup = -1
+	if c.irqGone {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return
+	}
+	c.unmaskDup = fd
 }
 
 // dupFDs duplicates fds; on error none is left open.
@@ -231,6 +268,10 @@ func (c *Conn) dropIRQs() {
 		unix.Close(fd)
 	}
 	c.irqDups = nil
+	if c.unmaskDup >= 0 {
+		unix.Close(c.unmaskDup)
+		c.unmaskDup = -1
+	}
 	c.irqGone = true
 }
 

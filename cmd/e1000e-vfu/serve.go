@@ -55,6 +55,12 @@ type Config struct {
 	// Device is the device model's effective configuration.
 	Device model.Config
 
+	// Takeover, when not empty, is a running server's control socket: this
+	// server takes that one's place (live upgrade) instead of starting
+	// afresh. Its vfio-user socket, control socket and, unless given, MAC
+	// are the predecessor's.
+	Takeover string
+
 	// ValidateOnly asks for the configuration to be printed, not served;
 	// JSON prints it as the source list the compatibility check reads.
 	ValidateOnly bool
@@ -62,12 +68,17 @@ type Config struct {
 }
 
 const serveHead = `e1000e-vfu serve --socket PATH [flags]
+e1000e-vfu serve --takeover CONTROL_SOCKET [flags]
 e1000e-vfu serve --validate-only [--json] [flags]
 
 Serves one emulated 82574L on the vfio-user socket PATH until SIGINT or
 SIGTERM. Everything is checked before anything starts: a bad flag or value
 exits with status 2 and one line naming it. --validate-only does the checks
 and prints the configuration, opening nothing, so it needs no --socket.
+--takeover replaces the server behind CONTROL_SOCKET, its guest unaware
+(live upgrade): start it with that server's flags; it exits 1 naming each
+difference when its configuration is not compatible, and that server runs
+on untouched.
 
 The device model's configuration is a version (default: the latest) plus
 --param overrides, later ones winning; or, with --config, exactly a source's
@@ -106,6 +117,7 @@ func parseServe(e env, args []string) (Config, error) {
 	fs.StringVar(&cfg.MigrationV1, "migration-v1", "off", "offer the legacy v1 migration region: off, on, or mmap (its data area mappable); migration v2 is always offered")
 	fs.StringVar(&cfg.MigrationP2P, "migration-p2p", "on", "offer the migration states RUNNING_P2P and PRE_COPY_P2P, which QEMU needs from every device of a guest with several: on or off")
 	fs.StringVar(&announceSpec, "announce", announce.Default().String(), "after an incoming migration, announce the guest's addresses with RARP broadcasts: off, or `SPEC` rounds=N,initial=D,max=D,step=D (any subset; Go durations)")
+	fs.StringVar(&cfg.Takeover, "takeover", "", "take over from the server whose control socket is `PATH` (live upgrade): its client, guest memory, interrupts, backend and sockets pass to this process, which must be started with a compatible configuration")
 	fs.StringVar(&cfg.DMAFD, "dma-fd", "memory", "what may back guest memory QEMU maps with an fd: memory (memfd, tmpfs or hugetlbfs) or any (any file; a page fault on a disk or network filesystem can then stall the device)")
 	if err := parseFlags(fs, args); err != nil {
 		return Config{}, err
@@ -114,7 +126,24 @@ func parseServe(e env, args []string) (Config, error) {
 
 	// --validate-only opens no socket, so it needs none; one given is
 	// still checked, as the server would.
-	if cfg.Socket == "" && !cfg.ValidateOnly {
+	if cfg.Takeover != "" {
+		if cfg.ValidateOnly {
+			return Config{}, usagef("--takeover cannot be combined with --validate-only")
+		}
+		if len(cfg.Takeover) > sunPathMax {
+			return Config{}, usagef("--takeover %s: longer than %d bytes, too long for a UNIX socket", cfg.Takeover, sunPathMax)
+		}
+		// The control socket is handed over with the rest.
+		if cfg.Control != "" && !samePath(cfg.Control, cfg.Takeover) {
+			return Config{}, usagef("--control %s: a successor serves its predecessor's control socket, %s", cfg.Control, cfg.Takeover)
+		}
+		cfg.Control = cfg.Takeover
+		// A capture is the predecessor's to hand over, not to start anew.
+		if cfg.PCAP != "" {
+			return Config{}, usagef("--pcap %s: a successor goes on with its predecessor's capture, if any; leave --pcap out", cfg.PCAP)
+		}
+	}
+	if cfg.Socket == "" && !cfg.ValidateOnly && cfg.Takeover == "" {
 		return Config{}, usagef("--socket is required (see e1000e-vfu serve --help)")
 	}
 	if cfg.Socket != "" {
@@ -122,7 +151,7 @@ func parseServe(e env, args []string) (Config, error) {
 			return Config{}, usagef("--socket %s", err)
 		}
 	}
-	if cfg.Control != "" {
+	if cfg.Control != "" && cfg.Takeover == "" {
 		if err := checkSocketPath(cfg.Control); err != nil {
 			return Config{}, usagef("--control %s", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"e1000e-vfu/control"
@@ -33,11 +34,21 @@ func run(ctx context.Context, cfg Config) error {
 		logw = os.Stderr
 	}
 	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	s, err := start(cfg, log)
+	var s *server
+	var err error
+	if cfg.Takeover != "" {
+		// A takeover fills in what the predecessor decides (socket,
+		// MAC) before the startup line.
+		s, err = takeOver(ctx, &cfg, log)
+	} else {
+		s, err = start(cfg, log)
+	}
 	if err != nil {
 		return err
 	}
 	log.Info("serving", s.startAttrs(cfg)...)
+	s.cfg = cfg
+	s.handedOver = make(chan struct{})
 
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- s.vfu.Serve(s.ln) }()
@@ -46,7 +57,7 @@ func run(ctx context.Context, cfg Config) error {
 	defer ctlCancel()
 	ctlDone := make(chan error, 1)
 	if s.ctlLn != nil {
-		srv := &control.Server{Target: s.target, Logger: log.With("part", "control")}
+		srv := &control.Server{Target: &handoverTarget{nicTarget: s.target, s: s}, Logger: log.With("part", "control")}
 		go func() { ctlDone <- srv.Serve(ctlCtx, s.ctlLn) }()
 	}
 
@@ -55,8 +66,18 @@ func run(ctx context.Context, cfg Config) error {
 	for failure == nil && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
+		case <-s.handedOver:
+			// The successor serves everything now; shutting down would
+			// remove its socket files. The process's exit closes what
+			// is left of ours.
+			log.Info("stopped", "reason", "handed over to the successor")
+			return nil
 		case err := <-serveDone:
 			serveDone = nil
+			if s.isHandedOver() {
+				log.Info("stopped", "reason", "handed over to the successor")
+				return nil
+			}
 			if err == nil {
 				err = errors.New("listener closed")
 			}
@@ -93,6 +114,25 @@ type server struct {
 	ctlLn   *net.UnixListener // nil without --control
 	vfu     *vfiouser.Server
 	ln      *vfiouser.Listener
+
+	cfg Config
+	// adopted is the client a takeover brought, served once it commits;
+	// loaded is the device state it loaded.
+	adopted *vfiouser.Conn
+	loaded  []byte
+	// handedOver is closed once a successor has taken over (takeover.go).
+	handedOver chan struct{}
+	takeoverMu sync.Mutex // one takeover at a time
+}
+
+// isHandedOver reports whether a successor has taken over.
+func (s *server) isHandedOver() bool {
+	select {
+	case <-s.handedOver:
+		return true
+	default:
+		return false
+	}
 }
 
 // start builds everything, the vfio-user socket last: QEMU may connect the
@@ -106,22 +146,6 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		}
 	}()
 
-	if cfg.Device.Model == nil || cfg.Device.Model.Name != model.E1000EName {
-		return nil, errors.New("the device configuration is not one of the e1000e model")
-	}
-	v, ok := cfg.Device.Value(model.RXFilterSize)
-	if !ok {
-		return nil, fmt.Errorf("device model %s has no %s parameter", cfg.Device.Model.Name, model.RXFilterSize)
-	}
-	hide, ok := cfg.Device.Value(model.HideMSIX)
-	if !ok {
-		return nil, fmt.Errorf("device model %s has no %s parameter", cfg.Device.Model.Name, model.HideMSIX)
-	}
-	caps, ok := cfg.Device.Value(model.Caps82574L)
-	if !ok {
-		return nil, fmt.Errorf("device model %s has no %s parameter", cfg.Device.Model.Name, model.Caps82574L)
-	}
-
 	b, err := netdev.Open(cfg.Netdev, log.With("part", "netdev"))
 	if err != nil {
 		return nil, fmt.Errorf("--netdev %s: %w", cfg.NetdevSpec, err)
@@ -134,36 +158,10 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		}
 		s.backend = p
 	}
-
-	nic, err := e1000e.New(e1000e.Config{
-		MAC:          cfg.MAC,
-		Backend:      s.backend,
-		Logger:       log.With("part", "e1000e"),
-		RXFilterSize: int(v.Int),
-		HideMSIX:     hide.Bool,
-		Caps82574L:   caps.Bool,
-		Announce:     &cfg.Announce,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("building the NIC: %w", err)
+	if err := s.buildDevice(cfg); err != nil {
+		return nil, err
 	}
-	s.nic = nic
-	// Migration v2 is always offered: it costs nothing until a client
-	// asks, and a VM whose device cannot migrate cannot be moved off a host.
-	// The P2P states are offered unless turned off: QEMU refuses to
-	// migrate a guest with two VFIO devices unless all of them have them.
-	dev, err := e1000e.NewMigratable(nic, e1000e.MigrationOptions{
-		Logger: log.With("part", "migration"),
-		V1:     cfg.MigrationV1 != "off",
-		V1MMap: cfg.MigrationV1 == "mmap",
-		P2P:    cfg.MigrationP2P != "off",
-	})
-	if err != nil {
-		return nil, fmt.Errorf("serving the NIC for migration: %w", err)
-	}
-	s.dev = dev
-	s.watch = newClientWatch(dev, log)
-	s.target = &nicTarget{nic: nic, cfg: cfg.Device, watch: s.watch}
+	nic := s.nic
 
 	if err := s.backend.Start(nic); err != nil {
 		return nil, fmt.Errorf("--netdev %s: starting: %w", cfg.NetdevSpec, err)
@@ -177,17 +175,68 @@ func start(cfg Config, log *slog.Logger) (_ *server, err error) {
 		s.ctlLn = ln
 	}
 
-	// Guest memory backed by files other than shared memory only when
-	// asked (--dma-fd any): see vfiouser's checkDMAFile.
-	s.vfu = vfiouser.NewServer(s.watch.served(), vfiouser.Options{Logger: log,
-		DMALimits: vfiouser.DMALimits{AnyFile: cfg.DMAFD == "any"}})
-	s.target.vfu = s.vfu
 	ln, err := vfiouser.Listen(cfg.Socket)
 	if err != nil {
 		return nil, fmt.Errorf("--socket: %w", err)
 	}
 	s.ln = ln
 	return s, nil
+}
+
+// buildDevice makes the NIC for cfg on s.backend, serves it for migration
+// and makes the vfio-user server for it: what start and a takeover share.
+func (s *server) buildDevice(cfg Config) error {
+	log := s.log
+	if cfg.Device.Model == nil || cfg.Device.Model.Name != model.E1000EName {
+		return errors.New("the device configuration is not one of the e1000e model")
+	}
+	var missing []string
+	param := func(name string) model.Value {
+		v, ok := cfg.Device.Value(name)
+		if !ok {
+			missing = append(missing, name)
+		}
+		return v
+	}
+	filterSize, hide, caps := param(model.RXFilterSize), param(model.HideMSIX), param(model.Caps82574L)
+	if len(missing) > 0 {
+		return fmt.Errorf("device model %s has no %s parameter", cfg.Device.Model.Name, strings.Join(missing, ", "))
+	}
+	nic, err := e1000e.New(e1000e.Config{
+		MAC:          cfg.MAC,
+		Backend:      s.backend,
+		Logger:       log.With("part", "e1000e"),
+		RXFilterSize: int(filterSize.Int),
+		HideMSIX:     hide.Bool,
+		Caps82574L:   caps.Bool,
+		Announce:     &cfg.Announce,
+	})
+	if err != nil {
+		return fmt.Errorf("building the NIC: %w", err)
+	}
+	s.nic = nic
+	// Migration v2 is always offered: it costs nothing until a client
+	// asks, and a VM whose device cannot migrate cannot be moved off a host.
+	// The P2P states are offered unless turned off: QEMU refuses to
+	// migrate a guest with two VFIO devices unless all of them have them.
+	dev, err := e1000e.NewMigratable(nic, e1000e.MigrationOptions{
+		Logger: log.With("part", "migration"),
+		V1:     cfg.MigrationV1 != "off",
+		V1MMap: cfg.MigrationV1 == "mmap",
+		P2P:    cfg.MigrationP2P != "off",
+	})
+	if err != nil {
+		return fmt.Errorf("serving the NIC for migration: %w", err)
+	}
+	s.dev = dev
+	s.watch = newClientWatch(dev, log)
+	s.target = &nicTarget{nic: nic, cfg: cfg.Device, watch: s.watch}
+	// Guest memory backed by files other than shared memory only when
+	// asked (--dma-fd any): see vfiouser's checkDMAFile.
+	s.vfu = vfiouser.NewServer(s.watch.served(), vfiouser.Options{Logger: log,
+		DMALimits: vfiouser.DMALimits{AnyFile: cfg.DMAFD == "any"}})
+	s.target.vfu = s.vfu
+	return nil
 }
 
 // startAttrs is the startup line: where the device is served, its

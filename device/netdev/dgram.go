@@ -49,6 +49,8 @@ type Dgram struct {
 	// buf is one byte longer than MaxFrameSize so an oversized datagram
 	// shows as such instead of arriving silently truncated.
 	buf []byte
+	// A live upgrade pauses the receive loop (handover.go).
+	pause pauser
 }
 
 var _ Backend = (*Dgram)(nil)
@@ -143,6 +145,7 @@ func (d *Dgram) sendErr(err error) error {
 
 // Start delivers received datagrams to rx until Close.
 func (d *Dgram) Start(rx Receiver) error {
+	d.pause.init()
 	return d.life.start(func() { d.readLoop(rx) })
 }
 
@@ -151,6 +154,9 @@ func (d *Dgram) readLoop(rx Receiver) {
 	for {
 		n, err := d.conn.Read(d.buf)
 		if err != nil {
+			if d.pause.park(err) {
+				continue
+			}
 			if d.life.isClosed() || errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -182,6 +188,8 @@ func (d *Dgram) Close() error {
 		if err := d.conn.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("dgram: close: %w", err))
 		}
+		// A paused loop is let go only now, to find the socket closed.
+		d.pause.release()
 		if d.removeLocal != "" {
 			if err := os.Remove(d.removeLocal); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("dgram: remove %s: %w", d.removeLocal, err))

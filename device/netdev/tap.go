@@ -27,6 +27,8 @@ type TAP struct {
 	log  *slog.Logger
 	life lifecycle
 	buf  []byte
+	// A live upgrade pauses the receive loop (handover.go).
+	pause pauser
 }
 
 var _ Backend = (*TAP)(nil)
@@ -113,6 +115,7 @@ func (t *TAP) Send(frame []byte) error {
 
 // Start delivers frames read from the interface to rx until Close.
 func (t *TAP) Start(rx Receiver) error {
+	t.pause.init()
 	return t.life.start(func() { t.readLoop(rx) })
 }
 
@@ -120,6 +123,9 @@ func (t *TAP) readLoop(rx Receiver) {
 	for {
 		n, err := t.file.Read(t.buf)
 		if err != nil {
+			if t.pause.park(err) {
+				continue
+			}
 			if errors.Is(err, os.ErrClosed) || t.life.isClosed() {
 				return
 			}
@@ -137,7 +143,10 @@ func (t *TAP) readLoop(rx Receiver) {
 // this TAP created disappears with it.
 func (t *TAP) Close() error {
 	return t.life.close(func() error {
-		if err := t.file.Close(); err != nil {
+		err := t.file.Close()
+		// A paused loop is let go only now, to find the file closed.
+		t.pause.release()
+		if err != nil {
 			return fmt.Errorf("tap %s: close: %w", t.name, err)
 		}
 		return nil

@@ -47,6 +47,8 @@ func run(req Request) Reply {
 		err = cmdEthtool(req.Args, &rep)
 	case "selftest":
 		err = cmdSelftest(req.Args, &rep)
+	case "ethstats":
+		err = cmdEthStats(req.Args, &rep)
 	case "wait-link":
 		err = cmdWaitLink(ctx, req.Args, &rep)
 	default:

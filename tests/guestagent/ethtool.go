@@ -166,3 +166,48 @@ func cmdSelftest(args []string, rep *Reply) error {
 	}
 	return nil
 }
+
+// ETHTOOL_GSTATS and what it needs: the statistics `ethtool -S` prints.
+const (
+	ethtoolGStats  = 0x1d // ETHTOOL_GSTATS
+	ethSSStats     = 1    // ETH_SS_STATS
+	drvInfoNStats  = 180  // offset of n_stats in struct ethtool_drvinfo
+	maxDriverStats = 1024 // bound on n_stats from the driver
+)
+
+// cmdEthStats: IFACE reports the driver's statistics by name, as
+// `ethtool -S IFACE` prints them (busybox has no ethtool).
+func cmdEthStats(args []string, rep *Reply) error {
+	if err := nargs(args, 1); err != nil {
+		return err
+	}
+	iface := args[0]
+	info := make([]byte, drvInfoSize)
+	binary.LittleEndian.PutUint32(info, ethtoolGDrvInfo)
+	if err := ethtoolIoctl(iface, info); err != nil {
+		return fmt.Errorf("ETHTOOL_GDRVINFO %s: %w", iface, err)
+	}
+	n := int(binary.LittleEndian.Uint32(info[drvInfoNStats:]))
+	if n == 0 || n > maxDriverStats {
+		return fmt.Errorf("%s: driver reports %d statistics", iface, n)
+	}
+	strs := make([]byte, 12+n*ethGStringLen)
+	binary.LittleEndian.PutUint32(strs[0:], ethtoolGStrings)
+	binary.LittleEndian.PutUint32(strs[4:], ethSSStats)
+	binary.LittleEndian.PutUint32(strs[8:], uint32(n))
+	if err := ethtoolIoctl(iface, strs); err != nil {
+		return fmt.Errorf("ETHTOOL_GSTRINGS %s: %w", iface, err)
+	}
+	vals := make([]byte, 8+8*n)
+	binary.LittleEndian.PutUint32(vals[0:], ethtoolGStats)
+	binary.LittleEndian.PutUint32(vals[4:], uint32(n))
+	if err := ethtoolIoctl(iface, vals); err != nil {
+		return fmt.Errorf("ETHTOOL_GSTATS %s: %w", iface, err)
+	}
+	rep.Data = map[string]any{}
+	for i := range n {
+		name := strings.TrimRight(string(strs[12+i*ethGStringLen:12+(i+1)*ethGStringLen]), "\x00")
+		rep.Data[name] = binary.LittleEndian.Uint64(vals[8+8*i:])
+	}
+	return nil
+}

@@ -1,0 +1,94 @@
+package netdev
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestTAPRootHandover: a paused TAP delivers nothing; the frames sent
+// meanwhile wait in the interface and reach the successor that took the
+// descriptor over; the old one resumes cleanly when no one takes over.
+func TestTAPRootHandover(t *testing.T) {
+	requireRoot(t)
+	ns := newNetns(t)
+	leakCheck(t)
+	var old *TAP
+	var ps *packetSocket
+	inNetns(t, ns, func() error {
+		var err error
+		if old, err = OpenTAP(TAPConfig{Up: true}, quietLog()); err != nil {
+			return err
+		}
+		if ps, err = openPacketSocket(old.Name()); err != nil {
+			old.Close()
+		}
+		return err
+	})
+	defer unix.Close(ps.fd)
+	rx := newCollector()
+	if err := old.Start(rx); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	// Pause and resume: a frame sent while paused arrives after.
+	if err := old.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f1 := testFrame(100, 1)
+	if err := ps.send(f1); err != nil {
+		t.Fatal(err)
+	}
+	rx.expectNone(t, 50*time.Millisecond)
+	old.Resume()
+	nextMatching(t, rx, f1)
+
+	// Pause, hand the descriptor over, release the old one.
+	if err := old.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kind, name, fd := old.HandoverFD()
+	if kind != "tap" || name != old.Name() || fd < 0 {
+		t.Fatalf("%s %s %d", kind, name, fd)
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2 := testFrame(200, 2)
+	if err := ps.send(f2); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TAPFromFD(ev, name, quietLog()); err == nil {
+		t.Fatal("an eventfd taken for a TAP")
+	}
+	nu, err := TAPFromFD(dup, name, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nu.Close()
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rx.closed.Store(true)
+	rx2 := newCollector()
+	if err := nu.Start(rx2); err != nil {
+		t.Fatal(err)
+	}
+	nextMatching(t, rx2, f2)
+	out := testFrame(300, 3)
+	if err := nu.Send(out); err != nil {
+		t.Fatal(err)
+	}
+	ps.waitFor(t, out)
+	if rx.lateCalls.Load() != 0 {
+		t.Fatal("the old TAP delivered after Close")
+	}
+}
