@@ -166,6 +166,9 @@ func (s *server) run() {
 	if s.ctlLn != nil {
 		s.ctlLn.SetUnlinkOnClose(true)
 	}
+	if u, ok := s.backend.(interface{ SetUnlinkOnClose(bool) }); ok {
+		u.SetUnlinkOnClose(true)
+	}
 	s.nic.ResumeInPlace()
 	if err := s.backend.Start(s.nic); err != nil {
 		s.log.Error("starting the backend after the takeover", "err", err)

@@ -145,18 +145,46 @@ func TestAdoptStateRefusals(t *testing.T) {
 			return b, fds
 		},
 	}
+	// A unixgram backend, adopted before the device state is refused: its
+	// socket file is still the predecessor's.
+	gram := filepath.Join(dir, "gram.sock")
+	gc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: gram, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Close()
+	gcfg := cfg
+	gcfg.Netdev = netdev.Config{Type: "dgram", Dgram: netdev.DgramConfig{Network: "unixgram", Local: gram, Remote: filepath.Join(dir, "peer.sock")}}
+	cases["a unixgram backend and a device state refused"] = func() ([]byte, []int) {
+		st, fds := state()
+		bad := append([]byte(nil), stream...)
+		bad[len(bad)-1] ^= 0xff
+		st.Device = bad
+		st.Netdev = handover.Netdev{Kind: "dgram"}
+		st.FDs = append(st.FDs, handover.FD{Role: handover.RoleBackend})
+		f, err := gc.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b, _ := handover.EncodeState(st)
+		return b, append(fds, dupFD(int(f.Fd())))
+	}
 	for name, mk := range cases {
 		t.Run(name, func(t *testing.T) {
 			body, fds := mk()
 			before := openFDs(t) - len(fds)
 			c := cfg
+			if strings.Contains(name, "unixgram") {
+				c = gcfg
+			}
 			if _, err := adoptState(&c, body, fds, log); err == nil {
 				t.Fatal("adopted")
 			}
 			if after := openFDs(t); after != before {
 				t.Fatalf("descriptors: %d before the handover, %d after its refusal", before, after)
 			}
-			for _, p := range []string{sock, ctl} {
+			for _, p := range []string{sock, ctl, gram} {
 				if _, err := os.Stat(p); err != nil {
 					t.Fatalf("%s: %v", p, err)
 				}
