@@ -7,7 +7,9 @@ import (
 	"net"
 	"os"
 	"sort"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -33,6 +35,99 @@ type Handoff struct {
 // ErrNotPausable is returned by Pause for a connection that cannot stop
 // its reads (it has no wake eventfd, or is not driven by Serve).
 var ErrNotPausable = errors.New("vfio-user: the connection cannot be paused")
+
+// acceptGate lets a live upgrade stop Serve's accepts without closing the
+// listener: a client that connects meanwhile waits in the socket's
+// backlog, for the successor, which shares the socket, or for this server
+// once it resumes. Accepting it here would have it served by a process
+// about to exit.
+type acceptGate struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	ln     *net.UnixListener // Serve's, nil while none runs
+	held   bool
+	parked chan struct{} // closed once Serve waits at the gate
+}
+
+func (g *acceptGate) init() {
+	if g.cond == nil {
+		g.cond = sync.NewCond(&g.mu)
+	}
+}
+
+// serving records the listener Serve accepts on, nil once it returns.
+func (g *acceptGate) serving(ln *net.UnixListener) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.init()
+	g.ln = ln
+	if ln == nil && g.parked != nil {
+		close(g.parked) // nothing is accepted any more
+		g.parked = nil
+	}
+}
+
+// wait is Serve's side: it returns once no hold is on.
+func (g *acceptGate) wait() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.init()
+	for g.held {
+		if g.parked != nil {
+			close(g.parked)
+			g.parked = nil
+		}
+		g.cond.Wait()
+	}
+}
+
+// HoldAccepts stops Serve between two accepts, ending a blocked accept
+// with a deadline in the past; a connection Serve had accepted already is
+// taken on first (it is the client Pause then finds). It returns once
+// Serve waits, or at once when Serve does not run. Clients that connect
+// until ResumeAccepts wait in the listener's backlog.
+func (s *Server) HoldAccepts(ctx context.Context) error {
+	g := &s.gate
+	g.mu.Lock()
+	g.init()
+	g.held = true
+	ln := g.ln
+	if ln == nil {
+		g.mu.Unlock()
+		return nil
+	}
+	parked := make(chan struct{})
+	g.parked = parked
+	// Set under the lock, so that no ResumeAccepts clears it after.
+	err := ln.SetDeadline(time.Unix(1, 0))
+	g.mu.Unlock()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		s.ResumeAccepts()
+		return fmt.Errorf("vfio-user: holding accepts: %w", err)
+	}
+	select {
+	case <-parked:
+		return nil
+	case <-ctx.Done():
+		s.ResumeAccepts()
+		return fmt.Errorf("vfio-user: holding accepts: %w", ctx.Err())
+	}
+}
+
+// ResumeAccepts lets Serve accept again; on a listener closed meanwhile
+// (the handover committed) Serve returns.
+func (s *Server) ResumeAccepts() {
+	g := &s.gate
+	g.mu.Lock()
+	g.init()
+	g.held = false
+	g.parked = nil
+	if g.ln != nil {
+		g.ln.SetDeadline(time.Time{}) // fails only on a closed listener, which Serve sees
+	}
+	g.cond.Broadcast()
+	g.mu.Unlock()
+}
 
 // Pause stops the current client's connection once the message it is
 // handling has been answered; nothing more is read from the client until

@@ -137,6 +137,9 @@ func (t *handoverTarget) Handover(req control.TakeoverRequest, c *net.UnixConn, 
 	log.Info("handed over", "paused", time.Since(start), "state_bytes", len(x.state), "descriptors", len(x.fds))
 	close(s.handedOver)
 	s.ln.Close()
+	// Serve, held since the export, finds the listener closed and ends;
+	// the backlog is the successor's.
+	s.vfu.ResumeAccepts()
 	if x.conn != nil {
 		x.conn.Release()
 	}
@@ -214,6 +217,12 @@ func (s *server) export(ctx context.Context) (_ *exported, err error) {
 			x.closeOwn()
 		}
 	}()
+	// Clients that connect from now on wait in the backlog: for the
+	// successor, or for this server if it resumes.
+	if err := s.vfu.HoldAccepts(ctx); err != nil {
+		return nil, err
+	}
+	x.undo = append(x.undo, s.vfu.ResumeAccepts)
 	if x.conn, err = s.vfu.Pause(ctx); err != nil {
 		return nil, err
 	}
