@@ -145,6 +145,46 @@ func (t *handoverTarget) Handover(req control.TakeoverRequest, c *net.UnixConn, 
 	}
 }
 
+// errTakeoverUnderWay refuses a command that changes the device while a
+// takeover runs: the state the successor loads has been taken, and a
+// change made now would be answered and then lost.
+var errTakeoverUnderWay = errors.New("takeover under way; try again once it has ended")
+
+// changing takes the takeover lock for a command that changes the device,
+// refusing it during a takeover and once handed over (this process is
+// about to exit; the successor serves the control socket).
+func (s *server) changing() (unlock func(), err error) {
+	if !s.takeoverMu.TryLock() {
+		return nil, errTakeoverUnderWay
+	}
+	if s.isHandedOver() {
+		s.takeoverMu.Unlock()
+		return nil, errors.New("this server has handed over to its successor")
+	}
+	return s.takeoverMu.Unlock, nil
+}
+
+// SetLink is the NIC's, but not during a takeover (see changing).
+func (t *handoverTarget) SetLink(up bool) error {
+	unlock, err := t.s.changing()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return t.nicTarget.SetLink(up)
+}
+
+// Announce is the NIC's, but not during a takeover: its frames would go
+// through a paused backend, and its schedule would not carry over.
+func (t *handoverTarget) Announce() (control.AnnounceResult, error) {
+	unlock, err := t.s.changing()
+	if err != nil {
+		return control.AnnounceResult{}, err
+	}
+	defer unlock()
+	return t.nicTarget.Announce()
+}
+
 // compatible checks a successor's request with check's rules: model,
 // parameters and MAC, then its backend's kind and the format version.
 func (t *handoverTarget) compatible(req control.TakeoverRequest) error {

@@ -510,3 +510,41 @@ func TestTakeoverClientWaitsInBacklog(t *testing.T) {
 		t.Fatalf("the accepted connection is not the client's: %v", err)
 	}
 }
+
+// TestTakeoverRefusesChanges: set-link and announce during a takeover are
+// refused, not answered and then lost with the state already sent;
+// queries are answered; once the takeover has failed, they work again.
+func TestTakeoverRefusesChanges(t *testing.T) {
+	u := startUpgrade(t)
+	call := func(req control.Request) (json.RawMessage, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return control.Call(ctx, u.ctl, req)
+	}
+	p, _, fds := askTakeover(t, u.ctl, u.mac)
+	closeInts(fds)
+	down := false
+	if _, err := call(control.Request{Cmd: control.CmdSetLink, Up: &down}); err == nil || !strings.Contains(err.Error(), "takeover under way") {
+		t.Fatalf("set-link during a takeover: %v", err)
+	}
+	if _, err := call(control.Request{Cmd: control.CmdAnnounce}); err == nil || !strings.Contains(err.Error(), "takeover under way") {
+		t.Fatalf("announce during a takeover: %v", err)
+	}
+	if _, err := call(control.Request{Cmd: control.CmdQueryStatus}); err != nil {
+		t.Fatalf("query-status during a takeover: %v", err)
+	}
+	p.SendFrame(handover.KindFail, []byte("giving up"), nil)
+	if h, _, _, err := p.ReadFrame(); err != nil || h.Kind != handover.KindAbort {
+		t.Fatalf("after FAIL: %v %v, want ABORT", h, err)
+	}
+	// The predecessor lets go of the takeover a moment after its ABORT.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, err := call(control.Request{Cmd: control.CmdSetLink, Up: &down})
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "takeover under way") || time.Now().After(deadline) {
+			t.Fatalf("set-link after the failed takeover: %v", err)
+		}
+	}
+}
