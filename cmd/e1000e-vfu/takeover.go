@@ -252,9 +252,15 @@ func (s *server) export(ctx context.Context) (_ *exported, err error) {
 	}
 	x := &exported{}
 	defer func() {
-		if err != nil {
+		// A panic is a bug, and Handover's caller counts and logs it;
+		// it must not leave the guest's NIC paused on its way there.
+		p := recover()
+		if err != nil || p != nil {
 			x.resume()
 			x.closeOwn()
+		}
+		if p != nil {
+			panic(p)
 		}
 	}()
 	// Clients that connect from now on wait in the backlog: for the

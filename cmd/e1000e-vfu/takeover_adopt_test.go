@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -197,5 +198,62 @@ func TestAdoptStateRefusals(t *testing.T) {
 				t.Fatalf("the client connection was shut down: %d %v", n, err)
 			}
 		})
+	}
+}
+
+// panicHandover is a backend with a bug: handing its descriptor over
+// panics, once the server is paused.
+type panicHandover struct {
+	netdev.None
+	calls           int
+	paused, resumed bool
+}
+
+func (b *panicHandover) Pause(context.Context) error { b.paused = true; return nil }
+func (b *panicHandover) Resume()                     { b.resumed = true }
+func (b *panicHandover) HandoverFD() (string, string, int) {
+	// The first call is export's check, before anything is paused.
+	if b.calls++; b.calls > 1 {
+		panic("a bug in HandoverFD")
+	}
+	return "none", "", -1
+}
+
+// TestExportPanicResumes: a panic while the server is paused for a
+// takeover resumes the NIC and the backend and closes the duplicated
+// descriptors before it goes on to the control socket, which counts it.
+func TestExportPanicResumes(t *testing.T) {
+	dir := t.TempDir()
+	var stderr bytes.Buffer
+	cfg, err := parseServe(env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: &stderr},
+		[]string{"--socket", filepath.Join(dir, "vfu.sock"), "--control", filepath.Join(dir, "vfu.ctl"), "--netdev", "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := start(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.release()
+	s.cfg = cfg
+	b := &panicHandover{}
+	s.backend = b
+	before := openFDs(t)
+	func() {
+		defer func() {
+			if p := recover(); p == nil {
+				t.Error("the panic was swallowed")
+			}
+		}()
+		s.export(context.Background())
+	}()
+	if !b.paused || !b.resumed {
+		t.Fatalf("backend paused %v, resumed %v", b.paused, b.resumed)
+	}
+	if s.nic.Quiesced() {
+		t.Fatal("the NIC is left quiesced")
+	}
+	if after := openFDs(t); after != before {
+		t.Fatalf("descriptors: %d before, %d after", before, after)
 	}
 }
