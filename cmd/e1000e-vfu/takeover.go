@@ -277,6 +277,10 @@ func (s *server) export(ctx context.Context) (_ *exported, err error) {
 	}
 	s.nic.Quiesce()
 	x.undo = append(x.undo, s.nic.ResumeInPlace)
+	// An unmask the client signals from now on is the successor's to
+	// read: INTxMasked, sampled below, is then the state it starts from.
+	s.nic.HoldINTxUnmask()
+	x.undo = append(x.undo, s.nic.ResumeINTxUnmask)
 	if err := hb.Pause(ctx); err != nil {
 		return nil, err
 	}

@@ -104,8 +104,11 @@ func adoptState(cfg *Config, body []byte, fds []int, log *slog.Logger) (_ *serve
 	if err := s.buildDevice(*cfg); err != nil {
 		return nil, err
 	}
-	// Quiesced until the predecessor commits: no DMA, no interrupt.
+	// Quiesced until the predecessor commits: no DMA, no interrupt, and
+	// the INTx unmask eventfd left to the predecessor, which may yet
+	// resume.
 	s.nic.Quiesce()
+	s.nic.HoldINTxUnmask()
 
 	lfd := take(find(handover.RoleListener))
 	path, err := socketName(lfd)
@@ -170,6 +173,7 @@ func (s *server) run() {
 		u.SetUnlinkOnClose(true)
 	}
 	s.nic.ResumeInPlace()
+	s.nic.ResumeINTxUnmask()
 	if err := s.backend.Start(s.nic); err != nil {
 		s.log.Error("starting the backend after the takeover", "err", err)
 	}
