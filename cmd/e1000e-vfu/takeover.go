@@ -69,6 +69,10 @@ func (t *handoverTarget) Handover(req control.TakeoverRequest, c *net.UnixConn, 
 		control.WriteReply(c, nil, fmt.Errorf("%w: this server has handed over already", errRefused))
 		return
 	}
+	if s.stopping {
+		control.WriteReply(c, nil, fmt.Errorf("%w: this server is shutting down", errRefused))
+		return
+	}
 	if err := t.compatible(req); err != nil {
 		log.Warn("takeover refused", "err", err)
 		control.WriteReply(c, nil, err)
@@ -160,6 +164,10 @@ func (s *server) changing() (unlock func(), err error) {
 	if s.isHandedOver() {
 		s.takeoverMu.Unlock()
 		return nil, errors.New("this server has handed over to its successor")
+	}
+	if s.stopping {
+		s.takeoverMu.Unlock()
+		return nil, errors.New("this server is shutting down")
 	}
 	return s.takeoverMu.Unlock, nil
 }

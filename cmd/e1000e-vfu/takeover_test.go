@@ -548,3 +548,38 @@ func TestTakeoverRefusesChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestTakeoverSignalWaitsForCommit: a SIGTERM during a takeover waits for
+// its end; once it has committed, the predecessor exits 0 without shutting
+// anything down (the socket files are the successor's now).
+func TestTakeoverSignalWaitsForCommit(t *testing.T) {
+	dir := t.TempDir()
+	sock, ctl, mac := filepath.Join(dir, "vfu.sock"), filepath.Join(dir, "vfu.ctl"), "52:54:00:12:34:99"
+	old := startServe(t, "--socket", sock, "--control", ctl, "--mac", mac, "--netdev", "none")
+	old.waitLog("msg=serving", 10*time.Second)
+	p, _, fds := askTakeover(t, ctl, mac)
+	defer closeInts(fds)
+	if err := old.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-old.done:
+		t.Fatalf("the predecessor exited during the takeover:\n%s", old.log.String())
+	case <-time.After(300 * time.Millisecond):
+	}
+	p.SendFrame(handover.KindReady, nil, nil)
+	if h, _, _, err := p.ReadFrame(); err != nil || h.Kind != handover.KindCommit {
+		t.Fatalf("after READY: %v %v, want COMMIT", h, err)
+	}
+	if code := old.wait(10 * time.Second); code != 0 {
+		t.Fatalf("predecessor exit status %d:\n%s", code, old.log.String())
+	}
+	if strings.Contains(old.log.String(), "msg=stopping") {
+		t.Fatalf("the predecessor shut down after handing over:\n%s", old.log.String())
+	}
+	for _, f := range []string{sock, ctl} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+}
