@@ -447,32 +447,43 @@ func (s *Server) Adopt(a Adopted) (_ *Conn, err error) {
 }
 
 // preload puts bytes read by a predecessor at the start of the reader,
-// with the descriptors that came with their messages.
+// with the descriptors that came with their messages, in the messages'
+// order. Everything is checked before any descriptor is the reader's: on
+// error the caller still owns every one of them (and closes them once).
 func (rd *reader) preload(b []byte, fds []BufferedFD) error {
 	if len(b) > handover.MaxBuffered {
 		return fmt.Errorf("vfio-user: adopt: %d buffered bytes", len(b))
+	}
+	sets, inSet := 0, 0
+	for i, f := range fds {
+		if int(f.Offset) >= len(b) {
+			return fmt.Errorf("vfio-user: adopt: descriptor for offset %d of %d buffered bytes", f.Offset, len(b))
+		}
+		switch {
+		case i > 0 && f.Offset < fds[i-1].Offset:
+			return fmt.Errorf("vfio-user: adopt: descriptor for offset %d after one for %d", f.Offset, fds[i-1].Offset)
+		case i == 0 || f.Offset > fds[i-1].Offset:
+			sets, inSet = sets+1, 0
+		}
+		inSet++
+		if sets > maxPendingFDSets {
+			return fmt.Errorf("vfio-user: adopt: more than %d buffered descriptor sets", maxPendingFDSets)
+		}
+		if inSet > maxRecvFDs {
+			return fmt.Errorf("vfio-user: adopt: more than %d descriptors for one message", maxRecvFDs)
+		}
 	}
 	if len(b) > len(rd.buf) {
 		rd.buf = make([]byte, len(b))
 	}
 	copy(rd.buf, b)
 	rd.r, rd.w = 0, len(b)
-	for _, f := range fds {
-		if int(f.Offset) >= len(b) {
-			return fmt.Errorf("vfio-user: adopt: descriptor for offset %d of %d buffered bytes", f.Offset, len(b))
-		}
-		i := len(rd.pend) - 1
-		if i < 0 || rd.pend[i].pos != int(f.Offset) {
-			if len(rd.pend) >= maxPendingFDSets {
-				return fmt.Errorf("vfio-user: adopt: more than %d buffered descriptor sets", maxPendingFDSets)
-			}
+	for i, f := range fds {
+		if i == 0 || f.Offset != fds[i-1].Offset {
 			rd.pend = append(rd.pend, pendingFDs{pos: int(f.Offset)})
-			i++
 		}
-		if len(rd.pend[i].fds) >= maxRecvFDs {
-			return fmt.Errorf("vfio-user: adopt: more than %d descriptors for one message", maxRecvFDs)
-		}
-		rd.pend[i].fds = append(rd.pend[i].fds, f.FD)
+		last := &rd.pend[len(rd.pend)-1]
+		last.fds = append(last.fds, f.FD)
 	}
 	return nil
 }

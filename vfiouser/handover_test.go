@@ -490,3 +490,33 @@ func TestListenerHandover(t *testing.T) {
 		t.Fatal("an eventfd was taken for a listener")
 	}
 }
+
+// TestPreloadRefusesWhole: buffered descriptors beyond the reader's limits
+// are refused before any is the reader's, so that the caller, which closes
+// them on error, is the only one to; the handover format refuses the same.
+func TestPreloadRefusesWhole(t *testing.T) {
+	if handover.MaxBufferedFDSets != maxPendingFDSets || handover.MaxBufferedMsgFDs != maxRecvFDs {
+		t.Fatal("the handover format's limits on buffered descriptors are not the reader's")
+	}
+	many := func(n int, offset func(i int) uint32) []BufferedFD {
+		fds := make([]BufferedFD, n)
+		for i := range fds {
+			fds[i] = BufferedFD{Offset: offset(i), FD: 1000 + i}
+		}
+		return fds
+	}
+	for name, fds := range map[string][]BufferedFD{
+		"too many for one message": many(maxRecvFDs+1, func(int) uint32 { return 0 }),
+		"too many messages":        many(maxPendingFDSets+1, func(i int) uint32 { return uint32(i) }),
+		"out of order":             many(3, func(i int) uint32 { return uint32(2 - i) }),
+		"beyond the bytes":         many(2, func(i int) uint32 { return uint32(i * 100) }),
+	} {
+		rd := newReader(-1, 64, 1<<20)
+		if err := rd.preload(make([]byte, 64), fds); err == nil {
+			t.Fatalf("%s: preloaded", name)
+		}
+		if len(rd.pend) != 0 {
+			t.Fatalf("%s: %d descriptor sets kept on error", name, len(rd.pend))
+		}
+	}
+}
