@@ -520,3 +520,66 @@ func TestPreloadRefusesWhole(t *testing.T) {
 		}
 	}
 }
+
+// TestPausedConnSendsNoDMA: a device goroutine's DMA message waits while
+// the connection is paused for a handover (the successor may use the
+// exported message ids, and reads the client's replies): sent after a
+// resume, failed after a release, never sent during the pause.
+func TestPausedConnSendsNoDMA(t *testing.T) {
+	for _, release := range []bool{false, true} {
+		p := newTakeoverPair(t)
+		if _, err := p.cl.Negotiate(nil); err != nil {
+			t.Fatal(err)
+		}
+		guest := make([]byte, 4096)
+		if err := p.cl.MapMessage(0x40000, guest, DMAFlagRead|DMAFlagWrite); err != nil {
+			t.Fatal(err)
+		}
+		g := p.oldDev.worker(t)
+		h, err := p.oldSrv.Pause(context.Background())
+		if err != nil || h == nil {
+			t.Fatalf("pause: %v %v", h, err)
+		}
+		x, err := h.Export()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.oldSrv.mu.Lock()
+		c := p.oldSrv.active
+		p.oldSrv.mu.Unlock()
+		dmaDone := make(chan error, 1)
+		go func() { dmaDone <- g.Write(0x40000, []byte("zz")) }()
+		time.Sleep(100 * time.Millisecond)
+		if id := uint16(c.nextID.Load()); id != x.Proto.NextID {
+			t.Fatalf("release %v: message id %d used during the pause, the successor's from %d", release, id, x.Proto.NextID)
+		}
+		select {
+		case err := <-dmaDone:
+			t.Fatalf("release %v: the DMA ended during the pause: %v", release, err)
+		default:
+		}
+		if release {
+			h.Release()
+			select {
+			case err := <-dmaDone:
+				if err == nil {
+					t.Fatal("a DMA after the release succeeded")
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("a DMA still waits after the release")
+			}
+			if id := uint16(c.nextID.Load()); id != x.Proto.NextID {
+				t.Fatalf("message id %d used after the release", id)
+			}
+			continue
+		}
+		h.Resume()
+		// The client serves the DMA message as it waits for its reply.
+		if err := p.cl.WriteRegion(device.RegionBAR0, 0x50, []byte{7}); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-dmaDone; err != nil {
+			t.Fatalf("the DMA after the resume: %v", err)
+		}
+	}
+}
