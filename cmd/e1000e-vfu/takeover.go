@@ -132,6 +132,8 @@ func (t *handoverTarget) Handover(req control.TakeoverRequest, c *net.UnixConn, 
 		fail("committing", err)
 		return
 	}
+	// Committed: nothing may resume now, not even the panic handler.
+	x.undo = nil
 	// From here the successor runs: nothing of ours may touch the
 	// client, the network or the socket files again.
 	s.ln.SetUnlinkOnClose(false)
