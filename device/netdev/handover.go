@@ -76,6 +76,10 @@ func (p *pauser) pause(ctx context.Context, life *lifecycle, setDeadline func(ti
 	}
 	p.pausing.Store(true)
 	life.mu.Unlock()
+	// A pause that timed out may have left a token behind (the loop
+	// parked after the wait gave up, and unpause let it go): this pause
+	// waits for a park of its own.
+	p.drain()
 	if !started {
 		return nil
 	}
@@ -91,6 +95,16 @@ func (p *pauser) pause(ctx context.Context, life *lifecycle, setDeadline func(ti
 	case <-ctx.Done():
 		p.unpause(setDeadline)
 		return ctx.Err()
+	}
+}
+
+// drain empties both channels of tokens a timed-out pause left.
+func (p *pauser) drain() {
+	for _, ch := range []chan struct{}{p.parked, p.resume} {
+		select {
+		case <-ch:
+		default:
+		}
 	}
 }
 

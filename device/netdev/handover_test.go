@@ -141,3 +141,18 @@ func TestDgramFromFDKeepsFile(t *testing.T) {
 		t.Fatalf("a successor that took over left its socket file: %v", err)
 	}
 }
+
+// TestPauserStaleToken: a token left by a pause that timed out (the loop
+// parked after the wait gave up) does not pass for the next pause's park.
+func TestPauserStaleToken(t *testing.T) {
+	var p pauser
+	p.init()
+	life := &lifecycle{started: true, done: make(chan struct{})}
+	p.parked <- struct{}{} // the timed-out pause's park
+	p.resume <- struct{}{} // and its release
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := p.pause(ctx, life, func(time.Time) error { return nil }); err == nil {
+		t.Fatal("a pause returned on a stale park, with no loop parked")
+	}
+}
