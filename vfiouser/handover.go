@@ -337,6 +337,10 @@ func (s *Server) Adopt(a Adopted) (_ *Conn, err error) {
 		a.closeAll()
 		return nil, errors.New("vfio-user: adopt: no connection")
 	}
+	if err := checkConnected(a.FD); err != nil {
+		a.closeAll()
+		return nil, fmt.Errorf("vfio-user: adopt: the connection: %w", err)
+	}
 	p := a.Proto
 	if p.Negotiated && (p.MaxXfer < 8 || p.MaxXfer > s.opts.MaxDataXferSize) {
 		a.closeAll()
@@ -551,7 +555,7 @@ func (l *Listener) Detach() error {
 func ListenerFromFD(fd int, path string) (*Listener, error) {
 	f := os.NewFile(uintptr(fd), "vfio-user listener")
 	defer f.Close()
-	if err := checkListening(fd, path); err != nil {
+	if err := CheckListening(fd, path); err != nil {
 		return nil, fmt.Errorf("vfio-user: handed-over listener: %w", err)
 	}
 	// FileListener switches the shared description to blocking mode and
@@ -571,9 +575,9 @@ func ListenerFromFD(fd int, path string) (*Listener, error) {
 	return &Listener{ln: ul, path: path}, nil
 }
 
-// checkListening says whether fd is a listening UNIX stream socket bound
-// to path.
-func checkListening(fd int, path string) error {
+// CheckListening says whether fd is a listening UNIX stream socket bound
+// to path (any path when path is empty).
+func CheckListening(fd int, path string) error {
 	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil || typ != unix.SOCK_STREAM {
 		return fmt.Errorf("not a stream socket (%v)", err)
@@ -598,6 +602,23 @@ func checkListening(fd int, path string) error {
 	b, err2 := os.Stat(path)
 	if err1 != nil || err2 != nil || !os.SameFile(a, b) {
 		return fmt.Errorf("bound to %q, not %q", ua.Name, path)
+	}
+	return nil
+}
+
+// checkConnected says whether fd is a connected UNIX stream socket, as a
+// client's connection is.
+func checkConnected(fd int) error {
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil || typ != unix.SOCK_STREAM {
+		return fmt.Errorf("not a stream socket (%v): %w", err, syscall.EINVAL)
+	}
+	sa, err := unix.Getpeername(fd)
+	if err != nil {
+		return fmt.Errorf("no peer: %w", err)
+	}
+	if _, ok := sa.(*unix.SockaddrUnix); !ok {
+		return fmt.Errorf("not a UNIX socket: %w", syscall.EINVAL)
 	}
 	return nil
 }

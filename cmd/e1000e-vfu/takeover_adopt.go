@@ -237,6 +237,9 @@ func sameSocket(a, b string) bool {
 func unixListenerFromFD(fd int, path string) (*net.UnixListener, error) {
 	f := os.NewFile(uintptr(fd), "listener")
 	defer f.Close()
+	if err := vfiouser.CheckListening(fd, ""); err != nil {
+		return nil, err
+	}
 	name, err := socketName(fd)
 	if err != nil {
 		return nil, err

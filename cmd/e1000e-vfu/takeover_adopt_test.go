@@ -131,6 +131,27 @@ func TestAdoptStateRefusals(t *testing.T) {
 			b, _ := handover.EncodeState(st)
 			return b, fds
 		},
+		"a control socket that does not listen": func() ([]byte, []int) {
+			st, fds := state()
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Bind(fd, &unix.SockaddrUnix{Name: filepath.Join(dir, "bound.sock")}); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fds[1])
+			fds[1] = fd
+			b, _ := handover.EncodeState(st)
+			return b, fds
+		},
+		"a connection that is a listener": func() ([]byte, []int) {
+			st, fds := state()
+			unix.Close(fds[2])
+			fds[2] = lfile(cln)
+			b, _ := handover.EncodeState(st)
+			return b, fds
+		},
 		"an interrupt that is no eventfd": func() ([]byte, []int) {
 			st, fds := state()
 			st.FDs = append(st.FDs, handover.FD{Role: handover.RoleIRQ, A: 2, B: 0})
