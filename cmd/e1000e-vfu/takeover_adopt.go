@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -116,13 +117,11 @@ func adoptState(cfg *Config, body []byte, fds []int, log *slog.Logger) (_ *serve
 		unix.Close(lfd)
 		return nil, fmt.Errorf("the vfio-user listener: %w", err)
 	}
-	if cfg.Socket != "" && !sameSocket(cfg.Socket, path) {
+	if path, err = boundPath(path, cfg.Socket); err != nil {
 		unix.Close(lfd)
-		return nil, fmt.Errorf("--socket %s: the predecessor serves %s", cfg.Socket, path)
+		return nil, fmt.Errorf("the vfio-user listener: %w", err)
 	}
-	if cfg.Socket == "" {
-		cfg.Socket = path
-	}
+	cfg.Socket = path
 	if s.ln, err = vfiouser.ListenerFromFD(lfd, ""); err != nil {
 		return nil, err
 	}
@@ -222,6 +221,27 @@ func socketName(fd int) (string, error) {
 	return ua.Name, nil
 }
 
+// boundPath checks a handed-over socket's bound name against want (this
+// server's own option, empty for none) and returns the socket's absolute
+// path. A relative name was resolved in the predecessor's directory,
+// which need not be ours: it is taken only when want names the same file.
+func boundPath(name, want string) (string, error) {
+	if want != "" && !sameSocket(want, name) {
+		return "", fmt.Errorf("bound to %s, not %s", name, want)
+	}
+	if !filepath.IsAbs(name) {
+		if want == "" {
+			return "", fmt.Errorf("bound to the relative name %s; name the socket with its option", name)
+		}
+		name = want
+	}
+	abs, err := filepath.Abs(name)
+	if err != nil {
+		return "", fmt.Errorf("socket %s: %w", name, err)
+	}
+	return abs, nil
+}
+
 // sameSocket says whether two paths name one socket file.
 func sameSocket(a, b string) bool {
 	if samePath(a, b) {
@@ -244,8 +264,8 @@ func unixListenerFromFD(fd int, path string) (*net.UnixListener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if path != "" && !sameSocket(name, path) {
-		return nil, fmt.Errorf("bound to %s, not %s", name, path)
+	if _, err := boundPath(name, path); err != nil {
+		return nil, err
 	}
 	ln, err := net.FileListener(f)
 	if err != nil {

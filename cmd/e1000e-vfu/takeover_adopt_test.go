@@ -278,3 +278,32 @@ func TestExportPanicResumes(t *testing.T) {
 		t.Fatalf("descriptors: %d before, %d after", before, after)
 	}
 }
+
+// TestBoundPath: a handed-over socket's relative name (resolved in the
+// predecessor's directory) is taken only when this server's option names
+// the same file, and the path kept is absolute.
+func TestBoundPath(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	ln, err := net.Listen("unix", "rel.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	abs := filepath.Join(dir, "rel.sock")
+	if _, err := boundPath("rel.sock", ""); err == nil {
+		t.Fatal("a relative name taken without the option")
+	}
+	if _, err := boundPath("rel.sock", filepath.Join(dir, "other.sock")); err == nil {
+		t.Fatal("a relative name taken for another file")
+	}
+	for _, want := range []string{abs, "rel.sock", "./rel.sock"} {
+		got, err := boundPath("rel.sock", want)
+		if err != nil || got != abs {
+			t.Fatalf("option %s: %q %v, want %s", want, got, err, abs)
+		}
+	}
+	if got, err := boundPath(abs, ""); err != nil || got != abs {
+		t.Fatalf("an absolute name: %q %v", got, err)
+	}
+}
