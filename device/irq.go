@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -88,6 +89,9 @@ type IRQs struct {
 	intxLevel  bool
 	intxMasked bool
 	unmask     *unmaskWatcher
+	// unmaskHeld keeps the watcher off the eventfd during a live upgrade
+	// (HoldUnmask), so that only one process reads it.
+	unmaskHeld bool
 }
 
 // NewIRQs returns an IRQ table with the vector counts of infos (indexed by
@@ -592,11 +596,15 @@ func (q *IRQs) Close() {
 type unmaskWatcher struct {
 	file   *os.File
 	fd     int
-	stopFD int // our own eventfd: written to stop the watcher
+	stopFD int // our own eventfd: written to stop the watcher or change held
 	done   chan struct{}
 
 	mu     sync.Mutex // orders stop's write with the goroutine's close of stopFD
 	exited bool
+
+	quit atomic.Bool   // set by stop: the next wakeup ends the goroutine
+	held atomic.Bool   // the goroutine polls stopFD alone (see IRQs.HoldUnmask)
+	ack  chan struct{} // the goroutine has seen a change of held
 }
 
 // setUnmaskFD replaces the unmask eventfd with f (nil removes it). The old
@@ -622,7 +630,8 @@ func (q *IRQs) setUnmaskFD(f *os.File, stop **unmaskWatcher) (*unmaskWatcher, er
 		f.Close()
 		return nil, fmt.Errorf("set irqs: watcher eventfd: %w", err)
 	}
-	w := &unmaskWatcher{file: f, fd: fd, stopFD: sfd, done: make(chan struct{})}
+	w := &unmaskWatcher{file: f, fd: fd, stopFD: sfd, done: make(chan struct{}), ack: make(chan struct{}, 1)}
+	w.held.Store(q.unmaskHeld)
 	go w.run(q)
 	return w, nil
 }
@@ -647,12 +656,30 @@ func (w *unmaskWatcher) run(q *IRQs) {
 	// One pass per wakeup, until stopped or the descriptor fails.
 	for {
 		pfd[0].Revents, pfd[1].Revents = 0, 0
-		_, err := unix.Poll(pfd[:], -1)
+		// Held, the client's eventfd is not even polled: it stays
+		// readable for the process that reads it now.
+		fds := pfd[:]
+		if w.held.Load() {
+			fds = pfd[1:]
+		}
+		_, err := unix.Poll(fds, -1)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
-		if err != nil || pfd[1].Revents != 0 {
+		if err != nil {
 			return
+		}
+		if pfd[1].Revents != 0 {
+			if w.quit.Load() || pfd[1].Revents&unix.POLLIN == 0 {
+				return
+			}
+			// A change of held: seen from the next poll on.
+			ReadEventfd(w.stopFD)
+			select {
+			case w.ack <- struct{}{}:
+			default:
+			}
+			continue
 		}
 		if pfd[0].Revents&unix.POLLIN != 0 {
 			_, err := ReadEventfd(w.fd)
@@ -685,6 +712,7 @@ func (q *IRQs) unmaskFrom(w *unmaskWatcher) {
 // eventfd and closes its descriptors itself, so a goroutine that does not
 // end in time still releases them when it does.
 func (w *unmaskWatcher) stop() {
+	w.quit.Store(true)
 	w.mu.Lock()
 	if !w.exited {
 		_, _ = unix.Write(w.stopFD, eventfdOne[:]) // our own non-blocking eventfd
@@ -695,5 +723,53 @@ func (w *unmaskWatcher) stop() {
 	select {
 	case <-w.done:
 	case <-t.C:
+	}
+}
+
+// setHeld holds or releases the watcher and waits, at most
+// watcherStopWait, until the goroutine has seen it: once setHeld(true)
+// returns, it reads the client's eventfd no more, and an unmask it read
+// before has been applied.
+func (w *unmaskWatcher) setHeld(h bool) {
+	w.held.Store(h)
+	select {
+	case <-w.ack: // a stale one
+	default:
+	}
+	w.mu.Lock()
+	if w.exited {
+		w.mu.Unlock()
+		return
+	}
+	_, _ = unix.Write(w.stopFD, eventfdOne[:])
+	w.mu.Unlock()
+	t := time.NewTimer(watcherStopWait)
+	defer t.Stop()
+	select {
+	case <-w.ack:
+	case <-w.done:
+	case <-t.C:
+	}
+}
+
+// HoldUnmask stops reading the INTx unmask eventfd, and keeps a watcher
+// set up meanwhile from reading it, until ResumeUnmask. A live upgrade's
+// two processes share the eventfd: the one not serving must leave the
+// client's unmasks to the other, and the mask the state carries must not
+// change after it was taken.
+func (q *IRQs) HoldUnmask() { q.holdUnmask(true) }
+
+// ResumeUnmask undoes HoldUnmask. The watcher's first poll picks up an
+// unmask the client signalled while it was held.
+func (q *IRQs) ResumeUnmask() { q.holdUnmask(false) }
+
+func (q *IRQs) holdUnmask(h bool) {
+	q.mu.Lock()
+	q.unmaskHeld = h
+	w := q.unmask
+	q.mu.Unlock()
+	// Without the lock: the watcher may be waiting for it to unmask.
+	if w != nil {
+		w.setHeld(h)
 	}
 }

@@ -18,3 +18,12 @@ func (n *NIC) ResumeInPlace() {
 	n.mu.Unlock()
 	n.resume()
 }
+
+// HoldINTxUnmask stops reading the client's INTx unmask eventfd until
+// ResumeINTxUnmask: during a live upgrade the two processes share it, and
+// exactly one of them may act on an unmask (see device.IRQs.HoldUnmask).
+func (n *NIC) HoldINTxUnmask() { n.pci.fn.IRQs.HoldUnmask() }
+
+// ResumeINTxUnmask reads the unmask eventfd again, picking up an unmask
+// signalled while it was held.
+func (n *NIC) ResumeINTxUnmask() { n.pci.fn.IRQs.ResumeUnmask() }

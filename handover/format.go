@@ -46,6 +46,12 @@ const (
 	// the reader holds at most one message of max_data_xfer_size (1 MiB)
 	// and its header, and what arrived behind it.
 	MaxBuffered = 2 << 20
+	// MaxBufferedFDSets and MaxBufferedMsgFDs are the successor's reader's
+	// limits on descriptors of buffered messages: how many messages carry
+	// some, and how many one carries. A state beyond them is refused as
+	// it is decoded.
+	MaxBufferedFDSets = 8
+	MaxBufferedMsgFDs = 32
 	// MaxMaps bounds the DMA table (vfiouser's own cap is lower).
 	MaxMaps = 65535
 	// MaxIRQIndex and MaxIRQVector bound an interrupt's address.
@@ -457,6 +463,9 @@ func (s *State) check() error {
 	var once [roleMax + 1]int
 	files := make(map[uint32]bool)
 	irqs := make(map[[2]uint32]bool)
+	// Buffered messages' descriptors come in the order of the messages.
+	var bufSets, bufInSet int
+	bufAt := int64(-1)
 	for i, f := range s.FDs {
 		if f.Role == 0 || f.Role > roleMax {
 			return formatErr("descriptor %d: unknown role %d", i, f.Role)
@@ -484,6 +493,16 @@ func (s *State) check() error {
 		case RoleBufferedFDs:
 			if uint64(f.A) >= uint64(len(s.Proto.Buffered)) || f.B != 0 {
 				return formatErr("descriptor %d: buffered message at %d of %d bytes", i, f.A, len(s.Proto.Buffered))
+			}
+			switch {
+			case int64(f.A) < bufAt:
+				return formatErr("descriptor %d: buffered message at %d after one at %d", i, f.A, bufAt)
+			case int64(f.A) > bufAt:
+				bufAt, bufSets, bufInSet = int64(f.A), bufSets+1, 0
+			}
+			bufInSet++
+			if bufSets > MaxBufferedFDSets || bufInSet > MaxBufferedMsgFDs {
+				return formatErr("descriptor %d: more than %d buffered messages with descriptors, or %d descriptors for one", i, MaxBufferedFDSets, MaxBufferedMsgFDs)
 			}
 		}
 	}

@@ -62,18 +62,32 @@ func reseal(b []byte) []byte {
 
 func TestStateRefusals(t *testing.T) {
 	cases := map[string]func(s *State){
-		"no listener":           func(s *State) { s.FDs = s.FDs[2:] },
-		"two connections":       func(s *State) { s.FDs = append(s.FDs, FD{Role: RoleConn}) },
-		"unknown role":          func(s *State) { s.FDs = append(s.FDs, FD{Role: 42}) },
-		"irq index":             func(s *State) { s.FDs = append(s.FDs, FD{Role: RoleIRQ, A: 5}) },
-		"irq twice":             func(s *State) { s.FDs = append(s.FDs, FD{Role: RoleIRQ, A: 2, B: 1}) },
-		"map unaligned":         func(s *State) { s.Maps[0].Size = 100 },
-		"map overlap":           func(s *State) { s.Maps[1].IOVA = 0x1000 },
-		"map wraps":             func(s *State) { s.Maps[2].Size = 1 << 63; s.Maps[2].IOVA = 1 << 63 },
-		"map file missing":      func(s *State) { s.Maps[0].File = 9 },
-		"map flags":             func(s *State) { s.Maps[0].Flags = 4 },
-		"file unused":           func(s *State) { s.FDs = append(s.FDs, FD{Role: RoleDMAFile, A: 3}) },
-		"buffered fd outside":   func(s *State) { s.FDs[8].A = 1000 },
+		"no listener":         func(s *State) { s.FDs = s.FDs[2:] },
+		"two connections":     func(s *State) { s.FDs = append(s.FDs, FD{Role: RoleConn}) },
+		"unknown role":        func(s *State) { s.FDs = append(s.FDs, FD{Role: 42}) },
+		"irq index":           func(s *State) { s.FDs = append(s.FDs, FD{Role: RoleIRQ, A: 5}) },
+		"irq twice":           func(s *State) { s.FDs = append(s.FDs, FD{Role: RoleIRQ, A: 2, B: 1}) },
+		"map unaligned":       func(s *State) { s.Maps[0].Size = 100 },
+		"map overlap":         func(s *State) { s.Maps[1].IOVA = 0x1000 },
+		"map wraps":           func(s *State) { s.Maps[2].Size = 1 << 63; s.Maps[2].IOVA = 1 << 63 },
+		"map file missing":    func(s *State) { s.Maps[0].File = 9 },
+		"map flags":           func(s *State) { s.Maps[0].Flags = 4 },
+		"file unused":         func(s *State) { s.FDs = append(s.FDs, FD{Role: RoleDMAFile, A: 3}) },
+		"buffered fd outside": func(s *State) { s.FDs[8].A = 1000 },
+		"buffered fds unordered": func(s *State) {
+			s.FDs[8].A = 4
+			s.FDs = append(s.FDs, FD{Role: RoleBufferedFDs, A: 2})
+		},
+		"buffered fds for one message": func(s *State) {
+			for range MaxBufferedMsgFDs {
+				s.FDs = append(s.FDs, FD{Role: RoleBufferedFDs, A: 0})
+			}
+		},
+		"buffered messages with fds": func(s *State) {
+			for i := range MaxBufferedFDSets {
+				s.FDs = append(s.FDs, FD{Role: RoleBufferedFDs, A: uint32(i + 1)})
+			}
+		},
 		"netdev unknown":        func(s *State) { s.Netdev.Kind = "vde" },
 		"dgram with a name":     func(s *State) { s.Netdev.Kind = "dgram" },
 		"none with a backend":   func(s *State) { s.Netdev = Netdev{Kind: "none"} },

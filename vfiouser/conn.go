@@ -45,9 +45,16 @@ type Conn struct {
 	replyFDs []int
 
 	// Server-initiated DMA (msgdma.go).
-	nextID      atomic.Uint32
-	pmu         sync.Mutex
-	pending     map[uint16]*dmaWaiter
+	nextID  atomic.Uint32
+	pmu     sync.Mutex
+	pending map[uint16]*dmaWaiter
+	// dmaHeld, while Serve is paused for a handover, keeps device
+	// goroutines from sending DMA messages: the successor may use the
+	// message ids from the exported NextID on, and reads the replies. It
+	// is closed when the pause ends; dmaGone says the connection was
+	// released to the successor. Both under pmu.
+	dmaHeld     chan struct{}
+	dmaGone     bool
 	dmaTimeouts atomic.Uint64
 
 	// Duplicates of the client's interrupt (trigger) eventfds by index and
@@ -120,8 +127,11 @@ func (c *Conn) Serve() error {
 	for {
 		if err := c.Step(); err != nil {
 			if errors.Is(err, errPaused) {
+				c.holdDMA()
 				c.parked <- struct{}{}
-				if release := <-c.unpark; release {
+				release := <-c.unpark
+				c.releaseDMA(release)
+				if release {
 					return nil
 				}
 				continue

@@ -7,7 +7,9 @@ import (
 	"net"
 	"os"
 	"sort"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -33,6 +35,99 @@ type Handoff struct {
 // ErrNotPausable is returned by Pause for a connection that cannot stop
 // its reads (it has no wake eventfd, or is not driven by Serve).
 var ErrNotPausable = errors.New("vfio-user: the connection cannot be paused")
+
+// acceptGate lets a live upgrade stop Serve's accepts without closing the
+// listener: a client that connects meanwhile waits in the socket's
+// backlog, for the successor, which shares the socket, or for this server
+// once it resumes. Accepting it here would have it served by a process
+// about to exit.
+type acceptGate struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	ln     *net.UnixListener // Serve's, nil while none runs
+	held   bool
+	parked chan struct{} // closed once Serve waits at the gate
+}
+
+func (g *acceptGate) init() {
+	if g.cond == nil {
+		g.cond = sync.NewCond(&g.mu)
+	}
+}
+
+// serving records the listener Serve accepts on, nil once it returns.
+func (g *acceptGate) serving(ln *net.UnixListener) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.init()
+	g.ln = ln
+	if ln == nil && g.parked != nil {
+		close(g.parked) // nothing is accepted any more
+		g.parked = nil
+	}
+}
+
+// wait is Serve's side: it returns once no hold is on.
+func (g *acceptGate) wait() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.init()
+	for g.held {
+		if g.parked != nil {
+			close(g.parked)
+			g.parked = nil
+		}
+		g.cond.Wait()
+	}
+}
+
+// HoldAccepts stops Serve between two accepts, ending a blocked accept
+// with a deadline in the past; a connection Serve had accepted already is
+// taken on first (it is the client Pause then finds). It returns once
+// Serve waits, or at once when Serve does not run. Clients that connect
+// until ResumeAccepts wait in the listener's backlog.
+func (s *Server) HoldAccepts(ctx context.Context) error {
+	g := &s.gate
+	g.mu.Lock()
+	g.init()
+	g.held = true
+	ln := g.ln
+	if ln == nil {
+		g.mu.Unlock()
+		return nil
+	}
+	parked := make(chan struct{})
+	g.parked = parked
+	// Set under the lock, so that no ResumeAccepts clears it after.
+	err := ln.SetDeadline(time.Unix(1, 0))
+	g.mu.Unlock()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		s.ResumeAccepts()
+		return fmt.Errorf("vfio-user: holding accepts: %w", err)
+	}
+	select {
+	case <-parked:
+		return nil
+	case <-ctx.Done():
+		s.ResumeAccepts()
+		return fmt.Errorf("vfio-user: holding accepts: %w", ctx.Err())
+	}
+}
+
+// ResumeAccepts lets Serve accept again; on a listener closed meanwhile
+// (the handover committed) Serve returns.
+func (s *Server) ResumeAccepts() {
+	g := &s.gate
+	g.mu.Lock()
+	g.init()
+	g.held = false
+	g.parked = nil
+	if g.ln != nil {
+		g.ln.SetDeadline(time.Time{}) // fails only on a closed listener, which Serve sees
+	}
+	g.cond.Broadcast()
+	g.mu.Unlock()
+}
 
 // Pause stops the current client's connection once the message it is
 // handling has been answered; nothing more is read from the client until
@@ -242,6 +337,10 @@ func (s *Server) Adopt(a Adopted) (_ *Conn, err error) {
 		a.closeAll()
 		return nil, errors.New("vfio-user: adopt: no connection")
 	}
+	if err := checkConnected(a.FD); err != nil {
+		a.closeAll()
+		return nil, fmt.Errorf("vfio-user: adopt: the connection: %w", err)
+	}
 	p := a.Proto
 	if p.Negotiated && (p.MaxXfer < 8 || p.MaxXfer > s.opts.MaxDataXferSize) {
 		a.closeAll()
@@ -352,32 +451,43 @@ func (s *Server) Adopt(a Adopted) (_ *Conn, err error) {
 }
 
 // preload puts bytes read by a predecessor at the start of the reader,
-// with the descriptors that came with their messages.
+// with the descriptors that came with their messages, in the messages'
+// order. Everything is checked before any descriptor is the reader's: on
+// error the caller still owns every one of them (and closes them once).
 func (rd *reader) preload(b []byte, fds []BufferedFD) error {
 	if len(b) > handover.MaxBuffered {
 		return fmt.Errorf("vfio-user: adopt: %d buffered bytes", len(b))
+	}
+	sets, inSet := 0, 0
+	for i, f := range fds {
+		if int(f.Offset) >= len(b) {
+			return fmt.Errorf("vfio-user: adopt: descriptor for offset %d of %d buffered bytes", f.Offset, len(b))
+		}
+		switch {
+		case i > 0 && f.Offset < fds[i-1].Offset:
+			return fmt.Errorf("vfio-user: adopt: descriptor for offset %d after one for %d", f.Offset, fds[i-1].Offset)
+		case i == 0 || f.Offset > fds[i-1].Offset:
+			sets, inSet = sets+1, 0
+		}
+		inSet++
+		if sets > maxPendingFDSets {
+			return fmt.Errorf("vfio-user: adopt: more than %d buffered descriptor sets", maxPendingFDSets)
+		}
+		if inSet > maxRecvFDs {
+			return fmt.Errorf("vfio-user: adopt: more than %d descriptors for one message", maxRecvFDs)
+		}
 	}
 	if len(b) > len(rd.buf) {
 		rd.buf = make([]byte, len(b))
 	}
 	copy(rd.buf, b)
 	rd.r, rd.w = 0, len(b)
-	for _, f := range fds {
-		if int(f.Offset) >= len(b) {
-			return fmt.Errorf("vfio-user: adopt: descriptor for offset %d of %d buffered bytes", f.Offset, len(b))
-		}
-		i := len(rd.pend) - 1
-		if i < 0 || rd.pend[i].pos != int(f.Offset) {
-			if len(rd.pend) >= maxPendingFDSets {
-				return fmt.Errorf("vfio-user: adopt: more than %d buffered descriptor sets", maxPendingFDSets)
-			}
+	for i, f := range fds {
+		if i == 0 || f.Offset != fds[i-1].Offset {
 			rd.pend = append(rd.pend, pendingFDs{pos: int(f.Offset)})
-			i++
 		}
-		if len(rd.pend[i].fds) >= maxRecvFDs {
-			return fmt.Errorf("vfio-user: adopt: more than %d descriptors for one message", maxRecvFDs)
-		}
-		rd.pend[i].fds = append(rd.pend[i].fds, f.FD)
+		last := &rd.pend[len(rd.pend)-1]
+		last.fds = append(last.fds, f.FD)
 	}
 	return nil
 }
@@ -445,7 +555,7 @@ func (l *Listener) Detach() error {
 func ListenerFromFD(fd int, path string) (*Listener, error) {
 	f := os.NewFile(uintptr(fd), "vfio-user listener")
 	defer f.Close()
-	if err := checkListening(fd, path); err != nil {
+	if err := CheckListening(fd, path); err != nil {
 		return nil, fmt.Errorf("vfio-user: handed-over listener: %w", err)
 	}
 	// FileListener switches the shared description to blocking mode and
@@ -465,9 +575,9 @@ func ListenerFromFD(fd int, path string) (*Listener, error) {
 	return &Listener{ln: ul, path: path}, nil
 }
 
-// checkListening says whether fd is a listening UNIX stream socket bound
-// to path.
-func checkListening(fd int, path string) error {
+// CheckListening says whether fd is a listening UNIX stream socket bound
+// to path (any path when path is empty).
+func CheckListening(fd int, path string) error {
 	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil || typ != unix.SOCK_STREAM {
 		return fmt.Errorf("not a stream socket (%v)", err)
@@ -492,6 +602,23 @@ func checkListening(fd int, path string) error {
 	b, err2 := os.Stat(path)
 	if err1 != nil || err2 != nil || !os.SameFile(a, b) {
 		return fmt.Errorf("bound to %q, not %q", ua.Name, path)
+	}
+	return nil
+}
+
+// checkConnected says whether fd is a connected UNIX stream socket, as a
+// client's connection is.
+func checkConnected(fd int) error {
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil || typ != unix.SOCK_STREAM {
+		return fmt.Errorf("not a stream socket (%v): %w", err, syscall.EINVAL)
+	}
+	sa, err := unix.Getpeername(fd)
+	if err != nil {
+		return fmt.Errorf("no peer: %w", err)
+	}
+	if _, ok := sa.(*unix.SockaddrUnix); !ok {
+		return fmt.Errorf("not a UNIX socket: %w", syscall.EINVAL)
 	}
 	return nil
 }

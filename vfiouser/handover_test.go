@@ -490,3 +490,96 @@ func TestListenerHandover(t *testing.T) {
 		t.Fatal("an eventfd was taken for a listener")
 	}
 }
+
+// TestPreloadRefusesWhole: buffered descriptors beyond the reader's limits
+// are refused before any is the reader's, so that the caller, which closes
+// them on error, is the only one to; the handover format refuses the same.
+func TestPreloadRefusesWhole(t *testing.T) {
+	if handover.MaxBufferedFDSets != maxPendingFDSets || handover.MaxBufferedMsgFDs != maxRecvFDs {
+		t.Fatal("the handover format's limits on buffered descriptors are not the reader's")
+	}
+	many := func(n int, offset func(i int) uint32) []BufferedFD {
+		fds := make([]BufferedFD, n)
+		for i := range fds {
+			fds[i] = BufferedFD{Offset: offset(i), FD: 1000 + i}
+		}
+		return fds
+	}
+	for name, fds := range map[string][]BufferedFD{
+		"too many for one message": many(maxRecvFDs+1, func(int) uint32 { return 0 }),
+		"too many messages":        many(maxPendingFDSets+1, func(i int) uint32 { return uint32(i) }),
+		"out of order":             many(3, func(i int) uint32 { return uint32(2 - i) }),
+		"beyond the bytes":         many(2, func(i int) uint32 { return uint32(i * 100) }),
+	} {
+		rd := newReader(-1, 64, 1<<20)
+		if err := rd.preload(make([]byte, 64), fds); err == nil {
+			t.Fatalf("%s: preloaded", name)
+		}
+		if len(rd.pend) != 0 {
+			t.Fatalf("%s: %d descriptor sets kept on error", name, len(rd.pend))
+		}
+	}
+}
+
+// TestPausedConnSendsNoDMA: a device goroutine's DMA message waits while
+// the connection is paused for a handover (the successor may use the
+// exported message ids, and reads the client's replies): sent after a
+// resume, failed after a release, never sent during the pause.
+func TestPausedConnSendsNoDMA(t *testing.T) {
+	for _, release := range []bool{false, true} {
+		p := newTakeoverPair(t)
+		if _, err := p.cl.Negotiate(nil); err != nil {
+			t.Fatal(err)
+		}
+		guest := make([]byte, 4096)
+		if err := p.cl.MapMessage(0x40000, guest, DMAFlagRead|DMAFlagWrite); err != nil {
+			t.Fatal(err)
+		}
+		g := p.oldDev.worker(t)
+		h, err := p.oldSrv.Pause(context.Background())
+		if err != nil || h == nil {
+			t.Fatalf("pause: %v %v", h, err)
+		}
+		x, err := h.Export()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.oldSrv.mu.Lock()
+		c := p.oldSrv.active
+		p.oldSrv.mu.Unlock()
+		dmaDone := make(chan error, 1)
+		go func() { dmaDone <- g.Write(0x40000, []byte("zz")) }()
+		time.Sleep(100 * time.Millisecond)
+		if id := uint16(c.nextID.Load()); id != x.Proto.NextID {
+			t.Fatalf("release %v: message id %d used during the pause, the successor's from %d", release, id, x.Proto.NextID)
+		}
+		select {
+		case err := <-dmaDone:
+			t.Fatalf("release %v: the DMA ended during the pause: %v", release, err)
+		default:
+		}
+		if release {
+			h.Release()
+			select {
+			case err := <-dmaDone:
+				if err == nil {
+					t.Fatal("a DMA after the release succeeded")
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("a DMA still waits after the release")
+			}
+			if id := uint16(c.nextID.Load()); id != x.Proto.NextID {
+				t.Fatalf("message id %d used after the release", id)
+			}
+			continue
+		}
+		h.Resume()
+		// The client serves the DMA message as it waits for its reply.
+		if err := p.cl.WriteRegion(device.RegionBAR0, 0x50, []byte{7}); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-dmaDone; err != nil {
+			t.Fatalf("the DMA after the resume: %v", err)
+		}
+	}
+}

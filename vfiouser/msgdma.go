@@ -77,7 +77,16 @@ func (c *Conn) dmaOne(cmd Command, addr uint64, p []byte) error {
 	msg := make([]byte, size)
 	copy(msg[HeaderSize:], payload)
 	c.pmu.Lock()
-	if c.isClosed() {
+	for c.dmaHeld != nil && !c.isClosed() {
+		held := c.dmaHeld
+		c.pmu.Unlock()
+		select {
+		case <-held:
+		case <-c.closed:
+		}
+		c.pmu.Lock()
+	}
+	if c.isClosed() || c.dmaGone {
 		c.pmu.Unlock()
 		return fmt.Errorf("%s: connection closed: %w", cmd, syscall.ENOTCONN)
 	}
@@ -111,6 +120,33 @@ func (c *Conn) dmaOne(cmd Command, addr uint64, p []byte) error {
 			return fmt.Errorf("%s [%#x+%#x]: no reply within %v: %w", cmd, addr, len(p), c.srv.opts.DMATimeout, syscall.ETIMEDOUT)
 		}
 		return <-w.done // the reply won the race
+	}
+}
+
+// holdDMA makes DMA messages wait while Serve is paused for a handover:
+// the state exported holds the next message id and the successor reads
+// the client's replies, so this process may send nothing more. A device
+// goroutine waits, rather than fail, so that a pause that ends in a
+// resume costs it nothing; once released, it fails, and the NIC, quiesced
+// by then, commits nothing of that access.
+func (c *Conn) holdDMA() {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.dmaHeld == nil {
+		c.dmaHeld = make(chan struct{})
+	}
+}
+
+// releaseDMA ends holdDMA's wait, for good when released is true.
+func (c *Conn) releaseDMA(released bool) {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if released {
+		c.dmaGone = true
+	}
+	if c.dmaHeld != nil {
+		close(c.dmaHeld)
+		c.dmaHeld = nil
 	}
 }
 

@@ -93,6 +93,8 @@ type Server struct {
 	mu     sync.Mutex
 	active *Conn
 
+	gate acceptGate // a live upgrade holds Serve's accepts (handover.go)
+
 	panics atomic.Uint64 // see Panics
 }
 
@@ -183,11 +185,17 @@ func (s *Server) release(c *Conn) {
 // errors that pass, such as running out of descriptors, are waited out
 // (see unixsock.Accept); any other ends Serve.
 func (s *Server) Serve(ln *Listener) error {
+	s.gate.serving(ln.ln)
+	defer s.gate.serving(nil)
 	for {
+		s.gate.wait()
 		conn, err := unixsock.Accept(context.Background(), ln.ln, s.log)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue // HoldAccepts' deadline: wait at the gate
 			}
 			return fmt.Errorf("vfio-user: accept: %w", err)
 		}

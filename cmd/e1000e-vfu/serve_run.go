@@ -89,6 +89,16 @@ func run(ctx context.Context, cfg Config) error {
 			log.Error("control socket stopped; the device is still served", "path", cfg.Control, "err", err)
 		}
 	}
+	// A takeover under way ends first: a signal that arrives as it
+	// commits must not shut down what is the successor's now (shutdown
+	// removes the socket files and hangs up on the client).
+	s.takeoverMu.Lock()
+	s.stopping = true
+	s.takeoverMu.Unlock()
+	if s.isHandedOver() {
+		log.Info("stopped", "reason", "handed over to the successor")
+		return nil
+	}
 	if failure != nil {
 		log.Error("stopping", "err", failure)
 	} else {
@@ -123,6 +133,7 @@ type server struct {
 	// handedOver is closed once a successor has taken over (takeover.go).
 	handedOver chan struct{}
 	takeoverMu sync.Mutex // one takeover at a time
+	stopping   bool       // shutdown has begun: no takeover; guarded by takeoverMu
 }
 
 // isHandedOver reports whether a successor has taken over.

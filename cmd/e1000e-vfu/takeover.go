@@ -69,6 +69,10 @@ func (t *handoverTarget) Handover(req control.TakeoverRequest, c *net.UnixConn, 
 		control.WriteReply(c, nil, fmt.Errorf("%w: this server has handed over already", errRefused))
 		return
 	}
+	if s.stopping {
+		control.WriteReply(c, nil, fmt.Errorf("%w: this server is shutting down", errRefused))
+		return
+	}
 	if err := t.compatible(req); err != nil {
 		log.Warn("takeover refused", "err", err)
 		control.WriteReply(c, nil, err)
@@ -128,6 +132,8 @@ func (t *handoverTarget) Handover(req control.TakeoverRequest, c *net.UnixConn, 
 		fail("committing", err)
 		return
 	}
+	// Committed: nothing may resume now, not even the panic handler.
+	x.undo = nil
 	// From here the successor runs: nothing of ours may touch the
 	// client, the network or the socket files again.
 	s.ln.SetUnlinkOnClose(false)
@@ -137,9 +143,56 @@ func (t *handoverTarget) Handover(req control.TakeoverRequest, c *net.UnixConn, 
 	log.Info("handed over", "paused", time.Since(start), "state_bytes", len(x.state), "descriptors", len(x.fds))
 	close(s.handedOver)
 	s.ln.Close()
+	// Serve, held since the export, finds the listener closed and ends;
+	// the backlog is the successor's.
+	s.vfu.ResumeAccepts()
 	if x.conn != nil {
 		x.conn.Release()
 	}
+}
+
+// errTakeoverUnderWay refuses a command that changes the device while a
+// takeover runs: the state the successor loads has been taken, and a
+// change made now would be answered and then lost.
+var errTakeoverUnderWay = errors.New("takeover under way; try again once it has ended")
+
+// changing takes the takeover lock for a command that changes the device,
+// refusing it during a takeover and once handed over (this process is
+// about to exit; the successor serves the control socket).
+func (s *server) changing() (unlock func(), err error) {
+	if !s.takeoverMu.TryLock() {
+		return nil, errTakeoverUnderWay
+	}
+	if s.isHandedOver() {
+		s.takeoverMu.Unlock()
+		return nil, errors.New("this server has handed over to its successor")
+	}
+	if s.stopping {
+		s.takeoverMu.Unlock()
+		return nil, errors.New("this server is shutting down")
+	}
+	return s.takeoverMu.Unlock, nil
+}
+
+// SetLink is the NIC's, but not during a takeover (see changing).
+func (t *handoverTarget) SetLink(up bool) error {
+	unlock, err := t.s.changing()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return t.nicTarget.SetLink(up)
+}
+
+// Announce is the NIC's, but not during a takeover: its frames would go
+// through a paused backend, and its schedule would not carry over.
+func (t *handoverTarget) Announce() (control.AnnounceResult, error) {
+	unlock, err := t.s.changing()
+	if err != nil {
+		return control.AnnounceResult{}, err
+	}
+	defer unlock()
+	return t.nicTarget.Announce()
 }
 
 // compatible checks a successor's request with check's rules: model,
@@ -209,11 +262,23 @@ func (s *server) export(ctx context.Context) (_ *exported, err error) {
 	}
 	x := &exported{}
 	defer func() {
-		if err != nil {
+		// A panic is a bug, and Handover's caller counts and logs it;
+		// it must not leave the guest's NIC paused on its way there.
+		p := recover()
+		if err != nil || p != nil {
 			x.resume()
 			x.closeOwn()
 		}
+		if p != nil {
+			panic(p)
+		}
 	}()
+	// Clients that connect from now on wait in the backlog: for the
+	// successor, or for this server if it resumes.
+	if err := s.vfu.HoldAccepts(ctx); err != nil {
+		return nil, err
+	}
+	x.undo = append(x.undo, s.vfu.ResumeAccepts)
 	if x.conn, err = s.vfu.Pause(ctx); err != nil {
 		return nil, err
 	}
@@ -222,6 +287,10 @@ func (s *server) export(ctx context.Context) (_ *exported, err error) {
 	}
 	s.nic.Quiesce()
 	x.undo = append(x.undo, s.nic.ResumeInPlace)
+	// An unmask the client signals from now on is the successor's to
+	// read: INTxMasked, sampled below, is then the state it starts from.
+	s.nic.HoldINTxUnmask()
+	x.undo = append(x.undo, s.nic.ResumeINTxUnmask)
 	if err := hb.Pause(ctx); err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -104,8 +105,11 @@ func adoptState(cfg *Config, body []byte, fds []int, log *slog.Logger) (_ *serve
 	if err := s.buildDevice(*cfg); err != nil {
 		return nil, err
 	}
-	// Quiesced until the predecessor commits: no DMA, no interrupt.
+	// Quiesced until the predecessor commits: no DMA, no interrupt, and
+	// the INTx unmask eventfd left to the predecessor, which may yet
+	// resume.
 	s.nic.Quiesce()
+	s.nic.HoldINTxUnmask()
 
 	lfd := take(find(handover.RoleListener))
 	path, err := socketName(lfd)
@@ -113,13 +117,11 @@ func adoptState(cfg *Config, body []byte, fds []int, log *slog.Logger) (_ *serve
 		unix.Close(lfd)
 		return nil, fmt.Errorf("the vfio-user listener: %w", err)
 	}
-	if cfg.Socket != "" && !sameSocket(cfg.Socket, path) {
+	if path, err = boundPath(path, cfg.Socket); err != nil {
 		unix.Close(lfd)
-		return nil, fmt.Errorf("--socket %s: the predecessor serves %s", cfg.Socket, path)
+		return nil, fmt.Errorf("the vfio-user listener: %w", err)
 	}
-	if cfg.Socket == "" {
-		cfg.Socket = path
-	}
+	cfg.Socket = path
 	if s.ln, err = vfiouser.ListenerFromFD(lfd, ""); err != nil {
 		return nil, err
 	}
@@ -166,7 +168,11 @@ func (s *server) run() {
 	if s.ctlLn != nil {
 		s.ctlLn.SetUnlinkOnClose(true)
 	}
+	if u, ok := s.backend.(interface{ SetUnlinkOnClose(bool) }); ok {
+		u.SetUnlinkOnClose(true)
+	}
 	s.nic.ResumeInPlace()
+	s.nic.ResumeINTxUnmask()
 	if err := s.backend.Start(s.nic); err != nil {
 		s.log.Error("starting the backend after the takeover", "err", err)
 	}
@@ -215,6 +221,27 @@ func socketName(fd int) (string, error) {
 	return ua.Name, nil
 }
 
+// boundPath checks a handed-over socket's bound name against want (this
+// server's own option, empty for none) and returns the socket's absolute
+// path. A relative name was resolved in the predecessor's directory,
+// which need not be ours: it is taken only when want names the same file.
+func boundPath(name, want string) (string, error) {
+	if want != "" && !sameSocket(want, name) {
+		return "", fmt.Errorf("bound to %s, not %s", name, want)
+	}
+	if !filepath.IsAbs(name) {
+		if want == "" {
+			return "", fmt.Errorf("bound to the relative name %s; name the socket with its option", name)
+		}
+		name = want
+	}
+	abs, err := filepath.Abs(name)
+	if err != nil {
+		return "", fmt.Errorf("socket %s: %w", name, err)
+	}
+	return abs, nil
+}
+
 // sameSocket says whether two paths name one socket file.
 func sameSocket(a, b string) bool {
 	if samePath(a, b) {
@@ -230,12 +257,15 @@ func sameSocket(a, b string) bool {
 func unixListenerFromFD(fd int, path string) (*net.UnixListener, error) {
 	f := os.NewFile(uintptr(fd), "listener")
 	defer f.Close()
+	if err := vfiouser.CheckListening(fd, ""); err != nil {
+		return nil, err
+	}
 	name, err := socketName(fd)
 	if err != nil {
 		return nil, err
 	}
-	if path != "" && !sameSocket(name, path) {
-		return nil, fmt.Errorf("bound to %s, not %s", name, path)
+	if _, err := boundPath(name, path); err != nil {
+		return nil, err
 	}
 	ln, err := net.FileListener(f)
 	if err != nil {

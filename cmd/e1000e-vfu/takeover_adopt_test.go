@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -130,6 +131,27 @@ func TestAdoptStateRefusals(t *testing.T) {
 			b, _ := handover.EncodeState(st)
 			return b, fds
 		},
+		"a control socket that does not listen": func() ([]byte, []int) {
+			st, fds := state()
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Bind(fd, &unix.SockaddrUnix{Name: filepath.Join(dir, "bound.sock")}); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fds[1])
+			fds[1] = fd
+			b, _ := handover.EncodeState(st)
+			return b, fds
+		},
+		"a connection that is a listener": func() ([]byte, []int) {
+			st, fds := state()
+			unix.Close(fds[2])
+			fds[2] = lfile(cln)
+			b, _ := handover.EncodeState(st)
+			return b, fds
+		},
 		"an interrupt that is no eventfd": func() ([]byte, []int) {
 			st, fds := state()
 			st.FDs = append(st.FDs, handover.FD{Role: handover.RoleIRQ, A: 2, B: 0})
@@ -145,18 +167,46 @@ func TestAdoptStateRefusals(t *testing.T) {
 			return b, fds
 		},
 	}
+	// A unixgram backend, adopted before the device state is refused: its
+	// socket file is still the predecessor's.
+	gram := filepath.Join(dir, "gram.sock")
+	gc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: gram, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Close()
+	gcfg := cfg
+	gcfg.Netdev = netdev.Config{Type: "dgram", Dgram: netdev.DgramConfig{Network: "unixgram", Local: gram, Remote: filepath.Join(dir, "peer.sock")}}
+	cases["a unixgram backend and a device state refused"] = func() ([]byte, []int) {
+		st, fds := state()
+		bad := append([]byte(nil), stream...)
+		bad[len(bad)-1] ^= 0xff
+		st.Device = bad
+		st.Netdev = handover.Netdev{Kind: "dgram"}
+		st.FDs = append(st.FDs, handover.FD{Role: handover.RoleBackend})
+		f, err := gc.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b, _ := handover.EncodeState(st)
+		return b, append(fds, dupFD(int(f.Fd())))
+	}
 	for name, mk := range cases {
 		t.Run(name, func(t *testing.T) {
 			body, fds := mk()
 			before := openFDs(t) - len(fds)
 			c := cfg
+			if strings.Contains(name, "unixgram") {
+				c = gcfg
+			}
 			if _, err := adoptState(&c, body, fds, log); err == nil {
 				t.Fatal("adopted")
 			}
 			if after := openFDs(t); after != before {
 				t.Fatalf("descriptors: %d before the handover, %d after its refusal", before, after)
 			}
-			for _, p := range []string{sock, ctl} {
+			for _, p := range []string{sock, ctl, gram} {
 				if _, err := os.Stat(p); err != nil {
 					t.Fatalf("%s: %v", p, err)
 				}
@@ -169,5 +219,91 @@ func TestAdoptStateRefusals(t *testing.T) {
 				t.Fatalf("the client connection was shut down: %d %v", n, err)
 			}
 		})
+	}
+}
+
+// panicHandover is a backend with a bug: handing its descriptor over
+// panics, once the server is paused.
+type panicHandover struct {
+	netdev.None
+	calls           int
+	paused, resumed bool
+}
+
+func (b *panicHandover) Pause(context.Context) error { b.paused = true; return nil }
+func (b *panicHandover) Resume()                     { b.resumed = true }
+func (b *panicHandover) HandoverFD() (string, string, int) {
+	// The first call is export's check, before anything is paused.
+	if b.calls++; b.calls > 1 {
+		panic("a bug in HandoverFD")
+	}
+	return "none", "", -1
+}
+
+// TestExportPanicResumes: a panic while the server is paused for a
+// takeover resumes the NIC and the backend and closes the duplicated
+// descriptors before it goes on to the control socket, which counts it.
+func TestExportPanicResumes(t *testing.T) {
+	dir := t.TempDir()
+	var stderr bytes.Buffer
+	cfg, err := parseServe(env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: &stderr},
+		[]string{"--socket", filepath.Join(dir, "vfu.sock"), "--control", filepath.Join(dir, "vfu.ctl"), "--netdev", "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := start(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.release()
+	s.cfg = cfg
+	b := &panicHandover{}
+	s.backend = b
+	before := openFDs(t)
+	func() {
+		defer func() {
+			if p := recover(); p == nil {
+				t.Error("the panic was swallowed")
+			}
+		}()
+		s.export(context.Background())
+	}()
+	if !b.paused || !b.resumed {
+		t.Fatalf("backend paused %v, resumed %v", b.paused, b.resumed)
+	}
+	if s.nic.Quiesced() {
+		t.Fatal("the NIC is left quiesced")
+	}
+	if after := openFDs(t); after != before {
+		t.Fatalf("descriptors: %d before, %d after", before, after)
+	}
+}
+
+// TestBoundPath: a handed-over socket's relative name (resolved in the
+// predecessor's directory) is taken only when this server's option names
+// the same file, and the path kept is absolute.
+func TestBoundPath(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	ln, err := net.Listen("unix", "rel.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	abs := filepath.Join(dir, "rel.sock")
+	if _, err := boundPath("rel.sock", ""); err == nil {
+		t.Fatal("a relative name taken without the option")
+	}
+	if _, err := boundPath("rel.sock", filepath.Join(dir, "other.sock")); err == nil {
+		t.Fatal("a relative name taken for another file")
+	}
+	for _, want := range []string{abs, "rel.sock", "./rel.sock"} {
+		got, err := boundPath("rel.sock", want)
+		if err != nil || got != abs {
+			t.Fatalf("option %s: %q %v, want %s", want, got, err, abs)
+		}
+	}
+	if got, err := boundPath(abs, ""); err != nil || got != abs {
+		t.Fatalf("an absolute name: %q %v", got, err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"e1000e-vfu/device"
 	"e1000e-vfu/device/model"
 	"e1000e-vfu/handover"
+	"e1000e-vfu/vfiouser"
 )
 
 // upgrade is a server under a guest, to be replaced.
@@ -399,4 +400,186 @@ func defaultSource(t *testing.T, mac string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// askTakeover asks the server at ctl for a takeover as a successor would
+// and returns the connection and the STATE frame's descriptors.
+func askTakeover(t *testing.T, ctl, mac string) (*handover.Peer, *handover.State, []int) {
+	t.Helper()
+	c, err := net.Dial("unix", ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc := c.(*net.UnixConn)
+	t.Cleanup(func() { uc.Close() })
+	uc.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(uc, `{"cmd":"takeover","config":%s,"netdev":"none","version":%d}`+"\n", defaultSource(t, mac), handover.Version)
+	p := handover.NewPeer(uc, nil)
+	t.Cleanup(func() { p.Close() })
+	line, err := p.ReadLine(4096)
+	if err != nil || !strings.Contains(string(line), `"ok":true`) {
+		t.Fatalf("reply %q %v", line, err)
+	}
+	h, body, fds, err := p.ReadFrame()
+	if err != nil || h.Kind != handover.KindState {
+		t.Fatalf("state frame: %v %v", h, err)
+	}
+	st, err := handover.DecodeState(body)
+	if err != nil || len(st.FDs) != len(fds) {
+		closeInts(fds)
+		t.Fatalf("state: %v, %d descriptors", err, len(fds))
+	}
+	return p, st, fds
+}
+
+// TestTakeoverClientWaitsInBacklog: a client that connects while a server
+// without one is handing over is not accepted by it. When the handover
+// fails, the resumed server serves it; when it commits, the client waits
+// in the listener's backlog for the successor, which accepts it on the
+// descriptor it was handed.
+func TestTakeoverClientWaitsInBacklog(t *testing.T) {
+	dir := t.TempDir()
+	sock, ctl, mac := filepath.Join(dir, "vfu.sock"), filepath.Join(dir, "vfu.ctl"), "52:54:00:12:34:99"
+	old := startServe(t, "--socket", sock, "--control", ctl, "--mac", mac, "--netdev", "none")
+	old.waitLog("msg=serving", 10*time.Second)
+
+	p, _, fds := askTakeover(t, ctl, mac)
+	closeInts(fds)
+	vc, err := vfiouser.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	negotiated := make(chan error, 1)
+	go func() { _, err := vc.Negotiate(nil); negotiated <- err }()
+	select {
+	case err := <-negotiated:
+		t.Fatalf("a client was served during the handover (%v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	p.SendFrame(handover.KindFail, []byte("giving up"), nil)
+	if h, _, _, err := p.ReadFrame(); err != nil || h.Kind != handover.KindAbort {
+		t.Fatalf("after FAIL: %v %v, want ABORT", h, err)
+	}
+	select {
+	case err := <-negotiated:
+		if err != nil {
+			t.Fatalf("the resumed server: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the resumed server did not take the waiting client")
+	}
+	vc.Close()
+	old.waitLog("client gone", 5*time.Second)
+
+	p, st, fds := askTakeover(t, ctl, mac)
+	defer closeInts(fds)
+	lfd := -1
+	for i, f := range st.FDs {
+		if f.Role == handover.RoleListener {
+			lfd = fds[i]
+		}
+	}
+	client, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	p.SendFrame(handover.KindReady, nil, nil)
+	if h, _, _, err := p.ReadFrame(); err != nil || h.Kind != handover.KindCommit {
+		t.Fatalf("after READY: %v %v, want COMMIT", h, err)
+	}
+	if code := old.wait(10 * time.Second); code != 0 {
+		t.Fatalf("predecessor exit status %d", code)
+	}
+	f := os.NewFile(uintptr(lfd), "listener")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ln.(*net.UnixListener).SetDeadline(time.Now().Add(5 * time.Second))
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("the client is not in the backlog: %v", err)
+	}
+	defer sc.Close()
+	client.Write([]byte("x"))
+	sc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := sc.Read(make([]byte, 1)); n != 1 {
+		t.Fatalf("the accepted connection is not the client's: %v", err)
+	}
+}
+
+// TestTakeoverRefusesChanges: set-link and announce during a takeover are
+// refused, not answered and then lost with the state already sent;
+// queries are answered; once the takeover has failed, they work again.
+func TestTakeoverRefusesChanges(t *testing.T) {
+	u := startUpgrade(t)
+	call := func(req control.Request) (json.RawMessage, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return control.Call(ctx, u.ctl, req)
+	}
+	p, _, fds := askTakeover(t, u.ctl, u.mac)
+	closeInts(fds)
+	down := false
+	if _, err := call(control.Request{Cmd: control.CmdSetLink, Up: &down}); err == nil || !strings.Contains(err.Error(), "takeover under way") {
+		t.Fatalf("set-link during a takeover: %v", err)
+	}
+	if _, err := call(control.Request{Cmd: control.CmdAnnounce}); err == nil || !strings.Contains(err.Error(), "takeover under way") {
+		t.Fatalf("announce during a takeover: %v", err)
+	}
+	if _, err := call(control.Request{Cmd: control.CmdQueryStatus}); err != nil {
+		t.Fatalf("query-status during a takeover: %v", err)
+	}
+	p.SendFrame(handover.KindFail, []byte("giving up"), nil)
+	if h, _, _, err := p.ReadFrame(); err != nil || h.Kind != handover.KindAbort {
+		t.Fatalf("after FAIL: %v %v, want ABORT", h, err)
+	}
+	// The predecessor lets go of the takeover a moment after its ABORT.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, err := call(control.Request{Cmd: control.CmdSetLink, Up: &down})
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "takeover under way") || time.Now().After(deadline) {
+			t.Fatalf("set-link after the failed takeover: %v", err)
+		}
+	}
+}
+
+// TestTakeoverSignalWaitsForCommit: a SIGTERM during a takeover waits for
+// its end; once it has committed, the predecessor exits 0 without shutting
+// anything down (the socket files are the successor's now).
+func TestTakeoverSignalWaitsForCommit(t *testing.T) {
+	dir := t.TempDir()
+	sock, ctl, mac := filepath.Join(dir, "vfu.sock"), filepath.Join(dir, "vfu.ctl"), "52:54:00:12:34:99"
+	old := startServe(t, "--socket", sock, "--control", ctl, "--mac", mac, "--netdev", "none")
+	old.waitLog("msg=serving", 10*time.Second)
+	p, _, fds := askTakeover(t, ctl, mac)
+	defer closeInts(fds)
+	if err := old.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-old.done:
+		t.Fatalf("the predecessor exited during the takeover:\n%s", old.log.String())
+	case <-time.After(300 * time.Millisecond):
+	}
+	p.SendFrame(handover.KindReady, nil, nil)
+	if h, _, _, err := p.ReadFrame(); err != nil || h.Kind != handover.KindCommit {
+		t.Fatalf("after READY: %v %v, want COMMIT", h, err)
+	}
+	if code := old.wait(10 * time.Second); code != 0 {
+		t.Fatalf("predecessor exit status %d:\n%s", code, old.log.String())
+	}
+	if strings.Contains(old.log.String(), "msg=stopping") {
+		t.Fatalf("the predecessor shut down after handing over:\n%s", old.log.String())
+	}
+	for _, f := range []string{sock, ctl} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
 }

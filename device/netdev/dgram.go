@@ -190,9 +190,12 @@ func (d *Dgram) Close() error {
 		}
 		// A paused loop is let go only now, to find the socket closed.
 		d.pause.release()
-		if d.removeLocal != "" {
-			if err := os.Remove(d.removeLocal); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("dgram: remove %s: %w", d.removeLocal, err))
+		d.life.mu.Lock()
+		remove := d.removeLocal
+		d.life.mu.Unlock()
+		if remove != "" {
+			if err := os.Remove(remove); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("dgram: remove %s: %w", remove, err))
 			}
 		}
 		return errors.Join(errs...)

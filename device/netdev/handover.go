@@ -76,6 +76,10 @@ func (p *pauser) pause(ctx context.Context, life *lifecycle, setDeadline func(ti
 	}
 	p.pausing.Store(true)
 	life.mu.Unlock()
+	// A pause that timed out may have left a token behind (the loop
+	// parked after the wait gave up, and unpause let it go): this pause
+	// waits for a park of its own.
+	p.drain()
 	if !started {
 		return nil
 	}
@@ -91,6 +95,16 @@ func (p *pauser) pause(ctx context.Context, life *lifecycle, setDeadline func(ti
 	case <-ctx.Done():
 		p.unpause(setDeadline)
 		return ctx.Err()
+	}
+}
+
+// drain empties both channels of tokens a timed-out pause left.
+func (p *pauser) drain() {
+	for _, ch := range []chan struct{}{p.parked, p.resume} {
+		select {
+		case <-ch:
+		default:
+		}
 	}
 }
 
@@ -226,6 +240,13 @@ func (p *Pcap) HandoverFD() (string, string, int) {
 	return "", "", -1
 }
 
+// SetUnlinkOnClose is the wrapped backend's, if it has one.
+func (p *Pcap) SetUnlinkOnClose(unlink bool) {
+	if u, ok := p.inner.(interface{ SetUnlinkOnClose(bool) }); ok {
+		u.SetUnlinkOnClose(unlink)
+	}
+}
+
 // FileFD is the capture file's descriptor, which stays the Pcap's.
 func (p *Pcap) FileFD() int { return int(p.file.Fd()) }
 
@@ -281,8 +302,9 @@ func (d *Dgram) HandoverFD() (string, string, int) {
 // DgramFromFD serves a datagram socket a predecessor handed over, with
 // cfg (the successor's own --netdev, which must name the same local
 // address the socket is bound to). On success the Dgram owns fd, on error
-// fd is closed. A unixgram socket's file is removed on Close, as by the
-// server that made it.
+// fd is closed. A unixgram socket's file stays on Close until
+// SetUnlinkOnClose says otherwise: until the predecessor commits, the file
+// is its own, and a successor that gives up must leave it in place.
 func DgramFromFD(fd int, cfg DgramConfig, log *slog.Logger) (*Dgram, error) {
 	if log == nil {
 		log = slog.Default()
@@ -330,9 +352,20 @@ func DgramFromFD(fd int, cfg DgramConfig, log *slog.Logger) (*Dgram, error) {
 		}
 		d.unix = u
 		d.unixRemote = &net.UnixAddr{Name: cfg.Remote, Net: "unixgram"}
-		d.removeLocal = cfg.Local
 	default:
 		return fail("network %q is neither udp nor unixgram", cfg.Network)
 	}
 	return d, nil
+}
+
+// SetUnlinkOnClose says whether Close removes a unixgram socket's file, as
+// net.UnixListener's does: a successor takes the file over once the
+// predecessor has committed, not before. It does nothing for UDP.
+func (d *Dgram) SetUnlinkOnClose(unlink bool) {
+	d.life.mu.Lock()
+	defer d.life.mu.Unlock()
+	d.removeLocal = ""
+	if unlink && d.unix != nil {
+		d.removeLocal = d.cfg.Local
+	}
 }

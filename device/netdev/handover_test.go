@@ -2,6 +2,9 @@ package netdev
 
 import (
 	"context"
+	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -90,5 +93,66 @@ func TestTAPRootHandover(t *testing.T) {
 	ps.waitFor(t, out)
 	if rx.lateCalls.Load() != 0 {
 		t.Fatal("the old TAP delivered after Close")
+	}
+}
+
+// TestDgramFromFDKeepsFile: a successor's unixgram backend leaves the
+// socket file alone when it is closed before the predecessor commits (the
+// file is still the predecessor's), and removes it once told it is its
+// own.
+func TestDgramFromFDKeepsFile(t *testing.T) {
+	dir := t.TempDir()
+	local, remote := filepath.Join(dir, "l.sock"), filepath.Join(dir, "r.sock")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: local, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg := DgramConfig{Network: "unixgram", Local: local, Remote: remote}
+	adopt := func() *Dgram {
+		t.Helper()
+		raw, err := c.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd := -1
+		raw.Control(func(f uintptr) { fd, err = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := DgramFromFD(fd, cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if err := adopt().Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(local); err != nil {
+		t.Fatalf("a successor that gave up removed the socket file: %v", err)
+	}
+	d := adopt()
+	d.SetUnlinkOnClose(true)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(local); !os.IsNotExist(err) {
+		t.Fatalf("a successor that took over left its socket file: %v", err)
+	}
+}
+
+// TestPauserStaleToken: a token left by a pause that timed out (the loop
+// parked after the wait gave up) does not pass for the next pause's park.
+func TestPauserStaleToken(t *testing.T) {
+	var p pauser
+	p.init()
+	life := &lifecycle{started: true, done: make(chan struct{})}
+	p.parked <- struct{}{} // the timed-out pause's park
+	p.resume <- struct{}{} // and its release
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := p.pause(ctx, life, func(time.Time) error { return nil }); err == nil {
+		t.Fatal("a pause returned on a stale park, with no loop parked")
 	}
 }
