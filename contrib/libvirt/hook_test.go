@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -51,7 +52,8 @@ func newHookEnv(t *testing.T, conf string, nicArgs ...string) *hookEnv {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	h := &hookEnv{dir: dir, conf: filepath.Join(dir, "hook.conf"), socket: filepath.Join(dir, "g-nic0.sock")}
-	settings := fmt.Sprintf("E1000E_VFU=%s\nE1000E_VFU_RUN_DIR=%s/run\nE1000E_VFU_LOG_DIR=%s/log\nE1000E_VFU_SYSTEMD=no\n%s",
+	// The sockets stay the test's own unless a test hands them over.
+	settings := fmt.Sprintf("E1000E_VFU=%s\nE1000E_VFU_RUN_DIR=%s/run\nE1000E_VFU_LOG_DIR=%s/log\nE1000E_VFU_SYSTEMD=no\nE1000E_VFU_QEMU_USER=none\n%s",
 		program, dir, dir, conf)
 	if err := os.WriteFile(h.conf, []byte(settings), 0o644); err != nil {
 		t.Fatal(err)
@@ -154,6 +156,42 @@ func TestHookStartsAndStopsTheServer(t *testing.T) {
 	log, _ := os.ReadFile(filepath.Join(h.dir, "log", "g-nic0.log"))
 	if !strings.Contains(string(log), "msg=serving") {
 		t.Errorf("the server's log: %s", log)
+	}
+}
+
+// The vfio-user socket goes to the user libvirt runs QEMU as, named by
+// the setting or by libvirt's qemu.conf; a user that does not exist
+// leaves it alone.
+func TestHookHandsTheSocketToQEMUsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown")
+	}
+	qconf := filepath.Join(t.TempDir(), "qemu.conf")
+	if err := os.WriteFile(qconf, []byte("# user = \"root\"\nuser = \"nobody\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, conf string
+		uid        uint32
+	}{
+		{"setting", "E1000E_VFU_QEMU_USER=nobody\n", 65534},
+		{"qemu.conf", "E1000E_VFU_QEMU_USER=\nE1000E_VFU_QEMU_CONF=" + qconf + "\n", 65534},
+		{"absent user", "E1000E_VFU_QEMU_USER=evfu-no-such-user\n", 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHookEnv(t, c.conf)
+			if code, msg := h.run(t, "prepare", "begin", h.xml); code != 0 {
+				t.Fatalf("prepare begin: exit %d: %s", code, msg)
+			}
+			defer h.run(t, "release", "end", h.xml)
+			fi, err := os.Stat(h.socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); st.Uid != c.uid {
+				t.Errorf("the socket's owner is %d, want %d", st.Uid, c.uid)
+			}
+		})
 	}
 }
 
