@@ -53,12 +53,12 @@ func newHookEnv(t *testing.T, conf string, nicArgs ...string) *hookEnv {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	h := &hookEnv{dir: dir, conf: filepath.Join(dir, "hook.conf"), socket: filepath.Join(dir, "g-nic0.sock")}
 	// The sockets stay the test's own unless a test hands them over.
-	settings := fmt.Sprintf("E1000E_VFU=%s\nE1000E_VFU_RUN_DIR=%s/run\nE1000E_VFU_LOG_DIR=%s/log\nE1000E_VFU_SYSTEMD=no\nE1000E_VFU_QEMU_USER=none\n%s",
-		program, dir, dir, conf)
+	settings := fmt.Sprintf("E1000E_VFU=%s\nE1000E_VFU_RUN_DIR=%s/run\nE1000E_VFU_LOG_DIR=%s/log\nE1000E_VFU_SYSTEMD=no\nE1000E_VFU_QEMU_USER=none\nE1000E_VFU_SOCKET_DIR=%s\n%s",
+		program, dir, dir, dir, conf)
 	if err := os.WriteFile(h.conf, []byte(settings), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"libvirt-xml", "--socket", h.socket, "--mac", "52:54:00:12:34:56"}, nicArgs...)
+	args := append([]string{"libvirt-xml", "--socket", h.socket, "--socket-dir", dir, "--mac", "52:54:00:12:34:56"}, nicArgs...)
 	blocks, err := exec.Command(program, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("libvirt-xml: %v\n%s", err, blocks)
@@ -192,6 +192,59 @@ func TestHookHandsTheSocketToQEMUsUser(t *testing.T) {
 				t.Errorf("the socket's owner is %d, want %d", st.Uid, c.uid)
 			}
 		})
+	}
+}
+
+// The hook acts as root on what the metadata names: a path outside its
+// socket directory or a netdev kind it does not allow fails every
+// operation before anything is removed or made, and release removes
+// sockets only.
+func TestHookRefusesUntrustedMetadata(t *testing.T) {
+	h := newHookEnv(t, "")
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, xml := range map[string]string{
+		"outside":   strings.Replace(h.xml, filepath.Join(h.dir, "g-nic0.ctl"), victim, 1),
+		"unclean":   strings.Replace(h.xml, filepath.Join(h.dir, "g-nic0.ctl"), h.dir+"/.."+victim, 1),
+		"stream":    strings.Replace(h.xml, "netdev='none'", "netdev='stream,path=/var/run/docker.sock'", 1),
+		"dir moved": h.xml,
+	} {
+		env := h.env
+		if name == "dir moved" {
+			conf := filepath.Join(h.dir, "moved.conf")
+			b, _ := os.ReadFile(h.conf)
+			os.WriteFile(conf, append(b, "E1000E_VFU_SOCKET_DIR=/run/e1000e-vfu\n"...), 0o644)
+			h.env = append(h.env, "E1000E_VFU_HOOK_CONF="+conf)
+		}
+		if xml == h.xml && name != "dir moved" {
+			t.Fatalf("%s: the domain did not change", name)
+		}
+		for _, op := range [][2]string{{"prepare", "begin"}, {"release", "end"}} {
+			if code, msg := h.run(t, op[0], op[1], xml); code != 1 || !strings.Contains(msg, "metadata is not valid") {
+				t.Errorf("%s: %s %s: exit %d, %q; want a refusal", name, op[0], op[1], code, msg)
+			}
+		}
+		h.env = env
+		if b, err := os.ReadFile(victim); err != nil || string(b) != "x" {
+			t.Fatalf("%s: the file named by the metadata was touched: %v", name, err)
+		}
+		if serverPid(h.socket) != 0 {
+			t.Fatalf("%s: a server started", name)
+		}
+	}
+
+	// A file that is not a socket at a NIC's path is left alone.
+	ctl := filepath.Join(h.dir, "g-nic0.ctl")
+	if err := os.WriteFile(ctl, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := h.run(t, "release", "end", h.xml); code != 0 {
+		t.Fatalf("release end: exit %d: %s", code, msg)
+	}
+	if _, err := os.Stat(ctl); err != nil {
+		t.Errorf("release removed a file that is not a socket: %v", err)
 	}
 }
 
