@@ -248,6 +248,33 @@ func TestHookRefusesUntrustedMetadata(t *testing.T) {
 	}
 }
 
+// Concurrent migrations' checks each read a whole description of the
+// host, and leave none behind.
+func TestHookChecksConcurrentMigrations(t *testing.T) {
+	h := newHookEnv(t, "")
+	const n = 24
+	errs := make(chan string, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			code, msg := h.run(t, "migrate", "begin", h.xml)
+			if code != 0 {
+				msg = fmt.Sprintf("exit %d: %s", code, msg)
+			} else {
+				msg = ""
+			}
+			errs <- msg
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if msg := <-errs; msg != "" {
+			t.Errorf("migrate begin: %s", msg)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(h.dir, "run", "describe*")); len(left) != 0 {
+		t.Errorf("descriptions left behind: %v", left)
+	}
+}
+
 // An incoming guest is checked against what the host accepts: a
 // version-2 NIC at a host that stands for a version-1-only one is
 // refused with the check's words, and nothing starts.
