@@ -106,7 +106,7 @@ func libvirtXMLCmd(e env, args []string) error {
 	)
 	fs.StringVar(&nic.Socket, "socket", "", "the server's vfio-user socket `PATH`, absolute (required)")
 	fs.StringVar(&nic.Control, "control", "", "the server's control socket `PATH` (default: the socket's path with .ctl for .sock)")
-	fs.StringVar(&mac, "mac", "", "the NIC's `MAC` address (default: derived from the socket path, as serve does, and written out)")
+	fs.StringVar(&mac, "mac", "", "the NIC's `MAC` address (default: --config's, else derived from the socket path as serve does; written out)")
 	fs.StringVar(&version, "version", "", "device model version `N` (default: the latest)")
 	fs.Var(&params, "param", "device model parameter `name=value`; repeatable, later overrides earlier")
 	fs.StringVar(&configSrc, "config", "", "exactly a source's configuration `SRC` (query-config output: a file, - for stdin, or the JSON)")
@@ -141,14 +141,16 @@ func libvirtXMLCmd(e env, args []string) error {
 	if nic.Control == "" {
 		nic.Control = strings.TrimSuffix(nic.Socket, ".sock") + ".ctl"
 	}
-	if mac == "" {
-		mac = defaultMAC(nic.Socket).String()
-	}
 	nic.Netdev = netdevSpec
 	// The configuration is resolved as serve resolves it, so a bad
 	// version, parameter, MAC or netdev is refused here with serve's
 	// words, long before a host tries to start the server.
-	serveArgs := []string{"--validate-only", "--json", "--mac", mac, "--netdev", netdevSpec}
+	// --mac goes to serve only when given: a source's --config carries
+	// its own, which a derived one would contradict.
+	serveArgs := []string{"--validate-only", "--json", "--netdev", netdevSpec}
+	if given["mac"] {
+		serveArgs = append(serveArgs, "--mac", mac)
+	}
 	if given["version"] {
 		serveArgs = append(serveArgs, "--version", version)
 	}
@@ -164,6 +166,11 @@ func libvirtXMLCmd(e env, args []string) error {
 	}
 	nic.Source = cfg.Device.Source()
 	nic.Source.MAC = cfg.MAC
+	if !cfg.MACFixed {
+		// Neither --mac nor --config named one: serve would derive it
+		// from its socket, as here, but the metadata must carry it.
+		nic.Source.MAC = defaultMAC(nic.Socket)
+	}
 	if err := nic.validate(pol); err != nil {
 		return usagef("--%s", err)
 	}

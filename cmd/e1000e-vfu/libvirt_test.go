@@ -93,6 +93,38 @@ func TestLibvirtXMLRoundTrip(t *testing.T) {
 	}
 }
 
+// Without --mac, the MAC is a source's --config's (query-config output
+// carries one), else derived from the socket path as serve derives it;
+// either way the metadata holds it.
+func TestLibvirtXMLMACWithoutFlag(t *testing.T) {
+	src := `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":8},"mac":"52:54:00:12:34:57"}`
+	for _, tc := range []struct {
+		name string
+		args []string
+		mac  string
+	}{
+		{"config", []string{"--config", src}, "52:54:00:12:34:57"},
+		{"config and the same mac", []string{"--config", src, "--mac", "52:54:00:12:34:57"}, "52:54:00:12:34:57"},
+		{"derived", []string{"--version", "1"}, defaultMAC("/run/e1000e-vfu/g-nic0.sock").String()},
+		{"config without mac", []string{"--config", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{}}`},
+			defaultMAC("/run/e1000e-vfu/g-nic0.sock").String()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := libvirtXMLRun(t, "", append([]string{"--socket", "/run/e1000e-vfu/g-nic0.sock"}, tc.args...)...)
+			if r.code != exitOK {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			if !strings.Contains(r.stdout, "mac='"+tc.mac+"'") {
+				t.Errorf("want mac %s in\n%s", tc.mac, r.stdout)
+			}
+		})
+	}
+	r := libvirtXMLRun(t, "", "--socket", "/run/e1000e-vfu/g-nic0.sock", "--config", src, "--mac", "52:54:00:12:34:56")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "differs from the mac") {
+		t.Errorf("--mac against --config's: exit %d, %q", r.code, r.stderr)
+	}
+}
+
 func libvirtServe(t *testing.T, args ...string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
