@@ -195,6 +195,39 @@ func TestHookHandsTheSocketToQEMUsUser(t *testing.T) {
 	}
 }
 
+// release stops what prepare started from prepare's record, whatever the
+// program and the domain's XML have become since.
+func TestHookReleasesWhatPrepareRecorded(t *testing.T) {
+	h := newHookEnv(t, "")
+	if code, msg := h.run(t, "prepare", "begin", h.xml); code != 0 {
+		t.Fatalf("prepare begin: exit %d: %s", code, msg)
+	}
+	pid := serverPid(h.socket)
+	if pid == 0 {
+		t.Fatal("no server running")
+	}
+	t.Cleanup(func() {
+		if p, _ := os.FindProcess(pid); serverPid(h.socket) == pid && p != nil {
+			p.Kill()
+		}
+	})
+	// The program gone, the metadata edited away.
+	conf, _ := os.ReadFile(h.conf)
+	os.WriteFile(h.conf, append(conf, "E1000E_VFU=/nonexistent/e1000e-vfu\n"...), 0o644)
+	bare := "<domain type='qemu'>\n  <name>g</name>\n  <uuid>8c3a4a8e-6c3e-4b7e-9b1a-2f1d3e4c5b6a</uuid>\n</domain>"
+	if code, msg := h.run(t, "release", "end", bare); code != 0 {
+		t.Fatalf("release end: exit %d: %s", code, msg)
+	}
+	if p := serverPid(h.socket); p != 0 {
+		t.Errorf("server %d still running after release end", p)
+	}
+	for _, f := range []string{h.socket, filepath.Join(h.dir, "g-nic0.ctl"), filepath.Join(h.dir, "run", "8c3a4a8e-6c3e-4b7e-9b1a-2f1d3e4c5b6a.nics")} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s left behind", f)
+		}
+	}
+}
+
 // The hook acts as root on what the metadata names: a path outside its
 // socket directory or a netdev kind it does not allow fails every
 // operation before anything is removed or made, and release removes
