@@ -313,7 +313,7 @@ func TestHookChecksConcurrentMigrations(t *testing.T) {
 // refused with the check's words, and nothing starts.
 func TestHookRefusesAnIncompatibleIncomingGuest(t *testing.T) {
 	v1, _ := filepath.Abs("../../cmd/e1000e-vfu/testdata/v1-only.json")
-	h := newHookEnv(t, "E1000E_VFU_DESCRIBE="+v1+"\n")
+	h := newHookEnv(t, "E1000E_VFU_DESCRIBE="+v1+"\n", "--version", "2")
 	code, msg := h.run(t, "migrate", "begin", h.xml)
 	if code != 1 || !strings.Contains(msg, "rx-filter-size") || strings.Count(msg, "\n") != 1 {
 		t.Errorf("migrate begin: exit %d, %q; want 1 and one line naming rx-filter-size", code, msg)
