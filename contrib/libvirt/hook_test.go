@@ -414,6 +414,19 @@ esac
 	if _, err := os.Stat(filepath.Join(h.dir, "log")); err == nil {
 		t.Error("a log directory was made: under systemd the journal keeps the log")
 	}
+
+	// A server that cannot start: the error carries the unit's journal.
+	stub("journalctl", "echo \"the server's reason\"\n")
+	conf, _ := os.ReadFile(h.conf)
+	os.WriteFile(h.conf, append(conf, "E1000E_VFU_ARGS='--pcap /nonexistent/dir/x.pcap'\n"...), 0o644)
+	code, msg := h.run(t, "prepare", "begin", h.xml)
+	if code != 1 || !strings.Contains(msg, "did not start: the server's reason") {
+		t.Errorf("prepare begin of a failing server: exit %d, %q", code, msg)
+	}
+	b, _ = os.ReadFile(calls)
+	if !strings.Contains(string(b), "journalctl -u "+unit+" --since ") {
+		t.Errorf("the journal was not asked for the unit's lines since its start:\n%s", b)
+	}
 }
 
 // The template's NIC is what libvirt-xml prints for it, and reads back.
