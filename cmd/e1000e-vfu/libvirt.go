@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"e1000e-vfu/device/model"
 	"e1000e-vfu/device/netdev"
@@ -184,8 +185,30 @@ func libvirtXMLCmd(e env, args []string) error {
 	// element declares the namespace; without it the block is dropped in
 	// silence and the guest starts without the NIC.
 	head := fmt.Sprintf("<!-- e1000e-vfu NIC %s: both blocks go in <domain>, which must declare xmlns:qemu=%s -->\n", nic.ID, attr(qemuNS))
-	_, err = io.WriteString(e.stdout, head+nic.metadataXML()+nic.commandlineXML())
+	out := head + nic.metadataXML() + nic.commandlineXML()
+	if err := xmlChars(out); err != nil {
+		return usagef("%s", err)
+	}
+	_, err = io.WriteString(e.stdout, out)
 	return err
+}
+
+// xmlChars refuses what XML 1.0 cannot carry: libvirt would reject the
+// domain, or (for invalid UTF-8, which encoding/json turns into U+FFFD in
+// the -device argument but attr keeps) the two blocks would name
+// different sockets.
+func xmlChars(s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("a value is not valid UTF-8")
+	}
+	for _, r := range s {
+		switch {
+		case r == '\t' || r == '\n' || r == '\r':
+		case r < 0x20, r == 0xFFFE, r == 0xFFFF:
+			return fmt.Errorf("a value holds %U, which XML cannot carry", r)
+		}
+	}
+	return nil
 }
 
 // validate checks what the hook will put on a command line and in file

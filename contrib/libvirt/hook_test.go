@@ -348,6 +348,21 @@ func TestHookReportsAServerThatCannotStart(t *testing.T) {
 	if serverPid(h.socket) != 0 {
 		t.Error("a server runs")
 	}
+	// Each step is checked, though prepare runs it where set -e is off:
+	// a log directory that cannot be made fails at once.
+	h = newHookEnv(t, "")
+	conf, _ := os.ReadFile(h.conf)
+	os.WriteFile(h.conf, append(conf, "E1000E_VFU_LOG_DIR="+h.conf+"/log\n"...), 0o644)
+	start := time.Now()
+	if code, msg := h.run(t, "prepare", "begin", h.xml); code != 1 || !strings.Contains(msg, "cannot make "+h.conf+"/log") {
+		t.Errorf("prepare begin with a log directory under a file: exit %d, %q", code, msg)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the failure took %v: a later step waited instead", d)
+	}
+	if serverPid(h.socket) != 0 {
+		t.Error("a server runs")
+	}
 	h = newHookEnv(t, "E1000E_VFU=/nonexistent/e1000e-vfu\n")
 	if code, msg := h.run(t, "prepare", "begin", h.xml); code != 1 || !strings.Contains(msg, "not found") {
 		t.Errorf("prepare begin without the program: exit %d, %q", code, msg)
