@@ -9,16 +9,20 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"e1000e-vfu/device/model"
+	"e1000e-vfu/device/netdev"
 )
 
 const libvirtXMLHead = `e1000e-vfu libvirt-xml --socket PATH [--control PATH] [--mac MAC]
                        [--version N] [--param name=value]... [--config SRC]
                        [--netdev SPEC] [--bridge NAME] [--id ID] [--addr SLOT]
-e1000e-vfu libvirt-xml --read-domain FILE
+                       [--socket-dir DIR] [--netdevs KINDS]
+e1000e-vfu libvirt-xml --read-domain FILE [--socket-dir DIR] [--netdevs KINDS]
 
 Prints the two blocks a libvirt domain needs for one NIC: the <metadata>
 element the hook (contrib/libvirt) starts the server from, and the
@@ -35,6 +39,13 @@ one: the domain's UUID, the NIC's id, socket, control socket, netdev,
 bridge, and its configuration as the JSON serve --config takes. A domain
 without the metadata prints nothing. This is the hook's reader.
 
+The metadata is trusted no further than the hook needs: the hook runs as
+root and removes, creates and serves what it names. Both modes refuse a
+socket or control path that is not clean (filepath.Clean) or not below
+--socket-dir, a netdev whose kind --netdevs does not list (a stream or
+dgram backend may name any socket or address of the host), a bridge
+without a tap netdev, two NICs on one path, and more than 16 NICs.
+
 Exit status: 0 printed; 2 bad usage or bad input (one line naming the flag
 or value); 4 the output could not be written.
 `
@@ -46,6 +57,17 @@ const libvirtNS = "https://e1000e-vfu.dev/libvirt/1"
 
 // qemuNS is libvirt's namespace for QEMU command-line passthrough.
 const qemuNS = "http://libvirt.org/schemas/domain/qemu/1.0"
+
+// maxNICs caps the NICs of one domain: the hook starts a server for each.
+const maxNICs = 16
+
+// nicPolicy is what the hook lets a domain's metadata name.
+type nicPolicy struct {
+	// SocketDir holds every socket, with a trailing slash.
+	SocketDir string
+	// Netdevs are the netdev kinds allowed.
+	Netdevs []string
+}
 
 // maxDomainXML caps what --read-domain reads: a domain's XML is a few
 // KiB, and the hook hands over whatever libvirt gives it.
@@ -80,12 +102,12 @@ func libvirtXMLCmd(e env, args []string) error {
 	var (
 		nic                               libvirtNIC
 		mac, version, configSrc, readFrom string
-		netdevSpec                        string
+		netdevSpec, socketDir, netdevs    string
 		params                            listFlag
 	)
 	fs.StringVar(&nic.Socket, "socket", "", "the server's vfio-user socket `PATH`, absolute (required)")
 	fs.StringVar(&nic.Control, "control", "", "the server's control socket `PATH` (default: the socket's path with .ctl for .sock)")
-	fs.StringVar(&mac, "mac", "", "the NIC's `MAC` address (default: derived from the socket path, as serve does, and written out)")
+	fs.StringVar(&mac, "mac", "", "the NIC's `MAC` address (default: --config's, else derived from the socket path as serve does; written out)")
 	fs.StringVar(&version, "version", "", "device model version `N` (default: the latest)")
 	fs.Var(&params, "param", "device model parameter `name=value`; repeatable, later overrides earlier")
 	fs.StringVar(&configSrc, "config", "", "exactly a source's configuration `SRC` (query-config output: a file, - for stdin, or the JSON)")
@@ -95,17 +117,23 @@ func libvirtXMLCmd(e env, args []string) error {
 	fs.StringVar(&nic.Bus, "bus", "pcie.0", "the PCI `BUS` QEMU puts the device on")
 	fs.StringVar(&nic.Addr, "addr", "0x10", "the device's fixed PCI `SLOT`[.FN] on the bus (the migration stream names the device by it)")
 	fs.StringVar(&readFrom, "read-domain", "", "read a domain's XML `FILE` (- for stdin) and print its NICs for the hook")
+	fs.StringVar(&socketDir, "socket-dir", "/run/e1000e-vfu", "the `DIR` every socket must be below")
+	fs.StringVar(&netdevs, "netdevs", "tap,none", "the netdev `KINDS` allowed, comma-separated (of none, tap, stream, dgram)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	given := setFlags(fs)
+	if !filepath.IsAbs(socketDir) || filepath.Clean(socketDir) == "/" {
+		return usagef("--socket-dir %q: want an absolute directory other than /", socketDir)
+	}
+	pol := nicPolicy{SocketDir: filepath.Clean(socketDir) + "/", Netdevs: strings.Split(netdevs, ",")}
 	if given["read-domain"] {
 		for _, f := range []string{"socket", "control", "mac", "version", "param", "config", "netdev", "bridge", "id", "bus", "addr"} {
 			if given[f] {
 				return usagef("--read-domain cannot be combined with --%s", f)
 			}
 		}
-		return readDomainNICs(e, readFrom)
+		return readDomainNICs(e, readFrom, pol)
 	}
 
 	if nic.Socket == "" {
@@ -114,14 +142,16 @@ func libvirtXMLCmd(e env, args []string) error {
 	if nic.Control == "" {
 		nic.Control = strings.TrimSuffix(nic.Socket, ".sock") + ".ctl"
 	}
-	if mac == "" {
-		mac = defaultMAC(nic.Socket).String()
-	}
 	nic.Netdev = netdevSpec
 	// The configuration is resolved as serve resolves it, so a bad
 	// version, parameter, MAC or netdev is refused here with serve's
 	// words, long before a host tries to start the server.
-	serveArgs := []string{"--validate-only", "--json", "--mac", mac, "--netdev", netdevSpec}
+	// --mac goes to serve only when given: a source's --config carries
+	// its own, which a derived one would contradict.
+	serveArgs := []string{"--validate-only", "--json", "--netdev", netdevSpec}
+	if given["mac"] {
+		serveArgs = append(serveArgs, "--mac", mac)
+	}
 	if given["version"] {
 		serveArgs = append(serveArgs, "--version", version)
 	}
@@ -137,11 +167,13 @@ func libvirtXMLCmd(e env, args []string) error {
 	}
 	nic.Source = cfg.Device.Source()
 	nic.Source.MAC = cfg.MAC
-	if err := nic.validate(); err != nil {
-		return usagef("--%s", err)
+	if !cfg.MACFixed {
+		// Neither --mac nor --config named one: serve would derive it
+		// from its socket, as here, but the metadata must carry it.
+		nic.Source.MAC = defaultMAC(nic.Socket)
 	}
-	if nic.Bridge != "" && tapName(nic.Netdev) == "" {
-		return usagef("--bridge %s needs a --netdev tap,ifname=NAME whose TAP goes on it", nic.Bridge)
+	if err := nic.validate(pol); err != nil {
+		return usagef("--%s", err)
 	}
 	if !addrRe.MatchString(nic.Addr) {
 		return usagef("--addr %q: want a slot with an optional function, e.g. 0x10 or 0x10.0", nic.Addr)
@@ -153,14 +185,37 @@ func libvirtXMLCmd(e env, args []string) error {
 	// element declares the namespace; without it the block is dropped in
 	// silence and the guest starts without the NIC.
 	head := fmt.Sprintf("<!-- e1000e-vfu NIC %s: both blocks go in <domain>, which must declare xmlns:qemu=%s -->\n", nic.ID, attr(qemuNS))
-	_, err = io.WriteString(e.stdout, head+nic.metadataXML()+nic.commandlineXML())
+	out := head + nic.metadataXML() + nic.commandlineXML()
+	if err := xmlChars(out); err != nil {
+		return usagef("%s", err)
+	}
+	_, err = io.WriteString(e.stdout, out)
 	return err
 }
 
+// xmlChars refuses what XML 1.0 cannot carry: libvirt would reject the
+// domain, or (for invalid UTF-8, which encoding/json turns into U+FFFD in
+// the -device argument but attr keeps) the two blocks would name
+// different sockets.
+func xmlChars(s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("a value is not valid UTF-8")
+	}
+	for _, r := range s {
+		switch {
+		case r == '\t' || r == '\n' || r == '\r':
+		case r < 0x20, r == 0xFFFE, r == 0xFFFF:
+			return fmt.Errorf("a value holds %U, which XML cannot carry", r)
+		}
+	}
+	return nil
+}
+
 // validate checks what the hook will put on a command line and in file
-// names: absolute socket paths short enough for a UNIX socket, and words
-// without white space (the hook's lines are tab-separated).
-func (n *libvirtNIC) validate() error {
+// names: clean absolute socket paths below the policy's directory, short
+// enough for a UNIX socket, an allowed netdev, and words without white
+// space (the hook's lines are tab-separated).
+func (n *libvirtNIC) validate(pol nicPolicy) error {
 	if !nicIDRe.MatchString(n.ID) {
 		return fmt.Errorf("id %q: a letter, then up to 31 letters, digits, '-' or '_'", n.ID)
 	}
@@ -172,6 +227,10 @@ func (n *libvirtNIC) validate() error {
 			return fmt.Errorf("%s %s: longer than %d bytes, too long for a UNIX socket", p.flag, p.path, sunPathMax)
 		case hasSpaceOrControl(p.path):
 			return fmt.Errorf("%s %q: white space or control characters", p.flag, p.path)
+		case filepath.Clean(p.path) != p.path:
+			return fmt.Errorf("%s %s: not a clean path (want %s)", p.flag, p.path, filepath.Clean(p.path))
+		case !strings.HasPrefix(p.path, pol.SocketDir):
+			return fmt.Errorf("%s %s: not below %s", p.flag, p.path, pol.SocketDir)
 		}
 	}
 	if n.Socket == n.Control {
@@ -180,8 +239,20 @@ func (n *libvirtNIC) validate() error {
 	if n.Netdev == "" || hasSpaceOrControl(n.Netdev) {
 		return fmt.Errorf("netdev %q: empty, or white space or control characters", n.Netdev)
 	}
-	if n.Bridge != "" && !bridgeRe.MatchString(n.Bridge) {
-		return fmt.Errorf("bridge %q: not an interface name", n.Bridge)
+	nd, err := netdev.Parse(n.Netdev)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(pol.Netdevs, nd.Type) {
+		return fmt.Errorf("netdev %s: kind %s not allowed here (allowed: %s)", n.Netdev, nd.Type, strings.Join(pol.Netdevs, ", "))
+	}
+	if n.Bridge != "" {
+		if !bridgeRe.MatchString(n.Bridge) {
+			return fmt.Errorf("bridge %q: not an interface name", n.Bridge)
+		}
+		if nd.Type != "tap" || nd.TAP.Name == "" || tapName(n.Netdev) != nd.TAP.Name {
+			return fmt.Errorf("bridge %s needs a --netdev tap,ifname=NAME whose TAP goes on it", n.Bridge)
+		}
 	}
 	return nil
 }
@@ -281,7 +352,7 @@ type nicXML struct {
 }
 
 // readDomainNICs prints the NICs of a domain's metadata, one line each.
-func readDomainNICs(e env, file string) error {
+func readDomainNICs(e env, file string, pol nicPolicy) error {
 	var r io.Reader
 	if file == "-" {
 		r = e.stdin
@@ -304,7 +375,7 @@ func readDomainNICs(e env, file string) error {
 	if err := xml.Unmarshal(data, &d); err != nil {
 		return usagef("--read-domain %s: %s", file, err)
 	}
-	nics, err := d.nics()
+	nics, err := d.nics(pol)
 	if err != nil {
 		return usagef("--read-domain %s: %s", file, err)
 	}
@@ -331,12 +402,15 @@ func readDomainNICs(e env, file string) error {
 // nics checks every NIC of the metadata as the generator would have
 // written it: the hook starts servers from what it reads, and the XML may
 // have been edited by hand since.
-func (d *domainXML) nics() ([]libvirtNIC, error) {
+func (d *domainXML) nics(pol nicPolicy) ([]libvirtNIC, error) {
 	var out []libvirtNIC
 	seen := make(map[string]string)
 	for _, group := range d.Metadata.NICs {
 		for _, x := range group.NIC {
-			n, err := x.nic()
+			if len(out) == maxNICs {
+				return nil, fmt.Errorf("more than %d NICs", maxNICs)
+			}
+			n, err := x.nic(pol)
 			if err != nil {
 				return nil, fmt.Errorf("nic %q: %w", x.ID, err)
 			}
@@ -352,7 +426,7 @@ func (d *domainXML) nics() ([]libvirtNIC, error) {
 	return out, nil
 }
 
-func (x *nicXML) nic() (libvirtNIC, error) {
+func (x *nicXML) nic(pol nicPolicy) (libvirtNIC, error) {
 	n := libvirtNIC{ID: x.ID, Socket: x.Socket, Control: x.Control, Netdev: x.Netdev, Bridge: x.Bridge}
 	if n.Netdev == "" {
 		n.Netdev = "none"
@@ -387,5 +461,5 @@ func (x *nicXML) nic() (libvirtNIC, error) {
 	if n.Source, err = model.DecodeSource(bytes.NewReader(raw)); err != nil {
 		return n, err
 	}
-	return n, n.validate()
+	return n, n.validate(pol)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -92,6 +93,38 @@ func TestLibvirtXMLRoundTrip(t *testing.T) {
 	}
 }
 
+// Without --mac, the MAC is a source's --config's (query-config output
+// carries one), else derived from the socket path as serve derives it;
+// either way the metadata holds it.
+func TestLibvirtXMLMACWithoutFlag(t *testing.T) {
+	src := `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":8},"mac":"52:54:00:12:34:57"}`
+	for _, tc := range []struct {
+		name string
+		args []string
+		mac  string
+	}{
+		{"config", []string{"--config", src}, "52:54:00:12:34:57"},
+		{"config and the same mac", []string{"--config", src, "--mac", "52:54:00:12:34:57"}, "52:54:00:12:34:57"},
+		{"derived", []string{"--version", "1"}, defaultMAC("/run/e1000e-vfu/g-nic0.sock").String()},
+		{"config without mac", []string{"--config", `{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{}}`},
+			defaultMAC("/run/e1000e-vfu/g-nic0.sock").String()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := libvirtXMLRun(t, "", append([]string{"--socket", "/run/e1000e-vfu/g-nic0.sock"}, tc.args...)...)
+			if r.code != exitOK {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			if !strings.Contains(r.stdout, "mac='"+tc.mac+"'") {
+				t.Errorf("want mac %s in\n%s", tc.mac, r.stdout)
+			}
+		})
+	}
+	r := libvirtXMLRun(t, "", "--socket", "/run/e1000e-vfu/g-nic0.sock", "--config", src, "--mac", "52:54:00:12:34:56")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "differs from the mac") {
+		t.Errorf("--mac against --config's: exit %d, %q", r.code, r.stderr)
+	}
+}
+
 func libvirtServe(t *testing.T, args ...string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
@@ -110,10 +143,10 @@ func TestLibvirtXMLReadsLibvirtsStyle(t *testing.T) {
   <metadata>
     <other:thing xmlns:other="https://example.org/x"><nic id="not-ours"/></other:thing>
     <n:nics xmlns:n="https://e1000e-vfu.dev/libvirt/1">
-      <n:nic id="a" socket="/run/a&amp;b.sock" control="/run/a.ctl" mac="52:54:00:00:00:01" model="e1000e-vfu.dev/devices/e1000e-82574l" version="2">
+      <n:nic id="a" socket="/run/e1000e-vfu/a&amp;b.sock" control="/run/e1000e-vfu/a.ctl" mac="52:54:00:00:00:01" model="e1000e-vfu.dev/devices/e1000e-82574l" version="2">
         <n:param name="rx-filter-size" value="16"/>
       </n:nic>
-      <n:nic id="b" socket="/run/b.sock" control="/run/b.ctl" mac="52:54:00:00:00:02" model="e1000e-vfu.dev/devices/e1000e-82574l" version="1"/>
+      <n:nic id="b" socket="/run/e1000e-vfu/b.sock" control="/run/e1000e-vfu/b.ctl" mac="52:54:00:00:00:02" model="e1000e-vfu.dev/devices/e1000e-82574l" version="1"/>
     </n:nics>
   </metadata>
 </domain>`
@@ -121,9 +154,9 @@ func TestLibvirtXMLReadsLibvirtsStyle(t *testing.T) {
 	if r.code != exitOK {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	want := "8c3a4a8e-6c3e-4b7e-9b1a-2f1d3e4c5b6a\ta\t/run/a&b.sock\t/run/a.ctl\tnone\t-\t" +
+	want := "8c3a4a8e-6c3e-4b7e-9b1a-2f1d3e4c5b6a\ta\t/run/e1000e-vfu/a&b.sock\t/run/e1000e-vfu/a.ctl\tnone\t-\t" +
 		`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{"rx-filter-size":16},"version":2,"mac":"52:54:00:00:00:01"}` + "\n" +
-		"8c3a4a8e-6c3e-4b7e-9b1a-2f1d3e4c5b6a\tb\t/run/b.sock\t/run/b.ctl\tnone\t-\t" +
+		"8c3a4a8e-6c3e-4b7e-9b1a-2f1d3e4c5b6a\tb\t/run/e1000e-vfu/b.sock\t/run/e1000e-vfu/b.ctl\tnone\t-\t" +
 		`{"model":"e1000e-vfu.dev/devices/e1000e-82574l","params":{},"version":1,"mac":"52:54:00:00:00:02"}` + "\n"
 	if r.stdout != want {
 		t.Errorf("got\n%s\nwant\n%s", r.stdout, want)
@@ -142,7 +175,11 @@ func TestLibvirtXMLErrors(t *testing.T) {
 	nic := func(attrs, body string) string {
 		return wrapDomain(`<metadata><e:nics xmlns:e="https://e1000e-vfu.dev/libvirt/1"><e:nic ` + attrs + `>` + body + `</e:nic></e:nics></metadata>`)
 	}
-	ok := `id="nic0" socket="/run/x.sock" control="/run/x.ctl" mac="52:54:00:00:00:01" model="e1000e-vfu.dev/devices/e1000e-82574l"`
+	ok := `id="nic0" socket="/run/e1000e-vfu/x.sock" control="/run/e1000e-vfu/x.ctl" mac="52:54:00:00:00:01" model="e1000e-vfu.dev/devices/e1000e-82574l"`
+	var many string
+	for i := 1; i <= maxNICs; i++ {
+		many += fmt.Sprintf(`<e:nic id="n%d" socket="/run/e1000e-vfu/%d.sock" control="/run/e1000e-vfu/%d.ctl" mac="52:54:00:00:00:01" model="e1000e-vfu.dev/devices/e1000e-82574l"/>`, i, i, i)
+	}
 	for _, tc := range []struct {
 		stdin string
 		args  []string
@@ -151,26 +188,44 @@ func TestLibvirtXMLErrors(t *testing.T) {
 		{"", nil, "--socket is required"},
 		{"", []string{"--socket", "x.sock"}, "--socket x.sock: not an absolute path"},
 		{"", []string{"--socket", "/run/a b.sock"}, "white space"},
-		{"", []string{"--socket", "/run/x.sock", "--control", "/run/x.sock"}, "the same path as --socket"},
-		{"", []string{"--socket", "/run/x.sock", "--id", "0nic"}, `--id "0nic"`},
-		{"", []string{"--socket", "/run/x.sock", "--addr", "slot5"}, `--addr "slot5"`},
-		{"", []string{"--socket", "/run/x.sock", "--bridge", "br0"}, "--bridge br0 needs a --netdev tap,ifname=NAME"},
-		{"", []string{"--socket", "/run/x.sock", "--version", "9"}, "--version: unsupported version 9"},
-		{"", []string{"--socket", "/run/x.sock", "--param", "nope=1"}, "--param unknown parameter nope"},
-		{"", []string{"--socket", "/run/x.sock", "--mac", "01:00:5e:00:00:01"}, "multicast"},
-		{"", []string{"--socket", "/run/x.sock", "--netdev", "vde"}, "--netdev"},
-		{"", []string{"--socket", "/run/x.sock", "--config", "{}", "--version", "1"}, "--config cannot be combined"},
-		{"", []string{"--read-domain", "-", "--socket", "/run/x.sock"}, "--read-domain cannot be combined with --socket"},
+		{"", []string{"--socket", "/run/e1000e-vfu/x.sock", "--control", "/run/e1000e-vfu/x.sock"}, "the same path as --socket"},
+		{"", []string{"--socket", "/run/e1000e-vfu/x.sock", "--id", "0nic"}, `--id "0nic"`},
+		{"", []string{"--socket", "/run/e1000e-vfu/x.sock", "--addr", "slot5"}, `--addr "slot5"`},
+		{"", []string{"--socket", "/run/e1000e-vfu/x.sock", "--bridge", "br0"}, "--bridge br0 needs a --netdev tap,ifname=NAME"},
+		{"", []string{"--socket", "/run/e1000e-vfu/x.sock", "--version", "9"}, "--version: unsupported version 9"},
+		{"", []string{"--socket", "/run/e1000e-vfu/x.sock", "--param", "nope=1"}, "--param unknown parameter nope"},
+		{"", []string{"--socket", "/run/e1000e-vfu/x.sock", "--mac", "01:00:5e:00:00:01"}, "multicast"},
+		{"", []string{"--socket", "/run/e1000e-vfu/x.sock", "--netdev", "vde"}, "--netdev"},
+		{"", []string{"--socket", "/run/e1000e-vfu/x.sock", "--config", "{}", "--version", "1"}, "--config cannot be combined"},
+		{"", []string{"--read-domain", "-", "--socket", "/run/e1000e-vfu/x.sock"}, "--read-domain cannot be combined with --socket"},
 		{"<domain", []string{"--read-domain", "-"}, "--read-domain -: XML syntax error"},
 		{nic(strings.Replace(ok, `mac="52:54:00:00:00:01"`, "", 1), ""), []string{"--read-domain", "-"}, `nic "nic0": no mac`},
 		{nic(ok, `<e:param name="rx-filter-size" value="sixteen"/>`), []string{"--read-domain", "-"}, "not a JSON value"},
 		{nic(ok, `<e:param name="rx-filter-size" value="1"/><e:param name="rx-filter-size" value="2"/>`), []string{"--read-domain", "-"}, "given twice"},
 		{nic(ok+` version="x"`, ""), []string{"--read-domain", "-"}, `nic "nic0": version`},
-		{nic(strings.Replace(ok, `/run/x.sock`, `x.sock`, 1), ""), []string{"--read-domain", "-"}, "socket x.sock: not an absolute path"},
+		{nic(strings.Replace(ok, `/run/e1000e-vfu/x.sock`, `x.sock`, 1), ""), []string{"--read-domain", "-"}, "socket x.sock: not an absolute path"},
 		{nic(strings.Replace(ok, `id="nic0"`, `id="a;b"`, 1), ""), []string{"--read-domain", "-"}, `id "a;b"`},
 		{nic(ok+` netdev="tap,ifname=a b"`, ""), []string{"--read-domain", "-"}, "white space"},
-		{strings.Replace(nic(ok, ""), "</e:nics>", `<e:nic `+strings.NewReplacer("/run/x.ctl", "/run/y.ctl", `id="nic0"`, `id="nic1"`).Replace(ok)+`/></e:nics>`, 1),
-			[]string{"--read-domain", "-"}, `nic "nic1": socket /run/x.sock is also nic "nic0"'s`},
+		{strings.Replace(nic(ok, ""), "</e:nics>", `<e:nic `+strings.NewReplacer("/run/e1000e-vfu/x.ctl", "/run/e1000e-vfu/y.ctl", `id="nic0"`, `id="nic1"`).Replace(ok)+`/></e:nics>`, 1),
+			[]string{"--read-domain", "-"}, `nic "nic1": socket /run/e1000e-vfu/x.sock is also nic "nic0"'s`},
+		// The hook removes, creates and serves what the metadata names,
+		// as root: only clean paths below the socket directory, and only
+		// the netdev kinds allowed.
+		{nic(strings.Replace(ok, `/run/e1000e-vfu/x.sock`, `/run/e1000e-vfu/../../etc/x.sock`, 1), ""), []string{"--read-domain", "-"}, "not a clean path"},
+		{nic(strings.Replace(ok, `/run/e1000e-vfu/x.ctl`, `/etc/shadow`, 1), ""), []string{"--read-domain", "-"}, "control /etc/shadow: not below /run/e1000e-vfu/"},
+		{nic(strings.Replace(ok, `/run/e1000e-vfu/x.sock`, `/run/e1000e-vfux.sock`, 1), ""), []string{"--read-domain", "-"}, "not below /run/e1000e-vfu/"},
+		{nic(ok, ""), []string{"--read-domain", "-", "--socket-dir", "/srv/vfu"}, "not below /srv/vfu/"},
+		{nic(ok+` netdev="stream,path=/var/run/docker.sock"`, ""), []string{"--read-domain", "-"}, "kind stream not allowed"},
+		{nic(ok+` netdev="dgram,local.path=/tmp/a,remote.path=/tmp/b"`, ""), []string{"--read-domain", "-", "--netdevs", "tap,stream"}, "kind dgram not allowed"},
+		{nic(ok+` netdev="tap,ifname=t0,bogus=1"`, ""), []string{"--read-domain", "-"}, "bogus"},
+		{nic(ok+` bridge="br0"`, ""), []string{"--read-domain", "-"}, "bridge br0 needs a --netdev tap,ifname=NAME"},
+		{"", []string{"--socket", "/run/e1000e-vfu/x.sock", "--netdev", "stream,path=/var/run/docker.sock"}, "kind stream not allowed"},
+		{"", []string{"--socket", "/run/e1000e-vfu/x\xff.sock"}, "not valid UTF-8"},
+		{"", []string{"--socket", "/run/e1000e-vfu/x\uffff.sock"}, "U+FFFF"},
+		{"", []string{"--socket", "/run/e1000e-vfu/x\ufffe.sock"}, "U+FFFE"},
+		{"", []string{"--socket", "/tmp/x.sock"}, "--socket /tmp/x.sock: not below /run/e1000e-vfu/"},
+		{"", []string{"--socket", "/run/e1000e-vfu/x.sock", "--socket-dir", "run"}, "--socket-dir"},
+		{strings.Replace(nic(ok, ""), "</e:nics>", many+"</e:nics>", 1), []string{"--read-domain", "-"}, "more than 16 NICs"},
 		{strings.Replace(nic(ok, ""), "8c3a4a8e-6c3e-4b7e-9b1a-2f1d3e4c5b6a", "../x", 1), []string{"--read-domain", "-"}, `uuid "../x" is not a UUID`},
 	} {
 		r := libvirtXMLRun(t, tc.stdin, tc.args...)

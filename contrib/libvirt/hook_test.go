@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -51,12 +52,13 @@ func newHookEnv(t *testing.T, conf string, nicArgs ...string) *hookEnv {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	h := &hookEnv{dir: dir, conf: filepath.Join(dir, "hook.conf"), socket: filepath.Join(dir, "g-nic0.sock")}
-	settings := fmt.Sprintf("E1000E_VFU=%s\nE1000E_VFU_RUN_DIR=%s/run\nE1000E_VFU_LOG_DIR=%s/log\nE1000E_VFU_SYSTEMD=no\n%s",
-		program, dir, dir, conf)
+	// The sockets stay the test's own unless a test hands them over.
+	settings := fmt.Sprintf("E1000E_VFU=%s\nE1000E_VFU_RUN_DIR=%s/run\nE1000E_VFU_LOG_DIR=%s/log\nE1000E_VFU_SYSTEMD=no\nE1000E_VFU_QEMU_USER=none\nE1000E_VFU_SOCKET_DIR=%s\n%s",
+		program, dir, dir, dir, conf)
 	if err := os.WriteFile(h.conf, []byte(settings), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"libvirt-xml", "--socket", h.socket, "--mac", "52:54:00:12:34:56"}, nicArgs...)
+	args := append([]string{"libvirt-xml", "--socket", h.socket, "--socket-dir", dir, "--mac", "52:54:00:12:34:56"}, nicArgs...)
 	blocks, err := exec.Command(program, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("libvirt-xml: %v\n%s", err, blocks)
@@ -157,12 +159,161 @@ func TestHookStartsAndStopsTheServer(t *testing.T) {
 	}
 }
 
+// The vfio-user socket goes to the user libvirt runs QEMU as, named by
+// the setting or by libvirt's qemu.conf; a user that does not exist
+// leaves it alone.
+func TestHookHandsTheSocketToQEMUsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown")
+	}
+	qconf := filepath.Join(t.TempDir(), "qemu.conf")
+	if err := os.WriteFile(qconf, []byte("# user = \"root\"\nuser = \"nobody\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, conf string
+		uid        uint32
+	}{
+		{"setting", "E1000E_VFU_QEMU_USER=nobody\n", 65534},
+		{"qemu.conf", "E1000E_VFU_QEMU_USER=\nE1000E_VFU_QEMU_CONF=" + qconf + "\n", 65534},
+		{"absent user", "E1000E_VFU_QEMU_USER=evfu-no-such-user\n", 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHookEnv(t, c.conf)
+			if code, msg := h.run(t, "prepare", "begin", h.xml); code != 0 {
+				t.Fatalf("prepare begin: exit %d: %s", code, msg)
+			}
+			defer h.run(t, "release", "end", h.xml)
+			fi, err := os.Stat(h.socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); st.Uid != c.uid {
+				t.Errorf("the socket's owner is %d, want %d", st.Uid, c.uid)
+			}
+		})
+	}
+}
+
+// release stops what prepare started from prepare's record, whatever the
+// program and the domain's XML have become since.
+func TestHookReleasesWhatPrepareRecorded(t *testing.T) {
+	h := newHookEnv(t, "")
+	if code, msg := h.run(t, "prepare", "begin", h.xml); code != 0 {
+		t.Fatalf("prepare begin: exit %d: %s", code, msg)
+	}
+	pid := serverPid(h.socket)
+	if pid == 0 {
+		t.Fatal("no server running")
+	}
+	t.Cleanup(func() {
+		if p, _ := os.FindProcess(pid); serverPid(h.socket) == pid && p != nil {
+			p.Kill()
+		}
+	})
+	// The program gone, the metadata edited away.
+	conf, _ := os.ReadFile(h.conf)
+	os.WriteFile(h.conf, append(conf, "E1000E_VFU=/nonexistent/e1000e-vfu\n"...), 0o644)
+	bare := "<domain type='qemu'>\n  <name>g</name>\n  <uuid>8c3a4a8e-6c3e-4b7e-9b1a-2f1d3e4c5b6a</uuid>\n</domain>"
+	if code, msg := h.run(t, "release", "end", bare); code != 0 {
+		t.Fatalf("release end: exit %d: %s", code, msg)
+	}
+	if p := serverPid(h.socket); p != 0 {
+		t.Errorf("server %d still running after release end", p)
+	}
+	for _, f := range []string{h.socket, filepath.Join(h.dir, "g-nic0.ctl"), filepath.Join(h.dir, "run", "8c3a4a8e-6c3e-4b7e-9b1a-2f1d3e4c5b6a.nics")} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s left behind", f)
+		}
+	}
+}
+
+// The hook acts as root on what the metadata names: a path outside its
+// socket directory or a netdev kind it does not allow fails every
+// operation before anything is removed or made, and release removes
+// sockets only.
+func TestHookRefusesUntrustedMetadata(t *testing.T) {
+	h := newHookEnv(t, "")
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, xml := range map[string]string{
+		"outside":   strings.Replace(h.xml, filepath.Join(h.dir, "g-nic0.ctl"), victim, 1),
+		"unclean":   strings.Replace(h.xml, filepath.Join(h.dir, "g-nic0.ctl"), h.dir+"/.."+victim, 1),
+		"stream":    strings.Replace(h.xml, "netdev='none'", "netdev='stream,path=/var/run/docker.sock'", 1),
+		"dir moved": h.xml,
+	} {
+		env := h.env
+		if name == "dir moved" {
+			conf := filepath.Join(h.dir, "moved.conf")
+			b, _ := os.ReadFile(h.conf)
+			os.WriteFile(conf, append(b, "E1000E_VFU_SOCKET_DIR=/run/e1000e-vfu\n"...), 0o644)
+			h.env = append(h.env, "E1000E_VFU_HOOK_CONF="+conf)
+		}
+		if xml == h.xml && name != "dir moved" {
+			t.Fatalf("%s: the domain did not change", name)
+		}
+		for _, op := range [][2]string{{"prepare", "begin"}, {"release", "end"}} {
+			if code, msg := h.run(t, op[0], op[1], xml); code != 1 || !strings.Contains(msg, "metadata is not valid") {
+				t.Errorf("%s: %s %s: exit %d, %q; want a refusal", name, op[0], op[1], code, msg)
+			}
+		}
+		h.env = env
+		if b, err := os.ReadFile(victim); err != nil || string(b) != "x" {
+			t.Fatalf("%s: the file named by the metadata was touched: %v", name, err)
+		}
+		if serverPid(h.socket) != 0 {
+			t.Fatalf("%s: a server started", name)
+		}
+	}
+
+	// A file that is not a socket at a NIC's path is left alone.
+	ctl := filepath.Join(h.dir, "g-nic0.ctl")
+	if err := os.WriteFile(ctl, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := h.run(t, "release", "end", h.xml); code != 0 {
+		t.Fatalf("release end: exit %d: %s", code, msg)
+	}
+	if _, err := os.Stat(ctl); err != nil {
+		t.Errorf("release removed a file that is not a socket: %v", err)
+	}
+}
+
+// Concurrent migrations' checks each read a whole description of the
+// host, and leave none behind.
+func TestHookChecksConcurrentMigrations(t *testing.T) {
+	h := newHookEnv(t, "")
+	const n = 24
+	errs := make(chan string, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			code, msg := h.run(t, "migrate", "begin", h.xml)
+			if code != 0 {
+				msg = fmt.Sprintf("exit %d: %s", code, msg)
+			} else {
+				msg = ""
+			}
+			errs <- msg
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if msg := <-errs; msg != "" {
+			t.Errorf("migrate begin: %s", msg)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(h.dir, "run", "describe*")); len(left) != 0 {
+		t.Errorf("descriptions left behind: %v", left)
+	}
+}
+
 // An incoming guest is checked against what the host accepts: a
 // version-2 NIC at a host that stands for a version-1-only one is
 // refused with the check's words, and nothing starts.
 func TestHookRefusesAnIncompatibleIncomingGuest(t *testing.T) {
 	v1, _ := filepath.Abs("../../cmd/e1000e-vfu/testdata/v1-only.json")
-	h := newHookEnv(t, "E1000E_VFU_DESCRIBE="+v1+"\n")
+	h := newHookEnv(t, "E1000E_VFU_DESCRIBE="+v1+"\n", "--version", "2")
 	code, msg := h.run(t, "migrate", "begin", h.xml)
 	if code != 1 || !strings.Contains(msg, "rx-filter-size") || strings.Count(msg, "\n") != 1 {
 		t.Errorf("migrate begin: exit %d, %q; want 1 and one line naming rx-filter-size", code, msg)
@@ -193,6 +344,21 @@ func TestHookReportsAServerThatCannotStart(t *testing.T) {
 	code, msg := h.run(t, "prepare", "begin", h.xml)
 	if code != 1 || !strings.Contains(msg, "did not start") || !strings.Contains(msg, "--pcap") {
 		t.Errorf("prepare begin: exit %d, %q", code, msg)
+	}
+	if serverPid(h.socket) != 0 {
+		t.Error("a server runs")
+	}
+	// Each step is checked, though prepare runs it where set -e is off:
+	// a log directory that cannot be made fails at once.
+	h = newHookEnv(t, "")
+	conf, _ := os.ReadFile(h.conf)
+	os.WriteFile(h.conf, append(conf, "E1000E_VFU_LOG_DIR="+h.conf+"/log\n"...), 0o644)
+	start := time.Now()
+	if code, msg := h.run(t, "prepare", "begin", h.xml); code != 1 || !strings.Contains(msg, "cannot make "+h.conf+"/log") {
+		t.Errorf("prepare begin with a log directory under a file: exit %d, %q", code, msg)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the failure took %v: a later step waited instead", d)
 	}
 	if serverPid(h.socket) != 0 {
 		t.Error("a server runs")
@@ -262,6 +428,19 @@ esac
 	}
 	if _, err := os.Stat(filepath.Join(h.dir, "log")); err == nil {
 		t.Error("a log directory was made: under systemd the journal keeps the log")
+	}
+
+	// A server that cannot start: the error carries the unit's journal.
+	stub("journalctl", "echo \"the server's reason\"\n")
+	conf, _ := os.ReadFile(h.conf)
+	os.WriteFile(h.conf, append(conf, "E1000E_VFU_ARGS='--pcap /nonexistent/dir/x.pcap'\n"...), 0o644)
+	code, msg := h.run(t, "prepare", "begin", h.xml)
+	if code != 1 || !strings.Contains(msg, "did not start: the server's reason") {
+		t.Errorf("prepare begin of a failing server: exit %d, %q", code, msg)
+	}
+	b, _ = os.ReadFile(calls)
+	if !strings.Contains(string(b), "journalctl -u "+unit+" --since ") {
+		t.Errorf("the journal was not asked for the unit's lines since its start:\n%s", b)
 	}
 }
 

@@ -68,6 +68,11 @@ func sweepLeftovers(t testing.TB) {
 			!strings.Contains(f[3], "upperdir="+filepath.Join(filepath.Dir(f[1]), "upper")) {
 			continue
 		}
+		// A run still going owns its overlay: its test binary's pid is
+		// in the directory.
+		if livePid(filepath.Join(filepath.Dir(filepath.Dir(f[1])), ownerFile)) {
+			continue
+		}
 		h := &lvHost{root: f[1]}
 		ps := h.procs()
 		for _, p := range ps {
@@ -86,12 +91,28 @@ func sweepLeftovers(t testing.TB) {
 		if m == nil {
 			continue
 		}
-		if comm, err := os.ReadFile("/proc/" + m[1] + "/comm"); err == nil && strings.HasPrefix(string(comm), "libvirt.test") {
+		if testRuns(m[1]) {
 			continue
 		}
 		err := exec.Command("ip", "netns", "del", e.Name()).Run()
 		t.Logf("a killed run's network namespace %s removed (%v)", e.Name(), err)
 	}
+}
+
+// ownerFile, in a run's directory, holds its test binary's pid.
+const ownerFile = "owner.pid"
+
+// livePid says whether the pid in file is a test binary of this test
+// still running.
+func livePid(file string) bool {
+	b, err := os.ReadFile(file)
+	return err == nil && testRuns(strings.TrimSpace(string(b)))
+}
+
+// testRuns says whether pid is a running binary of this test.
+func testRuns(pid string) bool {
+	comm, err := os.ReadFile("/proc/" + pid + "/comm")
+	return err == nil && strings.HasPrefix(string(comm), "libvirt.test")
 }
 
 // nsPrefix starts the names of the test's network namespaces, followed
