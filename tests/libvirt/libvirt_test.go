@@ -196,9 +196,17 @@ func TestLibvirt(t *testing.T) {
 // guest's host), under a host→guest TCP stream paced so that it runs
 // through the migration, and checks the stream whole and the server's
 // state moved.
+// The stream lasts 20 s at its pace, twice the slowest migration seen on
+// a loaded 2-core machine (9.6 s), so that it still runs when virsh
+// returns.
+const (
+	streamSize = 40 << 20
+	streamRate = 2 << 20
+)
+
 func (g *guest) migrate(t *testing.T, ctx context.Context, hosts *harness.Hosts, dst *lvHost, extra ...string) {
 	src := g.host
-	flow, err := startStream(hosts.LAN, g.agent, 24<<20, 2<<20)
+	flow, err := startStream(hosts.LAN, g.agent, streamSize, streamRate)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +235,7 @@ func (g *guest) migrate(t *testing.T, ctx context.Context, hosts *harness.Hosts,
 	agent.FollowIDs(g.agent)
 	g.host, g.console, g.agent = dst, con, agent
 	sentAtEnd := flow.sent.Load()
-	if sentAtEnd >= 24<<20 {
+	if sentAtEnd >= streamSize {
 		// virsh returns after the switch-over: a stream already whole
 		// then did not run across it, and the step proved nothing.
 		t.Errorf("the whole stream was sent before virsh returned (%v): the switch-over was not under traffic", took.Round(100*time.Millisecond))
@@ -242,9 +250,9 @@ func (g *guest) migrate(t *testing.T, ctx context.Context, hosts *harness.Hosts,
 		job, _ = src.virsh(ctx, "domjobinfo", "--completed", domain)
 	}
 	downtime := jobField(job, "Total downtime")
-	t.Logf("%s → %s: virsh migrate %s took %v; libvirt's downtime %s; the stream (24 MiB, 2 MiB/s) arrived whole, %.1f MiB of it sent when virsh returned, longest pause between the host's writes %v",
+	t.Logf("%s → %s: virsh migrate %s took %v; libvirt's downtime %s; the stream (%d MiB, %d MiB/s) arrived whole, %.1f MiB of it sent when virsh returned, longest pause between the host's writes %v",
 		src.name, dst.name, strings.Join(extra, " "), took.Round(100*time.Millisecond), downtime,
-		float64(sentAtEnd)/(1<<20), flow.maxPause.Round(time.Millisecond))
+		streamSize>>20, streamRate>>20, float64(sentAtEnd)/(1<<20), flow.maxPause.Round(time.Millisecond))
 	log := dst.serverLog(domain, nicID)
 	m := regexp.MustCompile(`state_bytes_received=(\d+)`).FindAllStringSubmatch(log, -1)
 	if len(m) == 0 {
