@@ -256,20 +256,14 @@ func (l *Listener) Path() string { return l.path }
 // Close stops accepting and removes the socket file.
 func (l *Listener) Close() error { return l.ln.Close() }
 
+// dupBlocking duplicates a connection's descriptor in blocking mode, for a
+// reader that makes plain system calls. The mode belongs to the file
+// description both descriptors share, which is why the caller closes uc
+// at once.
 func dupBlocking(uc *net.UnixConn) (int, error) {
-	raw, err := uc.SyscallConn()
+	nfd, err := DupSocketFD(uc)
 	if err != nil {
 		return -1, err
-	}
-	nfd := -1
-	var derr error
-	if err := raw.Control(func(fd uintptr) {
-		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return -1, err
-	}
-	if derr != nil {
-		return -1, fmt.Errorf("dup: %w", derr)
 	}
 	if err := unix.SetNonblock(nfd, false); err != nil {
 		unix.Close(nfd)

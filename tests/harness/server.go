@@ -51,34 +51,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		exited:  make(chan struct{}),
 	}
 	os.Remove(s.Socket)
-	netdev := cfg.Netdev
-	if netdev == "" {
-		netdev = "none"
-	}
-	argv := append([]string{cfg.Bin, "serve", "--socket", s.Socket, "--control", s.Control,
-		"--netdev", netdev, "--mac", ServerMAC}, cfg.Args...)
-	if cfg.NetNS != nil {
-		s.cmd = cfg.NetNS.Command(context.Background(), argv...)
-	} else {
-		s.cmd = exec.Command(argv[0], argv[1:]...)
-	}
-	if len(cfg.Env) > 0 {
-		s.cmd.Env = append(os.Environ(), cfg.Env...)
-	}
-	logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
+	if err := s.start(cfg, os.O_APPEND, "--socket", s.Socket, "--control", s.Control); err != nil {
 		return nil, fmt.Errorf("harness: starting the server: %w", err)
 	}
-	go func() {
-		s.waitErr = s.cmd.Wait()
-		close(s.exited)
-	}()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	for {
@@ -207,4 +182,39 @@ func (s *Server) WaitState(ctx context.Context, want string, d time.Duration) (c
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// start runs cfg.Bin serve with how (the sockets to serve or take over)
+// and cfg's backend, namespace, environment and arguments, logging to
+// s.log opened with mode (append or truncate), and notes its exit.
+func (s *Server) start(cfg ServerConfig, mode int, how ...string) error {
+	netdev := cfg.Netdev
+	if netdev == "" {
+		netdev = "none"
+	}
+	argv := append(append([]string{cfg.Bin, "serve"}, how...), "--netdev", netdev, "--mac", ServerMAC)
+	argv = append(argv, cfg.Args...)
+	if cfg.NetNS != nil {
+		s.cmd = cfg.NetNS.Command(context.Background(), argv...)
+	} else {
+		s.cmd = exec.Command(argv[0], argv[1:]...)
+	}
+	if len(cfg.Env) > 0 {
+		s.cmd.Env = append(os.Environ(), cfg.Env...)
+	}
+	logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|mode, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	go func() {
+		s.waitErr = s.cmd.Wait()
+		close(s.exited)
+	}()
+	return nil
 }

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"e1000e-vfu/tests/agentproto"
@@ -27,33 +25,9 @@ func (s *Server) TakeOver(ctx context.Context, cfg ServerConfig, n int) (*Server
 		log:     filepath.Join(filepath.Dir(s.log), fmt.Sprintf("server-%d.log", n)),
 		exited:  make(chan struct{}),
 	}
-	netdev := cfg.Netdev
-	if netdev == "" {
-		netdev = "none"
-	}
-	argv := append([]string{cfg.Bin, "serve", "--takeover", s.Control, "--netdev", netdev, "--mac", ServerMAC}, cfg.Args...)
-	if cfg.NetNS != nil {
-		nu.cmd = cfg.NetNS.Command(context.Background(), argv...)
-	} else {
-		nu.cmd = exec.Command(argv[0], argv[1:]...)
-	}
-	if len(cfg.Env) > 0 {
-		nu.cmd.Env = append(os.Environ(), cfg.Env...)
-	}
-	logf, err := os.OpenFile(nu.log, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
-	nu.cmd.Stdout, nu.cmd.Stderr = logf, logf
-	nu.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := nu.cmd.Start(); err != nil {
+	if err := nu.start(cfg, os.O_TRUNC, "--takeover", s.Control); err != nil {
 		return nil, fmt.Errorf("harness: starting the successor: %w", err)
 	}
-	go func() {
-		nu.waitErr = nu.cmd.Wait()
-		close(nu.exited)
-	}()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for !strings.Contains(nu.Log(), "took over") {
