@@ -346,6 +346,12 @@ func (s *server) release() {
 	if s.ctlLn != nil {
 		s.ctlLn.Close()
 	}
+	s.closeDevice()
+}
+
+// closeDevice closes the backend and the NIC (served for migration or
+// not), whichever a start got to.
+func (s *server) closeDevice() {
 	if s.backend != nil {
 		if err := s.backend.Close(); err != nil {
 			s.log.Warn("closing the backend", "err", err)

@@ -195,17 +195,7 @@ func (s *server) discard() {
 		s.ctlLn.SetUnlinkOnClose(false)
 		s.ctlLn.Close()
 	}
-	if s.backend != nil {
-		if err := s.backend.Close(); err != nil {
-			s.log.Warn("closing the backend", "err", err)
-		}
-	}
-	switch {
-	case s.dev != nil:
-		s.dev.Close()
-	case s.nic != nil:
-		s.nic.Close()
-	}
+	s.closeDevice()
 }
 
 // socketName is the path a UNIX socket is bound to.
