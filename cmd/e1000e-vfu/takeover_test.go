@@ -224,23 +224,8 @@ func fakeSuccessor(t *testing.T, u *upgrade, then func(p *handover.Peer, c *net.
 	}
 	uc := c.(*net.UnixConn)
 	defer uc.Close()
-	uc.SetDeadline(time.Now().Add(10 * time.Second))
-	cfg := defaultSource(t, u.mac)
-	fmt.Fprintf(uc, `{"cmd":"takeover","config":%s,"netdev":"none","version":%d}`+"\n", cfg, handover.Version)
-	p := handover.NewPeer(uc, nil)
+	p, st, fds := takeoverOn(t, uc, u.mac)
 	defer p.Close()
-	line, err := p.ReadLine(4096)
-	if err != nil || !strings.Contains(string(line), `"ok":true`) {
-		t.Fatalf("reply %q %v", line, err)
-	}
-	h, body, fds, err := p.ReadFrame()
-	if err != nil || h.Kind != handover.KindState {
-		t.Fatalf("state frame: %v %v", h, err)
-	}
-	st, err := handover.DecodeState(body)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if len(fds) != len(st.FDs) || len(st.Maps) != 1 || st.Proto.MaxXfer == 0 {
 		t.Fatalf("%d descriptors for %d, %d maps", len(fds), len(st.FDs), len(st.Maps))
 	}
@@ -412,6 +397,14 @@ func askTakeover(t *testing.T, ctl, mac string) (*handover.Peer, *handover.State
 	}
 	uc := c.(*net.UnixConn)
 	t.Cleanup(func() { uc.Close() })
+	return takeoverOn(t, uc, mac)
+}
+
+// takeoverOn asks for a takeover on the control connection uc, with the
+// default configuration and mac, and returns the STATE frame and its
+// descriptors.
+func takeoverOn(t *testing.T, uc *net.UnixConn, mac string) (*handover.Peer, *handover.State, []int) {
+	t.Helper()
 	uc.SetDeadline(time.Now().Add(10 * time.Second))
 	fmt.Fprintf(uc, `{"cmd":"takeover","config":%s,"netdev":"none","version":%d}`+"\n", defaultSource(t, mac), handover.Version)
 	p := handover.NewPeer(uc, nil)

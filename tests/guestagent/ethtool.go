@@ -129,22 +129,11 @@ func cmdSelftest(args []string, rep *Reply) error {
 		return err
 	}
 	iface := args[0]
-	info := make([]byte, drvInfoSize)
-	binary.LittleEndian.PutUint32(info, ethtoolGDrvInfo)
-	if err := ethtoolIoctl(iface, info); err != nil {
-		return fmt.Errorf("ETHTOOL_GDRVINFO %s: %w", iface, err)
+	names, err := driverStrings(iface, drvInfoTestLen, maxSelfTests, ethSSTest, "self-tests")
+	if err != nil {
+		return err
 	}
-	n := int(binary.LittleEndian.Uint32(info[drvInfoTestLen:]))
-	if n == 0 || n > maxSelfTests {
-		return fmt.Errorf("%s: driver reports %d self-tests", iface, n)
-	}
-	strs := make([]byte, 12+n*ethGStringLen)
-	binary.LittleEndian.PutUint32(strs[0:], ethtoolGStrings)
-	binary.LittleEndian.PutUint32(strs[4:], ethSSTest)
-	binary.LittleEndian.PutUint32(strs[8:], uint32(n))
-	if err := ethtoolIoctl(iface, strs); err != nil {
-		return fmt.Errorf("ETHTOOL_GSTRINGS %s: %w", iface, err)
-	}
+	n := len(names)
 	test := make([]byte, 16+8*n)
 	binary.LittleEndian.PutUint32(test[0:], ethtoolTest)
 	binary.LittleEndian.PutUint32(test[4:], ethTestFlOffline)
@@ -152,11 +141,8 @@ func cmdSelftest(args []string, rep *Reply) error {
 	if err := ethtoolIoctl(iface, test); err != nil {
 		return fmt.Errorf("ETHTOOL_TEST %s: %w", iface, err)
 	}
-	names := make([]string, n)
 	results := make([]uint64, n)
 	for i := range n {
-		s := strs[12+i*ethGStringLen : 12+(i+1)*ethGStringLen]
-		names[i] = strings.TrimRight(string(s), "\x00")
 		results[i] = binary.LittleEndian.Uint64(test[16+8*i:])
 	}
 	rep.Data = map[string]any{
@@ -182,22 +168,11 @@ func cmdEthStats(args []string, rep *Reply) error {
 		return err
 	}
 	iface := args[0]
-	info := make([]byte, drvInfoSize)
-	binary.LittleEndian.PutUint32(info, ethtoolGDrvInfo)
-	if err := ethtoolIoctl(iface, info); err != nil {
-		return fmt.Errorf("ETHTOOL_GDRVINFO %s: %w", iface, err)
+	names, err := driverStrings(iface, drvInfoNStats, maxDriverStats, ethSSStats, "statistics")
+	if err != nil {
+		return err
 	}
-	n := int(binary.LittleEndian.Uint32(info[drvInfoNStats:]))
-	if n == 0 || n > maxDriverStats {
-		return fmt.Errorf("%s: driver reports %d statistics", iface, n)
-	}
-	strs := make([]byte, 12+n*ethGStringLen)
-	binary.LittleEndian.PutUint32(strs[0:], ethtoolGStrings)
-	binary.LittleEndian.PutUint32(strs[4:], ethSSStats)
-	binary.LittleEndian.PutUint32(strs[8:], uint32(n))
-	if err := ethtoolIoctl(iface, strs); err != nil {
-		return fmt.Errorf("ETHTOOL_GSTRINGS %s: %w", iface, err)
-	}
+	n := len(names)
 	vals := make([]byte, 8+8*n)
 	binary.LittleEndian.PutUint32(vals[0:], ethtoolGStats)
 	binary.LittleEndian.PutUint32(vals[4:], uint32(n))
@@ -205,9 +180,35 @@ func cmdEthStats(args []string, rep *Reply) error {
 		return fmt.Errorf("ETHTOOL_GSTATS %s: %w", iface, err)
 	}
 	rep.Data = map[string]any{}
-	for i := range n {
-		name := strings.TrimRight(string(strs[12+i*ethGStringLen:12+(i+1)*ethGStringLen]), "\x00")
+	for i, name := range names {
 		rep.Data[name] = binary.LittleEndian.Uint64(vals[8+8*i:])
 	}
 	return nil
+}
+
+// driverStrings returns the names of one of the driver's string sets (set,
+// ETH_SS_*): their count read from struct ethtool_drvinfo at countOff and
+// bounded by limit, then the strings themselves (ETHTOOL_GSTRINGS).
+func driverStrings(iface string, countOff, limit int, set uint32, what string) ([]string, error) {
+	info := make([]byte, drvInfoSize)
+	binary.LittleEndian.PutUint32(info, ethtoolGDrvInfo)
+	if err := ethtoolIoctl(iface, info); err != nil {
+		return nil, fmt.Errorf("ETHTOOL_GDRVINFO %s: %w", iface, err)
+	}
+	n := int(binary.LittleEndian.Uint32(info[countOff:]))
+	if n == 0 || n > limit {
+		return nil, fmt.Errorf("%s: driver reports %d %s", iface, n, what)
+	}
+	strs := make([]byte, 12+n*ethGStringLen)
+	binary.LittleEndian.PutUint32(strs[0:], ethtoolGStrings)
+	binary.LittleEndian.PutUint32(strs[4:], set)
+	binary.LittleEndian.PutUint32(strs[8:], uint32(n))
+	if err := ethtoolIoctl(iface, strs); err != nil {
+		return nil, fmt.Errorf("ETHTOOL_GSTRINGS %s: %w", iface, err)
+	}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = strings.TrimRight(string(strs[12+i*ethGStringLen:12+(i+1)*ethGStringLen]), "\x00")
+	}
+	return names, nil
 }
