@@ -67,6 +67,7 @@ type Conn struct {
 	unmaskDup int
 	// irqReleased says a full counter was emptied (logged at warn once).
 	irqReleased bool
+	irqPoll     []unix.PollFd // releaseIRQs' poll set, reused
 
 	// Live upgrade (handover.go). wake interrupts the reader's wait;
 	// parked receives once Serve has stopped between messages, and unpark
@@ -124,6 +125,7 @@ func (c *Conn) DMA() *DMATable { return c.dma }
 func (c *Conn) Serve() error {
 	c.serving.Store(true)
 	defer c.teardown()
+	go c.watchIRQs()
 	for {
 		if err := c.Step(); err != nil {
 			if errors.Is(err, errPaused) {

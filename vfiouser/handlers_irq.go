@@ -208,14 +208,24 @@ func (c *Conn) trackIRQs(index, start, count uint32, dups []int) {
 func (c *Conn) releaseIRQs() int {
 	c.irqMu.Lock()
 	defer c.irqMu.Unlock()
-	n := 0
+	if len(c.irqDups) == 0 {
+		return 0
+	}
+	// One poll for all of them: an eventfd is writable (POLLOUT) unless a
+	// write of 1 would block, and only those that are not are emptied.
+	c.irqPoll = c.irqPoll[:0]
 	for _, fd := range c.irqDups {
-		// An eventfd is writable (POLLOUT) unless a write of 1 would block.
-		pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-		if k, err := unix.Poll(pfd[:], 0); err != nil || k == 1 && pfd[0].Revents&unix.POLLOUT != 0 {
+		c.irqPoll = append(c.irqPoll, unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT})
+	}
+	if k, err := unix.Poll(c.irqPoll, 0); err != nil || k == len(c.irqPoll) {
+		return 0
+	}
+	n := 0
+	for _, p := range c.irqPoll {
+		if p.Revents&unix.POLLOUT != 0 {
 			continue
 		}
-		if _, err := device.ReadEventfd(fd); err == nil {
+		if _, err := device.ReadEventfd(int(p.Fd)); err == nil {
 			n++
 		}
 	}
@@ -234,10 +244,34 @@ func (c *Conn) releaseIRQs() int {
 // How often releaseUntil releases, and for how long at most when not told
 // to stop (a connection still stuck after that is beyond recovery by
 // emptying counters: a client refilling them as fast as they are emptied).
+// While a client is connected, watchIRQs releases every irqWatchTick: the
+// longest a stuck write can hold the device's locks, and so delay the
+// control socket or the backend, before it is released.
 const (
 	releaseTick  = 10 * time.Millisecond
 	releaseBound = 5 * time.Second
+	irqWatchTick = 50 * time.Millisecond
 )
+
+// watchIRQs releases full counters every irqWatchTick until the connection
+// is closed. A write stuck on the connection's own goroutine would
+// otherwise wait for the client to leave, and the goroutine that would see
+// it leave is the stuck one; meanwhile the device's locks are held against
+// the control socket and the backend. A well-behaved client never has a
+// full counter, so this only ever touches a hostile one's; its cost is one
+// poll per tick.
+func (c *Conn) watchIRQs() {
+	tick := time.NewTicker(irqWatchTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-tick.C:
+			c.releaseIRQs()
+		}
+	}
+}
 
 // releaseUntil calls releaseIRQs now and every releaseTick until done is
 // closed or bound has passed: a write can get stuck just after a release,

@@ -284,3 +284,49 @@ func TestEventFDMadeBlockingAgainReleasedOnShutdown(t *testing.T) {
 	s.stop(t)
 	within(t, "the device's interrupt write after shutdown", func() { <-stuck })
 }
+
+// The stuck writes again, with the client still connected and never
+// leaving: one on the connection's goroutine (a posted trigger) and one on
+// a goroutine of the device. The connection's watcher empties the full
+// counter, both writes finish, and the same client's next register read is
+// answered; each signal lands once in the emptied counter.
+func TestEventFDMadeBlockingAgainReleasedWhileConnected(t *testing.T) {
+	checkFDs(t)
+	checkGoroutines(t)
+	fn := irqFunction(t)
+	s := serveAbuse(t, fn, Options{})
+	cl := s.dial(t)
+	enableMSIX(t, cl)
+	e, err := NewEventFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	if err := cl.SetIRQEventFDs(device.IRQMSIX, 0, []*EventFD{e}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetNonblock(e.FD(), false); err != nil {
+		t.Fatal(err)
+	}
+
+	fill(t, e.FD())
+	p := make([]byte, IRQSetSize)
+	IRQSet{Argsz: IRQSetSize, Flags: uint32(device.IRQDataNone) | uint32(device.IRQActionTrigger),
+		Index: device.IRQMSIX, Count: 1}.Encode(p)
+	if _, err := cl.call(CmdSetIRQs, FlagNoReply, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	within(t, "a register read after a stuck write on the connection's goroutine", func() { readVendor(t, cl) })
+	if n, err := e.Wait(0); err != nil || n != 1 {
+		t.Errorf("the connection's stuck signal: counter %d, %v; want 1", n, err)
+	}
+
+	fill(t, e.FD())
+	within(t, "the device's stuck interrupt write", func() { fn.IRQs.MSIX(0) })
+	readVendor(t, cl)
+	if n, err := e.Wait(0); err != nil || n != 1 {
+		t.Errorf("the device's stuck signal: counter %d, %v; want 1", n, err)
+	}
+	cl.Close()
+	s.stop(t)
+}
