@@ -83,14 +83,9 @@ func (n *NIC) initTimers() {
 
 // stopAllTimers stops every interrupt timer and forgets what they held.
 func (n *NIC) stopAllTimers() {
-	t := &n.timers
-	t.rdtr.stop()
-	t.radv.stop()
-	t.raid.stop()
-	t.tidv.stop()
-	t.tadv.stop()
-	t.itr.stop()
-	for _, e := range t.eitr {
+	n.stopDelayTimers()
+	n.timers.itr.stop()
+	for _, e := range n.timers.eitr {
 		e.stop()
 	}
 }
@@ -122,6 +117,8 @@ func (n *NIC) ReleaseTimers() {
 	}
 }
 
+// stopDelayTimers stops the receive and transmit delay timers (RDTR, RADV,
+// RAID, TIDV, TADV), not the throttling ones.
 func (n *NIC) stopDelayTimers() {
 	t := &n.timers
 	t.rdtr.stop()

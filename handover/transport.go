@@ -2,6 +2,7 @@ package handover
 
 import (
 	"bytes"
+	"e1000e-vfu/internal/unixsock"
 	"errors"
 	"fmt"
 	"io"
@@ -38,7 +39,7 @@ func NewPeer(c *net.UnixConn, pending []byte) *Peer {
 // Close closes the descriptors received and not claimed. It does not
 // close the connection.
 func (p *Peer) Close() {
-	closeFDs(p.fds)
+	unixsock.CloseFDs(p.fds)
 	p.fds = nil
 }
 
@@ -80,11 +81,11 @@ func (p *Peer) fill() error {
 	// A failed receive may report -1.
 	n, oobn = max(n, 0), max(oobn, 0)
 	if oobn > 0 {
-		fds, perr := parseRights(p.oob[:oobn])
-		p.fds = append(p.fds, fds...)
+		fds, perr := unixsock.Rights(p.oob[:oobn])
 		if perr != nil {
-			return perr
+			return fmt.Errorf("%w: %v", ErrFormat, perr)
 		}
+		p.fds = append(p.fds, fds...)
 	}
 	if flags&unix.MSG_CTRUNC != 0 {
 		return fmt.Errorf("%w: descriptors truncated (more than %d)", ErrFormat, MaxFDs)
@@ -156,31 +157,4 @@ func (p *Peer) ReadFrame() (Header, []byte, []int, error) {
 	fds := p.fds
 	p.fds = nil
 	return h, body, fds, nil
-}
-
-func parseRights(oob []byte) ([]int, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, fmt.Errorf("%w: control message: %v", ErrFormat, err)
-	}
-	var fds []int
-	for _, cm := range msgs {
-		if cm.Header.Level != unix.SOL_SOCKET || cm.Header.Type != unix.SCM_RIGHTS {
-			continue
-		}
-		r, err := unix.ParseUnixRights(&cm)
-		if err != nil {
-			return fds, fmt.Errorf("%w: rights: %v", ErrFormat, err)
-		}
-		fds = append(fds, r...)
-	}
-	return fds, nil
-}
-
-func closeFDs(fds []int) {
-	for _, fd := range fds {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
-	}
 }

@@ -1,6 +1,7 @@
 package handover
 
 import (
+	"e1000e-vfu/internal/unixsock"
 	"net"
 	"os"
 	"testing"
@@ -55,7 +56,7 @@ func TestPeerLineThenFrame(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeFDs(fds)
+	defer unixsock.CloseFDs(fds)
 	if h.Kind != KindState || len(fds) != 3 || string(got) != string(body) {
 		t.Fatalf("kind %d, %d fds, %d bytes", h.Kind, len(fds), len(got))
 	}

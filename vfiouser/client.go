@@ -1,6 +1,7 @@
 package vfiouser
 
 import (
+	"e1000e-vfu/internal/unixsock"
 	"errors"
 	"fmt"
 	"net"
@@ -203,11 +204,11 @@ func (c *Client) call(cmd Command, flags uint32, payload []byte, fds []int) (Rep
 		return Reply{}, fmt.Errorf("%s: %w", cmd, err)
 	}
 	if r.hdr.Command != cmd {
-		closeAll(r.fds)
+		unixsock.CloseFDs(r.fds)
 		return Reply{}, fmt.Errorf("%s: reply for %s: %w", cmd, r.hdr.Command, syscall.EPROTO)
 	}
 	if r.hdr.Flags&FlagError != 0 {
-		closeAll(r.fds)
+		unixsock.CloseFDs(r.fds)
 		return Reply{}, &ReplyError{Command: cmd, Errno: syscall.Errno(r.hdr.Error)}
 	}
 	return Reply{Header: r.hdr, Payload: r.payload, FDs: r.fds}, nil
@@ -221,7 +222,7 @@ func (c *Client) wait(id uint16) (clientReply, error) {
 			select {
 			case r := <-c.replies:
 				if r.hdr.MsgID != id {
-					closeAll(r.fds)
+					unixsock.CloseFDs(r.fds)
 					continue // a late reply to a call that timed out
 				}
 				return r, nil
@@ -251,7 +252,7 @@ func (c *Client) wait(id uint16) (clientReply, error) {
 		fds := append([]int(nil), m.fds...)
 		m.fds = m.fds[:0]
 		if m.hdr.MsgID != id {
-			closeAll(fds)
+			unixsock.CloseFDs(fds)
 			continue
 		}
 		return clientReply{hdr: m.hdr, payload: m.payload, fds: fds}, nil
@@ -300,7 +301,7 @@ func (c *Client) readLoop() {
 		select {
 		case c.replies <- r:
 		default: // nobody waits (a call timed out): drop it
-			closeAll(r.fds)
+			unixsock.CloseFDs(r.fds)
 		}
 		// The call is answered: what it held up is served now.
 		for i := range held {
@@ -412,23 +413,23 @@ func (c *Client) RegionInfo(index uint32) (RegionInfo, RegionCaps, *os.File, err
 		}
 		ri, err := DecodeRegionInfo(r.Payload)
 		if err != nil {
-			closeAll(r.FDs)
+			unixsock.CloseFDs(r.FDs)
 			return RegionInfo{}, RegionCaps{}, nil, err
 		}
 		if ri.Argsz > argsz {
-			closeAll(r.FDs)
+			unixsock.CloseFDs(r.FDs)
 			argsz = ri.Argsz
 			continue
 		}
 		caps, err := DecodeRegionCaps(r.Payload, ri.CapOffset)
 		if err != nil {
-			closeAll(r.FDs)
+			unixsock.CloseFDs(r.FDs)
 			return ri, caps, nil, err
 		}
 		var f *os.File
 		if len(r.FDs) > 0 {
 			f = os.NewFile(uintptr(r.FDs[0]), "region")
-			closeAll(r.FDs[1:])
+			unixsock.CloseFDs(r.FDs[1:])
 		}
 		return ri, caps, f, nil
 	}
@@ -443,7 +444,7 @@ func (c *Client) RegionIOFDs(index uint32) (RegionIOFDs, error) {
 	if err != nil {
 		return RegionIOFDs{}, err
 	}
-	closeAll(r.FDs)
+	unixsock.CloseFDs(r.FDs)
 	return DecodeRegionIOFDs(r.Payload)
 }
 

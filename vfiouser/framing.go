@@ -1,6 +1,7 @@
 package vfiouser
 
 import (
+	"e1000e-vfu/internal/unixsock"
 	"errors"
 	"fmt"
 	"io"
@@ -137,7 +138,7 @@ func (rd *reader) next(maxSize uint32) (message, error) {
 		case p.pos == rd.r:
 			m.fds = append(m.fds, p.fds...)
 		case p.pos < rd.r:
-			closeAll(p.fds)
+			unixsock.CloseFDs(p.fds)
 		default:
 			keep = append(keep, p)
 		}
@@ -210,18 +211,18 @@ func (rd *reader) fill() error {
 	start := rd.w
 	rd.w += int(n)
 	if oobn := int(rd.hdr.Controllen); oobn > 0 {
-		fds, err := parseRights(rd.oob[:oobn])
+		fds, err := unixsock.Rights(rd.oob[:oobn])
 		if rd.hdr.Flags&unix.MSG_CTRUNC != 0 {
-			closeAll(fds)
+			unixsock.CloseFDs(fds)
 			return fmt.Errorf("%w: control data truncated (too many fds)", errStream)
 		}
 		if err != nil {
-			closeAll(fds)
+			unixsock.CloseFDs(fds)
 			return fmt.Errorf("%w: %v", errStream, err)
 		}
 		if len(fds) > 0 {
 			if len(rd.pend) >= maxPendingFDSets {
-				closeAll(fds)
+				unixsock.CloseFDs(fds)
 				return fmt.Errorf("%w: too many descriptor sets ahead of their messages", errStream)
 			}
 			rd.pend = append(rd.pend, pendingFDs{pos: rd.lastHeaderIn(start), fds: fds})
@@ -263,37 +264,9 @@ func (rd *reader) lastHeaderIn(start int) int {
 // close closes any descriptors still waiting for their message.
 func (rd *reader) close() {
 	for _, p := range rd.pend {
-		closeAll(p.fds)
+		unixsock.CloseFDs(p.fds)
 	}
 	rd.pend = nil
-}
-
-func parseRights(oob []byte) ([]int, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, fmt.Errorf("control message: %v", err)
-	}
-	var fds []int
-	for _, cm := range msgs {
-		if cm.Header.Level != unix.SOL_SOCKET || cm.Header.Type != unix.SCM_RIGHTS {
-			continue
-		}
-		r, err := unix.ParseUnixRights(&cm)
-		if err != nil {
-			closeAll(fds)
-			return nil, fmt.Errorf("rights: %v", err)
-		}
-		fds = append(fds, r...)
-	}
-	return fds, nil
-}
-
-func closeAll(fds []int) {
-	for _, fd := range fds {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
-	}
 }
 
 // writeMsg sends b (a whole message) and fds in one sendmsg when possible;

@@ -2,6 +2,7 @@ package vfiouser
 
 import (
 	"bytes"
+	"e1000e-vfu/internal/unixsock"
 	"errors"
 	"testing"
 
@@ -35,7 +36,7 @@ func eventfds(t *testing.T, n int) []int {
 		}
 		fds[i] = fd
 	}
-	t.Cleanup(func() { closeAll(fds) })
+	t.Cleanup(func() { unixsock.CloseFDs(fds) })
 	return fds
 }
 

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/unixsock"
 )
 
 // handleSetIRQs validates the request completely, then hands it to the
@@ -96,14 +97,14 @@ func handleSetIRQs(c *Conn, m *message) error {
 	var unmaskDup []int
 	if unmask && len(req.FDs) == 1 && req.FDs[0] != nil {
 		if unmaskDup, err = dupFDs([]int{int(req.FDs[0].Fd())}); err != nil {
-			closeFDs(dups)
+			unixsock.CloseFDs(dups)
 			req.FDs[0].Close()
 			return fmt.Errorf("set irqs: %w", err)
 		}
 	}
 	if err := c.dev.SetIRQs(req); err != nil {
-		closeFDs(dups)
-		closeFDs(unmaskDup)
+		unixsock.CloseFDs(dups)
+		unixsock.CloseFDs(unmaskDup)
 		return err
 	}
 	if track {
@@ -143,20 +144,12 @@ func dupFDs(fds []int) ([]int, error) {
 	for _, fd := range fds {
 		d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
-			closeFDs(dups)
+			unixsock.CloseFDs(dups)
 			return nil, fmt.Errorf("dup eventfd: %w", err)
 		}
 		dups = append(dups, d)
 	}
 	return dups, nil
-}
-
-func closeFDs(fds []int) {
-	for _, fd := range fds {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
-	}
 }
 
 // trackIRQs mirrors a SET_IRQS TRIGGER the device accepted: vectors
@@ -168,7 +161,7 @@ func (c *Conn) trackIRQs(index, start, count uint32, dups []int) {
 	defer c.irqMu.Unlock()
 	if c.irqDups == nil {
 		if c.irqGone {
-			closeFDs(dups) // torn down meanwhile
+			unixsock.CloseFDs(dups) // torn down meanwhile
 			return
 		}
 		c.irqDups = make(map[[2]uint32]int)

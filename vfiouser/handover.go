@@ -15,6 +15,7 @@ import (
 
 	"e1000e-vfu/device"
 	"e1000e-vfu/handover"
+	"e1000e-vfu/internal/unixsock"
 )
 
 // A live upgrade moves a served client to another process without the
@@ -311,8 +312,8 @@ type Adopted struct {
 	INTxMasked bool
 }
 
-func (a *Adopted) closeAll() {
-	closeFDs([]int{a.FD, a.Unmask})
+func (a *Adopted) closeFDs() {
+	unixsock.CloseFDs([]int{a.FD, a.Unmask})
 	for _, fd := range a.Files {
 		unix.Close(fd)
 	}
@@ -334,22 +335,22 @@ func (a *Adopted) closeAll() {
 // the device disconnected; the socket is not shut down.
 func (s *Server) Adopt(a Adopted) (_ *Conn, err error) {
 	if a.FD < 0 {
-		a.closeAll()
+		a.closeFDs()
 		return nil, errors.New("vfio-user: adopt: no connection")
 	}
 	if err := checkConnected(a.FD); err != nil {
-		a.closeAll()
+		a.closeFDs()
 		return nil, fmt.Errorf("vfio-user: adopt: the connection: %w", err)
 	}
 	p := a.Proto
 	if p.Negotiated && (p.MaxXfer < 8 || p.MaxXfer > s.opts.MaxDataXferSize) {
-		a.closeAll()
+		a.closeFDs()
 		return nil, fmt.Errorf("vfio-user: adopt: max_data_xfer_size %d, this server allows 8 to %d", p.MaxXfer, s.opts.MaxDataXferSize)
 	}
 	s.mu.Lock()
 	if s.active != nil {
 		s.mu.Unlock()
-		a.closeAll()
+		a.closeFDs()
 		return nil, ErrBusy
 	}
 	c := newConn(s, a.FD)
@@ -360,7 +361,7 @@ func (s *Server) Adopt(a Adopted) (_ *Conn, err error) {
 	a.FD = -1 // the connection's from here
 	defer func() {
 		if err != nil {
-			a.closeAll()
+			a.closeFDs()
 			c.Close()
 		}
 	}()
@@ -416,7 +417,7 @@ func (s *Server) Adopt(a Adopted) (_ *Conn, err error) {
 		req := device.SetIRQs{Index: q.Index, Start: q.Vector, Count: 1, Action: device.IRQActionTrigger,
 			Data: device.IRQDataEventFD, FDs: []*os.File{os.NewFile(uintptr(q.FD), "eventfd")}}
 		if err := c.dev.SetIRQs(req); err != nil {
-			closeFDs(dups)
+			unixsock.CloseFDs(dups)
 			return nil, fmt.Errorf("vfio-user: adopt: interrupt %d/%d: %w", q.Index, q.Vector, err)
 		}
 		c.trackIRQs(q.Index, q.Vector, 1, dups)
@@ -436,7 +437,7 @@ func (s *Server) Adopt(a Adopted) (_ *Conn, err error) {
 			return nil, fmt.Errorf("vfio-user: adopt: %w", err)
 		}
 		if err := c.dev.SetIRQs(req); err != nil {
-			closeFDs(dups)
+			unixsock.CloseFDs(dups)
 			return nil, fmt.Errorf("vfio-user: adopt: INTx unmask eventfd: %w", err)
 		}
 		c.trackUnmask(dups[0])

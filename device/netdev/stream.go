@@ -118,10 +118,10 @@ func listenStream(network, addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-func (s *Stream) dial() (net.Conn, error) {
-	d := net.Dialer{Timeout: dialTimeout}
+// closingContext is a context that Close cancels, for a dial or an
+// accept loop to end with the backend; cancel releases its goroutine.
+func (s *Stream) closingContext() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	go func() {
 		select {
 		case <-s.closing:
@@ -129,6 +129,13 @@ func (s *Stream) dial() (net.Conn, error) {
 		case <-ctx.Done():
 		}
 	}()
+	return ctx, cancel
+}
+
+func (s *Stream) dial() (net.Conn, error) {
+	d := net.Dialer{Timeout: dialTimeout}
+	ctx, cancel := s.closingContext()
+	defer cancel()
 	conn, err := d.DialContext(ctx, s.cfg.Network, s.cfg.Address)
 	if err != nil {
 		return nil, fmt.Errorf("stream: connect to %s %s: %w", s.cfg.Network, s.cfg.Address, err)
@@ -250,15 +257,8 @@ func (s *Stream) redial() net.Conn {
 
 func (s *Stream) serveListener(rx Receiver) {
 	// Close ends a wait between accept attempts as well as the accept.
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := s.closingContext()
 	defer cancel()
-	go func() {
-		select {
-		case <-s.closing:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	for {
 		// Out of descriptors and the like is waited out, without spinning.
 		conn, err := unixsock.Accept(ctx, s.ln, s.log)

@@ -7,7 +7,8 @@
 //
 // The vfio-user server, the control socket and the stream and dgram
 // network backends all use it, so a path left by a crash is treated the
-// same everywhere.
+// same everywhere. Rights and CloseFDs are the descriptors passed over
+// such a socket, for vfio-user and the live upgrade's handover alike.
 package unixsock
 
 import (
