@@ -76,11 +76,7 @@ type IncompatibleError struct {
 }
 
 func (e *IncompatibleError) Error() string {
-	msgs := make([]string, len(e.Problems))
-	for i, p := range e.Problems {
-		msgs[i] = p.Msg
-	}
-	return "destination is incompatible: " + strings.Join(msgs, "; ")
+	return "destination is incompatible: " + model.Join(e.Problems)
 }
 
 // NotStartedError is a failure before the migration started: a server or

@@ -373,6 +373,14 @@ func closeInts(fds []int) {
 	}
 }
 
+// ownSource is this server's configuration as a predecessor compares it
+// by check's rules: the source list and the MAC.
+func ownSource(cfg *Config) model.Source {
+	mine := cfg.Device.Source()
+	mine.MAC = cfg.MAC
+	return mine
+}
+
 // takeOver is the successor's side: it returns a server that runs, or an
 // error after which the predecessor runs on (exit status 1 when it was
 // refused before anything was passed, 4 after).
@@ -393,14 +401,9 @@ func takeOver(ctx context.Context, cfg *Config, log *slog.Logger) (*server, erro
 	if !cfg.MACFixed && cfg.Socket == "" {
 		cfg.MAC = old.MAC
 	}
-	mine := cfg.Device.Source()
-	mine.MAC = cfg.MAC
+	mine := ownSource(cfg)
 	if probs := model.Compare(old, mine); len(probs) > 0 {
-		msgs := make([]string, len(probs))
-		for i, p := range probs {
-			msgs[i] = p.Msg
-		}
-		return nil, &statusError{code: exitIncompatible, err: fmt.Errorf("incompatible with the server at %s: %s", cfg.Takeover, strings.Join(msgs, "; "))}
+		return nil, &statusError{code: exitIncompatible, err: fmt.Errorf("incompatible with the server at %s: %s", cfg.Takeover, model.Join(probs))}
 	}
 
 	d := net.Dialer{}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -39,14 +38,8 @@ func adoptState(cfg *Config, body []byte, fds []int, log *slog.Logger) (_ *serve
 	if err != nil {
 		return nil, fmt.Errorf("the predecessor's configuration: %w", err)
 	}
-	mine := cfg.Device.Source()
-	mine.MAC = cfg.MAC
-	if probs := model.Compare(old, mine); len(probs) > 0 {
-		msgs := make([]string, len(probs))
-		for i, p := range probs {
-			msgs[i] = p.Msg
-		}
-		return nil, fmt.Errorf("incompatible with the predecessor: %s", strings.Join(msgs, "; "))
+	if probs := model.Compare(old, ownSource(cfg)); len(probs) > 0 {
+		return nil, fmt.Errorf("incompatible with the predecessor: %s", model.Join(probs))
 	}
 	if k := kindName(cfg.Netdev.Type); st.Netdev.Kind != k {
 		return nil, fmt.Errorf("the predecessor's backend is %s, this server's %s", st.Netdev.Kind, k)

@@ -17,6 +17,15 @@ type Problem struct {
 
 func (p Problem) String() string { return p.Msg }
 
+// Join is the problems' messages in one line, separated by "; ".
+func Join(probs []Problem) string {
+	msgs := make([]string, len(probs))
+	for i, p := range probs {
+		msgs[i] = p.Msg
+	}
+	return strings.Join(msgs, "; ")
+}
+
 // Check is the compatibility check of rule 7, which needs no migration: the
 // destination must offer the source's model, know every parameter the source
 // lists, accept every listed value, and be able to disable (have an off
