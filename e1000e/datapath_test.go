@@ -92,15 +92,7 @@ func TestMessagedTXStaleStepResumes(t *testing.T) {
 		t.Fatal("a stopped step left no worker turn")
 	}
 	finish(t, h, 10)
-	if got := r.be.take(); len(got) != 1 || !bytes.Equal(got[0], frame) {
-		t.Fatalf("%d frames, want the packet once", len(got))
-	}
-	if hd, tl := r.rd(TDH0), r.rd(TDT0); hd != tl {
-		t.Fatalf("TDH %d TDT %d", hd, tl)
-	}
-	if r.irq.vec(txVec) == 0 {
-		t.Error("no transmit interrupt")
-	}
+	r.wantSentOnce(t, frame)
 }
 
 // The same for receive: the frame stays first in the FIFO and the worker
@@ -122,12 +114,7 @@ func TestMessagedRXStaleFrameResumes(t *testing.T) {
 		t.Fatal("a stopped frame left no worker turn")
 	}
 	finish(t, h, 10)
-	if hd := r.rd(RDH0); hd != 1 {
-		t.Fatalf("RDH %d, want the frame delivered once", hd)
-	}
-	if got := r.mem.get(r.rxBufAddr(0), 114); !bytes.Equal(got, rxTestFrame(4)) {
-		t.Fatal("frame not in its buffer")
-	}
+	r.wantDeliveredOnce(t, rxTestFrame(4))
 }
 
 // Transmit disabled while a packet's write-back waits: the frame is out,
@@ -363,18 +350,10 @@ func TestTXMemoryTurnedMessagedGoesToWorker(t *testing.T) {
 		t.Fatalf("%d worker turns, want 1", h.waiting())
 	}
 	finish(t, h, 10)
-	if got := r.be.take(); len(got) != 1 || !bytes.Equal(got[0], frame) {
-		t.Fatalf("%d frames, want the packet once", len(got))
-	}
-	if hd, tl := r.rd(TDH0), r.rd(TDT0); hd != tl {
-		t.Fatalf("TDH %d TDT %d", hd, tl)
-	}
 	if a, under := m.worker.counts(); a == 0 || under != 0 {
 		t.Fatalf("worker: %d accesses, %d with the lock held", a, under)
 	}
-	if r.irq.vec(txVec) == 0 {
-		t.Error("no transmit interrupt")
-	}
+	r.wantSentOnce(t, frame)
 }
 
 // The same for a frame from the backend: it waits in the FIFO, not
@@ -392,16 +371,38 @@ func TestRXMemoryTurnedMessagedGoesToWorker(t *testing.T) {
 		t.Fatalf("RDH %d before the worker ran", hd)
 	}
 	finish(t, h, 10)
-	if hd := r.rd(RDH0); hd != 1 {
-		t.Fatalf("RDH %d, want the frame delivered", hd)
-	}
-	if got := r.mem.get(r.rxBufAddr(0), 114); !bytes.Equal(got, rxTestFrame(9)) {
-		t.Fatal("frame not in its buffer")
-	}
+	r.wantDeliveredOnce(t, rxTestFrame(9))
 	if mpc, rnbc := r.stat(MPC), r.stat(RNBC); mpc != 0 || rnbc != 0 {
 		t.Errorf("MPC %d RNBC %d for a frame that was delivered", mpc, rnbc)
 	}
 	if _, under := m.worker.counts(); under != 0 {
 		t.Fatalf("%d worker accesses with the lock held", under)
+	}
+}
+
+// wantSentOnce checks that frame went out once, the ring is empty (TDH at
+// TDT) and the transmit interrupt was raised.
+func (r *dpRig) wantSentOnce(t *testing.T, frame []byte) {
+	t.Helper()
+	if got := r.be.take(); len(got) != 1 || !bytes.Equal(got[0], frame) {
+		t.Fatalf("%d frames, want the packet once", len(got))
+	}
+	if hd, tl := r.rd(TDH0), r.rd(TDT0); hd != tl {
+		t.Fatalf("TDH %d TDT %d", hd, tl)
+	}
+	if r.irq.vec(txVec) == 0 {
+		t.Error("no transmit interrupt")
+	}
+}
+
+// wantDeliveredOnce checks that frame, and only it, was written to the
+// first receive buffer and committed (RDH 1).
+func (r *dpRig) wantDeliveredOnce(t *testing.T, frame []byte) {
+	t.Helper()
+	if hd := r.rd(RDH0); hd != 1 {
+		t.Fatalf("RDH %d, want the frame delivered once", hd)
+	}
+	if got := r.mem.get(r.rxBufAddr(0), len(frame)); !bytes.Equal(got, frame) {
+		t.Fatal("frame not in its buffer")
 	}
 }
