@@ -2,6 +2,7 @@ package e1000e
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 	"syscall"
 
@@ -31,8 +32,9 @@ import (
 //     registers, and what changes both (reset, state load, guest memory,
 //     Bus Master, Quiesce, Close), do.
 //
-// The worker is a goroutine started for each turn (so none lingers on an
-// idle NIC); at most one runs at a time.
+// The worker is a goroutine started when work is asked for, which runs
+// turns until none is left and then ends (so none lingers on an idle
+// NIC); at most one runs at a time.
 
 // messaged is guest memory of which some part is reached only by messages
 // to the client: an access may wait for the client's reply.
@@ -48,7 +50,7 @@ type workState struct {
 	pending bool // work was asked for since the worker's turn began
 	// spawn starts a worker turn; tests replace it to run turns by hand.
 	spawn func(func())
-	run   func() // n.runWork, bound once so a turn does not allocate it
+	run   func() // n.runTurns (tests: n.runTurn), bound once so a start does not allocate it
 
 	// gen[e] changes whenever what engine e relies on may have changed:
 	// its ring registers (ringChanged), and for both engines reset, state
@@ -81,7 +83,7 @@ type workerMemory interface {
 
 func (n *NIC) initWork() {
 	n.work.spawn = func(f func()) { go f() }
-	n.work.run = n.runWork
+	n.work.run = n.runTurns
 	n.work.idle = sync.NewCond(&n.mu)
 }
 
@@ -95,10 +97,33 @@ func (n *NIC) schedule() {
 	n.work.spawn(n.work.run)
 }
 
-// runWork is one turn of the worker: a budget of transmit, then the receive
-// backlog. Work left over (or asked for meanwhile) gets another turn, on a
-// new goroutine, after n.mu has been let go.
-func (n *NIC) runWork() {
+// runTurns is the worker: turns one after the other while work is left or
+// asked for, and then it ends. Between two turns it lets n.mu go and
+// yields, so that a register access or the control socket waiting for
+// n.mu gets it and runs at once. (A new goroutine for each turn, as a
+// first version had, kept the scheduler busy starting and stealing them,
+// and a control request waiting on the lock through a hostile ring's
+// thousands of turns waited up to a second on two CPUs.)
+func (n *NIC) runTurns() {
+	for n.turn() {
+		runtime.Gosched()
+	}
+}
+
+// runTurn is one turn, the next one started as a new worker: for tests
+// that run the worker's turns one by one.
+func (n *NIC) runTurn() {
+	if n.turn() {
+		n.mu.Lock()
+		n.work.spawn(n.work.run)
+		n.mu.Unlock()
+	}
+}
+
+// turn is one turn of the worker: a budget of transmit, then the receive
+// backlog. It reports whether another turn is wanted (work left over, or
+// asked for meanwhile): the worker then stays active.
+func (n *NIC) turn() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.work.pending = false
@@ -110,10 +135,11 @@ func (n *NIC) runWork() {
 			n.rxDrain()
 		}
 	}
-	n.work.active = false
-	if n.work.pending {
-		n.schedule()
+	if n.work.pending && !n.closed {
+		return true
 	}
+	n.work.active = false
+	return false
 }
 
 // setMem gives the datapath new guest memory (nil: none). Called with n.mu

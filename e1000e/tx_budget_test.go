@@ -23,6 +23,7 @@ func useHandWorker(n *NIC) *handWorker {
 	h := &handWorker{}
 	n.mu.Lock()
 	n.work.spawn = h.spawn
+	n.work.run = n.runTurn
 	n.mu.Unlock()
 	return h
 }
