@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // The server caps DMA maps at a quarter of the kernel's vm.max_map_count,
@@ -41,7 +42,7 @@ func TestDMAMapCapFollowsMaxMapCount(t *testing.T) {
 // refused with ENOSPC and the connection goes on: registers are served, and
 // a map fits again once one is unmapped.
 func TestDMAMapsBeyondTheCapRefused(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	const limit, maxMaps = 40, 10
 	dev := newFakeDevice(t)
 	_, _, cl := pair(t, dev, true, Options{vmMaxMapCount: limit})
@@ -168,7 +169,7 @@ func TestDMAMapFileTypes(t *testing.T) {
 // Through the socket: the refusal is an EPERM reply, the connection goes
 // on, and a server with AnyFile takes the same file.
 func TestDMAMapFileTypeThroughSocket(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	disk := diskFile(t)
 	m := make([]byte, DMAMapSize)
 	DMAMap{Argsz: DMAMapSize, Flags: DMAFlagRead, Addr: 0x100000, Size: DMAPageSize}.Encode(m)

@@ -4,13 +4,13 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // The attacks below come from a client that shares its interrupt eventfds
@@ -120,22 +120,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// checkGoroutines fails the test unless the goroutine count comes back to
-// what it is now by the test's end (cleanups registered later run first).
-func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(abuseBound)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<16)
-			t.Errorf("goroutines: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
-
 // fullBlockingEventFD is an eventfd in blocking mode with its counter one
 // short of full: a write of 1 to it blocks.
 func fullBlockingEventFD(t *testing.T) *EventFD {
@@ -187,8 +171,8 @@ func readVendor(t *testing.T, cl *Client) {
 // comes, both signals are dropped, registers are served, the next client is
 // accepted and shutdown completes, with no descriptor or goroutine left.
 func TestFullBlockingEventFDThroughSocket(t *testing.T) {
-	checkFDs(t)
-	checkGoroutines(t)
+	leakcheck.FDs(t)
+	leakcheck.Goroutines(t)
 	fn := irqFunction(t)
 	s := serveAbuse(t, fn, Options{HandoverWait: abuseBound})
 	cl := s.dial(t)
@@ -220,8 +204,8 @@ func TestFullBlockingEventFDThroughSocket(t *testing.T) {
 // the server empties the counter, the old connection ends, and the next
 // client is served.
 func TestEventFDMadeBlockingAgainReleasedOnHandover(t *testing.T) {
-	checkFDs(t)
-	checkGoroutines(t)
+	leakcheck.FDs(t)
+	leakcheck.Goroutines(t)
 	fn := irqFunction(t)
 	s := serveAbuse(t, fn, Options{HandoverWait: abuseBound})
 	cl := s.dial(t)
@@ -260,8 +244,8 @@ func TestEventFDMadeBlockingAgainReleasedOnHandover(t *testing.T) {
 // The same stuck write on a goroutine of the device, with the client still
 // connected: shutting the server down releases it.
 func TestEventFDMadeBlockingAgainReleasedOnShutdown(t *testing.T) {
-	checkFDs(t)
-	checkGoroutines(t)
+	leakcheck.FDs(t)
+	leakcheck.Goroutines(t)
 	fn := irqFunction(t)
 	s := serveAbuse(t, fn, Options{})
 	cl := s.dial(t)
@@ -291,8 +275,8 @@ func TestEventFDMadeBlockingAgainReleasedOnShutdown(t *testing.T) {
 // counter, both writes finish, and the same client's next register read is
 // answered; each signal lands once in the emptied counter.
 func TestEventFDMadeBlockingAgainReleasedWhileConnected(t *testing.T) {
-	checkFDs(t)
-	checkGoroutines(t)
+	leakcheck.FDs(t)
+	leakcheck.Goroutines(t)
 	fn := irqFunction(t)
 	s := serveAbuse(t, fn, Options{})
 	cl := s.dial(t)
