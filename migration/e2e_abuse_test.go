@@ -65,7 +65,8 @@ func v1Save(t *testing.T, cl *vfiouser.Client) []byte {
 
 // The v1 data area is a memfd the client receives. Its size is sealed: a
 // client that truncates it gets EPERM instead of making the server's next
-// access to the area fault, and the area keeps working.
+// access to the area fault, and the area keeps working. The next client is
+// served, and nothing is left open or running.
 func TestServedV1AreaSealed(t *testing.T) {
 	leakcheck.Check(t)
 	src := migration.NewFakeDev(0, true, false)
@@ -110,6 +111,7 @@ func TestServedV1AreaSealed(t *testing.T) {
 	if !bytes.HasPrefix(m, migration.Magic[:]) {
 		t.Fatal("the client's mapping does not show the chunk the server staged")
 	}
+	s.nextClient()
 }
 
 // A chunk staged through the v1 region does not outlive a state change made
@@ -211,7 +213,8 @@ func mustHead(t *testing.T, st migration.Stateful) []byte {
 func TestServedManyRecordsRefused(t *testing.T) {
 	leakcheck.Check(t)
 	dev := migration.NewFakeDev(0, true, false)
-	cl, _ := serve(t, dev)
+	s := newTestServer(t, dev)
+	cl := s.connect()
 	if _, err := cl.SetMigrationState(device.MigResuming); err != nil {
 		t.Fatal(err)
 	}
@@ -249,6 +252,7 @@ func TestServedManyRecordsRefused(t *testing.T) {
 	if _, err := cl.SetMigrationState(device.MigStop); err == nil {
 		t.Fatal("RESUMING→STOP loaded a refused stream")
 	}
+	s.nextClient()
 }
 
 // A section whose decoding would cost many times its size (4 MiB of
@@ -309,8 +313,5 @@ func TestServedHostileSectionRefused(t *testing.T) {
 	if _, err := cl.GetInfo(); err != nil {
 		t.Fatalf("client after the refusal: %v", err)
 	}
-	cl = s.connect()
-	if _, err := cl.GetInfo(); err != nil {
-		t.Fatalf("fresh client: %v", err)
-	}
+	s.nextClient()
 }
