@@ -3,7 +3,6 @@ package e1000e_test
 import (
 	"fmt"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"e1000e-vfu/device"
 	"e1000e-vfu/device/netdev"
 	"e1000e-vfu/e1000e"
+	"e1000e-vfu/internal/leakcheck"
 	"e1000e-vfu/vfiouser"
 )
 
@@ -67,12 +67,12 @@ func FuzzDispatchNIC(f *testing.F) {
 		if len(stream) > maxInput {
 			return
 		}
-		before := countFDs(t)
+		before := leakcheck.FDCount(t)
 		h := newDispatchHarness(t, fds, mem)
 		h.run(stream)
 		h.probe()
 		h.close()
-		if after := countFDs(t); after != before {
+		if after := leakcheck.FDCount(t); after != before {
 			t.Fatalf("descriptors: %d before the input, %d after", before, after)
 		}
 	})
@@ -417,14 +417,4 @@ func (h *dispatchHarness) probe() {
 	if nerr != nil || rerr != nil {
 		t.Fatalf("the next client is not served: version: %v, STATUS read: %v", nerr, rerr)
 	}
-}
-
-// countFDs is the number of open descriptors of this process.
-func countFDs(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }

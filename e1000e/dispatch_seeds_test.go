@@ -256,6 +256,28 @@ func dispatchSeeds(t testing.TB) []dispatchSeed {
 		s.read(device.RegionBAR0, e1000e.STATUS, 4)
 	})
 
+	// Issue 14, hole 4: a chunk staged in the v1 region outlived a state
+	// change made through v2; pending_bytes then underflowed and the
+	// next save read sliced past the stream's end, for every later
+	// client too.
+	add("migration-v1-staged-across-v2", 0, nil, func(s *session) {
+		s.write(device.RegionMigration, 0, le32(2)) // saving: stop-and-copy
+		s.read(device.RegionMigration, 24, 8)       // data_size: the whole stream staged
+		s.setState(device.MigRunning)
+		s.setState(device.MigPreCopy)         // a new save, shorter than the staged chunk
+		s.read(device.RegionMigration, 8, 8)  // pending_bytes
+		s.read(device.RegionMigration, 16, 8) // data_offset
+		s.read(device.RegionMigration, 24, 8) // data_size
+		s.read(device.RegionMigration, 4096, 1024)
+		s.read(device.RegionMigration, 8, 8)
+		s.setState(device.MigStopCopy)
+		s.read(device.RegionMigration, 24, 8) // staged again
+		s.migRead(10)                         // and partly taken through v2
+		s.read(device.RegionMigration, 8, 8)
+		s.read(device.RegionMigration, 4096, 1024)
+		s.read(device.RegionBAR0, e1000e.STATUS, 4)
+	})
+
 	add("reset-mid-migration", 0, nil, func(s *session) {
 		s.setState(device.MigStopCopy)
 		s.migRead(256)

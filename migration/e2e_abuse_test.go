@@ -4,45 +4,17 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"os"
 	"runtime"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/leakcheck"
 	"e1000e-vfu/migration"
 	"e1000e-vfu/vfiouser"
 )
-
-// serverCounts are the process's goroutines and open fds.
-func serverCounts(t *testing.T) (int, int) {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return runtime.NumGoroutine(), len(ents)
-}
-
-// checkCounts waits (a bounded time: a closed client's goroutines end on
-// their own) for the goroutine and fd counts to be back at g0 and fd0.
-func checkCounts(t *testing.T, g0, fd0 int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		g, fd := serverCounts(t)
-		if g <= g0 && fd <= fd0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("goroutines %d -> %d, fds %d -> %d", g0, g, fd0, fd)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func v1Read(t *testing.T, cl *vfiouser.Client, off uint64) uint64 {
 	t.Helper()
@@ -93,8 +65,10 @@ func v1Save(t *testing.T, cl *vfiouser.Client) []byte {
 
 // The v1 data area is a memfd the client receives. Its size is sealed: a
 // client that truncates it gets EPERM instead of making the server's next
-// access to the area fault, and the area keeps working.
+// access to the area fault, and the area keeps working. The next client is
+// served, and nothing is left open or running.
 func TestServedV1AreaSealed(t *testing.T) {
+	leakcheck.Check(t)
 	src := migration.NewFakeDev(0, true, false)
 	s := newTestServer(t, src)
 	cl := s.connect()
@@ -137,16 +111,17 @@ func TestServedV1AreaSealed(t *testing.T) {
 	if !bytes.HasPrefix(m, migration.Magic[:]) {
 		t.Fatal("the client's mapping does not show the chunk the server staged")
 	}
+	s.nextClient()
 }
 
 // A chunk staged through the v1 region does not outlive a state change made
 // through migration v2: pending_bytes and the data stay consistent with the
 // new save, no request panics, and the next client is served.
 func TestServedV1StagedChunkAcrossV2(t *testing.T) {
+	leakcheck.Check(t)
 	src := migration.NewFakeDev(0, true, false)
 	s := newTestServer(t, src)
 	cl := s.connect()
-	g0, fd0 := serverCounts(t)
 
 	// v1: stop-and-copy, and stage the first chunk (the whole stream).
 	v1SetState(t, cl, 2)
@@ -211,7 +186,6 @@ func TestServedV1StagedChunkAcrossV2(t *testing.T) {
 	if st := v1Read(t, cl, migration.V1OffState); st != 2 {
 		t.Fatalf("fresh client reads device_state %d, want 2 (saving)", st)
 	}
-	checkCounts(t, g0, fd0)
 }
 
 // mustHead is the pre-copy data of st: its header and configuration.
@@ -237,9 +211,10 @@ func mustHead(t *testing.T, st migration.Stateful) []byte {
 // one section too many, later writes are refused too, and the client is
 // still served. BenchmarkIncomingSmallWrites measures the cost per write.
 func TestServedManyRecordsRefused(t *testing.T) {
+	leakcheck.Check(t)
 	dev := migration.NewFakeDev(0, true, false)
-	cl, _ := serve(t, dev)
-	g0, fd0 := serverCounts(t)
+	s := newTestServer(t, dev)
+	cl := s.connect()
 	if _, err := cl.SetMigrationState(device.MigResuming); err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +252,7 @@ func TestServedManyRecordsRefused(t *testing.T) {
 	if _, err := cl.SetMigrationState(device.MigStop); err == nil {
 		t.Fatal("RESUMING→STOP loaded a refused stream")
 	}
-	checkCounts(t, g0, fd0)
+	s.nextClient()
 }
 
 // A section whose decoding would cost many times its size (4 MiB of
@@ -285,10 +260,10 @@ func TestServedManyRecordsRefused(t *testing.T) {
 // refused by the write that completes the stream, without the decoder
 // allocating for it; the client is answered and a fresh one served.
 func TestServedHostileSectionRefused(t *testing.T) {
+	leakcheck.Check(t)
 	dev := migration.NewFakeDev(16, true, false)
 	s := newTestServer(t, dev)
 	cl := s.connect()
-	g0, fd0 := serverCounts(t)
 	h, secs, err := migration.Split(dumpOf(t, dev), migration.Limits{})
 	if err != nil {
 		t.Fatal(err)
@@ -338,9 +313,5 @@ func TestServedHostileSectionRefused(t *testing.T) {
 	if _, err := cl.GetInfo(); err != nil {
 		t.Fatalf("client after the refusal: %v", err)
 	}
-	cl = s.connect()
-	if _, err := cl.GetInfo(); err != nil {
-		t.Fatalf("fresh client: %v", err)
-	}
-	checkCounts(t, g0, fd0)
+	s.nextClient()
 }

@@ -98,6 +98,21 @@ func (s *testServer) connect() *vfiouser.Client {
 	return s.cl
 }
 
+// nextClient replaces the current client by a new one, which has a
+// register read (the vendor ID) answered.
+func (s *testServer) nextClient() {
+	t := s.t
+	t.Helper()
+	cl := s.connect()
+	var b [2]byte
+	if err := cl.ReadRegion(device.RegionConfig, device.CfgVendorID, b[:]); err != nil {
+		t.Fatal("the next client's register read:", err)
+	}
+	if v := binary.LittleEndian.Uint16(b[:]); v != 0x8086 {
+		t.Fatalf("the next client reads vendor %#x, want 0x8086", v)
+	}
+}
+
 // serve builds a device around st and connects a client to it.
 func serve(t *testing.T, st migration.Stateful) (*vfiouser.Client, *migration.Machine) {
 	t.Helper()

@@ -194,6 +194,33 @@ func BenchmarkIncomingSmallWrites(b *testing.B) {
 	}
 }
 
+// The scan of an incoming stream costs the stream's size, however small
+// the writes that bring it: the record-header bytes it looks at, counted
+// again each time a write leaves a header incomplete, stay within a few
+// times the stream's length. A scan that started over at every write
+// would look at the whole stream received so far each time: hundreds of
+// times its length here.
+func TestIncomingScanLinear(t *testing.T) {
+	stream := manyRecords(t, 20_000)
+	for _, chunk := range []int{7, 64, 1000} {
+		m := NewMachine(newFakeDev(0, true), Options{Limits: Limits{MaxSections: 1 << 30}})
+		if err := m.SetMigrationState(sResuming); err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < len(stream); off += chunk {
+			if err := m.WriteMigrationData(stream[off:min(off+chunk, len(stream))]); err != nil {
+				t.Fatalf("writes of %d bytes, at %d: %v", chunk, off, err)
+			}
+		}
+		if looked, bound := m.inLooked, 4*len(stream)+1024; looked > bound {
+			t.Errorf("writes of %d bytes: the scan looked at %d bytes of a %d-byte stream, over %d", chunk, looked, len(stream), bound)
+		}
+		if m.inSections != 20_000 {
+			t.Errorf("writes of %d bytes: %d sections scanned, want 20000", chunk, m.inSections)
+		}
+	}
+}
+
 // A loaded stream is forgotten with the state change that loaded it: its
 // buffer is released and a second stream starts from nothing.
 func TestIncomingForgottenAfterLoad(t *testing.T) {

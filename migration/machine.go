@@ -72,6 +72,7 @@ type Machine struct {
 	inScan     int // offset in in of the next record not yet walked; 0 before the header
 	inSections int // sections walked
 	inEnd      int // length of the stream once its end has arrived and passed the check; 0 before
+	inLooked   int // bytes of record headers the scan has looked at, partial ones each time: its work, which a test bounds
 
 	scratch []byte // for size estimates
 
@@ -242,7 +243,7 @@ func (m *Machine) dropSave() {
 
 func (m *Machine) resetResume() {
 	m.in, m.inHdr, m.inHead, m.loader, m.refused = m.in[:0], 0, Header{}, nil, nil
-	m.inScan, m.inSections, m.inEnd = 0, 0, 0
+	m.inScan, m.inSections, m.inEnd, m.inLooked = 0, 0, 0, 0
 }
 
 // checkIncoming runs the header check as soon as the header has arrived.
@@ -358,14 +359,15 @@ func (m *Machine) scanIncoming(added int) error {
 		b := m.in[m.inScan:]
 		switch b[0] {
 		case tagSection:
-			if len(b) < 3 {
+			head := 3 // tag, flags, name length; then the name and the payload's length
+			if len(b) >= head {
+				head += int(b[2]) + 4
+			}
+			m.inLooked += min(len(b), head)
+			if len(b) < head {
 				return nil
 			}
-			j := 3 + int(b[2])
-			if len(b) < j+4 {
-				return nil
-			}
-			n := binary.LittleEndian.Uint32(b[j:])
+			n := binary.LittleEndian.Uint32(b[head-4:])
 			if uint64(n) > uint64(m.lim.MaxSectionSize) {
 				return fmt.Errorf("migration: section at offset %d: %d bytes exceeds the limit of %d", m.inScan, n, m.lim.MaxSectionSize)
 			}
@@ -375,8 +377,9 @@ func (m *Machine) scanIncoming(added int) error {
 			m.inSections++
 			// inScan may pass the end of what has arrived: the next
 			// walk starts once the payload is in.
-			m.inScan += j + 4 + int(n)
+			m.inScan += head + int(n)
 		case tagEnd:
+			m.inLooked += min(len(b), 5)
 			if len(b) < 5 {
 				return nil
 			}

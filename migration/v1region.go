@@ -123,16 +123,24 @@ func (r *V1Region) Close() error {
 }
 
 // Info describes the region: readable and writable, mappable in its data
-// area only, announced with the migration TYPE capability.
+// area only, announced with the migration TYPE capability. It takes the
+// machine's lock, as Close does: once closed, the region has no data area
+// and nothing to map.
 func (r *V1Region) Info() device.RegionInfo {
-	return device.RegionInfo{
-		Size:      uint64(V1DataOffset + len(r.area)),
-		Flags:     device.RegionRead | device.RegionWrite | device.RegionMMap,
-		MMapFile:  r.file,
-		MMapAreas: []device.Area{{Offset: V1DataOffset, Size: uint64(len(r.area))}},
-		Type:      V1RegionType,
-		Subtype:   V1RegionSubtype,
+	r.m.mu.Lock()
+	defer r.m.mu.Unlock()
+	info := device.RegionInfo{
+		Size:    uint64(V1DataOffset + len(r.area)),
+		Flags:   device.RegionRead | device.RegionWrite,
+		Type:    V1RegionType,
+		Subtype: V1RegionSubtype,
 	}
+	if r.file != nil {
+		info.Flags |= device.RegionMMap
+		info.MMapFile = r.file
+		info.MMapAreas = []device.Area{{Offset: V1DataOffset, Size: uint64(len(r.area))}}
+	}
+	return info
 }
 
 func errInval(format string, args ...any) error {

@@ -388,3 +388,30 @@ func TestV1RegionClosedAccessRefused(t *testing.T) {
 		t.Errorf("write after Close: %v, want ENODEV", err)
 	}
 }
+
+// TestV1RegionInfoDuringClose: Info may run while Close does (run with
+// -race), and describes the region as it stands: mappable until Close,
+// then without its data area or file.
+func TestV1RegionInfoDuringClose(t *testing.T) {
+	_, r := newV1(t, newFakeDev(1, true), 0, Limits{})
+	if info := r.Info(); info.MMapFile == nil || info.Flags&device.RegionMMap == 0 || info.Size != V1DataOffset+DefaultV1AreaSize {
+		t.Fatalf("open region: %+v", info)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 1000 {
+			if r.Info().MMapFile == nil {
+				return
+			}
+		}
+	}()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	info := r.Info()
+	if info.MMapFile != nil || info.Flags&device.RegionMMap != 0 || len(info.MMapAreas) != 0 || info.Size != V1DataOffset {
+		t.Errorf("closed region: %+v, want no data area and nothing to map", info)
+	}
+}

@@ -12,11 +12,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // The server caps DMA maps at a quarter of the kernel's vm.max_map_count,
 // read at start, and below QEMU's 65535.
 func TestDMAMapCapFollowsMaxMapCount(t *testing.T) {
+	leakcheck.Check(t)
 	b, err := os.ReadFile("/proc/sys/vm/max_map_count")
 	if err != nil {
 		t.Fatal(err)
@@ -39,12 +41,14 @@ func TestDMAMapCapFollowsMaxMapCount(t *testing.T) {
 
 // A client is told the cap in max_dma_maps; fd-backed maps beyond it are
 // refused with ENOSPC and the connection goes on: registers are served, and
-// a map fits again once one is unmapped.
+// a map fits again once one is unmapped. When that client goes, with its
+// maps in place, the next one is served, and no descriptor (of the maps)
+// or goroutine is left.
 func TestDMAMapsBeyondTheCapRefused(t *testing.T) {
-	checkFDs(t)
+	leakcheck.Check(t)
 	const limit, maxMaps = 40, 10
-	dev := newFakeDevice(t)
-	_, _, cl := pair(t, dev, true, Options{vmMaxMapCount: limit})
+	s := serveAbuse(t, newFakeDevice(t), Options{vmMaxMapCount: limit})
+	cl := s.connect(t)
 	v, err := cl.Negotiate(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +78,8 @@ func TestDMAMapsBeyondTheCapRefused(t *testing.T) {
 	if err := cl.Map(maxMaps*DMAPageSize, mem, 0, DMAPageSize, DMAFlagRead|DMAFlagWrite); err != nil {
 		t.Fatal("map after an unmap made room:", err)
 	}
+	cl.Close()
+	s.nextClient(t, device.RegionBAR0, 0)
 }
 
 // diskFile opens a file of at least one page on a filesystem that is not
@@ -168,7 +174,7 @@ func TestDMAMapFileTypes(t *testing.T) {
 // Through the socket: the refusal is an EPERM reply, the connection goes
 // on, and a server with AnyFile takes the same file.
 func TestDMAMapFileTypeThroughSocket(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	disk := diskFile(t)
 	m := make([]byte, DMAMapSize)
 	DMAMap{Argsz: DMAMapSize, Flags: DMAFlagRead, Addr: 0x100000, Size: DMAPageSize}.Encode(m)

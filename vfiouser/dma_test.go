@@ -12,10 +12,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/leakcheck"
 )
 
 func TestDMAMapAndAccess(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	dev := newFakeDevice(t)
 	conn, cl := negotiated(t, dev)
 	mem, err := NewMemory(4 * 4096)
@@ -173,7 +174,7 @@ func TestDMAShrunkFile(t *testing.T) {
 }
 
 func TestMessageDMA(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	// QEMU answers DMA_WRITE with the header alone; the specification
 	// with the address and count. The server takes both.
 	for _, headerOnly := range []bool{false, true} {
@@ -283,7 +284,7 @@ func TestMessageDMATimeout(t *testing.T) {
 }
 
 func TestDirtyLogging(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	dev := &fakeMigDevice{fakeDevice: newFakeDevice(t)}
 	_, cl := negotiated(t, dev)
 	mem, err := NewMemory(256 * 4096)

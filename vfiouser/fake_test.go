@@ -2,7 +2,6 @@ package vfiouser
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -286,36 +285,6 @@ func (d *fakeMigDevice) failWith(err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.setErr = err
-}
-
-// countFDs is the number of open descriptors of this process.
-func countFDs(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-var netpollOnce sync.Once
-
-// checkFDs fails the test when it ends with more descriptors open than
-// when it started.
-func checkFDs(t *testing.T) {
-	// The runtime's poller keeps one descriptor once any net code ran;
-	// open it before counting.
-	netpollOnce.Do(func() {
-		if ln, err := net.Listen("unix", "@vfiouser-test-netpoll"); err == nil {
-			ln.Close()
-		}
-	})
-	before := countFDs(t)
-	t.Cleanup(func() {
-		if after := countFDs(t); after != before {
-			t.Errorf("descriptors: %d open before, %d after", before, after)
-		}
-	})
 }
 
 // newServer is NewServer for a test that expects no panic: it fails the

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // featureRequest builds a raw DEVICE_FEATURE payload.
@@ -27,7 +28,7 @@ func migStateData(s device.MigrationState) []byte {
 // itself, byte for byte (argsz, flags and data), as the specification asks;
 // the SET has still done its work.
 func TestFeatureSetAndProbeEchoTheRequest(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	dev := &fakeMigDevice{fakeDevice: newFakeDevice(t), state: device.MigRunning}
 	_, cl := negotiated(t, dev)
 	mem, err := NewMemory(16 * 4096)
@@ -138,7 +139,7 @@ func loggingOn(c *Client) bool {
 // A page finer than the table's cannot be echoed truthfully: refused, and
 // logging stays off.
 func TestFeatureLoggingStartRefusesFinePages(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	_, cl := negotiated(t, &fakeMigDevice{fakeDevice: newFakeDevice(t)})
 	_, err := cl.DMALoggingStart(512, nil)
 	wantErrno(t, err, syscall.EINVAL)

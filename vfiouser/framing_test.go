@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/internal/leakcheck"
 )
 
 func socketpair(t *testing.T) (int, int) {
@@ -43,7 +45,7 @@ func eventfds(t *testing.T, n int) []int {
 // TestFramingFDsFollowTheirHeader: messages that arrive in one read keep
 // their own descriptors.
 func TestFramingFDsFollowTheirHeader(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	a, b := socketpair(t)
 	efd := eventfds(t, 2)
 	// A (fd), B, C (fd), D all queued before the first read.
@@ -94,7 +96,7 @@ func TestFramingOneByteWrites(t *testing.T) {
 }
 
 func TestFramingTruncatedControl(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	a, b := socketpair(t)
 	efd := eventfds(t, 1)
 	many := make([]int, maxRecvFDs+4)
@@ -112,7 +114,7 @@ func TestFramingTruncatedControl(t *testing.T) {
 // TestFramingSplitHeaderFDs: descriptors that come with the second half of
 // a split header cannot be matched and are closed, not leaked.
 func TestFramingSplitHeaderFDs(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	a, b := socketpair(t)
 	efd := eventfds(t, 1)
 	msg := rawMsg(1, CmdDeviceReset, nil)

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // FuzzDecoders feeds arbitrary bytes to every decoder; what decodes must
@@ -124,7 +126,7 @@ func FuzzDispatch(f *testing.F) {
 		if len(stream) > 1<<16 {
 			return
 		}
-		before := countFDs(t)
+		before := leakcheck.FDCount(t)
 		efd := -1
 		if withFD {
 			var err error
@@ -195,7 +197,7 @@ func FuzzDispatch(f *testing.F) {
 		<-drained
 		unix.Close(fds[1])
 		dev.mmap.Close()
-		if after := countFDs(t); after != before+1 { // the fake's region file closes at cleanup
+		if after := leakcheck.FDCount(t); after != before+1 { // the fake's region file closes at cleanup
 			t.Fatalf("descriptors: %d before, %d after", before, after)
 		}
 	})

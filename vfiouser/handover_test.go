@@ -13,6 +13,7 @@ import (
 
 	"e1000e-vfu/device"
 	"e1000e-vfu/handover"
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // takeoverPair is a client served by an old server that a test hands over
@@ -131,7 +132,7 @@ func (p *takeoverPair) takeover(t *testing.T) {
 }
 
 func TestHandoverClientKeepsTalking(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	p := newTakeoverPair(t)
 	if _, err := p.cl.Negotiate(DefaultCapabilities()); err != nil {
 		t.Fatal(err)
@@ -217,7 +218,7 @@ func TestHandoverClientKeepsTalking(t *testing.T) {
 // server is paused is answered by the new one; one whose first half the
 // old server had read is completed and answered by the new one.
 func TestHandoverBetweenWriteAndReply(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	p := newTakeoverPair(t)
 	if _, err := p.cl.Negotiate(nil); err != nil {
 		t.Fatal(err)
@@ -300,7 +301,7 @@ func TestHandoverBetweenWriteAndReply(t *testing.T) {
 // own offset, handed over several times while it flows: every write is
 // applied once, by one server, none lost.
 func TestHandoverDuringPostedWrites(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	p := newTakeoverPair(t)
 	if _, err := p.cl.Negotiate(nil); err != nil {
 		t.Fatal(err)
@@ -354,7 +355,7 @@ func TestHandoverDuringPostedWrites(t *testing.T) {
 // TestHandoverResume: a paused and exported connection that is not taken
 // over goes on with the old server.
 func TestHandoverResume(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	p := newTakeoverPair(t)
 	if _, err := p.cl.Negotiate(nil); err != nil {
 		t.Fatal(err)
@@ -390,7 +391,7 @@ func TestHandoverResume(t *testing.T) {
 // TestAdoptRefusals: a handed-over connection meets the checks a client's
 // own messages would, and nothing leaks when it is refused.
 func TestAdoptRefusals(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	srv := newServer(t, newFakeDevice(t), Options{})
 	mk := func() Adopted {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -447,7 +448,7 @@ func TestAdoptRefusals(t *testing.T) {
 // TestListenerHandover: the listening socket passes to a successor, which
 // accepts on the same path; the old one lets go without removing it.
 func TestListenerHandover(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	path := t.TempDir() + "/vfu.sock"
 	old, err := Listen(path)
 	if err != nil {

@@ -4,13 +4,14 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"path/filepath"
-	"runtime"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // The attacks below come from a client that shares its interrupt eventfds
@@ -39,15 +40,17 @@ func irqFunction(t *testing.T) *device.Function {
 	return device.NewFunction(cs)
 }
 
-// abuseServer serves dev on a fresh socket until the test ends, checking
-// then that Serve returned.
+// abuseServer serves dev on a fresh socket until the test ends (or stop),
+// checking then that Serve returned. A client waits for the previous one's
+// teardown up to abuseBound before it is refused.
 type abuseServer struct {
-	srv    *Server
-	ln     *Listener
-	served chan error
+	srv      *Server
+	ln       *Listener
+	served   chan error
+	stopOnce sync.Once
 }
 
-func serveAbuse(t *testing.T, dev device.Device, opts Options) *abuseServer {
+func serveAbuse(t testing.TB, dev device.Device, opts Options) *abuseServer {
 	t.Helper()
 	ln, err := Listen(filepath.Join(t.TempDir(), "dev.sock"))
 	if err != nil {
@@ -56,20 +59,31 @@ func serveAbuse(t *testing.T, dev device.Device, opts Options) *abuseServer {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.HandoverWait == 0 {
+		opts.HandoverWait = abuseBound
+	}
 	s := &abuseServer{srv: newServer(t, dev, opts), ln: ln, served: make(chan error, 1)}
 	go func() { s.served <- s.srv.Serve(ln) }()
+	t.Cleanup(func() { s.stop(t) })
 	return s
 }
 
-// dial connects and negotiates a client whose calls give up after
-// abuseBound instead of hanging the test.
-func (s *abuseServer) dial(t *testing.T) *Client {
+// connect connects a client whose calls give up after abuseBound instead
+// of hanging the test.
+func (s *abuseServer) connect(t testing.TB) *Client {
 	t.Helper()
 	cl, err := Dial(s.ln.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	cl.SetTimeout(abuseBound)
+	return cl
+}
+
+// dial connects and negotiates a client.
+func (s *abuseServer) dial(t testing.TB) *Client {
+	t.Helper()
+	cl := s.connect(t)
 	if _, err := cl.Negotiate(nil); err != nil {
 		cl.Close()
 		t.Fatal("negotiate:", err)
@@ -77,27 +91,45 @@ func (s *abuseServer) dial(t *testing.T) *Client {
 	return cl
 }
 
-// stop closes the socket and drops the client, and fails the test unless
-// Serve returns and the connection is torn down within abuseBound.
-func (s *abuseServer) stop(t *testing.T) {
+// nextClient is the client after an abusive one has gone: it connects,
+// negotiates and has a register read at off of region answered.
+func (s *abuseServer) nextClient(t testing.TB, region uint32, off uint64) {
 	t.Helper()
-	s.ln.Close()
-	within(t, "Serve after the socket closed", func() {
-		if err := <-s.served; err != nil {
-			t.Error(err)
-		}
-	})
-	s.srv.Close()
-	waitFor(t, "the connection's teardown", func() bool {
-		s.srv.mu.Lock()
-		defer s.srv.mu.Unlock()
-		return s.srv.active == nil
+	cl := s.dial(t)
+	defer cl.Close()
+	var b [4]byte
+	if err := cl.ReadRegion(region, off, b[:]); err != nil {
+		t.Fatal("the next client's register read:", err)
+	}
+}
+
+// conn is the connection of the current client, nil if none.
+func (s *abuseServer) conn() *Conn {
+	s.srv.mu.Lock()
+	defer s.srv.mu.Unlock()
+	return s.srv.active
+}
+
+// stop closes the socket and drops the client, and fails the test unless
+// Serve returns and the connection is torn down within abuseBound. Only
+// the first call does anything.
+func (s *abuseServer) stop(t testing.TB) {
+	t.Helper()
+	s.stopOnce.Do(func() {
+		s.ln.Close()
+		within(t, "Serve after the socket closed", func() {
+			if err := <-s.served; err != nil {
+				t.Error(err)
+			}
+		})
+		s.srv.Close()
+		waitFor(t, "the connection's teardown", func() bool { return s.conn() == nil })
 	})
 }
 
 // within runs f on its own goroutine and fails the test if it has not
 // returned after abuseBound.
-func within(t *testing.T, what string, f func()) {
+func within(t testing.TB, what string, f func()) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() { defer close(done); f() }()
@@ -109,7 +141,7 @@ func within(t *testing.T, what string, f func()) {
 }
 
 // waitFor polls cond until it holds, failing after abuseBound.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(abuseBound)
 	for !cond() {
@@ -118,22 +150,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-}
-
-// checkGoroutines fails the test unless the goroutine count comes back to
-// what it is now by the test's end (cleanups registered later run first).
-func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(abuseBound)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<16)
-			t.Errorf("goroutines: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
 }
 
 // fullBlockingEventFD is an eventfd in blocking mode with its counter one
@@ -187,8 +203,8 @@ func readVendor(t *testing.T, cl *Client) {
 // comes, both signals are dropped, registers are served, the next client is
 // accepted and shutdown completes, with no descriptor or goroutine left.
 func TestFullBlockingEventFDThroughSocket(t *testing.T) {
-	checkFDs(t)
-	checkGoroutines(t)
+	leakcheck.FDs(t)
+	leakcheck.Goroutines(t)
 	fn := irqFunction(t)
 	s := serveAbuse(t, fn, Options{HandoverWait: abuseBound})
 	cl := s.dial(t)
@@ -220,8 +236,8 @@ func TestFullBlockingEventFDThroughSocket(t *testing.T) {
 // the server empties the counter, the old connection ends, and the next
 // client is served.
 func TestEventFDMadeBlockingAgainReleasedOnHandover(t *testing.T) {
-	checkFDs(t)
-	checkGoroutines(t)
+	leakcheck.FDs(t)
+	leakcheck.Goroutines(t)
 	fn := irqFunction(t)
 	s := serveAbuse(t, fn, Options{HandoverWait: abuseBound})
 	cl := s.dial(t)
@@ -260,8 +276,8 @@ func TestEventFDMadeBlockingAgainReleasedOnHandover(t *testing.T) {
 // The same stuck write on a goroutine of the device, with the client still
 // connected: shutting the server down releases it.
 func TestEventFDMadeBlockingAgainReleasedOnShutdown(t *testing.T) {
-	checkFDs(t)
-	checkGoroutines(t)
+	leakcheck.FDs(t)
+	leakcheck.Goroutines(t)
 	fn := irqFunction(t)
 	s := serveAbuse(t, fn, Options{})
 	cl := s.dial(t)
@@ -291,8 +307,8 @@ func TestEventFDMadeBlockingAgainReleasedOnShutdown(t *testing.T) {
 // counter, both writes finish, and the same client's next register read is
 // answered; each signal lands once in the emptied counter.
 func TestEventFDMadeBlockingAgainReleasedWhileConnected(t *testing.T) {
-	checkFDs(t)
-	checkGoroutines(t)
+	leakcheck.FDs(t)
+	leakcheck.Goroutines(t)
 	fn := irqFunction(t)
 	s := serveAbuse(t, fn, Options{})
 	cl := s.dial(t)

@@ -6,10 +6,11 @@ import (
 	"time"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/leakcheck"
 )
 
 func TestSetIRQsEventFDs(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	dev := newFakeDevice(t)
 	_, cl := negotiated(t, dev)
 	efds := make([]*EventFD, 3)
@@ -66,7 +67,7 @@ func TestSetIRQsEventFDs(t *testing.T) {
 }
 
 func TestSetIRQsRefusals(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	dev := newFakeDevice(t)
 	_, cl := negotiated(t, dev)
 	e, _ := NewEventFD()
@@ -122,7 +123,7 @@ func TestSetIRQsRefusals(t *testing.T) {
 // the client goes (the fake device closes them in Disconnect), and nothing
 // else leaks.
 func TestIRQFDsClosedOnDisconnect(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	dev := newFakeDevice(t)
 	_, conn, cl := pair(t, dev, false, Options{})
 	done := make(chan error)

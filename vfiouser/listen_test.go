@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"e1000e-vfu/internal/leakcheck"
 )
 
 func TestListenSocketFile(t *testing.T) {
@@ -56,7 +58,7 @@ func TestListenSocketFile(t *testing.T) {
 // TestOneClientAtATime: a second client is refused while the first goes on;
 // when the first leaves, the device is disconnected and the next is served.
 func TestOneClientAtATime(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	path := filepath.Join(t.TempDir(), "dev.sock")
 	ln, err := Listen(path)
 	if err != nil {

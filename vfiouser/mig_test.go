@@ -6,10 +6,11 @@ import (
 	"testing"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/leakcheck"
 )
 
 func TestFeaturesWithoutMigration(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	_, cl := negotiated(t, newFakeDevice(t))
 	_, err := cl.MigrationFlags()
 	wantErrno(t, err, syscall.ENOTSUP)
@@ -29,7 +30,7 @@ func TestFeaturesWithoutMigration(t *testing.T) {
 // TestMigrationRoundTrip moves BAR0 from one device to another through
 // the v2 protocol, as a migration driver would.
 func TestMigrationRoundTrip(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	src := &fakeMigDevice{fakeDevice: newFakeDevice(t), state: device.MigRunning, chunkSz: 1000}
 	dst := &fakeMigDevice{fakeDevice: newFakeDevice(t), state: device.MigRunning}
 	for i := range src.mem[0] {

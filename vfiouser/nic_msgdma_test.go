@@ -10,6 +10,7 @@ import (
 	"e1000e-vfu/device"
 	"e1000e-vfu/device/netdev"
 	"e1000e-vfu/e1000e"
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // The real NIC behind the real dispatcher, with guest memory shared without
@@ -57,13 +58,16 @@ func (b *nmBackend) sent() [][]byte {
 	return b.frames
 }
 
-// nmGuest is a client driving the NIC with message-only memory.
+// nmGuest is a client driving the NIC with message-only memory, served on
+// a socket (s) until the client leaves.
 type nmGuest struct {
 	tb    testing.TB
 	be    *nmBackend
 	nic   *e1000e.NIC
+	s     *abuseServer
 	conn  *Conn
 	cl    *Client
+	leave func() // closes cl, once
 	guest []byte // the client's memory, guarded by cl.memMu
 	rdt   uint32
 }
@@ -76,11 +80,8 @@ func newNMGuest(tb testing.TB, dmaTimeout time.Duration) *nmGuest {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { nic.Close() })
-	_, conn, cl := pair(tb, nic, true, Options{DMATimeout: dmaTimeout})
-	g := &nmGuest{tb: tb, be: be, nic: nic, conn: conn, cl: cl, guest: make([]byte, nmMemSize)}
-	if _, err := cl.Negotiate(nil); err != nil {
-		tb.Fatal(err)
-	}
+	s, cl, leave := serveNIC(tb, nic, Options{DMATimeout: dmaTimeout})
+	g := &nmGuest{tb: tb, be: be, nic: nic, s: s, conn: s.conn(), cl: cl, leave: leave, guest: make([]byte, nmMemSize)}
 	cl.HoldDMAWhileWaiting(true)
 	if err := cl.MapMessage(nmBase, g.guest, DMAFlagRead|DMAFlagWrite); err != nil {
 		tb.Fatal(err)
@@ -169,8 +170,10 @@ func nmFrame(seq int) []byte {
 
 // TestNICMessageDMAReceive: frames from the backend reach guest buffers
 // through message DMA while register reads go on, and every read is
-// answered without any DMA waiting out its timeout.
+// answered without any DMA waiting out its timeout. When the client goes,
+// the next one is served, and nothing is left open or running.
 func TestNICMessageDMAReceive(t *testing.T) {
+	leakcheck.Check(t)
 	g := newNMGuest(t, 2*time.Second)
 	const frames = 200
 	g.post(frames + 1)
@@ -219,6 +222,14 @@ func TestNICMessageDMAReceive(t *testing.T) {
 	if reads < 2 {
 		t.Logf("only %d register reads overlapped the traffic", reads)
 	}
+	g.leaveForNext(t)
+}
+
+// leaveForNext closes the client and has the next one served.
+func (g *nmGuest) leaveForNext(t *testing.T) {
+	t.Helper()
+	g.leave()
+	g.s.nextClient(t, device.RegionBAR0, e1000e.STATUS)
 }
 
 // BenchmarkNICRegReadDuringMessageDMA measures a register read's round
@@ -272,7 +283,9 @@ func BenchmarkNICRegReadDuringMessageDMA(b *testing.B) {
 // TestNICMessageDMATransmit: a TDT write with message-only memory is
 // answered at once, and the worker sends the packets (before, the
 // doorbell's handler could not send DMA at all, and nothing went out).
+// Then the next client is served, and nothing is left open or running.
 func TestNICMessageDMATransmit(t *testing.T) {
+	leakcheck.Check(t)
 	g := newNMGuest(t, 2*time.Second)
 	const frames = 50
 	g.cl.memMu.Lock()
@@ -319,4 +332,5 @@ func TestNICMessageDMATransmit(t *testing.T) {
 	if st&nmStatDD == 0 {
 		t.Fatal("last descriptor not written back")
 	}
+	g.leaveForNext(t)
 }

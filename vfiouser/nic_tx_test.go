@@ -1,7 +1,9 @@
 package vfiouser
 
 import (
+	"bytes"
 	"encoding/binary"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -9,12 +11,14 @@ import (
 	"e1000e-vfu/device"
 	"e1000e-vfu/device/netdev"
 	"e1000e-vfu/e1000e"
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // A hostile transmit ring through the real socket: TSO packets of 64 KiB
 // at MSS 1, which once made a single TDT write hold the NIC for seconds.
-// The write is answered after one budget of work, register reads are
-// answered while the NIC's worker goes on, and everything is sent.
+// The write does one budget of work on the connection's goroutine and the
+// NIC's worker the rest, register reads are answered while it goes on,
+// and everything is sent.
 
 const (
 	htBase    = 0x20000000
@@ -37,15 +41,20 @@ const (
 	htPoptsTXSM = 0x02
 )
 
-// htBackend counts frames.
+// htBackend counts frames, and notes which goroutine sends those it
+// probes: the connection's (under a message handler) or another.
 type htBackend struct {
 	mu     sync.Mutex
 	frames int
+	probes map[int]bool // frame number (from 1) -> sent on the connection's goroutine
 }
 
 func (b *htBackend) Send([]byte) error {
 	b.mu.Lock()
 	b.frames++
+	if _, ok := b.probes[b.frames]; ok {
+		b.probes[b.frames] = onConnGoroutine()
+	}
 	b.mu.Unlock()
 	return nil
 }
@@ -58,12 +67,40 @@ func (b *htBackend) sent() int {
 	return b.frames
 }
 
+// probe has the backend note who sends frames ns (counted from the
+// backend's first).
+func (b *htBackend) probe(ns ...int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probes = map[int]bool{}
+	for _, n := range ns {
+		b.probes[n] = false
+	}
+}
+
+// sentOnConn reports whether probed frame n was sent on the connection's
+// goroutine (false if it was not sent yet).
+func (b *htBackend) sentOnConn(n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.probes[n]
+}
+
+// onConnGoroutine reports whether the caller runs under a Conn's message
+// handling: the goroutine that must answer the client's next request.
+func onConnGoroutine() bool {
+	buf := make([]byte, 64<<10)
+	return bytes.Contains(buf[:runtime.Stack(buf, false)], []byte("vfiouser.(*Conn)."))
+}
+
 type htGuest struct {
-	tb  testing.TB
-	nic *e1000e.NIC
-	be  *htBackend
-	cl  *Client
-	mem *Memory
+	tb    testing.TB
+	nic   *e1000e.NIC
+	be    *htBackend
+	s     *abuseServer
+	cl    *Client
+	leave func() // closes cl, once
+	mem   *Memory
 }
 
 func newHTGuest(tb testing.TB) *htGuest {
@@ -74,16 +111,13 @@ func newHTGuest(tb testing.TB) *htGuest {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { nic.Close() })
-	_, _, cl := pair(tb, nic, true, Options{})
 	mem, err := NewMemory(htMemSize)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { mem.Close() })
-	g := &htGuest{tb: tb, nic: nic, be: be, cl: cl, mem: mem}
-	if _, err := cl.Negotiate(nil); err != nil {
-		tb.Fatal(err)
-	}
+	s, cl, leave := serveNIC(tb, nic, Options{})
+	g := &htGuest{tb: tb, nic: nic, be: be, s: s, cl: cl, leave: leave, mem: mem}
 	if err := cl.Map(htBase, mem, 0, htMemSize, DMAFlagRead|DMAFlagWrite); err != nil {
 		tb.Fatal(err)
 	}
@@ -103,6 +137,17 @@ func newHTGuest(tb testing.TB) *htGuest {
 	g.wr(e1000e.TDT0, 0)
 	g.wr(e1000e.TCTL, e1000e.TCTL_EN)
 	return g
+}
+
+// serveNIC serves nic on a socket and connects a negotiated client; leave
+// closes that client (once; also at cleanup).
+func serveNIC(tb testing.TB, nic *e1000e.NIC, opts Options) (*abuseServer, *Client, func()) {
+	tb.Helper()
+	s := serveAbuse(tb, nic, opts)
+	cl := s.dial(tb)
+	leave := sync.OnceFunc(func() { cl.Close() })
+	tb.Cleanup(leave)
+	return s, cl, leave
 }
 
 func (g *htGuest) wr(reg, v uint32) {
@@ -152,11 +197,19 @@ func (g *htGuest) fill(pkts int) uint32 {
 	return uint32(2 * pkts)
 }
 
+// The doorbell's handler sends the ring's first packet itself, on the
+// connection's goroutine, and stops at its budget (checked between
+// packets): the second packet's first frame is sent by the NIC's worker.
+// Without the budget the handler would send all of the ring's frames
+// before the client's next request is read. When the client goes, the
+// next one is served, and nothing is left open or running.
 func TestNICHostileTXRing(t *testing.T) {
+	leakcheck.Check(t)
 	g := newHTGuest(t)
 	const pkts = 200
 	descs := g.fill(pkts)
 	segs := (htPayload + 63) / 64 // MSS 1 is taken as 64
+	g.be.probe(1, segs+1)
 	g.wr(e1000e.TDT0, descs)
 	reads := 0
 	deadline := time.Now().Add(120 * time.Second)
@@ -176,6 +229,12 @@ func TestNICHostileTXRing(t *testing.T) {
 	if f := g.be.sent(); f != pkts*segs {
 		t.Fatalf("%d frames sent, want %d", f, pkts*segs)
 	}
+	if !g.be.sentOnConn(1) {
+		t.Fatal("the first frame was not sent on the connection's goroutine: the doorbell did no work itself, or the probe does not see that goroutine")
+	}
+	if g.be.sentOnConn(segs + 1) {
+		t.Fatalf("frame %d (the second packet's first) was sent on the connection's goroutine: the doorbell went past its budget", segs+1)
+	}
 	// The NIC is still the guest's: a plain frame goes out after it.
 	copy(g.mem.Data[htBuf-htBase:], make([]byte, 64))
 	d := g.mem.Data[htRing-htBase+int(descs)*16:]
@@ -187,6 +246,8 @@ func TestNICHostileTXRing(t *testing.T) {
 	if f := g.be.sent(); f != before+1 {
 		t.Fatalf("%d frames for the plain packet, want 1", f-before)
 	}
+	g.leave()
+	g.s.nextClient(t, device.RegionBAR0, e1000e.STATUS)
 }
 
 // BenchmarkNICRegReadDuringHostileTX measures a register read's round

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // qemuVersionJSON is what QEMU 11.1 sends in VERSION.
@@ -24,7 +25,7 @@ func qemuVersionPayload() []byte {
 }
 
 func TestVersionQEMU(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	srv, _, cl := pair(t, newFakeDevice(t), true, Options{})
 	r, err := cl.Call(CmdVersion, qemuVersionPayload(), nil)
 	if err != nil {
@@ -74,7 +75,7 @@ func TestVersionWithoutCapsReplyHasEmptyCaps(t *testing.T) {
 }
 
 func TestVersionRefusals(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	t.Run("before version", func(t *testing.T) {
 		_, _, cl := pair(t, newFakeDevice(t), true, Options{})
 		_, err := cl.GetInfo()
@@ -114,7 +115,7 @@ func TestVersionRefusals(t *testing.T) {
 }
 
 func TestGetInfo(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	_, cl := negotiated(t, newFakeDevice(t))
 	info, err := cl.GetInfo()
 	if err != nil {
@@ -131,7 +132,7 @@ func TestGetInfo(t *testing.T) {
 }
 
 func TestRegionInfo(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	dev := newFakeDevice(t)
 	_, cl := negotiated(t, dev)
 
@@ -195,7 +196,7 @@ func TestRegionInfo(t *testing.T) {
 }
 
 func TestRegionIOFDsAndIRQInfo(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	_, cl := negotiated(t, newFakeDevice(t))
 	io, err := cl.RegionIOFDs(0)
 	if err != nil {
@@ -218,7 +219,7 @@ func TestRegionIOFDsAndIRQInfo(t *testing.T) {
 }
 
 func TestRegionReadWrite(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	dev := newFakeDevice(t)
 	_, cl := negotiated(t, dev)
 	if err := cl.WriteRegion(0, 0x100, []byte{1, 2, 3, 4}); err != nil {
@@ -270,7 +271,7 @@ func TestRegionReadWrite(t *testing.T) {
 }
 
 func TestWriteMulti(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	dev := newFakeDevice(t)
 	_, cl := negotiated(t, dev)
 	items := []WriteMultiItem{
@@ -316,7 +317,7 @@ func TestReset(t *testing.T) {
 }
 
 func TestUnknownCommandAndStrayFDs(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	_, cl := negotiated(t, newFakeDevice(t))
 	_, err := cl.Call(Command(99), nil, nil)
 	wantErrno(t, err, syscall.ENOSYS)
@@ -342,7 +343,7 @@ func TestUnknownCommandAndStrayFDs(t *testing.T) {
 // TestBrokenStreams sends what cannot be parsed: the server drops the client
 // without a panic and without leaking descriptors.
 func TestBrokenStreams(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	cases := map[string]func(cl *Client) error{
 		"size below header": func(cl *Client) error {
 			return cl.Send(Header{MsgID: 1, Command: CmdDeviceGetInfo, Size: 8}, make([]byte, 16), nil)
@@ -397,7 +398,7 @@ func TestBrokenStreams(t *testing.T) {
 }
 
 func TestStepOneMessage(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	dev := newFakeDevice(t)
 	_, conn, cl := pair(t, dev, false, Options{})
 	if err := cl.Send(Header{MsgID: 7, Command: CmdVersion, Size: uint32(HeaderSize + len(qemuVersionPayload()))}, qemuVersionPayload(), nil); err != nil {
@@ -438,7 +439,7 @@ func TestStepOneMessage(t *testing.T) {
 }
 
 func TestClientReplyTimeout(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	_, _, cl := pair(t, newFakeDevice(t), false, Options{}) // nobody steps the server
 	cl.SetTimeout(50 * time.Millisecond)
 	start := time.Now()
@@ -451,7 +452,7 @@ func TestClientReplyTimeout(t *testing.T) {
 }
 
 func TestDisconnectCallsDevice(t *testing.T) {
-	checkFDs(t)
+	leakcheck.FDs(t)
 	dev := newFakeDevice(t)
 	_, conn, cl := pair(t, dev, false, Options{})
 	done := make(chan error)

@@ -15,17 +15,9 @@ import (
 
 	"e1000e-vfu/device/netdev"
 	"e1000e-vfu/handover"
+	"e1000e-vfu/internal/leakcheck"
 	"e1000e-vfu/migration"
 )
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
 
 // TestAdoptStateRefusals: a successor that refuses what it received, at
 // every step from decoding to loading the device state, closes every
@@ -195,7 +187,7 @@ func TestAdoptStateRefusals(t *testing.T) {
 	for name, mk := range cases {
 		t.Run(name, func(t *testing.T) {
 			body, fds := mk()
-			before := openFDs(t) - len(fds)
+			before := leakcheck.FDCount(t) - len(fds)
 			c := cfg
 			if strings.Contains(name, "unixgram") {
 				c = gcfg
@@ -203,7 +195,7 @@ func TestAdoptStateRefusals(t *testing.T) {
 			if _, err := adoptState(&c, body, fds, log); err == nil {
 				t.Fatal("adopted")
 			}
-			if after := openFDs(t); after != before {
+			if after := leakcheck.FDCount(t); after != before {
 				t.Fatalf("descriptors: %d before the handover, %d after its refusal", before, after)
 			}
 			for _, p := range []string{sock, ctl, gram} {
@@ -259,7 +251,7 @@ func TestExportPanicResumes(t *testing.T) {
 	s.cfg = cfg
 	b := &panicHandover{}
 	s.backend = b
-	before := openFDs(t)
+	before := leakcheck.FDCount(t)
 	func() {
 		defer func() {
 			if p := recover(); p == nil {
@@ -274,7 +266,7 @@ func TestExportPanicResumes(t *testing.T) {
 	if s.nic.Quiesced() {
 		t.Fatal("the NIC is left quiesced")
 	}
-	if after := openFDs(t); after != before {
+	if after := leakcheck.FDCount(t); after != before {
 		t.Fatalf("descriptors: %d before, %d after", before, after)
 	}
 }

@@ -6,10 +6,12 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"e1000e-vfu/internal/leakcheck"
 )
 
 func TestDgramUDPRoundTrip(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	// Bind two sockets on loopback with kernel-chosen ports, then point
 	// each at the other.
 	pa, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -74,7 +76,7 @@ func dgramRoundTrip(t *testing.T, a, b Backend, sizes []int) {
 }
 
 func TestDgramUnixRoundTrip(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	dir := t.TempDir()
 	pa, pb := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	cfgA, err := Parse("dgram,local.path=" + pa + ",remote.path=" + pb)
@@ -116,7 +118,7 @@ func TestDgramUnixRoundTrip(t *testing.T) {
 }
 
 func TestDgramOversizedDropped(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	dir := t.TempDir()
 	pa, pb := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	d, err := OpenDgram(DgramConfig{Network: "unixgram", Local: pa, Remote: pb}, quietLog())
@@ -148,7 +150,7 @@ func TestDgramOversizedDropped(t *testing.T) {
 }
 
 func TestDgramCloseSemantics(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	d, err := OpenDgram(DgramConfig{Network: "udp", Local: "127.0.0.1:0", Remote: "127.0.0.1:9"}, quietLog())
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +185,7 @@ func TestDgramCloseSemantics(t *testing.T) {
 }
 
 func TestDgramOpenErrors(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	cases := []DgramConfig{
 		{Network: "udp", Local: "127.0.0.1:notaport", Remote: "127.0.0.1:1"},
 		{Network: "udp", Local: "127.0.0.1:0", Remote: "127.0.0.1:99999"},
@@ -217,7 +219,7 @@ func TestDgramSendNoAllocs(t *testing.T) {
 }
 
 func TestDgramUnixStaleSocketReplaced(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	dir := t.TempDir()
 	pa, pb := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	// A socket file whose owner is gone, as a crash leaves behind.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // TestTAPRootHandover: a paused TAP delivers nothing; the frames sent
@@ -17,7 +19,7 @@ import (
 func TestTAPRootHandover(t *testing.T) {
 	requireRoot(t)
 	ns := newNetns(t)
-	leakCheck(t)
+	leakcheck.Check(t)
 	var old *TAP
 	var ps *packetSocket
 	inNetns(t, ns, func() error {

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -100,36 +99,4 @@ func socketpair(t testing.TB) (net.Conn, net.Conn) {
 		return c
 	}
 	return conn(fds[0]), conn(fds[1])
-}
-
-// countFDs is the number of open file descriptors of this process.
-func countFDs(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// leakCheck records goroutines and fds now and, at cleanup, waits (bounded)
-// for both to come back to where they were.
-func leakCheck(t *testing.T) {
-	t.Helper()
-	g0, fd0 := runtime.NumGoroutine(), countFDs(t)
-	t.Cleanup(func() {
-		deadline := time.Now().Add(waitLimit)
-		for {
-			g, fd := runtime.NumGoroutine(), countFDs(t)
-			if g <= g0 && fd <= fd0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<16)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Fatalf("leak: goroutines %d -> %d, fds %d -> %d\n%s", g0, g, fd0, fd, buf)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
 }

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"e1000e-vfu/internal/leakcheck"
 )
 
 func TestPairRoundTrip(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	a, b := NewPair()
 	defer a.Close()
 	defer b.Close()
@@ -41,7 +43,7 @@ func TestPairRoundTrip(t *testing.T) {
 }
 
 func TestPairDropsWhenFull(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	a, b := NewPair()
 	defer a.Close()
 	defer b.Close()
@@ -65,7 +67,7 @@ func TestPairDropsWhenFull(t *testing.T) {
 }
 
 func TestPairClose(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	a, b := NewPair()
 	rb := newCollector()
 	if err := b.Start(rb); err != nil {

@@ -10,10 +10,12 @@ import (
 
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+
+	"e1000e-vfu/internal/leakcheck"
 )
 
 func TestPcapRecordsBothDirections(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	path := filepath.Join(t.TempDir(), "cap.pcap")
 	a, b := NewPair()
 	defer b.Close()
@@ -78,7 +80,7 @@ func TestPcapRecordsBothDirections(t *testing.T) {
 }
 
 func TestPcapHeaderWrittenAtOpen(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	path := filepath.Join(t.TempDir(), "cap.pcap")
 	p, err := OpenPcap(None{}, path, quietLog())
 	if err != nil {
@@ -104,7 +106,7 @@ func TestPcapHeaderWrittenAtOpen(t *testing.T) {
 }
 
 func TestPcapOpenErrors(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	if _, err := WithPcap(None{}, filepath.Join(t.TempDir(), "no", "such", "dir.pcap")); err == nil {
 		t.Fatal("opened a file in a missing directory")
 	}

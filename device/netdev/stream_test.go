@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // readStreamFrame reads one length-prefixed frame from a raw conn.
@@ -40,7 +42,7 @@ func writeRaw(t *testing.T, c net.Conn, b []byte) {
 }
 
 func TestStreamSocketpairRoundTrip(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	ca, cb := socketpair(t)
 	a, b := NewStreamConn(ca, quietLog()), NewStreamConn(cb, quietLog())
 	defer a.Close()
@@ -69,7 +71,7 @@ func TestStreamSocketpairRoundTrip(t *testing.T) {
 }
 
 func TestStreamCloseSemantics(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	ca, cb := socketpair(t)
 	defer cb.Close()
 	s := NewStreamConn(ca, quietLog())
@@ -121,7 +123,7 @@ func TestStreamCloseSemantics(t *testing.T) {
 }
 
 func TestStreamCloseBeforeStart(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	ca, cb := socketpair(t)
 	defer cb.Close()
 	s := NewStreamConn(ca, quietLog())
@@ -136,7 +138,7 @@ func TestStreamCloseBeforeStart(t *testing.T) {
 }
 
 func TestStreamUnixServerAcceptsNextPeer(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	path := filepath.Join(t.TempDir(), "s.sock")
 	cfg, err := Parse("stream,path=" + path + ",server=on")
 	if err != nil {
@@ -187,7 +189,7 @@ func waitUntil(t *testing.T, cond func() bool) {
 }
 
 func TestStreamBadLengthDropsPeer(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	s, err := OpenStream(StreamConfig{Network: "tcp", Address: "127.0.0.1:0", Server: true}, quietLog())
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +224,7 @@ func TestStreamBadLengthDropsPeer(t *testing.T) {
 }
 
 func TestStreamClientAndReconnect(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +262,7 @@ func TestStreamClientAndReconnect(t *testing.T) {
 }
 
 func TestStreamClientConnectFails(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	_, err := OpenStream(StreamConfig{Network: "unix", Address: filepath.Join(t.TempDir(), "nobody")}, quietLog())
 	if err == nil {
 		t.Fatal("connected to nothing")
@@ -268,7 +270,7 @@ func TestStreamClientConnectFails(t *testing.T) {
 }
 
 func TestStreamStaleSocketReplaced(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	path := filepath.Join(t.TempDir(), "s.sock")
 	// A socket file nobody listens on any more, as a crash leaves behind.
 	ln, err := net.Listen("unix", path)
@@ -291,7 +293,7 @@ func TestStreamStaleSocketReplaced(t *testing.T) {
 // A path holding something that is not a socket is refused and left as it
 // was: it may be somebody's file.
 func TestStreamListenNotASocket(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	path := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(path, []byte("keep me"), 0o600); err != nil {
 		t.Fatal(err)
@@ -364,7 +366,7 @@ func BenchmarkStreamRoundTrip64(b *testing.B)   { benchmarkStreamRoundTrip(b, 64
 func BenchmarkStreamRoundTrip1500(b *testing.B) { benchmarkStreamRoundTrip(b, 1500) }
 
 func TestStreamPeerThatStopsReadingIsDropped(t *testing.T) {
-	leakCheck(t)
+	leakcheck.Check(t)
 	s, err := OpenStream(StreamConfig{Network: "tcp", Address: "127.0.0.1:0", Server: true,
 		SendTimeout: 50 * time.Millisecond}, quietLog())
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/internal/leakcheck"
 )
 
 // The TAP tests need root (CAP_NET_ADMIN): each makes its own network
@@ -161,7 +163,7 @@ func nextMatching(t *testing.T, c *collector, want []byte) {
 func TestTAPRootCreatedInNetns(t *testing.T) {
 	requireRoot(t)
 	ns := newNetns(t)
-	leakCheck(t)
+	leakcheck.Check(t)
 	var tap *TAP
 	var ps *packetSocket
 	inNetns(t, ns, func() error {
@@ -223,7 +225,7 @@ func TestTAPRootAttachExisting(t *testing.T) {
 	ns := newNetns(t)
 	ipNetns(t, ns, "tuntap", "add", "dev", "ndtap0", "mode", "tap")
 	ipNetns(t, ns, "link", "set", "ndtap0", "up")
-	leakCheck(t)
+	leakcheck.Check(t)
 	var tap *TAP
 	var ps *packetSocket
 	inNetns(t, ns, func() error {
@@ -269,7 +271,7 @@ func TestTAPRootAttachExisting(t *testing.T) {
 func TestTAPRootCloseWhileBusy(t *testing.T) {
 	requireRoot(t)
 	ns := newNetns(t)
-	leakCheck(t)
+	leakcheck.Check(t)
 	var tap *TAP
 	var ps *packetSocket
 	inNetns(t, ns, func() error {
