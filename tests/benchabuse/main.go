@@ -2,8 +2,8 @@
 // vfio-user clients. It starts the server binary (bin/e1000e-vfu serve, with
 // the v1 migration region on and a control socket) and runs each kind of
 // abuser several times in a row against it: garbage bytes, truncated
-// messages, descriptor floods, DMA map churn, abandoned migrations and
-// hostile migration streams.
+// messages, descriptor floods, DMA map churn, abandoned migrations, hostile
+// migration streams, and an interrupt eventfd made blocking and filled.
 //
 // The server serves one vfio-user client at a time and refuses a second, so
 // responsiveness while an abuser is connected is measured two ways: through
@@ -18,7 +18,8 @@
 //
 // It is a benchmark, not a test: it prints a table against the goals
 // (nothing grows; the worst round trip stays under 10 ms while an abuser is
-// connected). It exits non-zero when the server died or could not be
+// connected, or 60 ms for the blocking eventfd, which the server empties
+// every 50 ms). It exits non-zero when the server died or could not be
 // measured, or when its descriptor or goroutine count grew; round trips
 // (which a busy machine slows too) and threads, heap and RSS are reported
 // against their goals only.
@@ -26,6 +27,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -144,6 +146,8 @@ type row struct {
 	next    []time.Duration // the next client's STATUS reads
 	after   procStats       // with no client, after the last round
 	refused int             // abuser's own reads refused (the server had dropped it)
+	goal    time.Duration   // worst round trip allowed while it was connected
+	notes   []string        // what its rounds did
 }
 
 // bench is one server under measurement.
@@ -158,7 +162,7 @@ type bench struct {
 // abuse runs one abuser o.rounds times, each followed by a well-behaved
 // client, and samples the process once the last client has gone.
 func (b *bench) abuse(a abuser) (row, error) {
-	r := row{name: a.name, rounds: b.o.rounds}
+	r := row{name: a.name, rounds: b.o.rounds, goal: cmp.Or(a.goal, goalRTT)}
 	for i := range b.o.rounds {
 		if err := b.ctx.Err(); err != nil {
 			return r, err
@@ -169,11 +173,13 @@ func (b *bench) abuse(a abuser) (row, error) {
 		}
 		s := &session{b: b, round: i}
 		err = a.run(s)
+		s.end()
 		gone := time.Now()
 		ctl, perr := p.stop()
 		r.ctl = append(r.ctl, ctl...)
 		r.own = append(r.own, s.own...)
 		r.refused += s.refused
+		r.notes = append(r.notes, s.notes...)
 		if err != nil {
 			return r, fmt.Errorf("round %d: %w", i, err)
 		}
@@ -197,7 +203,7 @@ func (b *bench) abuse(a abuser) (row, error) {
 
 // baseline is the well-behaved client alone, with the control probe on.
 func (b *bench) baseline() (row, error) {
-	r := row{name: "(none: baseline)", rounds: 1}
+	r := row{name: "(none: baseline)", rounds: 1, goal: goalRTT}
 	var err error
 	if b.base, err = b.idleStats(); err != nil {
 		return r, err
