@@ -40,6 +40,7 @@ var abusers = []abuser{
 	// Each of its interrupts holds the NIC until the server empties the
 	// eventfd.
 	{name: "blocking-eventfd", run: blockingEventFD, goal: irqRelease + goalRTT},
+	{name: "hostile-tx", run: hostileTX},
 }
 
 // session is one round of an abuser.

@@ -3,7 +3,8 @@
 // the v1 migration region on and a control socket) and runs each kind of
 // abuser several times in a row against it: garbage bytes, truncated
 // messages, descriptor floods, DMA map churn, abandoned migrations, hostile
-// migration streams, and an interrupt eventfd made blocking and filled.
+// migration streams, an interrupt eventfd made blocking and filled, and a
+// hostile transmit ring (TSO at MSS 1).
 //
 // The server serves one vfio-user client at a time and refuses a second, so
 // responsiveness while an abuser is connected is measured two ways: through
@@ -56,6 +57,7 @@ type options struct {
 	streamKiB  int           // bytes of the many-sections hostile stream
 	writeSize  int           // bytes per posted MIG_DATA_WRITE of that stream
 	churn      int           // map/unmap pairs per churn round
+	txPackets  int           // TSO packets of the hostile transmit ring
 	pollPeriod time.Duration // control probe period while an abuser is connected
 }
 
@@ -66,11 +68,12 @@ func main() {
 	flag.IntVar(&o.streamKiB, "stream-kib", 1024, "KiB of the hostile stream of many empty sections")
 	flag.IntVar(&o.writeSize, "write-size", 64, "bytes per posted MIG_DATA_WRITE of that stream")
 	flag.IntVar(&o.churn, "churn", 2000, "DMA_MAP/DMA_UNMAP pairs per map-churn round")
+	flag.IntVar(&o.txPackets, "tx-packets", 32760, "TSO packets of 64 KiB at MSS 1 in the hostile transmit ring (at most 32760, the longest ring: 65528 descriptors)")
 	flag.DurationVar(&o.pollPeriod, "poll", time.Millisecond, "period of the control-socket probe while an abuser is connected")
 	bin := flag.String("bin", "", "server binary (default: build bin/e1000e-vfu)")
 	flag.Parse()
-	if o.rounds < 1 || o.probes < 1 || o.streamKiB < 1 || o.writeSize < 1 || o.churn < 1 || o.pollPeriod <= 0 {
-		fmt.Fprintln(os.Stderr, "bench-abuse: -rounds, -probes, -stream-kib, -write-size, -churn and -poll must be positive")
+	if o.rounds < 1 || o.probes < 1 || o.streamKiB < 1 || o.writeSize < 1 || o.churn < 1 || o.pollPeriod <= 0 || o.txPackets < 1 || o.txPackets > 32760 {
+		fmt.Fprintln(os.Stderr, "bench-abuse: -rounds, -probes, -stream-kib, -write-size, -churn, -tx-packets and -poll must be positive, -tx-packets at most 32760")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
