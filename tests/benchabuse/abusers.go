@@ -25,15 +25,22 @@ import (
 type abuser struct {
 	name string
 	run  func(s *session) error
+	// goal is the worst round trip allowed while it is connected, when
+	// not goalRTT.
+	goal time.Duration
 }
 
 var abusers = []abuser{
-	{"garbage", garbage},
-	{"truncated", truncated},
-	{"fd-flood", fdFlood},
-	{"map-churn", mapChurn},
-	{"abandoned-migration", abandonedMigration},
-	{"hostile-stream", hostileStream},
+	{name: "garbage", run: garbage},
+	{name: "truncated", run: truncated},
+	{name: "fd-flood", run: fdFlood},
+	{name: "map-churn", run: mapChurn},
+	{name: "abandoned-migration", run: abandonedMigration},
+	{name: "hostile-stream", run: hostileStream},
+	// Each of its interrupts holds the NIC until the server empties the
+	// eventfd.
+	{name: "blocking-eventfd", run: blockingEventFD, goal: irqRelease + goalRTT},
+	{name: "hostile-tx", run: hostileTX},
 }
 
 // session is one round of an abuser.
@@ -42,6 +49,13 @@ type session struct {
 	round   int
 	own     []time.Duration
 	refused int
+	notes   []string
+	closers []func() error
+}
+
+// notef records a line on what the round did, printed below the table.
+func (s *session) notef(format string, args ...any) {
+	s.notes = append(s.notes, fmt.Sprintf("round %d: ", s.round)+fmt.Sprintf(format, args...))
 }
 
 // rng is deterministic per round, so runs compare.
@@ -51,18 +65,56 @@ func (s *session) rng() *rand.Rand {
 
 // read times one STATUS read on the abuser's own connection. A refused read
 // (the server has dropped the connection) is counted, not timed.
-func (s *session) read(c *vfiouser.Client) {
-	var st [4]byte
+func (s *session) read(c *vfiouser.Client) { s.readReg(c, e1000e.STATUS) }
+
+// timed times call as one of the abuser's own round trips, or counts it
+// refused.
+func (s *session) timed(call func() error) error {
 	start := time.Now()
-	if err := c.ReadRegion(device.RegionBAR0, e1000e.STATUS, st[:]); err != nil {
+	if err := call(); err != nil {
 		s.refused++
-		return
+		return err
 	}
 	s.own = append(s.own, time.Since(start))
+	return nil
 }
 
-func (s *session) connect() (*vfiouser.Client, error) {
-	return s.b.connect(10 * time.Second)
+// readReg times one read of register reg as read does, and returns its
+// value and whether it was answered.
+func (s *session) readReg(c *vfiouser.Client, reg uint32) (uint32, bool) {
+	var v [4]byte
+	err := s.timed(func() error { return c.ReadRegion(device.RegionBAR0, uint64(reg), v[:]) })
+	return binary.LittleEndian.Uint32(v[:]), err == nil
+}
+
+// client connects; the round's end closes the connection.
+func (s *session) client() (*vfiouser.Client, error) {
+	c, err := s.b.connect(10 * time.Second)
+	if err == nil {
+		s.atEnd(c.Close)
+	}
+	return c, err
+}
+
+// memory is guest memory the round's end closes.
+func (s *session) memory(size int) (*vfiouser.Memory, error) {
+	m, err := vfiouser.NewMemory(size)
+	if err == nil {
+		s.atEnd(m.Close)
+	}
+	return m, err
+}
+
+// atEnd has the round's end call f, the last registered first.
+func (s *session) atEnd(f func() error) { s.closers = append(s.closers, f) }
+
+// end closes what the round opened: its run has returned, and the abuser
+// disconnects.
+func (s *session) end() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
 }
 
 // hold keeps a connection open for a while, as an abuser that stalls.
@@ -86,11 +138,10 @@ func garbage(s *session) error {
 		drain(c)
 		return nil
 	}
-	c, err := s.connect()
+	c, err := s.client()
 	if err != nil {
 		return err
 	}
-	defer c.Close()
 	s.read(c)
 	c.Send(vfiouser.Header{MsgID: 0xfff0, Command: vfiouser.Command(junk[0]), Size: 1 << 12}, junk[:1<<12-vfiouser.HeaderSize], nil)
 	c.Send(vfiouser.Header{}, junk, nil) // a header of size 0: the stream breaks
@@ -124,11 +175,10 @@ func truncated(s *session) error {
 		time.Sleep(hold)
 		return nil
 	}
-	c, err := s.connect()
+	c, err := s.client()
 	if err != nil {
 		return err
 	}
-	defer c.Close()
 	s.read(c)
 	body := make([]byte, vfiouser.RegionRWSize+4)
 	vfiouser.RegionRW{Offset: e1000e.IMS, Region: device.RegionBAR0, Count: 4096 - vfiouser.HeaderSize - vfiouser.RegionRWSize}.Encode(body)
@@ -183,16 +233,14 @@ func rawNegotiated(path string) (net.Conn, error) {
 // and finally more than the server receives at once (which ends the
 // connection). Every descriptor the server got must be closed again.
 func fdFlood(s *session) error {
-	mem, err := vfiouser.NewMemory(4096)
+	mem, err := s.memory(4096)
 	if err != nil {
 		return err
 	}
-	defer mem.Close()
-	c, err := s.connect()
+	c, err := s.client()
 	if err != nil {
 		return err
 	}
-	defer c.Close()
 	fds := func(n int) []int {
 		f := make([]int, n)
 		for i := range f {
@@ -226,16 +274,14 @@ func fdFlood(s *session) error {
 // maps left for the server to undo at the disconnect.
 func mapChurn(s *session) error {
 	const size = 1 << 20
-	mem, err := vfiouser.NewMemory(size)
+	mem, err := s.memory(size)
 	if err != nil {
 		return err
 	}
-	defer mem.Close()
-	c, err := s.connect()
+	c, err := s.client()
 	if err != nil {
 		return err
 	}
-	defer c.Close()
 	const iova = 0x1_0000_0000
 	rw := vfiouser.DMAFlagRead | vfiouser.DMAFlagWrite
 	for i := range s.b.o.churn {
@@ -263,11 +309,10 @@ func mapChurn(s *session) error {
 // abandonedMigration: a migration started and left: a v2 save, a v2
 // resume and a v1 save, each dropped halfway by the client's disconnect.
 func abandonedMigration(s *session) error {
-	c, err := s.connect()
+	c, err := s.client()
 	if err != nil {
 		return err
 	}
-	defer c.Close()
 	s.read(c)
 	switch s.round % 3 {
 	case 0:
@@ -308,11 +353,10 @@ func abandonedMigration(s *session) error {
 // saved stream with a bit flipped; and the saved header followed by
 // many empty sections in small posted writes, STATUS read between them.
 func hostileStream(s *session) error {
-	c, err := s.connect()
+	c, err := s.client()
 	if err != nil {
 		return err
 	}
-	defer c.Close()
 	good := s.b.good
 	_, hdr, err := migration.ParseHeader(good, migration.Limits{})
 	if err != nil {

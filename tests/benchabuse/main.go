@@ -2,8 +2,9 @@
 // vfio-user clients. It starts the server binary (bin/e1000e-vfu serve, with
 // the v1 migration region on and a control socket) and runs each kind of
 // abuser several times in a row against it: garbage bytes, truncated
-// messages, descriptor floods, DMA map churn, abandoned migrations and
-// hostile migration streams.
+// messages, descriptor floods, DMA map churn, abandoned migrations, hostile
+// migration streams, an interrupt eventfd made blocking and filled, and a
+// hostile transmit ring (TSO at MSS 1).
 //
 // The server serves one vfio-user client at a time and refuses a second, so
 // responsiveness while an abuser is connected is measured two ways: through
@@ -18,11 +19,16 @@
 //
 // It is a benchmark, not a test: it prints a table against the goals
 // (nothing grows; the worst round trip stays under 10 ms while an abuser is
-// connected) and exits 0 unless the server died or could not be measured.
+// connected, or 60 ms for the blocking eventfd, which the server empties
+// every 50 ms). It exits non-zero when the server died or could not be
+// measured, or when its descriptor or goroutine count grew; round trips
+// (which a busy machine slows too) and threads, heap and RSS are reported
+// against their goals only.
 // Run it with `make bench-abuse`; it needs no root.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -51,6 +57,7 @@ type options struct {
 	streamKiB  int           // bytes of the many-sections hostile stream
 	writeSize  int           // bytes per posted MIG_DATA_WRITE of that stream
 	churn      int           // map/unmap pairs per churn round
+	txPackets  int           // TSO packets of the hostile transmit ring
 	pollPeriod time.Duration // control probe period while an abuser is connected
 }
 
@@ -61,11 +68,12 @@ func main() {
 	flag.IntVar(&o.streamKiB, "stream-kib", 1024, "KiB of the hostile stream of many empty sections")
 	flag.IntVar(&o.writeSize, "write-size", 64, "bytes per posted MIG_DATA_WRITE of that stream")
 	flag.IntVar(&o.churn, "churn", 2000, "DMA_MAP/DMA_UNMAP pairs per map-churn round")
+	flag.IntVar(&o.txPackets, "tx-packets", 32760, "TSO packets of 64 KiB at MSS 1 in the hostile transmit ring (at most 32760, the longest ring: 65528 descriptors)")
 	flag.DurationVar(&o.pollPeriod, "poll", time.Millisecond, "period of the control-socket probe while an abuser is connected")
 	bin := flag.String("bin", "", "server binary (default: build bin/e1000e-vfu)")
 	flag.Parse()
-	if o.rounds < 1 || o.probes < 1 || o.streamKiB < 1 || o.writeSize < 1 || o.churn < 1 || o.pollPeriod <= 0 {
-		fmt.Fprintln(os.Stderr, "bench-abuse: -rounds, -probes, -stream-kib, -write-size, -churn and -poll must be positive")
+	if o.rounds < 1 || o.probes < 1 || o.streamKiB < 1 || o.writeSize < 1 || o.churn < 1 || o.pollPeriod <= 0 || o.txPackets < 1 || o.txPackets > 32760 {
+		fmt.Fprintln(os.Stderr, "bench-abuse: -rounds, -probes, -stream-kib, -write-size, -churn, -tx-packets and -poll must be positive, -tx-packets at most 32760")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -121,9 +129,12 @@ func run(ctx context.Context, bin string, o options) error {
 			return fmt.Errorf("%s: %w\n%s", a.name, err, srv.LogTail(4096))
 		}
 	}
-	printTables(rows)
+	grew := printTables(rows)
 	if srv.Exited() {
 		return fmt.Errorf("the server exited: %v\n%s", srv.ExitErr(), srv.LogTail(4096))
+	}
+	if grew > 0 {
+		return fmt.Errorf("%d descriptor or goroutine counts grew", grew)
 	}
 	return nil
 }
@@ -138,6 +149,8 @@ type row struct {
 	next    []time.Duration // the next client's STATUS reads
 	after   procStats       // with no client, after the last round
 	refused int             // abuser's own reads refused (the server had dropped it)
+	goal    time.Duration   // worst round trip allowed while it was connected
+	notes   []string        // what its rounds did
 }
 
 // bench is one server under measurement.
@@ -152,7 +165,7 @@ type bench struct {
 // abuse runs one abuser o.rounds times, each followed by a well-behaved
 // client, and samples the process once the last client has gone.
 func (b *bench) abuse(a abuser) (row, error) {
-	r := row{name: a.name, rounds: b.o.rounds}
+	r := row{name: a.name, rounds: b.o.rounds, goal: cmp.Or(a.goal, goalRTT)}
 	for i := range b.o.rounds {
 		if err := b.ctx.Err(); err != nil {
 			return r, err
@@ -163,11 +176,13 @@ func (b *bench) abuse(a abuser) (row, error) {
 		}
 		s := &session{b: b, round: i}
 		err = a.run(s)
+		s.end()
 		gone := time.Now()
 		ctl, perr := p.stop()
 		r.ctl = append(r.ctl, ctl...)
 		r.own = append(r.own, s.own...)
 		r.refused += s.refused
+		r.notes = append(r.notes, s.notes...)
 		if err != nil {
 			return r, fmt.Errorf("round %d: %w", i, err)
 		}
@@ -191,7 +206,7 @@ func (b *bench) abuse(a abuser) (row, error) {
 
 // baseline is the well-behaved client alone, with the control probe on.
 func (b *bench) baseline() (row, error) {
-	r := row{name: "(none: baseline)", rounds: 1}
+	r := row{name: "(none: baseline)", rounds: 1, goal: goalRTT}
 	var err error
 	if b.base, err = b.idleStats(); err != nil {
 		return r, err
