@@ -12,6 +12,15 @@ import (
 	"time"
 )
 
+// newStreamConn makes a quiet Stream backend on an already connected
+// stream, such as one end of a socketpair. Its peer is not replaced when it
+// goes.
+func newStreamConn(conn net.Conn) *Stream {
+	s := newStream(StreamConfig{Network: conn.LocalAddr().Network()}, quietLog())
+	s.conn = conn
+	return s
+}
+
 // readStreamFrame reads one length-prefixed frame from a raw conn.
 func readStreamFrame(t *testing.T, c net.Conn) []byte {
 	t.Helper()
@@ -42,7 +51,7 @@ func writeRaw(t *testing.T, c net.Conn, b []byte) {
 func TestStreamSocketpairRoundTrip(t *testing.T) {
 	leakCheck(t)
 	ca, cb := socketpair(t)
-	a, b := NewStreamConn(ca, quietLog()), NewStreamConn(cb, quietLog())
+	a, b := newStreamConn(ca), newStreamConn(cb)
 	defer a.Close()
 	defer b.Close()
 	ra, rb := newCollector(), newCollector()
@@ -72,7 +81,7 @@ func TestStreamCloseSemantics(t *testing.T) {
 	leakCheck(t)
 	ca, cb := socketpair(t)
 	defer cb.Close()
-	s := NewStreamConn(ca, quietLog())
+	s := newStreamConn(ca)
 	rx := newCollector()
 	if err := s.Start(rx); err != nil {
 		t.Fatal(err)
@@ -124,7 +133,7 @@ func TestStreamCloseBeforeStart(t *testing.T) {
 	leakCheck(t)
 	ca, cb := socketpair(t)
 	defer cb.Close()
-	s := NewStreamConn(ca, quietLog())
+	s := newStreamConn(ca)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +321,7 @@ func TestStreamListenNotASocket(t *testing.T) {
 func TestStreamSendNoAllocs(t *testing.T) {
 	ca, cb := socketpair(t)
 	defer cb.Close()
-	s := NewStreamConn(ca, quietLog())
+	s := newStreamConn(ca)
 	defer s.Close()
 	go io.Copy(io.Discard, cb)
 	f := testFrame(1514, 0)
@@ -338,7 +347,7 @@ func (s signalRx) Receive([]byte) { s.ch <- struct{}{} }
 
 func benchmarkStreamRoundTrip(b *testing.B, size int) {
 	ca, cb := socketpair(b)
-	near, far := NewStreamConn(ca, quietLog()), NewStreamConn(cb, quietLog())
+	near, far := newStreamConn(ca), newStreamConn(cb)
 	defer near.Close()
 	defer far.Close()
 	got := signalRx{ch: make(chan struct{}, 1)}
