@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"e1000e-vfu/device/model"
+	"e1000e-vfu/internal/panictest"
 )
 
 type fakeTarget struct {
@@ -70,18 +72,8 @@ func newTarget(t *testing.T, version int) *fakeTarget {
 // the server recovered a panic.
 func start(t *testing.T, srv *Server) string {
 	t.Helper()
-	failOnPanics(t, srv)
+	panictest.Check(t, "control server", srv)
 	return serve(t, srv)
-}
-
-// failOnPanics fails the test if srv recovered a panic by the time the test
-// ends. Registered before the cleanup that stops srv, it runs after it.
-func failOnPanics(t *testing.T, srv *Server) {
-	t.Cleanup(func() {
-		if n := srv.Panics(); n != 0 {
-			t.Errorf("the control server recovered %d panics: a bug (the stack is in the log)", n)
-		}
-	})
 }
 
 // serve is start for a test that provokes panics on purpose and counts
@@ -293,12 +285,14 @@ func TestOverlongRequestClosesTheConnection(t *testing.T) {
 }
 
 // A panic in the target is a bug: the request gets an internal error, the
-// connection is closed, the server goes on, and query-status counts it.
+// connection is closed, the server goes on, query-status counts it, and
+// the log has a record the tests' panic check finds.
 func TestPanickingTargetClosesTheConnection(t *testing.T) {
 	tgt := newTarget(t, 2)
 	tgt.panics = true
-	srv := &Server{Target: tgt}
-	path := serve(t, srv) // the panic is expected: no failOnPanics
+	log := &panictest.Log{}
+	srv := &Server{Target: tgt, Logger: slog.New(slog.NewTextHandler(log, nil))}
+	path := serve(t, srv) // the panic is expected: no panictest.Check
 	c := dial(t, path)
 	if rep := c.send(t, `{"cmd":"query-config"}`); rep["ok"] != false || rep["error"] != "internal error in query-config" {
 		t.Errorf("reply %v", rep)
@@ -312,6 +306,9 @@ func TestPanickingTargetClosesTheConnection(t *testing.T) {
 	c = dial(t, path)
 	if rep := c.send(t, `{"cmd":"query-status"}`); asJSON(t, rep["result"]) != `{"panics":1,"state":"unknown"}` {
 		t.Errorf("query-status after the panic: %v", rep)
+	}
+	if recs := panictest.Logged(log.String()); len(recs) != 1 {
+		t.Errorf("%d recovered panics found in the log, want 1:\n%s", len(recs), log)
 	}
 }
 
@@ -364,7 +361,7 @@ func TestShutdownClosesConnections(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	srv := &Server{Target: newTarget(t, 2)}
-	failOnPanics(t, srv)
+	panictest.Check(t, "control server", srv)
 	go func() { done <- srv.Serve(ctx, ln) }()
 	c := dial(t, path)
 	if rep := c.send(t, `{"cmd":"query-stats"}`); rep["ok"] != true {

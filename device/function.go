@@ -16,30 +16,6 @@ type RegionHandler interface {
 	WriteRegion(offset uint64, p []byte) error
 }
 
-// RegionFuncs adapts two functions to a RegionHandler; a nil Read reads
-// zeros and a nil Write drops the data.
-type RegionFuncs struct {
-	Read  func(offset uint64, p []byte) error
-	Write func(offset uint64, p []byte) error
-}
-
-// ReadRegion implements RegionHandler.
-func (r RegionFuncs) ReadRegion(offset uint64, p []byte) error {
-	if r.Read == nil {
-		clear(p)
-		return nil
-	}
-	return r.Read(offset, p)
-}
-
-// WriteRegion implements RegionHandler.
-func (r RegionFuncs) WriteRegion(offset uint64, p []byte) error {
-	if r.Write == nil {
-		return nil
-	}
-	return r.Write(offset, p)
-}
-
 type extraRegion struct {
 	info    RegionInfo
 	handler RegionHandler

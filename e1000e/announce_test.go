@@ -8,13 +8,13 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"e1000e-vfu/device"
 	"e1000e-vfu/device/announce"
 	"e1000e-vfu/device/netdev"
+	"e1000e-vfu/internal/panictest"
 )
 
 // annClock hands every wait of the announcer to the test, which fires it:
@@ -81,22 +81,7 @@ func (b *annBackend) none(t *testing.T) {
 }
 
 // logBuf is a concurrency-safe log sink.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuf = panictest.Log
 
 type annRig struct {
 	n   *NIC

@@ -83,10 +83,6 @@ func (d txDesc) payLen() int { return int(d.cmdLen() & txdLenMask) }
 func (d txDesc) hdrLen() int { return int(d[13]) }
 func (d txDesc) mss() int    { return int(binary.LittleEndian.Uint16(d[14:])) }
 
-// setDone marks the descriptor written back. All three formats keep their
-// status byte at offset 12.
-func (d txDesc) setDone() { d[12] |= txdStatDD }
-
 // Receive status bits: the legacy status byte, and the low bits of the
 // extended and packet-split status_error word.
 const (
@@ -140,9 +136,6 @@ func (d rxExtDesc) writeBack(mrq, hiDword uint32, length int, vlan uint16) {
 }
 
 func (d rxExtDesc) setStatusError(v uint32) { binary.LittleEndian.PutUint32(d[8:], v) }
-func (d rxExtDesc) statusError() uint32     { return binary.LittleEndian.Uint32(d[8:]) }
-func (d rxExtDesc) length() int             { return int(binary.LittleEndian.Uint16(d[12:])) }
-func (d rxExtDesc) vlan() uint16            { return binary.LittleEndian.Uint16(d[14:]) }
 
 // rxPSDesc is one 32-byte packet-split receive descriptor: four buffer
 // addresses in the read format; in write-back MRQ/RSS at 0, status_error at
@@ -166,11 +159,3 @@ func (d rxPSDesc) writeBack(mrq, hiDword uint32, lens *[4]int, hdrStatus, vlan u
 }
 
 func (d rxPSDesc) setStatusError(v uint32) { binary.LittleEndian.PutUint32(d[8:], v) }
-func (d rxPSDesc) statusError() uint32     { return binary.LittleEndian.Uint32(d[8:]) }
-func (d rxPSDesc) length(i int) int {
-	if i == 0 {
-		return int(binary.LittleEndian.Uint16(d[12:]))
-	}
-	return int(binary.LittleEndian.Uint16(d[16+2*i:]))
-}
-func (d rxPSDesc) hdrStatus() uint16 { return binary.LittleEndian.Uint16(d[16:]) }

@@ -1,9 +1,25 @@
 package e1000e
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 	"testing"
 )
+
+// What the NIC wrote back into receive descriptors, for the tests to read.
+
+func (d rxExtDesc) statusError() uint32 { return binary.LittleEndian.Uint32(d[8:]) }
+func (d rxExtDesc) length() int         { return int(binary.LittleEndian.Uint16(d[12:])) }
+func (d rxExtDesc) vlan() uint16        { return binary.LittleEndian.Uint16(d[14:]) }
+
+func (d rxPSDesc) statusError() uint32 { return binary.LittleEndian.Uint32(d[8:]) }
+func (d rxPSDesc) length(i int) int {
+	if i == 0 {
+		return int(binary.LittleEndian.Uint16(d[12:]))
+	}
+	return int(binary.LittleEndian.Uint16(d[16+2*i:]))
+}
+func (d rxPSDesc) hdrStatus() uint16 { return binary.LittleEndian.Uint16(d[16:]) }
 
 // Descriptor layouts, checked byte by byte against the structures of the
 // Linux driver (hw.h): each accessor must read the bytes the driver writes.
@@ -51,10 +67,6 @@ func TestTXDescriptorLayouts(t *testing.T) {
 		if k.isContext() != c.ctx || k.isData() != c.data || k.isExt() != c.ex {
 			t.Errorf("cmd %#x: context %v data %v ext %v", c.cmd, k.isContext(), k.isData(), k.isExt())
 		}
-	}
-	d.setDone()
-	if b[12]&txdStatDD == 0 || b[13] != 0x1D {
-		t.Error("setDone must set DD in the status byte only")
 	}
 }
 

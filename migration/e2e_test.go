@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/panictest"
 	"e1000e-vfu/migration"
 	"e1000e-vfu/vfiouser"
 )
@@ -57,6 +58,7 @@ func newTestServer(t *testing.T, st migration.Stateful) *testServer {
 		t.Fatal(err)
 	}
 	s := &testServer{t: t, m: m, srv: vfiouser.NewServer(&served{Function: f, Machine: m}, vfiouser.Options{Logger: slog.New(slog.DiscardHandler)})}
+	panictest.Check(t, "vfio-user server", s.srv) // after hangUp below
 	t.Cleanup(func() {
 		s.hangUp()
 		r.Close()

@@ -40,10 +40,18 @@ func (r *fakeRing) Validate() error {
 		}
 		return nil
 	}
-	if err := Check("head", uint64(r.Head), 0, uint64(r.Len-1)); err != nil {
+	if err := checkRange("head", uint64(r.Head), 0, uint64(r.Len-1)); err != nil {
 		return err
 	}
-	return Check("tail", uint64(r.Tail), 0, uint64(r.Len-1))
+	return checkRange("tail", uint64(r.Tail), 0, uint64(r.Len-1))
+}
+
+// checkRange returns an error naming field when v is outside [lo, hi].
+func checkRange(field string, v, lo, hi uint64) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%s = %d is outside [%d, %d]", field, v, lo, hi)
+	}
+	return nil
 }
 
 type fakeFilters struct {

@@ -97,18 +97,6 @@ func When(param string, then, otherwise Presence) func(Header) Presence {
 	}
 }
 
-// WhenValue returns a rule that gives then when the named parameter is
-// listed and ok accepts its value, and otherwise else; e.g. "filters"
-// only when rx-filter-size is above zero.
-func WhenValue(param string, ok func(value string) bool, then, otherwise Presence) func(Header) Presence {
-	return func(h Header) Presence {
-		if v, listed := h.Param(param); listed && ok(v) {
-			return then
-		}
-		return otherwise
-	}
-}
-
 // Save produces a whole stream for dev: header, config, state, end marker
 // and checksum, appended to dst.
 func Save(dst []byte, dev Stateful, lim Limits) ([]byte, error) {

@@ -152,12 +152,3 @@ func (s Section) Decode(v any) error {
 	}
 	return nil
 }
-
-// Check returns an error naming field when v is outside [lo, hi]; state
-// structs use it in their Validate methods.
-func Check(field string, v, lo, hi uint64) error {
-	if v < lo || v > hi {
-		return fmt.Errorf("%s = %d is outside [%d, %d]", field, v, lo, hi)
-	}
-	return nil
-}

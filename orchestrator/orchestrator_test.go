@@ -14,6 +14,7 @@ import (
 
 	"e1000e-vfu/control"
 	"e1000e-vfu/device/model"
+	"e1000e-vfu/internal/panictest"
 	"e1000e-vfu/qmp/qmptest"
 )
 
@@ -56,9 +57,11 @@ func serveControlMAC(t *testing.T, mac net.HardwareAddr, version int, settings .
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	srv := &control.Server{Target: fakeTarget{cfg, mac}}
+	panictest.Check(t, "control server", srv)
 	go func() {
 		defer close(done)
-		(&control.Server{Target: fakeTarget{cfg, mac}}).Serve(ctx, ln)
+		srv.Serve(ctx, ln)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return path

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/panictest"
 )
 
 // fakeDevice is a small device for tests: plain-memory regions, IRQ indexes
@@ -294,11 +295,7 @@ func (d *fakeMigDevice) failWith(err error) {
 func newServer(t testing.TB, dev device.Device, opts Options) *Server {
 	t.Helper()
 	srv := NewServer(dev, opts)
-	t.Cleanup(func() {
-		if n := srv.Panics(); n != 0 {
-			t.Errorf("the server recovered %d panics: a bug (the stack is in the log)", n)
-		}
-	})
+	panictest.Check(t, "vfio-user server", srv)
 	return srv
 }
 

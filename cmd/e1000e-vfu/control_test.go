@@ -9,6 +9,7 @@ import (
 
 	"e1000e-vfu/control"
 	"e1000e-vfu/device/model"
+	"e1000e-vfu/internal/panictest"
 )
 
 type target struct {
@@ -39,7 +40,8 @@ func startControl(t *testing.T, version int) (string, *target) {
 	return startControlWith(t, tgt), tgt
 }
 
-// startControlWith serves tgt on a fresh control socket until the test ends.
+// startControlWith serves tgt on a fresh control socket until the test
+// ends, and fails the test if the server recovered a panic.
 func startControlWith(t *testing.T, tgt control.Target) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ctl.sock")
@@ -49,7 +51,9 @@ func startControlWith(t *testing.T, tgt control.Target) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&control.Server{Target: tgt}).Serve(ctx, ln) }()
+	srv := &control.Server{Target: tgt}
+	panictest.Check(t, "control server", srv)
+	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

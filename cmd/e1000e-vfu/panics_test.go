@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/device"
+	"e1000e-vfu/internal/panictest"
 	"e1000e-vfu/vfiouser"
 )
 
@@ -16,10 +17,12 @@ type panicReset struct{ device.Device }
 func (panicReset) Reset() error { panic("a bug in reset") }
 
 // TestStatusCountsVFIOUserPanics: a panic in a vfio-user handler ends that
-// client's connection and shows in query-status as panics.
+// client's connection and shows in query-status as panics, and in serve's
+// log as a record the tests' panic check finds.
 func TestStatusCountsVFIOUserPanics(t *testing.T) {
 	nic := newTestNIC(t)
-	srv := vfiouser.NewServer(panicReset{nic}, vfiouser.Options{Logger: slog.New(slog.DiscardHandler)})
+	log := &panictest.Log{}
+	srv := vfiouser.NewServer(panicReset{nic}, vfiouser.Options{Logger: slog.New(slog.NewTextHandler(log, nil))})
 	tgt := &nicTarget{nic: nic, watch: newClientWatch(nic, slog.New(slog.DiscardHandler)), vfu: srv}
 	if s := tgt.Status(); s.Panics != 0 {
 		t.Fatalf("status %+v before any client", s)
@@ -47,5 +50,8 @@ func TestStatusCountsVFIOUserPanics(t *testing.T) {
 	}
 	if s := tgt.Status(); s.Panics != 1 {
 		t.Fatalf("status %+v, want panics 1", s)
+	}
+	if recs := panictest.Logged(log.String()); len(recs) != 1 {
+		t.Fatalf("%d recovered panics found in the log, want 1:\n%s", len(recs), log)
 	}
 }

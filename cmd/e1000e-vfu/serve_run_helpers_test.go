@@ -10,12 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"e1000e-vfu/device"
 	"e1000e-vfu/e1000e"
+	"e1000e-vfu/internal/panictest"
 	"e1000e-vfu/vfiouser"
 )
 
@@ -24,22 +24,7 @@ import (
 const watchdog = 90 * time.Second
 
 // logBuf collects a process's stderr; Wait on the command finishes the copy.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuf = panictest.Log
 
 // proc is a running serve process.
 type proc struct {
@@ -50,6 +35,8 @@ type proc struct {
 	err  error // from Wait, valid once done is closed
 }
 
+// startServe runs serve with args until the test ends; the test fails if
+// the server logged a recovered panic.
 func startServe(t *testing.T, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, log: &logBuf{}, done: make(chan struct{})}
@@ -71,6 +58,7 @@ func startServe(t *testing.T, args ...string) *proc {
 			p.cmd.Process.Kill()
 			<-p.done
 		}
+		panictest.CheckLog(t, "serve", p.log.String())
 		if t.Failed() {
 			t.Logf("server log:\n%s", p.log.String())
 		}

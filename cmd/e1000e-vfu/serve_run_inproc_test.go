@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"e1000e-vfu/control"
+	"e1000e-vfu/internal/panictest"
 	"e1000e-vfu/vfiouser"
 )
 
@@ -104,7 +105,8 @@ type inProc struct {
 }
 
 // startInProc parses serve's flags (with stdin) beside a fresh socket and
-// control socket, and runs the server until stop or the test's end.
+// control socket, and runs the server until stop or the test's end. The
+// test fails if the server logged a recovered panic.
 func startInProc(t *testing.T, stdin string, args ...string) *inProc {
 	t.Helper()
 	dir := t.TempDir()
@@ -117,7 +119,10 @@ func startInProc(t *testing.T, stdin string, args ...string) *inProc {
 	cfg.Log = r.logs
 	var ctx context.Context
 	ctx, r.cancel = context.WithCancel(context.Background())
-	t.Cleanup(r.cancel)
+	t.Cleanup(func() {
+		r.cancel()
+		panictest.CheckLog(t, "serve", r.logs.String())
+	})
 	go func() { r.done <- run(ctx, cfg) }()
 	return r
 }

@@ -14,8 +14,11 @@ import (
 // aligned 4-byte accesses, an I/O BAR, and MSI-X in a third BAR.
 type example struct {
 	*device.Function
-	regs [1024]uint32
+	regs regFile
 }
+
+// regFile is the register BAR's handler.
+type regFile [1024]uint32
 
 func newExample(t testing.TB) *example {
 	t.Helper()
@@ -36,25 +39,25 @@ func newExample(t testing.TB) *example {
 		}
 	}
 	e := &example{Function: device.NewFunction(cs)}
-	if err := e.SetBARHandler(0, device.RegionFuncs{Read: e.read, Write: e.write}); err != nil {
+	if err := e.SetBARHandler(0, &e.regs); err != nil {
 		t.Fatal(err)
 	}
 	return e
 }
 
-func (e *example) read(off uint64, p []byte) error {
+func (r *regFile) ReadRegion(off uint64, p []byte) error {
 	if len(p) != 4 || off%4 != 0 {
 		return fmt.Errorf("register access of %d bytes at %#x: %w", len(p), off, syscall.EINVAL)
 	}
-	binary.LittleEndian.PutUint32(p, e.regs[off/4])
+	binary.LittleEndian.PutUint32(p, r[off/4])
 	return nil
 }
 
-func (e *example) write(off uint64, p []byte) error {
+func (r *regFile) WriteRegion(off uint64, p []byte) error {
 	if len(p) != 4 || off%4 != 0 {
 		return fmt.Errorf("register access of %d bytes at %#x: %w", len(p), off, syscall.EINVAL)
 	}
-	e.regs[off/4] = binary.LittleEndian.Uint32(p)
+	r[off/4] = binary.LittleEndian.Uint32(p)
 	return nil
 }
 

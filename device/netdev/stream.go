@@ -81,14 +81,6 @@ func OpenStream(cfg StreamConfig, log *slog.Logger) (*Stream, error) {
 	return s, nil
 }
 
-// NewStreamConn makes a Stream backend on an already connected stream, such
-// as one end of a socketpair. Its peer is not replaced when it goes.
-func NewStreamConn(conn net.Conn, log *slog.Logger) *Stream {
-	s := newStream(StreamConfig{Network: conn.LocalAddr().Network()}, log)
-	s.conn = conn
-	return s
-}
-
 func newStream(cfg StreamConfig, log *slog.Logger) *Stream {
 	if log == nil {
 		log = slog.Default()

@@ -14,6 +14,15 @@ import (
 	"e1000e-vfu/internal/leakcheck"
 )
 
+// newStreamConn makes a quiet Stream backend on an already connected
+// stream, such as one end of a socketpair. Its peer is not replaced when it
+// goes.
+func newStreamConn(conn net.Conn) *Stream {
+	s := newStream(StreamConfig{Network: conn.LocalAddr().Network()}, quietLog())
+	s.conn = conn
+	return s
+}
+
 // readStreamFrame reads one length-prefixed frame from a raw conn.
 func readStreamFrame(t *testing.T, c net.Conn) []byte {
 	t.Helper()
@@ -44,7 +53,7 @@ func writeRaw(t *testing.T, c net.Conn, b []byte) {
 func TestStreamSocketpairRoundTrip(t *testing.T) {
 	leakcheck.Check(t)
 	ca, cb := socketpair(t)
-	a, b := NewStreamConn(ca, quietLog()), NewStreamConn(cb, quietLog())
+	a, b := newStreamConn(ca), newStreamConn(cb)
 	defer a.Close()
 	defer b.Close()
 	ra, rb := newCollector(), newCollector()
@@ -74,7 +83,7 @@ func TestStreamCloseSemantics(t *testing.T) {
 	leakcheck.Check(t)
 	ca, cb := socketpair(t)
 	defer cb.Close()
-	s := NewStreamConn(ca, quietLog())
+	s := newStreamConn(ca)
 	rx := newCollector()
 	if err := s.Start(rx); err != nil {
 		t.Fatal(err)
@@ -126,7 +135,7 @@ func TestStreamCloseBeforeStart(t *testing.T) {
 	leakcheck.Check(t)
 	ca, cb := socketpair(t)
 	defer cb.Close()
-	s := NewStreamConn(ca, quietLog())
+	s := newStreamConn(ca)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +323,7 @@ func TestStreamListenNotASocket(t *testing.T) {
 func TestStreamSendNoAllocs(t *testing.T) {
 	ca, cb := socketpair(t)
 	defer cb.Close()
-	s := NewStreamConn(ca, quietLog())
+	s := newStreamConn(ca)
 	defer s.Close()
 	go io.Copy(io.Discard, cb)
 	f := testFrame(1514, 0)
@@ -340,7 +349,7 @@ func (s signalRx) Receive([]byte) { s.ch <- struct{}{} }
 
 func benchmarkStreamRoundTrip(b *testing.B, size int) {
 	ca, cb := socketpair(b)
-	near, far := NewStreamConn(ca, quietLog()), NewStreamConn(cb, quietLog())
+	near, far := newStreamConn(ca), newStreamConn(cb)
 	defer near.Close()
 	defer far.Close()
 	got := signalRx{ch: make(chan struct{}, 1)}

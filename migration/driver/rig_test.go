@@ -14,6 +14,7 @@ import (
 	"e1000e-vfu/device/announce"
 	"e1000e-vfu/device/netdev"
 	"e1000e-vfu/e1000e"
+	"e1000e-vfu/internal/panictest"
 	"e1000e-vfu/migration/driver"
 	"e1000e-vfu/vfiouser"
 )
@@ -101,11 +102,13 @@ func newSideFilters(t testing.TB, opts e1000e.MigrationOptions, filters int) *si
 		t.Fatal(err)
 	}
 	srv := vfiouser.NewServer(dev, vfiouser.Options{Logger: quiet})
+	panictest.Check(t, "vfio-user server", srv) // after the cleanup below
 	s.conn, err = srv.NewConn(fds[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	go s.conn.Serve()
+	served := make(chan struct{})
+	go func() { s.conn.Serve(); close(served) }()
 	s.cl = vfiouser.NewClient(fds[1])
 	if _, err := s.cl.Negotiate(vfiouser.DefaultCapabilities()); err != nil {
 		t.Fatal(err)
@@ -120,6 +123,7 @@ func newSideFilters(t testing.TB, opts e1000e.MigrationOptions, filters int) *si
 	t.Cleanup(func() {
 		s.cl.Close()
 		s.conn.Close()
+		<-served
 		a.Close()
 		b.Close()
 		dev.Close()
@@ -296,20 +300,4 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 // logBuf collects a server's log lines.
-type logBuf struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	l.b = append(l.b, p...)
-	l.mu.Unlock()
-	return len(p), nil
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.b)
-}
+type logBuf = panictest.Log

@@ -3,7 +3,6 @@ package harness
 import (
 	"bufio"
 	"context"
-	"e1000e-vfu/control"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -11,8 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"testing"
 	"time"
+
+	"e1000e-vfu/control"
+	"e1000e-vfu/internal/panictest"
 )
 
 // ServerMAC is the MAC address tests give our server's NIC.
@@ -37,6 +41,7 @@ type Server struct {
 	log     string
 	exited  chan struct{}
 	waitErr error
+	panics  atomic.Uint64 // query-status's panics, the last read (see notePanics)
 }
 
 // StartServer starts the server and waits until its vfio-user socket exists.
@@ -94,8 +99,11 @@ func (s *Server) Kill() {
 }
 
 // Stop sends SIGTERM and kills the server if it has not exited in 10 s. It
-// returns the exit status of a server that stopped by itself.
+// returns the exit status of a server that stopped by itself. Before it
+// signals a running server, it reads the panics it recovered (see
+// CheckPanics).
 func (s *Server) Stop() error {
+	s.notePanics()
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:
@@ -103,6 +111,46 @@ func (s *Server) Stop() error {
 	case <-time.After(10 * time.Second):
 		s.Kill()
 		return fmt.Errorf("the server ignored SIGTERM for 10 s")
+	}
+}
+
+// StopAtEnd stops the server when t ends and fails t if the server
+// recovered a panic (CheckPanics); if t failed, it logs the last n bytes
+// of the server's log, named name.
+func (s *Server) StopAtEnd(t testing.TB, name string, n int) {
+	t.Cleanup(func() {
+		s.Stop()
+		s.CheckPanics(t)
+		if t.Failed() {
+			t.Logf("%s log (tail):\n%s", name, s.LogTail(n))
+		}
+	})
+}
+
+// CheckPanics fails t if the server recovered a panic, a bug even when
+// the test's traffic went through: query-status counted one (read now if
+// the server runs, and by Stop before it stopped it), or its log holds the
+// record of one (the only trace left by a server that was killed, exited,
+// or handed its control socket over).
+func (s *Server) CheckPanics(t testing.TB) {
+	t.Helper()
+	s.notePanics()
+	n, recs := s.panics.Load(), panictest.Logged(s.Log())
+	if n > 0 || len(recs) > 0 {
+		t.Errorf("server %s: query-status counted %d recovered panics, and its log has %d, a bug:\n%s",
+			s.log, n, len(recs), strings.Join(recs, "\n"))
+	}
+}
+
+// notePanics keeps the panics a running server's query-status reports.
+func (s *Server) notePanics() {
+	if s.Exited() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if st, err := s.Status(ctx); err == nil && st.Panics > s.panics.Load() {
+		s.panics.Store(st.Panics)
 	}
 }
 

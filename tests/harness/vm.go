@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"e1000e-vfu/internal/unixsock"
 	"e1000e-vfu/qmp"
 )
 
@@ -389,7 +390,13 @@ func (vm *VM) Dump() string {
 	return b.String()
 }
 
+// listenUnix listens at path for QEMU to connect to, replacing a socket a
+// dead run left there (unixsock's rule: never a live one, nor anything
+// else).
 func listenUnix(path string) (*net.UnixListener, error) {
-	os.Remove(path)
-	return net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := unixsock.Listen(path, 0)
+	if err != nil {
+		return nil, fmt.Errorf("harness: socket %s: %w", path, err)
+	}
+	return ln, nil
 }

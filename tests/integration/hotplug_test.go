@@ -56,12 +56,7 @@ func newHotplugRig(t *testing.T, ctx context.Context, o hotplugOpts) *hotplugRig
 		t.Fatal(err)
 	}
 	r.srv = srv
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("server log (tail):\n%s", srv.LogTail(8192))
-		}
-		srv.Stop()
-	})
+	srv.StopAtEnd(t, "server", 8192)
 	cfg := harness.VMConfig{Dir: filepath.Join(dir, "vm"), QEMU: o.qemu, KernelArgs: o.kernelArgs,
 		ExtraArgs: append(harness.RootPortArgs(hotPort, 1), o.qemuArgs...)}
 	if o.coldPlug {

@@ -101,12 +101,7 @@ func (r *rig) startServer(sc harness.ServerConfig) {
 		r.t.Fatal(err)
 	}
 	r.srv = srv
-	r.t.Cleanup(func() {
-		if r.t.Failed() {
-			r.t.Logf("server log (tail):\n%s", srv.LogTail(8192))
-		}
-		srv.Stop()
-	})
+	srv.StopAtEnd(r.t, "server", 8192)
 }
 
 var relayMu sync.Mutex

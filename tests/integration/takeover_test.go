@@ -39,12 +39,7 @@ func (r *rig) takeOver(n int) (paused, handover time.Duration) {
 	sc := harness.ServerConfig{Bin: suite.ServerBin, NetNS: r.ns, Netdev: "tap,ifname=tap0"}
 	nu, err := old.TakeOver(r.ctx, sc, n)
 	if nu != nil {
-		r.t.Cleanup(func() {
-			if r.t.Failed() {
-				r.t.Logf("server %d log (tail):\n%s", n, nu.LogTail(4096))
-			}
-			nu.Stop()
-		})
+		nu.StopAtEnd(r.t, fmt.Sprintf("server %d", n), 4096)
 	}
 	if err != nil {
 		r.t.Fatalf("takeover %d: %v\npredecessor:\n%s", n, err, old.LogTail(4096))

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"e1000e-vfu/internal/unixsock"
 	"e1000e-vfu/tests/harness"
 )
 
@@ -395,8 +396,11 @@ func listenUnix(path string) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
-	os.Remove(path)
-	return net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := unixsock.Listen(path, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	return ln, nil
 }
 
 func copyFile(src, dst string) error {

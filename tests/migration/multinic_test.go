@@ -74,12 +74,7 @@ func (m *multiNIC) nics(r *rig, s *side, incoming bool) []harness.NIC {
 	if !incoming {
 		m.cur = srv
 	}
-	m.t.Cleanup(func() {
-		if m.t.Failed() {
-			m.t.Logf("server %s (second network) log (tail):\n%s", s.name, srv.LogTail(6144))
-		}
-		srv.Stop()
-	})
+	srv.StopAtEnd(m.t, "server "+s.name+" (second network)", 6144)
 	btap := "tapb-" + s.name
 	if err := r.hosts.AddTAP(s.host, btap); err != nil {
 		m.t.Fatal(err)

@@ -134,12 +134,7 @@ func (r *rig) startSide(serverArgs []string, incoming bool) *side {
 		r.t.Fatal(err)
 	}
 	s.srv = srv
-	r.t.Cleanup(func() {
-		if r.t.Failed() {
-			r.t.Logf("server %s log (tail):\n%s", s.name, srv.LogTail(6144))
-		}
-		srv.Stop()
-	})
+	srv.StopAtEnd(r.t, "server "+s.name, 6144)
 	cfg := harness.VMConfig{
 		Cache: suite.Cache, Initramfs: suite.Initramfs, Dir: filepath.Join(s.dir, "vm"),
 		NIC:    harness.NIC{Kind: harness.VFIOUser, Socket: srv.Socket},

@@ -133,7 +133,7 @@ func benchTakeovers(b *testing.B, ctx context.Context) (gaps, paused, handover, 
 			nu, err := old.TakeOver(ctx, harness.ServerConfig{Bin: suite.ServerBin, NetNS: r.hosts.Host[s.host],
 				Netdev: "tap,ifname=" + s.tap}, i)
 			if nu != nil {
-				b.Cleanup(func() { nu.Stop() })
+				nu.StopAtEnd(b, fmt.Sprintf("server %d", i), 4096)
 			}
 			if err != nil {
 				b.Fatalf("takeover %d: %v", i, err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"e1000e-vfu/internal/panictest"
 	"e1000e-vfu/tests/harness"
 )
 
@@ -54,6 +55,7 @@ func TestMigrateTakeoverRefused(t *testing.T) {
 		t.Fatalf("takeover during pre-copy: exit %d (%v), want 1 and the reason:\n%s", code, err, out)
 	}
 	t.Logf("takeover during pre-copy refused: %s", strings.TrimSpace(string(out)))
+	panictest.CheckLog(t, "the refused successor", string(out))
 	setBandwidth(1 << 30)
 	var res migResult
 	select {
