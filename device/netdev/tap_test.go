@@ -43,6 +43,13 @@ func newNetns(t *testing.T) string {
 			t.Errorf("ip netns del: %v: %s", err, out)
 		}
 	})
+	// No IPv6 on its interfaces: the kernel would send an MLD report (and
+	// router solicitations) on each as it comes up, frames a test that
+	// expects none, or only its own, would see at random.
+	if out, err := exec.Command("ip", "netns", "exec", name, "sysctl", "-q", "-w",
+		"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1").CombinedOutput(); err != nil {
+		t.Fatalf("disable IPv6 in %s: %v: %s", name, err, out)
+	}
 	return name
 }
 
