@@ -5,10 +5,13 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,12 +135,32 @@ func (r *hotplugRig) plugIn(props map[string]any) {
 	r.t.Logf("device_add: driver bound, 2 MiB guest→host at %.1f Mbit/s, SHA-256 equal", res.Mbps())
 }
 
-// unplug removes the NIC while the peer keeps sending it datagrams, and
-// checks that QEMU runs on, the guest let the device go and the server is
-// back to waiting for a client.
-func (r *hotplugRig) unplug() {
+// unplug removes the NIC while a guest→host TCP stream is in flight and
+// the peer keeps sending the guest datagrams, and checks that QEMU runs on,
+// the guest let the device go and the server is back to waiting for a
+// client. The stream is cut: some of it, not all, arrived. With stream
+// false (the driver unloaded, no eth0) only the datagrams run.
+func (r *hotplugRig) unplug(stream bool) {
 	r.t.Helper()
+	var s *cutStream
+	if stream {
+		s = r.startCutStream()
+	}
 	stop := r.flood()
+	var atDel int64
+	if s != nil {
+		// The stream must still be moving when device_del goes out.
+		before := s.arrived.Load()
+		time.Sleep(50 * time.Millisecond)
+		atDel = s.arrived.Load()
+		if s.ended() {
+			r.t.Fatalf("the TCP stream ended after %d bytes, before device_del: %v", atDel, s.err)
+		}
+		if atDel == before {
+			s.stop()
+			r.t.Fatalf("the TCP stream stalled at %d bytes before device_del", atDel)
+		}
+	}
 	start := time.Now()
 	err := r.vm.HotDel(r.ctx, hotID, 90*time.Second)
 	took := time.Since(start)
@@ -148,7 +171,117 @@ func (r *hotplugRig) unplug() {
 	r.checkQEMU()
 	r.waitEth0(false)
 	r.waitServer("waiting")
-	r.t.Logf("device_del: done in %v under %d datagrams to the guest; QEMU running, server waiting", took.Round(time.Millisecond), sent)
+	if s == nil {
+		r.t.Logf("device_del: done in %v under %d datagrams to the guest; QEMU running, server waiting", took.Round(time.Millisecond), sent)
+		return
+	}
+	total := s.stop()
+	if total >= cutSize {
+		r.t.Fatalf("all %d bytes of the TCP stream arrived: device_del did not cut it", total)
+	}
+	r.t.Logf("device_del: done in %v under a guest→host TCP stream (%.1f MiB arrived before device_del, %.1f MiB of %d in all: cut) and %d datagrams to the guest; QEMU running, server waiting",
+		took.Round(time.Millisecond), float64(atDel)/(1<<20), float64(total)/(1<<20), cutSize>>20, sent)
+}
+
+// cutSize is the length of the stream unplug cuts: at the link's speed
+// under TCG (about 100 Mbit/s) it would last over a minute.
+const cutSize = 1 << 30
+
+// cutStream is a guest→host TCP stream that a device_del cuts: busybox's
+// dd and nc in the guest, in a session of their own, send zeros to a peer
+// that counts what arrives.
+type cutStream struct {
+	r       *hotplugRig
+	l       net.Listener
+	pgid    string // the guest's sender
+	arrived atomic.Int64
+	done    chan struct{} // closed when the peer stops reading
+	err     error         // why it stopped, once done
+	mu      sync.Mutex
+	c       net.Conn
+	stopped bool
+}
+
+// startCutStream starts the stream and returns once 4 MiB have arrived.
+func (r *hotplugRig) startCutStream() *cutStream {
+	r.t.Helper()
+	l, err := r.ns.Listen("tcp", net.JoinHostPort(hostIP, "0"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	s := &cutStream{r: r, l: l, done: make(chan struct{})}
+	go s.sink()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	s.pgid = strings.TrimSpace(r.g.sh(fmt.Sprintf(
+		"setsid sh -c 'dd if=/dev/zero bs=64k count=%d 2>/dev/null | nc %s %s' </dev/null >/dev/null 2>&1 & echo $!",
+		cutSize/(64<<10), hostIP, port)))
+	if _, err := strconv.Atoi(s.pgid); err != nil {
+		r.t.Fatalf("starting the guest's sender: %q", s.pgid)
+	}
+	for deadline := time.Now().Add(30 * time.Second); s.arrived.Load() < 4<<20; {
+		if s.ended() || time.Now().After(deadline) {
+			s.stop()
+			r.t.Fatalf("the TCP stream did not get going: %d bytes arrived, %v", s.arrived.Load(), s.err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s
+}
+
+func (s *cutStream) sink() {
+	defer close(s.done)
+	if d, ok := s.l.(interface{ SetDeadline(time.Time) error }); ok {
+		d.SetDeadline(time.Now().Add(30 * time.Second))
+	}
+	c, err := s.l.Accept()
+	if err != nil {
+		s.err = err
+		return
+	}
+	s.mu.Lock()
+	s.c = c
+	if s.stopped {
+		c.Close()
+	}
+	s.mu.Unlock()
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := c.Read(buf)
+		s.arrived.Add(int64(n))
+		if err != nil {
+			s.err = err
+			return
+		}
+	}
+}
+
+// ended reports whether the peer has stopped reading (the stream ended or
+// failed).
+func (s *cutStream) ended() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop kills the guest's sender, closes the peer's end and returns how
+// many bytes arrived.
+func (s *cutStream) stop() int64 {
+	if s.pgid != "" {
+		// The whole session: sh, dd and nc; then check they are gone.
+		s.r.g.sh("kill -9 -" + s.pgid + "; for i in $(seq 50); do pidof nc dd >/dev/null || exit 0; sleep 0.1; done; echo the sender survives: $(pidof nc dd); exit 1")
+	}
+	s.l.Close()
+	s.mu.Lock()
+	s.stopped = true
+	if s.c != nil {
+		s.c.Close()
+	}
+	s.mu.Unlock()
+	<-s.done
+	return s.arrived.Load()
 }
 
 // idleCounts samples what the server holds, with no client, five times
@@ -245,7 +378,7 @@ func TestHotplugStock(t *testing.T) {
 				t.Errorf("the driver did not fall back to MSI:\n%s", r.g.sh("dmesg | grep -i e1000e"))
 			}
 		}
-		r.unplug()
+		r.unplug(true)
 	}
 }
 
@@ -279,7 +412,7 @@ func TestHotplugCycles(t *testing.T) {
 		if i == cycles {
 			r.g.sh("rmmod e1000e")
 		}
-		r.unplug()
+		r.unplug(i != cycles)
 		pc, g := r.idleCounts()
 		heap := r.status().HeapLiveBytes
 		t.Logf("cycle %d: server %v, %d goroutines, live heap %d KiB", i, pc, g, heap>>10)
