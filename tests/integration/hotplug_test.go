@@ -26,8 +26,9 @@ import (
 // QEMU's device_add and device_del, into a PCIe root port (q35's root bus
 // takes no hot-plug). Stock QEMU 10.1 to 11.1 aborts when it unplugs a
 // vfio-user device with MSI-X (tests/README.md, "Hot-plug"): with stock
-// QEMU the server runs with hide-msix=true; the patched QEMU carries the
-// fix and unplugs the NIC as the part is, with MSI-X.
+// QEMU the server runs with hide-msix=true, except in the canary that
+// expects the abort; the patched QEMU carries the fix and unplugs the NIC
+// as the part is, with MSI-X.
 
 const hotID, hotPort = "hot0", "rp1"
 
