@@ -353,6 +353,23 @@ func (vm *VM) Stop() {
 	vm.closeConns()
 }
 
+// WaitExit waits up to d for QEMU to exit on its own: exited reports
+// whether it did, and status is then its exit status (cmd.Wait's error,
+// nil for a clean exit).
+func (vm *VM) WaitExit(d time.Duration) (exited bool, status error) {
+	if !vm.waitExit(d) {
+		return false, nil
+	}
+	return true, vm.waitErr
+}
+
+// Stderr is what QEMU has written so far to its stderr (and stdout), the
+// file qemu.log of the VM's directory.
+func (vm *VM) Stderr() (string, error) {
+	b, err := os.ReadFile(filepath.Join(vm.cfg.Dir, "qemu.log"))
+	return string(b), err
+}
+
 func (vm *VM) waitExit(d time.Duration) bool {
 	select {
 	case <-vm.exited:
