@@ -230,6 +230,38 @@ func TestFullBlockingEventFDThroughSocket(t *testing.T) {
 	s.stop(t)
 }
 
+// blockedAgain hands the server an eventfd for MSI-X vector v, then
+// switches it back to blocking mode behind the server's back, as a hostile
+// client sharing its file description can.
+func blockedAgain(t *testing.T, cl *Client, v uint32) *EventFD {
+	t.Helper()
+	e, err := NewEventFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	if err := cl.SetIRQEventFDs(device.IRQMSIX, v, []*EventFD{e}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetNonblock(e.FD(), false); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// postTrigger sends a posted software trigger of MSI-X vector 0: the
+// server writes to its eventfd from the connection's goroutine, and sends
+// no reply to wait for.
+func postTrigger(t *testing.T, cl *Client) {
+	t.Helper()
+	p := make([]byte, IRQSetSize)
+	IRQSet{Argsz: IRQSetSize, Flags: uint32(device.IRQDataNone) | uint32(device.IRQActionTrigger),
+		Index: device.IRQMSIX, Count: 1}.Encode(p)
+	if _, err := cl.call(CmdSetIRQs, FlagNoReply, p, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A client switches its eventfd back to blocking mode after handing it
 // over, fills it, and has the server signal it: the connection's goroutine
 // is stuck in that write. When the client goes and the next one connects,
@@ -242,26 +274,9 @@ func TestEventFDMadeBlockingAgainReleasedOnHandover(t *testing.T) {
 	s := serveAbuse(t, fn, Options{HandoverWait: abuseBound})
 	cl := s.dial(t)
 	enableMSIX(t, cl)
-	e, err := NewEventFD()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	if err := cl.SetIRQEventFDs(device.IRQMSIX, 0, []*EventFD{e}); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.SetNonblock(e.FD(), false); err != nil {
-		t.Fatal(err)
-	}
+	e := blockedAgain(t, cl, 0)
 	fill(t, e.FD())
-	// A posted software trigger: the server writes to the full eventfd
-	// from the connection's goroutine, and sends no reply to wait for.
-	p := make([]byte, IRQSetSize)
-	IRQSet{Argsz: IRQSetSize, Flags: uint32(device.IRQDataNone) | uint32(device.IRQActionTrigger),
-		Index: device.IRQMSIX, Count: 1}.Encode(p)
-	if _, err := cl.call(CmdSetIRQs, FlagNoReply, p, nil); err != nil {
-		t.Fatal(err)
-	}
+	postTrigger(t, cl)
 	cl.Close()
 
 	next := s.dial(t)
@@ -283,17 +298,7 @@ func TestEventFDMadeBlockingAgainReleasedOnShutdown(t *testing.T) {
 	cl := s.dial(t)
 	defer cl.Close()
 	enableMSIX(t, cl)
-	e, err := NewEventFD()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	if err := cl.SetIRQEventFDs(device.IRQMSIX, 1, []*EventFD{e}); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.SetNonblock(e.FD(), false); err != nil {
-		t.Fatal(err)
-	}
+	e := blockedAgain(t, cl, 1)
 	fill(t, e.FD())
 	stuck := make(chan struct{})
 	go func() { defer close(stuck); fn.IRQs.MSIX(1) }()
@@ -313,25 +318,10 @@ func TestEventFDMadeBlockingAgainReleasedWhileConnected(t *testing.T) {
 	s := serveAbuse(t, fn, Options{})
 	cl := s.dial(t)
 	enableMSIX(t, cl)
-	e, err := NewEventFD()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	if err := cl.SetIRQEventFDs(device.IRQMSIX, 0, []*EventFD{e}); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.SetNonblock(e.FD(), false); err != nil {
-		t.Fatal(err)
-	}
+	e := blockedAgain(t, cl, 0)
 
 	fill(t, e.FD())
-	p := make([]byte, IRQSetSize)
-	IRQSet{Argsz: IRQSetSize, Flags: uint32(device.IRQDataNone) | uint32(device.IRQActionTrigger),
-		Index: device.IRQMSIX, Count: 1}.Encode(p)
-	if _, err := cl.call(CmdSetIRQs, FlagNoReply, p, nil); err != nil {
-		t.Fatal(err)
-	}
+	postTrigger(t, cl)
 	within(t, "a register read after a stuck write on the connection's goroutine", func() { readVendor(t, cl) })
 	if n, err := e.Wait(0); err != nil || n != 1 {
 		t.Errorf("the connection's stuck signal: counter %d, %v; want 1", n, err)
