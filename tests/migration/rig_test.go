@@ -294,6 +294,43 @@ func (r *rig) mustMigrate(dst *side, extra ...string) migResult {
 
 // adopt makes dst, to which the guest migrated, the current side and stops
 // the old one.
+// slowMigration starts migrating to dst at 1 MiB/s, which keeps the
+// migration running long enough to try something during it, and returns
+// once QEMU reports it active. The function it returns lifts the limit,
+// waits for the migration to end, requires it to have succeeded (what
+// names what was tried during it), adopts dst and checks the NIC there.
+func (r *rig) slowMigration(ctx context.Context, dst *side, what string) (finish func()) {
+	r.t.Helper()
+	src := r.cur
+	setBandwidth := func(bps int64) {
+		r.t.Helper()
+		if err := src.vm.QMP.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": bps}, nil); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	setBandwidth(1 << 20)
+	done := make(chan migResult, 1)
+	go func() { done <- r.migrate(dst) }()
+	waitMigrationActive(r.t, ctx, src.vm.QMP)
+	return func() {
+		r.t.Helper()
+		setBandwidth(1 << 30)
+		var res migResult
+		select {
+		case res = <-done:
+		case <-ctx.Done():
+			r.t.Fatal("the migration did not end")
+		}
+		if res.code != 0 {
+			r.t.Fatalf("migration after %s: exit %d\n%s", what, res.code, res.out)
+		}
+		r.adopt(dst)
+		r.ping(3)
+		r.checkDevice()
+		r.checkDriver()
+	}
+}
+
 func (r *rig) adopt(dst *side) {
 	old := r.cur
 	dst.vm.Agent.FollowIDs(old.vm.Agent)

@@ -22,17 +22,8 @@ func TestMigrateTakeoverRefused(t *testing.T) {
 	r := newRig(t, ctx, rigOpts{})
 	src := r.cur
 	dst := r.dest(nil)
-	setBandwidth := func(bps int64) {
-		t.Helper()
-		if err := src.vm.QMP.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": bps}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// 1 MiB/s keeps the migration in pre-copy long enough to ask.
-	setBandwidth(1 << 20)
-	done := make(chan migResult, 1)
-	go func() { done <- r.migrate(dst) }()
-	waitMigrationActive(t, ctx, src.vm.QMP)
+	// The limit keeps the migration in pre-copy long enough to ask.
+	finish := r.slowMigration(ctx, dst, "a refused takeover")
 	deadline := time.Now().Add(time.Minute)
 	for {
 		st, err := src.srv.Status(ctx)
@@ -56,20 +47,7 @@ func TestMigrateTakeoverRefused(t *testing.T) {
 	}
 	t.Logf("takeover during pre-copy refused: %s", strings.TrimSpace(string(out)))
 	panictest.CheckLog(t, "the refused successor", string(out))
-	setBandwidth(1 << 30)
-	var res migResult
-	select {
-	case res = <-done:
-	case <-ctx.Done():
-		t.Fatal("the migration did not end")
-	}
-	if res.code != 0 {
-		t.Fatalf("migration after a refused takeover: exit %d\n%s", res.code, res.out)
-	}
-	r.adopt(dst)
-	r.ping(3)
-	r.checkDevice()
-	r.checkDriver()
+	finish()
 	if n := strings.Count(src.srv.Log(), "takeover refused"); n != 1 {
 		t.Errorf("the source logged %d refusals, want 1", n)
 	}

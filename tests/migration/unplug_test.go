@@ -22,36 +22,13 @@ func TestMigrateUnplug(t *testing.T) {
 	r := newRig(t, ctx, rigOpts{rootPort: "rp1"})
 	src := r.cur
 	dst := r.dest(nil)
-	// 1 MiB/s keeps the migration running long enough to ask during it.
-	setBandwidth := func(bps int64) {
-		t.Helper()
-		if err := src.vm.QMP.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": bps}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	setBandwidth(1 << 20)
-	done := make(chan migResult, 1)
-	go func() { done <- r.migrate(dst) }()
-	waitMigrationActive(t, ctx, src.vm.QMP)
+	finish := r.slowMigration(ctx, dst, "a refused device_del")
 	err := src.vm.QMP.Execute(ctx, "device_del", map[string]any{"id": "nic0"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "migrat") {
 		t.Fatalf("device_del during a migration: %v, want QEMU's refusal", err)
 	}
 	t.Logf("device_del during the migration: %v", err)
-	setBandwidth(1 << 30)
-	var res migResult
-	select {
-	case res = <-done:
-	case <-ctx.Done():
-		t.Fatal("the migration did not end")
-	}
-	if res.code != 0 {
-		t.Fatalf("migration after a refused device_del: exit %d\n%s", res.code, res.out)
-	}
-	r.adopt(dst)
-	r.ping(3)
-	r.checkDevice()
-	r.checkDriver()
+	finish()
 
 	if err := dst.vm.HotDel(ctx, "nic0", 90*time.Second); err != nil {
 		t.Fatalf("device_del after the migration: %v\n%s", err, dst.vm.Dump())
@@ -66,7 +43,7 @@ func TestMigrateUnplug(t *testing.T) {
 }
 
 // waitMigrationActive polls query-migrate until the migration is active.
-func waitMigrationActive(t *testing.T, ctx context.Context, q *qmp.Client) {
+func waitMigrationActive(t testing.TB, ctx context.Context, q *qmp.Client) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
