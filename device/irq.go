@@ -307,13 +307,17 @@ func nonblockingFD(f *os.File) (int, error) {
 // ReadEventfd reads and resets an eventfd's counter without ever blocking,
 // whatever the mode of its file description (which a client that shares it
 // may change at any time): with RWF_NOWAIT where the kernel has it (5.12 and
-// later), else with a plain read, which cannot block only while the
-// description is non-blocking. An empty counter is EAGAIN.
+// later), else with a plain read after switching the description back to
+// non-blocking, which a client racing it can still undo on such a kernel.
+// An empty counter is EAGAIN.
 func ReadEventfd(fd int) (uint64, error) {
 	var b [8]byte
 	iov := [][]byte{b[:]}
 	_, err := unix.Preadv2(fd, iov, -1, unix.RWF_NOWAIT)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return 0, err
+		}
 		_, err = unix.Read(fd, b[:])
 	}
 	if err != nil {

@@ -2,13 +2,14 @@ package handover
 
 import (
 	"bytes"
-	"e1000e-vfu/internal/unixsock"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 
 	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/internal/unixsock"
 )
 
 // readChunk is how much one receive asks for.

@@ -1,7 +1,6 @@
 package vfiouser
 
 import (
-	"e1000e-vfu/internal/unixsock"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/internal/unixsock"
 )
 
 // Client is the client side of the protocol, as QEMU speaks it: tests,

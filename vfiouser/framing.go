@@ -1,7 +1,6 @@
 package vfiouser
 
 import (
-	"e1000e-vfu/internal/unixsock"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"e1000e-vfu/internal/unixsock"
 )
 
 // maxRecvFDs is the most descriptors one receive accepts; a message with more

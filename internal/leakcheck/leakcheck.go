@@ -10,6 +10,7 @@
 package leakcheck
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"runtime"
@@ -41,7 +42,7 @@ func FDs(t testing.TB) {
 	// The runtime's poller keeps one descriptor once any net code ran;
 	// open it before counting.
 	netpollOnce.Do(func() {
-		if ln, err := net.Listen("unix", "@leakcheck-netpoll"); err == nil {
+		if ln, err := net.Listen("unix", fmt.Sprintf("@leakcheck-netpoll-%d", os.Getpid())); err == nil {
 			ln.Close()
 		}
 	})

@@ -8,8 +8,10 @@ import (
 
 // Rights returns the descriptors that the SCM_RIGHTS control messages in
 // oob (from a recvmsg) carry, in order; other control messages are
-// ignored. On an error it closes the descriptors it had already taken and
-// returns none, so a malformed message leaks nothing.
+// ignored. When a message of rights cannot be read, it closes the
+// descriptors it had already taken and returns none. (A buffer whose
+// headers cannot be parsed at all returns none and closes nothing; the
+// kernel does not produce one, even when it truncates.)
 func Rights(oob []byte) ([]int, error) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {

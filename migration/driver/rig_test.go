@@ -123,7 +123,11 @@ func newSideFilters(t testing.TB, opts e1000e.MigrationOptions, filters int) *si
 	t.Cleanup(func() {
 		s.cl.Close()
 		s.conn.Close()
-		<-served
+		select {
+		case <-served:
+		case <-time.After(20 * time.Second):
+			t.Error("the connection still serves 20 s after Close")
+		}
 		a.Close()
 		b.Close()
 		dev.Close()
