@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 
 	"e1000e-vfu/device"
 )
@@ -99,16 +100,32 @@ func (n *NIC) schedule() {
 
 // runTurns is the worker: turns one after the other while work is left or
 // asked for, and then it ends. Between two turns it lets n.mu go and
-// yields, so that a register access or the control socket waiting for
-// n.mu gets it and runs at once. (A new goroutine for each turn, as a
-// first version had, kept the scheduler busy starting and stealing them,
-// and a control request waiting on the lock through a hostile ring's
-// thousands of turns waited up to a second on two CPUs.)
+// yields, so that a register access waiting for n.mu gets it at once; and
+// after each workerSlice of turns it sleeps for workerRest, so that the
+// runtime, with no goroutine left to run on that CPU, also wakes those
+// that wait for the network, such as the control socket's. (Yielding
+// alone kept the worker always runnable, and a control request through a
+// hostile ring's thousands of turns waited up to 90 ms for n.mu on two
+// CPUs, as bench-abuse's hostile-tx measured; a goroutine per turn, as a
+// first version had, up to a second. With the rest, under 10 ms.)
 func (n *NIC) runTurns() {
+	slice := time.Now()
 	for n.turn() {
-		runtime.Gosched()
+		if time.Since(slice) < workerSlice {
+			runtime.Gosched()
+			continue
+		}
+		time.Sleep(workerRest)
+		slice = time.Now()
 	}
 }
+
+// The worker's slice and rest: at most a few per cent of a busy worker's
+// time, and only when it has run for milliseconds without a pause.
+const (
+	workerSlice = 2 * time.Millisecond
+	workerRest  = 50 * time.Microsecond
+)
 
 // runTurn is one turn, the next one started as a new worker: for tests
 // that run the worker's turns one by one.
