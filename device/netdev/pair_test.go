@@ -115,24 +115,7 @@ func TestPairSendNoAllocs(t *testing.T) {
 
 func benchmarkPairRoundTrip(b *testing.B, size int) {
 	near, far := NewPair()
-	defer near.Close()
-	defer far.Close()
-	got := signalRx{ch: make(chan struct{}, 1)}
-	if err := near.Start(got); err != nil {
-		b.Fatal(err)
-	}
-	if err := far.Start(echoRx{far}); err != nil {
-		b.Fatal(err)
-	}
-	f := testFrame(size, 0)
-	b.SetBytes(int64(size))
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := near.Send(f); err != nil {
-			b.Fatal(err)
-		}
-		<-got.ch
-	}
+	benchmarkRoundTrip(b, near, far, size)
 }
 
 func BenchmarkPairRoundTrip64(b *testing.B)   { benchmarkPairRoundTrip(b, 64) }

@@ -349,7 +349,12 @@ func (s signalRx) Receive([]byte) { s.ch <- struct{}{} }
 
 func benchmarkStreamRoundTrip(b *testing.B, size int) {
 	ca, cb := socketpair(b)
-	near, far := newStreamConn(ca), newStreamConn(cb)
+	benchmarkRoundTrip(b, newStreamConn(ca), newStreamConn(cb), size)
+}
+
+// benchmarkRoundTrip sends frames of size from near to far, which echoes
+// them, one at a time, and closes both.
+func benchmarkRoundTrip(b *testing.B, near, far Backend, size int) {
 	defer near.Close()
 	defer far.Close()
 	got := signalRx{ch: make(chan struct{}, 1)}
@@ -362,7 +367,6 @@ func benchmarkStreamRoundTrip(b *testing.B, size int) {
 	f := testFrame(size, 0)
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
-	b.ResetTimer()
 	for b.Loop() {
 		if err := near.Send(f); err != nil {
 			b.Fatal(err)
