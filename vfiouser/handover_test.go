@@ -119,10 +119,22 @@ func (p *takeoverPair) takeover(t *testing.T) {
 	if err != nil || h == nil {
 		t.Fatalf("pause: %v %v", h, err)
 	}
+	p.complete(t, h, export(t, h))
+}
+
+func export(t *testing.T, h *Handoff) *ConnExport {
+	t.Helper()
 	x, err := h.Export()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return x
+}
+
+// complete has the new server adopt what the paused old one exported and
+// serve it, and releases the old one.
+func (p *takeoverPair) complete(t *testing.T, h *Handoff, x *ConnExport) {
+	t.Helper()
 	c, err := p.newSrv.Adopt(dupAll(t, x, false))
 	if err != nil {
 		t.Fatal(err)
@@ -239,16 +251,7 @@ func TestHandoverBetweenWriteAndReply(t *testing.T) {
 		t.Fatalf("answered while paused: %v", err)
 	default:
 	}
-	x, err := h.Export()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := p.newSrv.Adopt(dupAll(t, x, false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.Release()
-	p.newSrv.ServeAdopted(c)
+	p.complete(t, h, export(t, h))
 	if err := <-replied; err != nil {
 		t.Fatal(err)
 	}
@@ -275,19 +278,11 @@ func TestHandoverBetweenWriteAndReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err = h.Export()
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := export(t, h)
 	if len(x.Proto.Buffered) != 20 {
 		t.Fatalf("%d bytes buffered, want the 20 sent", len(x.Proto.Buffered))
 	}
-	c, err = p.newSrv.Adopt(dupAll(t, x, false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.Release()
-	p.newSrv.ServeAdopted(c)
+	p.complete(t, h, x)
 	if _, err := unix.Write(p.clientFD, msg[20:]); err != nil {
 		t.Fatal(err)
 	}
