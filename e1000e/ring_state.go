@@ -40,9 +40,11 @@ func (r *ring) loaded(s ringState) ringView {
 	return ringView{base: s.Base, size: s.Len >> r.slotShift, head: s.Head, tail: s.Tail, slotShift: r.slotShift}
 }
 
-// check refuses values no guest write could have left in the registers,
-// and a head or tail outside a non-empty ring (an empty ring's are not
-// used until the guest sets its length).
+// check refuses values no guest write could have left in the registers.
+// A head or tail beyond the ring's length is one a guest can write (the
+// engines leave such a ring idle, as the part does until the guest fixes
+// it), so it loads as it was: refusing it would let a guest stop its own
+// migration, and a live upgrade of its server.
 func (r *ring) check(s ringState) error {
 	if s.Base&0xF != 0 {
 		return fmt.Errorf("base %#x not 16-byte aligned", s.Base)
@@ -52,9 +54,6 @@ func (r *ring) check(s ringState) error {
 	}
 	if s.Head > ringIdxMask || s.Tail > ringIdxMask {
 		return fmt.Errorf("head %d or tail %d beyond %d", s.Head, s.Tail, ringIdxMask)
-	}
-	if v := r.loaded(s); v.size > 0 && !v.usable() {
-		return fmt.Errorf("head %d or tail %d outside a ring of %d", s.Head, s.Tail, v.size)
 	}
 	return nil
 }

@@ -283,3 +283,27 @@ func TestStateTXInflightMustMatchRing(t *testing.T) {
 		t.Error("the refused load changed the NIC")
 	}
 }
+
+// A guest can leave a head or tail beyond its ring's length (the engines
+// then leave the ring idle): the state still saves, loads and restores the
+// registers as the guest left them.
+func TestStateRingIndexBeyondLength(t *testing.T) {
+	src := newStateNIC(t, -1)
+	regs := map[uint32]uint32{RDLEN0: 128, RDT0: 0xFFFF, TDLEN0: 128, TDT0: 0x100}
+	for off, v := range regs {
+		src.WriteReg(off, v)
+	}
+	b, err := migration.Save(nil, src, migration.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := newStateNIC(t, -1)
+	if err := migration.Load(b, dst, migration.Limits{}, nil); err != nil {
+		t.Fatalf("a state with a tail beyond its ring refused: %v", err)
+	}
+	for off, v := range regs {
+		if got := dst.ReadReg(off); got != v {
+			t.Errorf("register %#x: %#x after the load, want %#x", off, got, v)
+		}
+	}
+}
