@@ -204,10 +204,12 @@ func (c *Conn) teardown() {
 		c.dma.UnmapAll()
 		c.rd.close()
 		unix.Close(c.fd)
+		// Released first: Pause writes to the wake eventfd of the active
+		// connection only.
+		c.srv.release(c)
 		if c.wake >= 0 {
 			unix.Close(c.wake)
 		}
-		c.srv.release(c)
 		close(c.done)
 	})
 }

@@ -117,6 +117,13 @@ func handleSetIRQs(c *Conn, m *message) error {
 		}
 		c.trackUnmask(fd)
 	}
+	// Disabling INTx drops the device's unmask eventfd too (QEMU does it
+	// whenever the guest moves to MSI or MSI-X): a live upgrade must not
+	// pass the old one on.
+	if in.Index == device.IRQINTx && in.Count == 0 && device.IRQAction(action) == device.IRQActionTrigger &&
+		device.IRQData(data) == device.IRQDataNone {
+		c.trackUnmask(-1)
+	}
 	return nil
 }
 

@@ -135,16 +135,22 @@ func (s *Server) ResumeAccepts() {
 // Resume or Release. It returns nil, nil when no client is connected. A
 // client that leaves meanwhile ends the wait with an error.
 func (s *Server) Pause(ctx context.Context) (*Handoff, error) {
+	// The wake-up is written under s.mu: a connection that ends leaves
+	// s.active (release) before it closes its wake eventfd, so the
+	// descriptor written to is still the connection's.
 	s.mu.Lock()
 	c := s.active
-	s.mu.Unlock()
 	if c == nil {
+		s.mu.Unlock()
 		return nil, nil
 	}
 	if c.wake < 0 || !c.serving.Load() {
+		s.mu.Unlock()
 		return nil, ErrNotPausable
 	}
-	if _, err := unix.Write(c.wake, eventfdOne[:]); err != nil {
+	_, err := unix.Write(c.wake, eventfdOne[:])
+	s.mu.Unlock()
+	if err != nil {
 		return nil, fmt.Errorf("vfio-user: pausing: %w", err)
 	}
 	select {
@@ -429,13 +435,14 @@ func (s *Server) Adopt(a Adopted) (_ *Conn, err error) {
 			unix.Close(fd)
 			return nil, fmt.Errorf("vfio-user: adopt: the INTx unmask descriptor is not an eventfd: %w", syscall.EINVAL)
 		}
-		req := device.SetIRQs{Index: device.IRQINTx, Count: 1, Action: device.IRQActionUnmask,
-			Data: device.IRQDataEventFD, FDs: []*os.File{os.NewFile(uintptr(fd), "eventfd")}}
 		dups, err := dupFDs([]int{fd})
 		if err != nil {
 			unix.Close(fd)
 			return nil, fmt.Errorf("vfio-user: adopt: %w", err)
 		}
+		// The file owns fd from here on (the device closes it).
+		req := device.SetIRQs{Index: device.IRQINTx, Count: 1, Action: device.IRQActionUnmask,
+			Data: device.IRQDataEventFD, FDs: []*os.File{os.NewFile(uintptr(fd), "eventfd")}}
 		if err := c.dev.SetIRQs(req); err != nil {
 			unixsock.CloseFDs(dups)
 			return nil, fmt.Errorf("vfio-user: adopt: INTx unmask eventfd: %w", err)

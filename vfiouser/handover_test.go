@@ -579,3 +579,37 @@ func TestPausedConnSendsNoDMA(t *testing.T) {
 		}
 	}
 }
+
+// Disabling INTx (the guest moved to MSI or MSI-X) drops its unmask
+// eventfd, so a live upgrade does not pass the old one on.
+func TestExportAfterINTxDisabledHasNoUnmask(t *testing.T) {
+	p := newTakeoverPair(t)
+	if _, err := p.cl.Negotiate(nil); err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEventFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	unmask := uint32(device.IRQDataEventFD) | uint32(device.IRQActionUnmask)
+	if err := p.cl.SetIRQs(unmask, device.IRQINTx, 0, 1, nil, []int{e.FD()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, disable := range []bool{false, true} {
+		if disable {
+			if err := p.cl.SetIRQs(uint32(device.IRQDataNone)|uint32(device.IRQActionTrigger), device.IRQINTx, 0, 0, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h, err := p.oldSrv.Pause(context.Background())
+		if err != nil || h == nil {
+			t.Fatalf("pause: %v %v", h, err)
+		}
+		x := export(t, h)
+		if has := x.Unmask >= 0; has == disable {
+			t.Errorf("INTx disabled %v: export carries an unmask eventfd: %v", disable, has)
+		}
+		h.Resume()
+	}
+}
