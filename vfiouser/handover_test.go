@@ -3,9 +3,11 @@ package vfiouser
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"net"
 	"os"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -301,50 +303,73 @@ func TestHandoverDuringPostedWrites(t *testing.T) {
 	if _, err := p.cl.Negotiate(nil); err != nil {
 		t.Fatal(err)
 	}
-	const n = 8000
-	var wg sync.WaitGroup
-	wg.Add(1)
+	// Each write puts its number at an offset of its own, so a write lost
+	// or applied by both servers shows; the writer goes on until every
+	// takeover is done and then some.
+	const slots = 0xfff0 / 4 // below the fake's register that refuses writes
+	var written atomic.Int64
+	stop := make(chan struct{})
 	errc := make(chan error, 1)
 	go func() {
-		defer wg.Done()
+		defer close(errc)
 		var v [4]byte
-		for i := 1; i <= n; i++ {
+		for i := 1; i < slots; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
 			binary.LittleEndian.PutUint32(v[:], uint32(i))
-			if err := p.cl.WritePosted(device.RegionBAR0, uint64(i%(fakeBAR0Size/4))*4, v[:]); err != nil {
+			if err := p.cl.WritePosted(device.RegionBAR0, uint64(i)*4, v[:]); err != nil {
 				errc <- err
 				return
 			}
+			written.Store(int64(i))
+			// Paced, so the writes last across the takeovers.
+			if i%32 == 0 {
+				time.Sleep(100 * time.Microsecond)
+			}
 		}
+		errc <- errors.New("the writer ran out of offsets before the takeovers were done")
 	}()
+	waitWritten := func(n int64) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("%d posted writes", n), func() bool { return written.Load() >= n })
+	}
 	devs := []*fakeDevice{p.oldDev, p.newDev}
 	for i := 0; i < 6; i++ {
-		time.Sleep(2 * time.Millisecond)
+		waitWritten(written.Load() + 500)
 		p.takeover(t)
 		p.oldSrv, p.newSrv = p.newSrv, p.oldSrv
 		p.oldDev, p.newDev = p.newDev, p.oldDev
 	}
-	wg.Wait()
-	select {
-	case err := <-errc:
+	waitWritten(written.Load() + 500)
+	close(stop)
+	if err := <-errc; err != nil {
 		t.Fatal(err)
-	default:
 	}
 	// A read behind the writes: answered once they all are applied.
 	if err := p.cl.ReadRegion(device.RegionBAR0, 0, make([]byte, 4)); err != nil {
 		t.Fatal(err)
 	}
+	n := int(written.Load())
+	applied := make([]int, len(devs))
 	for i := 1; i <= n; i++ {
-		off := uint64(i%(fakeBAR0Size/4)) * 4
-		found := false
-		for _, d := range devs {
-			if binary.LittleEndian.Uint32(d.peek(device.RegionBAR0, off, 4)) == uint32(i) {
-				found = true
+		holders := 0
+		for k, d := range devs {
+			if binary.LittleEndian.Uint32(d.peek(device.RegionBAR0, uint64(i)*4, 4)) == uint32(i) {
+				holders++
+				applied[k]++
 			}
 		}
-		if !found {
-			t.Fatalf("write %d lost", i)
+		if holders != 1 {
+			t.Fatalf("write %d applied by %d servers, want 1", i, holders)
 		}
 	}
+	if applied[0] == 0 || applied[1] == 0 {
+		t.Fatalf("writes applied per server %v: the takeovers did not fall among the writes", applied)
+	}
+	t.Logf("%d posted writes across 6 takeovers, applied %v", n, applied)
 }
 
 // TestHandoverResume: a paused and exported connection that is not taken
