@@ -1,12 +1,14 @@
 package e1000e
 
 // addStat adds delta to a statistics register, saturating. The 64-bit
-// counters (two-dword rows: GORC, GOTC, TOR, TOT) are named by their low
-// half and carry into the high half. Called with n.mu held.
+// counters (GORC, GOTC, TOR, TOT: the table's two-dword statistics rows,
+// which TestAddStat64 holds this list to) are named by their low half and
+// carry into the high half. A switch on constants, not a table lookup: it
+// runs several times for every frame. Called with n.mu held.
 func (n *NIC) addStat(off uint32, delta uint64) {
 	d := (off >> 2) & (bar0Size/4 - 1)
-	switch r := n.regs.idx.row[d]; {
-	case r != 0 && n.regs.rows[r-1].n == 2 && n.regs.rows[r-1].off == off:
+	switch off {
+	case GORCL, GOTCL, TORL, TOTL:
 		v := uint64(n.mac[d]) | uint64(n.mac[d+1])<<32
 		s := v + delta
 		if s < v {
