@@ -3,6 +3,7 @@ package netdev
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -263,6 +264,13 @@ func PcapFromFD(b Backend, fd int, log *slog.Logger) (*Pcap, error) {
 		unix.Close(fd)
 		return nil, errors.New("pcap: the handed-over descriptor is not a capture file")
 	}
+	// A pcap file starts with its magic, microsecond or nanosecond, in
+	// either byte order.
+	var magic [4]byte
+	if n, err := unix.Pread(fd, magic[:], 0); err != nil || n != 4 || !pcapMagic(binary.LittleEndian.Uint32(magic[:])) {
+		unix.Close(fd)
+		return nil, errors.New("pcap: the handed-over file has no pcap header")
+	}
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil || fl&unix.O_ACCMODE == unix.O_RDONLY {
 		unix.Close(fd)
@@ -343,8 +351,9 @@ func DgramFromFD(fd int, cfg DgramConfig, log *slog.Logger) (*Dgram, error) {
 		d.udp = u
 		d.udpRemote = netip.AddrPortFrom(remote.AddrPort().Addr().Unmap(), remote.AddrPort().Port())
 	case "unixgram":
+		// net.FileConn gives a UnixConn for a stream socket too.
 		u, ok := c.(*net.UnixConn)
-		if !ok {
+		if typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); !ok || err != nil || typ != unix.SOCK_DGRAM {
 			return fail("not a UNIX datagram socket")
 		}
 		if got := u.LocalAddr().String(); got != cfg.Local {
@@ -368,4 +377,13 @@ func (d *Dgram) SetUnlinkOnClose(unlink bool) {
 	if unlink && d.unix != nil {
 		d.removeLocal = d.cfg.Local
 	}
+}
+
+// pcapMagic says whether m, read little-endian, is a pcap file's magic.
+func pcapMagic(m uint32) bool {
+	switch m {
+	case 0xa1b2c3d4, 0xd4c3b2a1, 0xa1b23c4d, 0x4d3cb2a1:
+		return true
+	}
+	return false
 }

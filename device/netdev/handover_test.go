@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,5 +157,43 @@ func TestPauserStaleToken(t *testing.T) {
 	defer cancel()
 	if err := p.pause(ctx, life, func(time.Time) error { return nil }); err == nil {
 		t.Fatal("a pause returned on a stale park, with no loop parked")
+	}
+}
+
+// A handed-over descriptor of the wrong kind is refused: a UNIX stream
+// socket bound where a unixgram backend's should be, and a capture file
+// without a pcap header.
+func TestFromFDRefusesWrongKind(t *testing.T) {
+	dir := t.TempDir()
+	local := filepath.Join(dir, "l.sock")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: local}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DgramFromFD(fd, DgramConfig{Network: "unixgram", Local: local, Remote: filepath.Join(dir, "r.sock")}, nil); err == nil ||
+		!strings.Contains(err.Error(), "not a UNIX datagram socket") {
+		t.Errorf("a stream socket as the unixgram backend: %v", err)
+	}
+
+	f, err := os.Create(filepath.Join(dir, "not.pcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+	pfd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	near, far := NewPair()
+	defer near.Close()
+	defer far.Close()
+	if _, err := PcapFromFD(near, pfd, nil); err == nil || !strings.Contains(err.Error(), "no pcap header") {
+		t.Errorf("a file of zeros as the capture: %v", err)
 	}
 }
