@@ -6,10 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -265,9 +267,9 @@ func PcapFromFD(b Backend, fd int, log *slog.Logger) (*Pcap, error) {
 		return nil, errors.New("pcap: the handed-over descriptor is not a capture file")
 	}
 	// A pcap file starts with its magic, microsecond or nanosecond, in
-	// either byte order.
-	var magic [4]byte
-	if n, err := unix.Pread(fd, magic[:], 0); err != nil || n != 4 || !pcapMagic(binary.LittleEndian.Uint32(magic[:])) {
+	// either byte order. The descriptor is open for writing only, so the
+	// magic is read through a descriptor of our own on the same file.
+	if !hasPcapMagic(fd) {
 		unix.Close(fd)
 		return nil, errors.New("pcap: the handed-over file has no pcap header")
 	}
@@ -379,9 +381,18 @@ func (d *Dgram) SetUnlinkOnClose(unlink bool) {
 	}
 }
 
-// pcapMagic says whether m, read little-endian, is a pcap file's magic.
-func pcapMagic(m uint32) bool {
-	switch m {
+// hasPcapMagic says whether the file behind fd starts with a pcap magic.
+func hasPcapMagic(fd int) bool {
+	f, err := os.Open("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [4]byte
+	if _, err := io.ReadFull(f, b[:]); err != nil {
+		return false
+	}
+	switch binary.LittleEndian.Uint32(b[:]) {
 	case 0xa1b2c3d4, 0xd4c3b2a1, 0xa1b23c4d, 0x4d3cb2a1:
 		return true
 	}
