@@ -20,7 +20,7 @@ import (
 
 const libvirtXMLHead = `e1000e-vfu libvirt-xml --socket PATH [--control PATH] [--mac MAC]
                        [--version N] [--param name=value]... [--config SRC]
-                       [--netdev SPEC] [--bridge NAME] [--id ID] [--addr SLOT]
+                       [--netdev SPEC] [--bridge NAME] [--id ID] [--bus BUS] [--addr SLOT]
                        [--socket-dir DIR] [--netdevs KINDS]
 e1000e-vfu libvirt-xml --read-domain FILE [--socket-dir DIR] [--netdevs KINDS]
 

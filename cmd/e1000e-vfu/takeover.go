@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -203,15 +202,12 @@ func (t *handoverTarget) compatible(req control.TakeoverRequest) error {
 	}
 	src := t.cfg.Source()
 	src.MAC = t.nic.MAC()
-	var msgs []string
-	for _, p := range model.Compare(src, req.Config) {
-		msgs = append(msgs, p.Msg)
-	}
+	probs := model.Compare(src, req.Config)
 	if kind := t.s.cfg.Netdev.Type; kind != req.Netdev && !(kind == "" && req.Netdev == "none") {
-		msgs = append(msgs, fmt.Sprintf("netdev: this server has %s, the successor %s", kindName(kind), req.Netdev))
+		probs = append(probs, model.Problem{Param: "netdev", Msg: fmt.Sprintf("netdev: this server has %s, the successor %s", kindName(kind), req.Netdev)})
 	}
-	if len(msgs) > 0 {
-		return fmt.Errorf("%w: incompatible successor: %s", errRefused, strings.Join(msgs, "; "))
+	if len(probs) > 0 {
+		return fmt.Errorf("%w: incompatible successor: %s", errRefused, model.Join(probs))
 	}
 	return nil
 }
@@ -396,9 +392,9 @@ func takeOver(ctx context.Context, cfg *Config, log *slog.Logger) (*server, erro
 	if err != nil {
 		return nil, fmt.Errorf("--takeover %s: its query-config: %w", cfg.Takeover, err)
 	}
-	// Without a socket of its own to derive it from, the address is the
-	// predecessor's.
-	if !cfg.MACFixed && cfg.Socket == "" {
+	// Without --mac, the address is the predecessor's (not one derived
+	// from the socket's path: the predecessor may have been given one).
+	if !cfg.MACFixed {
 		cfg.MAC = old.MAC
 	}
 	mine := ownSource(cfg)

@@ -66,10 +66,11 @@ func (u *upgrade) stat(name string) uint64 {
 }
 
 // takeover starts a successor and waits for it to run and for the
-// predecessor to exit 0.
+// predecessor to exit 0. The successor names the same socket and no MAC:
+// an omitted --mac is the predecessor's, whatever --socket is.
 func (u *upgrade) takeover(args ...string) {
 	u.t.Helper()
-	nu := startServe(u.t, append([]string{"--takeover", u.ctl, "--mac", u.mac, "--netdev", u.netdev}, args...)...)
+	nu := startServe(u.t, append([]string{"--takeover", u.ctl, "--socket", u.sock, "--netdev", u.netdev}, args...)...)
 	nu.waitLog("took over", 15*time.Second)
 	if code := u.cur.wait(10 * time.Second); code != 0 {
 		u.t.Fatalf("predecessor exit status %d", code)
