@@ -280,13 +280,17 @@ func TestTakeoverSuccessorFails(t *testing.T) {
 	fmt.Fprintf(c, `{"cmd":"takeover","config":%s,"netdev":"none","version":%d}`+"\n", defaultSource(t, u.mac), handover.Version)
 	c.Close()
 	check("successor gone before the state")
-	// A real successor killed as it starts (its moment within the
-	// handover is the fake ones' above: the whole handover takes about
-	// a millisecond, too short to aim a kill at).
+	// A real successor killed as it starts, before it reaches the
+	// control socket (later moments are the fake ones' above: the whole
+	// handover takes about a millisecond, too short to aim a kill at):
+	// the predecessor never hears of it.
 	nu := startServe(t, "--takeover", u.ctl, "--mac", u.mac, "--netdev", "none")
 	nu.cmd.Process.Kill()
 	<-nu.done
 	time.Sleep(100 * time.Millisecond)
+	if n := u.cur.countLog("takeover failed; serving on"); n != failures {
+		t.Fatalf("successor killed as it starts: %d failed takeovers logged, want the %d before it", n, failures)
+	}
 	u.g.transmit(frame)
 	sent++
 	if got := u.stat("gptc"); got != sent {

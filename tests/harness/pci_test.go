@@ -112,7 +112,7 @@ func TestLspciDump(t *testing.T) {
 	}
 	out, err := Lspci(context.Background(), t.TempDir(), "0000:00:03.0", cfg, "-vvv", "-nn")
 	if err != nil {
-		t.Skip(err) // pciutils not installed here; the integration tests need it
+		t.Fatal(err) // pciutils: make test installs it (tests/deps.sh)
 	}
 	heads, bodies := LspciCaps(out + "\tKernel driver in use: x\n\t\tnot a capability line\n")
 	want := []string{"[c8] Power Management version 2", "[a0] MSI-X: Enable- Count=5 Masked-"}

@@ -156,9 +156,13 @@ func (r *hotplugRig) unplug(stream bool) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		atDel = s.arrived.Load()
-		if s.ended() || atDel == before {
+		if s.ended() {
 			stop()
-			r.t.Fatalf("the TCP stream stopped at %d bytes before device_del: %v", atDel, s.err)
+			r.t.Fatalf("the TCP stream ended at %d bytes before device_del: %v", atDel, s.err) // err is set once ended
+		}
+		if atDel == before {
+			stop()
+			r.t.Fatalf("the TCP stream stalled at %d bytes before device_del", atDel)
 		}
 	}
 	start := time.Now()
@@ -175,18 +179,23 @@ func (r *hotplugRig) unplug(stream bool) {
 		r.t.Logf("device_del: done in %v under %d datagrams to the guest; QEMU running, server waiting", took.Round(time.Millisecond), sent)
 		return
 	}
-	// eth0 gone with QEMU running (above) is what shows the device went;
-	// this only checks that the stream had not simply run to its end.
-	total := s.stop()
-	if total >= cutSize {
-		r.t.Fatalf("all %d bytes of the TCP stream arrived: device_del did not cut it", total)
+	// The device is gone, so the stream is cut: nothing more arrives,
+	// with the guest's sender still running (what was in flight has long
+	// arrived while the server went back to waiting).
+	cut := s.arrived.Load()
+	time.Sleep(time.Second)
+	if now := s.arrived.Load(); now != cut {
+		s.stop()
+		r.t.Fatalf("the TCP stream still flows after device_del: %d bytes, %d a second later", cut, now)
 	}
+	total := s.stop()
 	r.t.Logf("device_del: done in %v under a guest→host TCP stream (%.1f MiB arrived before device_del, %.1f MiB of %d in all: cut) and %d datagrams to the guest; QEMU running, server waiting",
 		took.Round(time.Millisecond), float64(atDel)/(1<<20), float64(total)/(1<<20), cutSize>>20, sent)
 }
 
 // cutSize is the length of the stream unplug cuts: at the link's speed
-// under TCG (about 100 Mbit/s) it would last over a minute.
+// under TCG (about 100 Mbit/s) it would last over a minute, so it is
+// still running when device_del comes.
 const cutSize = 1 << 30
 
 // cutStream is a guest→host TCP stream that a device_del cuts: busybox's

@@ -292,8 +292,6 @@ func (r *rig) mustMigrate(dst *side, extra ...string) migResult {
 	return res
 }
 
-// adopt makes dst, to which the guest migrated, the current side and stops
-// the old one.
 // slowMigration starts migrating to dst at 1 MiB/s, which keeps the
 // migration running long enough to try something during it, and returns
 // once QEMU reports it active. The function it returns lifts the limit,
@@ -331,6 +329,8 @@ func (r *rig) slowMigration(ctx context.Context, dst *side, what string) (finish
 	}
 }
 
+// adopt makes dst, to which the guest migrated, the current side and stops
+// the old one.
 func (r *rig) adopt(dst *side) {
 	old := r.cur
 	dst.vm.Agent.FollowIDs(old.vm.Agent)
