@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"e1000e-vfu/tests/agentproto"
 )
 
 // TakeOver replaces the running server s with a new process of cfg.Bin
@@ -49,37 +47,4 @@ func (s *Server) TakeOver(ctx context.Context, cfg ServerConfig, n int) (*Server
 		return nu, errors.New("harness: the predecessor did not exit after the takeover")
 	}
 	return nu, nil
-}
-
-// AwaitAll waits up to wait for the replies to every request in ids, sent
-// with Begin, in whatever order they come.
-func (a *Agent) AwaitAll(ctx context.Context, ids []int64, wait time.Duration) (map[int64]agentproto.Reply, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	want := make(map[int64]bool, len(ids))
-	for _, id := range ids {
-		want[id] = true
-	}
-	got := make(map[int64]agentproto.Reply, len(ids))
-	for len(got) < len(ids) {
-		select {
-		case r := <-a.replies:
-			if !want[r.ID] {
-				continue
-			}
-			if !r.OK {
-				return got, fmt.Errorf("agent request %d: %s", r.ID, r.Err)
-			}
-			got[r.ID] = r
-		case <-a.done:
-			return got, errors.New("agent: port closed")
-		case <-t.C:
-			return got, fmt.Errorf("agent: %d of %d replies in %v", len(got), len(ids), wait)
-		case <-ctx.Done():
-			return got, ctx.Err()
-		}
-	}
-	return got, nil
 }

@@ -45,6 +45,7 @@ type rigOpts struct {
 	privateRAM bool     // guest RAM without an fd: every DMA by message
 	vlan       uint16   // with backendStream: the relay tags and untags this VLAN
 	serverArgs []string // more flags for our server, e.g. --param name=value
+	agent2     bool     // a second guest agent, for two requests at once
 }
 
 func newRig(t *testing.T, ctx context.Context, kind string, o rigOpts) *rig {
@@ -55,7 +56,7 @@ func newRig(t *testing.T, ctx context.Context, kind string, o rigOpts) *rig {
 	r := &rig{t: t, ctx: ctx, kind: kind, dir: harness.TestDir(t), vlan: o.vlan}
 	r.ns = netns(t, o.mtu)
 	r.stream = filepath.Join(r.dir, "net.sock")
-	cfg := harness.VMConfig{Dir: filepath.Join(r.dir, "vm"), KernelArgs: o.kernelArgs, PrivateRAM: o.privateRAM}
+	cfg := harness.VMConfig{Dir: filepath.Join(r.dir, "vm"), KernelArgs: o.kernelArgs, PrivateRAM: o.privateRAM, Agent2: o.agent2}
 	switch kind {
 	case harness.BuiltinE1000E:
 		cfg.NIC = harness.NIC{Kind: kind}
@@ -88,6 +89,11 @@ func newRig(t *testing.T, ctx context.Context, kind string, o rigOpts) *rig {
 		r.startRelay()
 	}
 	r.g = guest{t: t, ctx: ctx, vm: r.vm}
+	if o.agent2 {
+		if err := r.vm.StartAgent2(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if !o.noIP {
 		r.g.upEth0(guestIP + "/24")
 	}

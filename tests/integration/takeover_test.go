@@ -146,6 +146,10 @@ type tcpFeed struct {
 	done       chan error
 }
 
+// feedRate is the TCP feed's pace in bytes per second (32 Mbit/s): 128 MiB
+// last about 32 s, three times the ten takeovers' 10 s.
+const feedRate = 4 << 20
+
 func startTCPFeed(r *rig, size int64, timeout time.Duration) *tcpFeed {
 	r.t.Helper()
 	l, err := r.ns.Listen("tcp", net.JoinHostPort(hostIP, "0"))
@@ -165,6 +169,7 @@ func startTCPFeed(r *rig, size int64, timeout time.Duration) *tcpFeed {
 		c.SetDeadline(time.Now().Add(timeout))
 		src := io.LimitReader(agentproto.Stream(uint64(f.seed)), size)
 		buf := make([]byte, 64<<10)
+		start := time.Now()
 		for {
 			n, rerr := io.ReadFull(src, buf)
 			if n > 0 {
@@ -172,7 +177,12 @@ func startTCPFeed(r *rig, size int64, timeout time.Duration) *tcpFeed {
 					f.done <- err
 					return
 				}
-				f.sent.Add(int64(n))
+				sent := f.sent.Add(int64(n))
+				// Paced, so that the stream outlasts the takeovers
+				// on a fast machine too.
+				if ahead := time.Duration(float64(sent)/feedRate*float64(time.Second)) - time.Since(start); ahead > 0 {
+					time.Sleep(ahead)
+				}
 			}
 			if rerr != nil {
 				f.done <- nil
@@ -214,6 +224,13 @@ type udpEcho struct {
 
 const echoSize = 64
 
+// highest is the highest sequence number seen so far.
+func (u *udpEcho) highest() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.max
+}
+
 func startUDPEcho(r *rig, d time.Duration) *udpEcho {
 	r.t.Helper()
 	c, err := r.ns.ListenPacket("udp", net.JoinHostPort(hostIP, "0"))
@@ -243,7 +260,9 @@ func startUDPEcho(r *rig, d time.Duration) *udpEcho {
 			c.WriteTo(b[:n], addr)
 		}
 	}()
-	if u.id, err = r.vm.Agent.Begin(d, "udpecho", c.LocalAddr().String(), "100000", fmt.Sprint(echoSize)); err != nil {
+	// On the second agent: each agent runs one request at a time, and
+	// the first one is receiving the TCP feed meanwhile.
+	if u.id, err = r.vm.Agent2.Begin(d, "udpecho", c.LocalAddr().String(), "100000", fmt.Sprint(echoSize)); err != nil {
 		r.t.Fatal(err)
 	}
 	return u
@@ -275,7 +294,7 @@ func (u *udpEcho) result(rp agentproto.Reply) (sent, lost, dups int) {
 func TestVFUTakeover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	r := newRig(t, ctx, harness.VFIOUser, rigOpts{})
+	r := newRig(t, ctx, harness.VFIOUser, rigOpts{agent2: true})
 	r.ping(2, "")
 	rxBefore := r.guestCounter("rx_packets")
 	irqBefore := r.eth0IRQs()
@@ -283,29 +302,44 @@ func TestVFUTakeover(t *testing.T) {
 	const size = 128 << 20
 	tcp := startTCPFeed(r, size, 4*time.Minute)
 	udp := startUDPEcho(r, 20*time.Second)
-	for deadline := time.Now().Add(time.Minute); tcp.sent.Load() < 2<<20; {
+	for deadline := time.Now().Add(time.Minute); tcp.sent.Load() < 2<<20 || udp.highest() == 0; {
 		if time.Now().After(deadline) {
-			t.Fatalf("the TCP feed did not get going: %d bytes sent", tcp.sent.Load())
+			t.Fatalf("the flows did not get going: %d bytes sent, highest datagram %d", tcp.sent.Load(), udp.highest())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	// No agent call while the flows run: a reply that comes during one
 	// would be taken for a late one and dropped.
 	var paused, handover []time.Duration
+	udpSeen := udp.highest()
 	for i := 1; i <= takeovers; i++ {
 		time.Sleep(500 * time.Millisecond)
+		// Both flows still run as the takeover comes: the stream has
+		// not ended and the echo has seen new datagrams since the last.
+		if n := tcp.sent.Load(); n >= size {
+			t.Fatalf("takeover %d: the TCP stream had ended", i)
+		}
+		if m := udp.highest(); m <= udpSeen {
+			t.Fatalf("takeover %d: no new datagram since the last (highest %d)", i, m)
+		} else {
+			udpSeen = m
+		}
 		p, h := r.takeOver(i)
 		paused, handover = append(paused, p), append(handover, h)
 	}
 	t.Logf("%d takeovers; TCP sent so far %d MiB", takeovers, tcp.sent.Load()>>20)
-	replies, err := r.vm.Agent.AwaitAll(ctx, []int64{tcp.id, udp.id}, 5*time.Minute)
+	tcpReply, err := r.vm.Agent.Await(ctx, tcp.id, 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tcp.check(replies[tcp.id]); err != nil {
+	udpReply, err := r.vm.Agent2.Await(ctx, udp.id, 5*time.Minute)
+	if err != nil {
 		t.Fatal(err)
 	}
-	sent, lost, dups := udp.result(replies[udp.id])
+	if err := tcp.check(tcpReply); err != nil {
+		t.Fatal(err)
+	}
+	sent, lost, dups := udp.result(udpReply)
 	t.Logf("tcp: %d MiB host→guest, SHA-256 equal at both ends", size>>20)
 	t.Logf("udp: %d datagrams each way, %d lost, %d duplicated (bound: %d each, one a takeover)", sent, lost, dups, takeovers)
 	if lost > takeovers || dups > takeovers {
